@@ -1,0 +1,239 @@
+//! The HTTP API: one module per resource, each with its `router()`, merged
+//! in [`app`] under the shared layers.
+
+pub mod error;
+pub mod extract;
+
+mod concerts;
+mod ops;
+mod payments;
+mod queue;
+mod reservations;
+mod users;
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    Router,
+    extract::{MatchedPath, Request, State},
+    http::{StatusCode, header},
+    middleware::{self, Next},
+    response::Response,
+};
+use opentelemetry::trace::TraceContextExt;
+use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::{
+    domain::{Clock, tokens::TokenKey},
+    queue::Queue,
+    settings::Settings,
+    store::Store,
+    telemetry::metrics::Metrics,
+};
+use error::{ErrorCode, InternalCause, error_response};
+
+/// Everything a handler may use. Extractors and middleware clone it for
+/// every request, so it is one `Arc`.
+#[derive(Clone)]
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+pub struct Services {
+    pub store: Store,
+    pub queue: Queue,
+    pub settings: Arc<Settings>,
+    pub keys: TokenKey,
+    pub clock: Clock,
+    pub metrics: Metrics,
+    pub caches: Caches,
+}
+
+/// Read caches that spare the database the hottest reads of a sale.
+#[derive(Default)]
+pub struct Caches {
+    /// Concerts never disappear, so a concert seen once exists.
+    pub known_concerts: std::sync::RwLock<std::collections::HashSet<i64>>,
+    /// Rendered seat maps by performance (with the performance's concert),
+    /// each kept for [`SEAT_MAP_TTL`].
+    /// This instance's own holds, releases and payments drop them at once;
+    /// other instances' changes show within the TTL. Holds are decided by
+    /// the database, never by this map.
+    pub seat_maps: std::sync::Mutex<std::collections::HashMap<i64, SeatMap>>,
+}
+
+/// A rendered seat map and what it was rendered for.
+#[derive(Clone)]
+pub struct SeatMap {
+    pub rendered_at: Instant,
+    pub concert_id: i64,
+    pub body: axum::body::Bytes,
+}
+
+/// How stale a seat map may be when another instance changed it.
+pub const SEAT_MAP_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Caches {
+    /// Drops one performance's seat map, after a change to one of its seats.
+    pub fn forget_seat_map(&self, performance_id: i64) {
+        self.seat_maps.lock().unwrap_or_else(|p| p.into_inner()).remove(&performance_id);
+    }
+
+    /// Drops every seat map, when the changed performance is not at hand.
+    pub fn forget_seat_maps(&self) {
+        self.seat_maps.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+/// Request bodies above this are refused with 413; concert creation, which
+/// carries whole seat maps, may send more.
+const BODY_LIMIT: usize = 64 * 1024;
+pub(crate) const ADMIN_BODY_LIMIT: usize = 32 * 1024 * 1024;
+
+/// The whole service as a `Router`, so tests can drive it without a socket.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .merge(users::router())
+        .merge(concerts::router())
+        .merge(queue::router())
+        .merge(reservations::router())
+        .merge(payments::router())
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .merge(concerts::admin_router())
+        .merge(ops::router())
+        .fallback(|| async { error_response(StatusCode::NOT_FOUND, "ROUTE_NOT_FOUND", "no such route") })
+        .layer(middleware::from_fn(json_errors))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, state.settings.request_timeout))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// The request's span (semantic-convention attributes, parent taken from an
+/// incoming W3C `traceparent`), one log line and one metrics update per
+/// request with the route template (never the raw path), and the trace id on
+/// the response so a user's report can be found.
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let span = tracing::info_span!(
+        "HTTP request",
+        otel.name = format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        url.path = req.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderCarrier(req.headers())));
+    if parent.span().span_context().is_remote() {
+        let _ = span.set_parent(parent);
+    }
+    let trace = {
+        let cx = span.context();
+        let sc = cx.span().span_context().clone();
+        sc.is_valid().then(|| (sc.trace_id(), sc.trace_id().to_string(), sc.is_sampled()))
+    };
+    if let Some((_, id, _)) = &trace {
+        span.record("trace_id", id.as_str());
+    }
+    let mut response = next.run(req).instrument(span.clone()).await;
+    let elapsed = started.elapsed();
+    let status = response.status();
+    let code = response.extensions().get::<ErrorCode>().map(|c| c.0);
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("error.type", code.unwrap_or("INTERNAL"));
+    }
+    let sampled = trace.as_ref().filter(|(_, _, sampled)| *sampled).map(|(t, _, _)| *t);
+    state.metrics.observe_http(method.as_str(), &route, status.as_str(), elapsed.as_secs_f64(), sampled);
+    if let Some((_, id, _)) = &trace
+        && let Ok(value) = header::HeaderValue::from_str(id)
+    {
+        response.headers_mut().insert("x-trace-id", value);
+    }
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    let _entered = span.enter();
+    if let Some(InternalCause(cause)) = response.extensions().get::<InternalCause>() {
+        tracing::error!(method = %method, route, status = status.as_u16(), latency_ms, error_code = code, cause, "request failed");
+    } else if route != "/metrics" && route != "/healthz" {
+        tracing::info!(method = %method, route, status = status.as_u16(), latency_ms, error_code = code, "request");
+    }
+    drop(_entered);
+    response
+}
+
+/// Reads W3C trace context from request headers.
+struct HeaderCarrier<'a>(&'a axum::http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for HeaderCarrier<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// Errors raised outside our handlers (unknown method, a body over the
+/// limit, a timeout) arrive without a JSON body; give them one.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || response.extensions().get::<ErrorCode>().is_some() {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return response;
+    }
+    let (code, message) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => ("METHOD_NOT_ALLOWED", "this route does not take that method"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("PAYLOAD_TOO_LARGE", "the request body is too large"),
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::REQUEST_TIMEOUT => ("TIMEOUT", "the request took too long"),
+        StatusCode::NOT_FOUND => ("ROUTE_NOT_FOUND", "no such route"),
+        s if s.is_server_error() => ("INTERNAL", "an unexpected error occurred"),
+        _ => ("BAD_REQUEST", "the request is invalid"),
+    };
+    let mut fixed = error_response(status, code, message);
+    for (name, value) in response.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            fixed.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    fixed
+}
+
+/// The operations of this router, as `(METHOD, /path/{param})`, for the
+/// OpenAPI conformance test.
+pub fn routes() -> Vec<(&'static str, &'static str)> {
+    [users::ROUTES, concerts::ROUTES, queue::ROUTES, reservations::ROUTES, payments::ROUTES, ops::ROUTES].concat()
+}
+
+/// A timestamp field in a response.
+pub(crate) fn ts(ms: i64) -> String {
+    crate::domain::clock::rfc3339(ms)
+}
+
+/// The OpenAPI 3 document served at `/openapi.json`.
+pub fn ops_openapi() -> &'static str {
+    ops::OPENAPI
+}

@@ -1,0 +1,89 @@
+//! The waiting queue: join it, and poll your place.
+
+use axum::{Json, Router, extract::State, http::StatusCode, routing::{get, post}};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{
+    AppState, ts,
+    error::{ApiError, Result},
+    extract::{ApiJson, AuthUser, QueuePlace},
+};
+use crate::{
+    domain::{clock::Millis, queue::estimated_wait_seconds, tokens::QueueClaims},
+    queue::{AdmissionPolicy, PlaceStatus},
+};
+
+pub const ROUTES: &[(&str, &str)] = &[("POST", "/v1/queue/tokens"), ("GET", "/v1/queue/tokens/current")];
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/queue/tokens", post(enter)).route("/v1/queue/tokens/current", get(current))
+}
+
+impl AppState {
+    pub fn admission_policy(&self) -> AdmissionPolicy {
+        let s = &self.settings;
+        AdmissionPolicy {
+            batch: s.admission_batch,
+            interval_ms: s.admission_interval.as_millis() as i64,
+            max_active: s.admission_max_active,
+            window_ms: s.active_window.as_millis() as i64,
+        }
+    }
+
+    /// The caller's place, which must be active.
+    pub(crate) async fn require_active(&self, place: QueueClaims, seat_id: Option<i64>) -> Result<crate::queue::Gate> {
+        let gate = self.queue.gate(place, seat_id, self.clock.now_ms()).await?;
+        match gate.status {
+            PlaceStatus::Active { .. } => Ok(gate),
+            PlaceStatus::Waiting { .. } => {
+                Err(ApiError::forbidden("QUEUE_TOKEN_NOT_ACTIVE", "you are still waiting in line"))
+            }
+            PlaceStatus::Expired => Err(ApiError::forbidden("QUEUE_TOKEN_NOT_ACTIVE", "the queue token has expired")),
+        }
+    }
+}
+
+fn describe(status: PlaceStatus, policy: AdmissionPolicy, now: Millis) -> Value {
+    let (name, position, until) = match status {
+        PlaceStatus::Waiting { position } => ("WAITING", position, None),
+        PlaceStatus::Active { until } => ("ACTIVE", 0, Some(ts(until))),
+        PlaceStatus::Expired => ("EXPIRED", 0, None),
+    };
+    json!({
+        "status": name,
+        "position": position,
+        "estimated_wait_seconds": estimated_wait_seconds(position, policy.batch, policy.interval_ms, now),
+        "active_until": until,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Enter {
+    concert_id: i64,
+}
+
+async fn enter(State(s): State<AppState>, user: AuthUser, ApiJson(body): ApiJson<Enter>) -> Result<(StatusCode, Json<Value>)> {
+    let known = s.caches.known_concerts.read().unwrap_or_else(|p| p.into_inner()).contains(&body.concert_id);
+    if !known {
+        if !s.store.concert_exists(body.concert_id).await? {
+            return Err(ApiError::not_found("CONCERT_NOT_FOUND", "concert not found"));
+        }
+        s.caches.known_concerts.write().unwrap_or_else(|p| p.into_inner()).insert(body.concert_id);
+    }
+    let now = s.clock.now_ms();
+    let place = s.queue.enter(body.concert_id, user.0, now).await?;
+    let token = s.keys.issue_queue(QueueClaims { concert_id: body.concert_id, user_id: user.0, seq: place.seq });
+    let mut out = describe(place.status, s.admission_policy(), now);
+    out["queue_token"] = Value::String(token);
+    let status = if place.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(out)))
+}
+
+/// The hot poll: a signature check and one queue round trip, no database.
+async fn current(State(s): State<AppState>, QueuePlace(place): QueuePlace) -> Result<Json<Value>> {
+    let now = s.clock.now_ms();
+    let gate = s.queue.gate(place, None, now).await?;
+    Ok(Json(describe(gate.status, s.admission_policy(), now)))
+}

@@ -1,0 +1,133 @@
+//! The booking service: a waiting queue in front of seat holds, balances
+//! and payments, with the database as the only judge of who gets a seat.
+//!
+//! [`Application::build`] wires settings to backends; [`app`] is the whole
+//! HTTP service as a `Router`, which tests drive without a socket.
+
+pub mod background;
+pub mod domain;
+pub mod http;
+pub mod queue;
+pub mod seed;
+pub mod settings;
+pub mod store;
+pub mod telemetry;
+
+use std::{future::IntoFuture, sync::Arc};
+
+use tokio::{net::TcpListener, sync::watch};
+
+pub use http::{AppState, app};
+
+use crate::{
+    domain::{Clock, tokens::TokenKey},
+    queue::{Queue, QueueError},
+    settings::{Settings, SettingsError},
+    store::{Store, StoreError},
+    telemetry::metrics::Metrics,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error("redis: {0}")]
+    Queue(#[from] QueueError),
+    #[error("cannot listen: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Connects the backends the settings name: SQLite and the in-process queue
+/// unless `DATABASE_URL` / `REDIS_URL` say otherwise.
+pub async fn build_state(settings: Settings, clock: Clock) -> Result<AppState, BuildError> {
+    settings.validate()?;
+    let metrics = Metrics::new();
+    let store = Store::connect(settings.database_url.expose(), settings.database_max_connections)
+        .await?
+        .with_metrics(metrics.store.clone());
+    let queue = match &settings.redis_url {
+        Some(url) => Queue::redis(url.expose(), &settings.redis_key_prefix, Some(metrics.redis.clone())).await?,
+        None => Queue::memory(),
+    };
+    Ok(AppState::new(http::Services {
+        store,
+        queue,
+        keys: TokenKey::new(settings.token_secret.expose().as_bytes()),
+        settings: Arc::new(settings),
+        clock,
+        metrics,
+        caches: http::Caches::default(),
+    }))
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, BuildError> {
+        let listen = settings.listen;
+        let state = build_state(settings, Clock::default()).await?;
+        let listener = TcpListener::bind(listen).await?;
+        Ok(Self { listener, state })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then stops taking connections and
+    /// drains in-flight requests for at most the configured grace period.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let Self { listener, state } = self;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let loops = background::spawn(state.clone(), stop_rx.clone());
+        let grace = state.settings.shutdown_grace;
+        let server = axum::serve(listener, app(state.clone()))
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down: draining in-flight requests");
+                let _ = stop_tx.send(true);
+            })
+            .into_future();
+        let mut drain = stop_rx;
+        let result = tokio::select! {
+            r = server => r,
+            _ = async { let _ = drain.wait_for(|stop| *stop).await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(grace_secs = grace.as_secs(), "drain time exceeded; dropping remaining requests");
+                Ok(())
+            }
+        };
+        for handle in loops {
+            let _ = tokio::time::timeout(grace, handle).await;
+        }
+        state.store.close().await;
+        result
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -1,0 +1,19 @@
+-- Joins a concert's line, or returns the caller's live place in it.
+-- KEYS: current (hash user -> place number), waiting (zset), active (zset),
+--       seq (counter), lines (set of concert ids)
+-- ARGV: user, concert, now_ms
+-- Returns {seq, created (0|1), position (0 unless waiting), active_until (0 unless active)}
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then
+  local rank = redis.call('ZRANK', KEYS[2], ARGV[1])
+  if rank then return {tonumber(cur), 0, rank + 1, 0} end
+  local untl = redis.call('ZSCORE', KEYS[3], ARGV[1])
+  if untl and tonumber(untl) > tonumber(ARGV[3]) then return {tonumber(cur), 0, 0, tonumber(untl)} end
+end
+-- The counter makes every place number unique: strict FIFO, no ties.
+local seq = redis.call('INCR', KEYS[4])
+redis.call('HSET', KEYS[1], ARGV[1], seq)
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZADD', KEYS[2], seq, ARGV[1])
+redis.call('SADD', KEYS[5], ARGV[2])
+return {seq, 1, redis.call('ZRANK', KEYS[2], ARGV[1]) + 1, 0}

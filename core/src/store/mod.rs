@@ -1,0 +1,344 @@
+//! The database: the only source of truth for who holds or owns a seat, and
+//! for every balance.
+//!
+//! One implementation serves both backends through `sqlx::Any`: PostgreSQL in
+//! production and SQLite as the embedded default. The statements are shared,
+//! and the few that must differ (row locks, the batched sweeper) choose by
+//! [`Dialect`], so the two backends cannot drift apart. Each backend keeps its
+//! own migrations under `core/migrations/<backend>/`.
+
+mod catalogue;
+mod holds;
+mod money;
+
+use std::time::Duration;
+
+use sqlx::{
+    AnyPool, Row,
+    any::AnyPoolOptions,
+    error::{DatabaseError, ErrorKind},
+};
+
+pub use catalogue::{seat_insert_sql, ConcertSummary, CreatedConcert, NewConcert, NewPerformance, NewSeat, PerformanceSummary, SeatStatus, SeatView};
+pub use holds::{HoldRequest, Reservation, ReservationStatus, Taken};
+pub use money::{ChargeReceipt, Idempotent, PaymentReceipt, ledger_sum};
+
+use crate::{domain::clock::Millis, telemetry::metrics::StoreMetrics};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+impl Dialect {
+    /// The `db.system.name` of OpenTelemetry's semantic conventions.
+    pub fn system_name(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "postgresql",
+            Dialect::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// What the booking rules can refuse, and the one variant for everything else.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("the seat is not available")]
+    SeatUnavailable,
+    #[error("the per-performance hold limit is reached")]
+    HoldLimitReached,
+    #[error("the hold has expired")]
+    HoldExpired,
+    #[error("the reservation cannot be paid")]
+    NotPayable,
+    #[error("the reservation is not held")]
+    NotHeld,
+    #[error("the balance does not cover the price")]
+    InsufficientBalance { balance: i64, price: i64 },
+    #[error("the idempotency key was used for a different request")]
+    IdempotencyKeyReused,
+    #[error("a constraint refused the change: {0}")]
+    Constraint(String),
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        // A violated constraint is the database refusing bad input; report it
+        // as such, not as an outage.
+        if let sqlx::Error::Database(db) = &e
+            && matches!(db.kind(), ErrorKind::UniqueViolation | ErrorKind::CheckViolation | ErrorKind::ForeignKeyViolation)
+        {
+            return StoreError::Constraint(constraint_name(db.as_ref()));
+        }
+        StoreError::Database(e)
+    }
+}
+
+fn constraint_name(db: &dyn DatabaseError) -> String {
+    db.constraint().map(str::to_owned).unwrap_or_else(|| db.message().to_owned())
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Pool figures for the metrics sampler.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolStats {
+    pub max: u32,
+    pub size: u32,
+    pub idle: u32,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    dialect: Dialect,
+    max_connections: u32,
+    metrics: Option<StoreMetrics>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("dialect", &self.dialect).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Connects and migrates. A `sqlite:` URL creates the file when missing.
+    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
+        sqlx::any::install_default_drivers();
+        let (dialect, url, max_connections) = if url.starts_with("sqlite:") {
+            let url = if url.contains("mode=") || url.contains(":memory:") {
+                url.to_owned()
+            } else if url.contains('?') {
+                format!("{url}&mode=rwc")
+            } else {
+                format!("{url}?mode=rwc")
+            };
+            // SQLite has a single writer; one connection keeps every
+            // transaction serial instead of failing with SQLITE_BUSY.
+            (Dialect::Sqlite, url, 1)
+        } else {
+            (Dialect::Postgres, url.to_owned(), max_connections)
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .min_connections(if dialect == Dialect::Sqlite { 1 } else { 0 })
+            .acquire_timeout(Duration::from_secs(5))
+            // SQLite's one connection must never be closed: an in-memory
+            // database would vanish with it.
+            .idle_timeout(if dialect == Dialect::Sqlite { None } else { Some(Duration::from_secs(300)) })
+            .max_lifetime(if dialect == Dialect::Sqlite { None } else { Some(Duration::from_secs(1800)) })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        sqlx::raw_sql(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+                        )
+                        .execute(conn)
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        let store = Self { pool, dialect, max_connections, metrics: None };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub async fn migrate(&self) -> StoreResult<()> {
+        let result = match self.dialect {
+            Dialect::Postgres => sqlx::migrate!("./migrations/postgres").run(&self.pool).await,
+            Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&self.pool).await,
+        };
+        result.map_err(|e| StoreError::Database(e.into()))
+    }
+
+    /// Records operation latencies and pool waits into `metrics`.
+    pub fn with_metrics(mut self, metrics: StoreMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Runs one database operation inside a client span, timing it.
+    pub(crate) async fn timed<T>(&self, operation: &'static str, fut: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+        let histogram = self.metrics.as_ref().map(|m| &m.operation_duration);
+        crate::telemetry::client_call(self.dialect.system_name(), operation, histogram, fut).await
+    }
+
+    /// Begins a transaction, counting the wait for a pooled connection.
+    pub(crate) async fn begin(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(self.counting_wait(self.pool.begin()).await?)
+    }
+
+    /// A pooled connection, counting the wait for it.
+    pub(crate) async fn acquire(&self) -> StoreResult<sqlx::pool::PoolConnection<sqlx::Any>> {
+        Ok(self.counting_wait(self.pool.acquire()).await?)
+    }
+
+    /// Runs `wait` (a pool checkout) as one more waiter, timing it.
+    async fn counting_wait<T>(&self, wait: impl Future<Output = T>) -> T {
+        let Some(m) = &self.metrics else { return wait.await };
+        m.waiting.inc();
+        let started = std::time::Instant::now();
+        let result = wait.await;
+        m.waiting.dec();
+        m.acquire.observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn pool_stats(&self) -> PoolStats {
+        PoolStats { max: self.max_connections, size: self.pool.size(), idle: self.pool.num_idle() as u32 }
+    }
+
+    pub async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub async fn create_user(&self, name: &str, now: Millis) -> StoreResult<i64> {
+        let row = sqlx::query("INSERT INTO users (name, balance, created_at) VALUES ($1, 0, $2) RETURNING id")
+            .bind(name)
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    pub async fn balance(&self, user_id: i64) -> StoreResult<i64> {
+        let row = sqlx::query("SELECT balance FROM users WHERE id = $1").bind(user_id).fetch_optional(&self.pool).await?;
+        row.map(|r| r.try_get(0)).transpose()?.ok_or(StoreError::NotFound("user"))
+    }
+
+    /// Marks lapsed holds EXPIRED and frees their seats, at most `batch` at a
+    /// time. Expiry is lazy everywhere else, so this only tidies up: a
+    /// lapsed hold counts as available whether or not it has been swept.
+    /// Returns how many holds were expired.
+    pub async fn sweep_expired(&self, now: Millis, batch: i64) -> StoreResult<u64> {
+        self.timed("sweep", self.sweep_batch(now, batch)).await
+    }
+
+    async fn sweep_batch(&self, now: Millis, batch: i64) -> StoreResult<u64> {
+        match self.dialect {
+            Dialect::Postgres => {
+                // SKIP LOCKED lets several instances sweep side by side, and
+                // never waits on a payment that has the row locked.
+                let row = sqlx::query(
+                    "WITH lapsed AS (
+                         SELECT id FROM reservations
+                         WHERE status = 'HELD' AND expires_at <= $1
+                         ORDER BY expires_at LIMIT $2
+                         FOR UPDATE SKIP LOCKED
+                     ), expired AS (
+                         UPDATE reservations r SET status = 'EXPIRED'
+                         FROM lapsed WHERE r.id = lapsed.id
+                         RETURNING r.id, r.seat_id
+                     ), freed AS (
+                         UPDATE seats s SET hold_reservation_id = NULL, hold_user_id = NULL, hold_expires_at = NULL
+                         FROM expired WHERE s.id = expired.seat_id AND s.hold_reservation_id = expired.id
+                         RETURNING s.id
+                     )
+                     SELECT (SELECT count(*) FROM expired), (SELECT count(*) FROM freed)",
+                )
+                .bind(now)
+                .bind(batch)
+                .fetch_one(&self.pool)
+                .await?;
+                let expired: i64 = row.try_get(0)?;
+                Ok(expired as u64)
+            }
+            Dialect::Sqlite => {
+                let mut tx = self.begin().await?;
+                let expired = sqlx::query(
+                    "UPDATE reservations SET status = 'EXPIRED'
+                     WHERE id IN (SELECT id FROM reservations WHERE status = 'HELD' AND expires_at <= $1
+                                  ORDER BY expires_at LIMIT $2)",
+                )
+                .bind(now)
+                .bind(batch)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                sqlx::query(
+                    "UPDATE seats SET hold_reservation_id = NULL, hold_user_id = NULL, hold_expires_at = NULL
+                     WHERE hold_reservation_id IN (SELECT id FROM reservations WHERE status = 'EXPIRED')",
+                )
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(expired)
+            }
+        }
+    }
+
+    /// Counts that must always hold; the load tests check them after a run.
+    pub async fn audit(&self) -> StoreResult<Audit> {
+        let q = |sql: &'static str| async move {
+            let row = sqlx::query(sql).fetch_one(&self.pool).await?;
+            Ok::<i64, StoreError>(row.try_get::<Option<i64>, _>(0)?.unwrap_or(0))
+        };
+        Ok(Audit {
+            seats_sold_twice: q("SELECT count(*) FROM (SELECT seat_id FROM reservations WHERE status = 'PAID' GROUP BY seat_id HAVING count(*) > 1) t").await?,
+            seats_with_two_live_holds: q("SELECT count(*) FROM (SELECT seat_id FROM reservations WHERE status = 'HELD' GROUP BY seat_id HAVING count(*) > 1) t").await?,
+            sold_seats: q("SELECT count(*) FROM seats WHERE sold_reservation_id IS NOT NULL").await?,
+            payments: q("SELECT count(*) FROM payments").await?,
+            charges_total: q("SELECT CAST(sum(amount) AS BIGINT) FROM ledger WHERE kind = 'CHARGE'").await?,
+            payments_total: q("SELECT CAST(-sum(amount) AS BIGINT) FROM ledger WHERE kind = 'PAYMENT'").await?,
+            balances_total: q("SELECT CAST(sum(balance) AS BIGINT) FROM users").await?,
+        })
+    }
+}
+
+/// The invariants of a whole sale, as counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Audit {
+    pub seats_sold_twice: i64,
+    pub seats_with_two_live_holds: i64,
+    pub sold_seats: i64,
+    pub payments: i64,
+    pub charges_total: i64,
+    pub payments_total: i64,
+    pub balances_total: i64,
+}
+
+impl Audit {
+    /// Each broken invariant, in words; empty when the sale is sound.
+    pub fn violations(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.seats_sold_twice != 0 {
+            v.push(format!("{} seats sold twice", self.seats_sold_twice));
+        }
+        if self.seats_with_two_live_holds != 0 {
+            v.push(format!("{} seats with two live holds", self.seats_with_two_live_holds));
+        }
+        if self.payments != self.sold_seats {
+            v.push(format!("{} payments but {} sold seats", self.payments, self.sold_seats));
+        }
+        if self.charges_total - self.payments_total != self.balances_total {
+            v.push(format!(
+                "charges {} - payments {} != balances {}",
+                self.charges_total, self.payments_total, self.balances_total
+            ));
+        }
+        v
+    }
+}

@@ -1,0 +1,161 @@
+//! The JSON log line: `timestamp`, `level`, `message`, `service_name`,
+//! `trace_id`, `span_id`, `parent_span_id` (W3C hex, null where none), then
+//! the event's own fields. One object per line on stdout.
+//!
+//! The line is written field by field into the formatter's buffer (strings
+//! escaped by serde_json), not built as a map first: this runs for every
+//! request.
+
+use std::fmt::{self, Write as _};
+
+use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
+use tracing::{Event, Subscriber, field::Field};
+use tracing_subscriber::{
+    fmt::{FmtContext, FormatEvent, FormatFields, format::Writer},
+    registry::LookupSpan,
+};
+
+pub struct JsonLine {
+    pub service_name: String,
+}
+
+/// The OpenTelemetry ids of a span known to the tracing registry.
+fn otel_ids(id: &tracing::span::Id) -> Option<(TraceId, SpanId)> {
+    tracing::dispatcher::get_default(|dispatch| {
+        let cx = tracing_opentelemetry::get_otel_context(id, dispatch)?;
+        let span = cx.span();
+        let sc = span.span_context();
+        sc.is_valid().then(|| (sc.trace_id(), sc.span_id()))
+    })
+}
+
+/// Appends `"key":"escaped value"`.
+fn put_str(out: &mut String, key: &str, value: &str) {
+    out.push_str(",\"");
+    out.push_str(key);
+    out.push_str("\":");
+    out.push_str(&serde_json::to_string(value).unwrap_or_else(|_| "null".into()));
+}
+
+fn put_hex(out: &mut String, key: &str, value: Option<impl fmt::Display>) {
+    match value {
+        Some(v) => {
+            let _ = write!(out, ",\"{key}\":\"{v}\"");
+        }
+        None => {
+            let _ = write!(out, ",\"{key}\":null");
+        }
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for JsonLine
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        let mut line = String::with_capacity(384);
+        line.push_str("{\"timestamp\":\"");
+        let _ = write!(line, "{}", chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ"));
+        line.push('"');
+        put_str(&mut line, "level", event.metadata().level().as_str());
+        put_str(&mut line, "service_name", &self.service_name);
+        let (mut ids, mut parent) = (None, None);
+        if let Some(current) = ctx.lookup_current() {
+            ids = otel_ids(&current.id());
+            parent = current.parent().and_then(|p| otel_ids(&p.id())).map(|(_, s)| s);
+        }
+        put_hex(&mut line, "trace_id", ids.map(|(t, _)| t));
+        put_hex(&mut line, "span_id", ids.map(|(_, s)| s));
+        put_hex(&mut line, "parent_span_id", parent);
+        put_str(&mut line, "target", event.metadata().target());
+        let mut fields = FieldWriter { out: &mut line, has_message: false };
+        event.record(&mut fields);
+        if !fields.has_message {
+            line.push_str(",\"message\":null");
+        }
+        line.push('}');
+        writeln!(writer, "{line}")
+    }
+}
+
+struct FieldWriter<'a> {
+    out: &'a mut String,
+    has_message: bool,
+}
+
+impl FieldWriter<'_> {
+    fn raw(&mut self, field: &Field, value: impl fmt::Display) {
+        self.has_message |= field.name() == "message";
+        let _ = write!(self.out, ",\"{}\":{value}", field.name());
+    }
+}
+
+impl tracing::field::Visit for FieldWriter<'_> {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if value.is_finite() {
+            self.raw(field, value);
+        } else {
+            self.raw(field, "null");
+        }
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.raw(field, value);
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.raw(field, value);
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.raw(field, value);
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.has_message |= field.name() == "message";
+        put_str(self.out, field.name(), value);
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.record_str(field, &value.to_string());
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.record_str(field, &format!("{value:?}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_line_is_one_json_object_with_the_documented_fields() {
+        use tracing_subscriber::prelude::*;
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let sink = buf.clone();
+        let layer = tracing_subscriber::fmt::layer()
+            .event_format(JsonLine { service_name: "booking".into() })
+            .with_writer(move || Sink(sink.clone()));
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(route = "/v1/x", status = 201u64, latency_ms = 1.5, quote = "a\"b", "request");
+        });
+        let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["message"], "request");
+        assert_eq!(line["level"], "INFO");
+        assert_eq!(line["service_name"], "booking");
+        assert!(line["trace_id"].is_null() && line["span_id"].is_null() && line["parent_span_id"].is_null());
+        assert_eq!((line["status"].as_u64(), line["latency_ms"].as_f64()), (Some(201), Some(1.5)));
+        assert_eq!(line["quote"], "a\"b");
+        assert!(chrono::DateTime::parse_from_rfc3339(line["timestamp"].as_str().unwrap()).is_ok());
+    }
+
+    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(data);
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+}
