@@ -1,0 +1,5 @@
+//! The alerting service: evaluates SLIs against Prometheus or a direct
+//! scrape, pages the on-call roster over Slack, email or the console with a
+//! runbook link, escalates when nobody acknowledges, and keeps incidents.
+
+pub mod rules;

@@ -1,0 +1,3 @@
+//! `alerting`: the command line. It parses arguments and calls the library.
+
+fn main() {}

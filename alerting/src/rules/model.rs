@@ -1,0 +1,125 @@
+//! What the engine evaluates: rules after loading, validation and expansion
+//! (burn-rate rules become plain conditions here). Every expression is
+//! PromQL, so the same rule runs against Prometheus, against a direct scrape
+//! (the subset in [`crate::promql`]), and exports to Prometheus rule files.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    /// value > threshold
+    Above,
+    /// value < threshold
+    Below,
+}
+
+impl Op {
+    pub fn holds(self, value: f64, threshold: f64) -> bool {
+        match self {
+            Op::Above => value > threshold,
+            Op::Below => value < threshold,
+        }
+    }
+
+    /// The PromQL comparison operator.
+    pub fn promql(self) -> &'static str {
+        match self {
+            Op::Above => ">",
+            Op::Below => "<",
+        }
+    }
+}
+
+/// How a rule's value reads to a human (`1.52 %`, `850 ms`, `3.1 GiB`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unit {
+    /// 0..1, shown as a percentage.
+    Ratio,
+    Seconds,
+    Bytes,
+    #[default]
+    None,
+}
+
+/// `expr op threshold`, evaluated per series of `expr`'s result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Condition {
+    pub expr: String,
+    pub op: Op,
+    pub threshold: f64,
+}
+
+/// One severity of a rule. It fires when every `fire` condition has held
+/// for `for_`, and resolves once every `clear` condition has held for
+/// `clear_for` (hysteresis: clear thresholds sit on the healthy side of the
+/// fire thresholds, so a value hovering at the line cannot flap pages).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Level {
+    pub severity: Severity,
+    pub fire: Vec<Condition>,
+    #[serde(with = "secs")]
+    pub for_: Duration,
+    pub clear: Vec<Condition>,
+    #[serde(with = "secs")]
+    pub clear_for: Duration,
+}
+
+/// A loaded rule, ready to evaluate.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rule {
+    /// Stable id (kebab-case); part of every alert's dedup key.
+    pub id: String,
+    /// Alert name as Prometheus would show it (`HighErrorRate`).
+    pub name: String,
+    pub summary: String,
+    /// The on-call role that owns this alert (routing for warnings).
+    pub owner: String,
+    /// Runbook id: `runbooks/<id>.md`.
+    pub runbook: String,
+    pub dashboard: Option<String>,
+    pub unit: Unit,
+    /// Warning first, then critical, as present.
+    pub levels: Vec<Level>,
+    /// How long the first fire expression may return nothing before the
+    /// rule is in the no-data state (and alerts at `no_data_severity`).
+    #[serde(with = "secs")]
+    pub no_data_for: Duration,
+    pub no_data_severity: Severity,
+    pub labels: BTreeMap<String, String>,
+    /// 1-based line of the rule in its file, for messages.
+    pub line: usize,
+}
+
+mod secs {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+}
