@@ -3,3 +3,6 @@
 //! runbook link, escalates when nobody acknowledges, and keeps incidents.
 
 pub mod rules;
+pub mod promql;
+pub mod source;
+pub mod engine;

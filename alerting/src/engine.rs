@@ -1,0 +1,447 @@
+//! The alert state machine: inactive → pending → firing → resolved, per
+//! rule and series, plus one "no data" alert for rules whose expressions
+//! return nothing (a dead exporter must not look healthy).
+//!
+//! It is a pure function of the rules, the expression results and the
+//! evaluation time, so every transition is tested without clocks or I/O.
+//!
+//! One alert per rule and label set, whatever its severity: a warning that
+//! worsens to critical is upgraded in place (and pages the critical plan),
+//! never a second incident. Firing alerts resolve only when their clear
+//! conditions have held for `clear_for` (hysteresis); an alert whose series
+//! vanished stays firing rather than looking resolved.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use crate::{
+    promql::{Labels, Sample},
+    rules::{Condition, Op, Rule, Severity},
+    source::Results,
+};
+
+/// The id of the synthetic alert that collects rules without data.
+pub const NO_DATA: &str = "no-data";
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct AlertKey {
+    pub rule_id: String,
+    pub labels: Labels,
+}
+
+impl AlertKey {
+    /// Stable text form, the dedup key of incidents and pages.
+    pub fn fingerprint(&self) -> String {
+        let labels: Vec<String> = self.labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+        format!("{}{{{}}}", self.rule_id, labels.join(","))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum Transition {
+    Fired { key: AlertKey, severity: Severity, value: f64, threshold: f64, op: Op, since_ms: i64, detail: String },
+    /// A firing warning became critical.
+    Upgraded { key: AlertKey, severity: Severity, value: f64, threshold: f64, op: Op, detail: String },
+    Resolved { key: AlertKey, value: f64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Inactive,
+    Pending,
+    Firing,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Inactive => "inactive",
+            Phase::Pending => "pending",
+            Phase::Firing => "firing",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct AlertState {
+    /// Per level: since when its fire conditions have held.
+    pending_since: Vec<Option<i64>>,
+    firing: Option<(Severity, i64)>,
+    clear_since: Option<i64>,
+    value: f64,
+}
+
+/// What `GET /v1/alerts` and the metrics show.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertStatus {
+    pub key: AlertKey,
+    pub fingerprint: String,
+    pub phase: Phase,
+    pub severity: Option<Severity>,
+    pub value: f64,
+    pub since_ms: Option<i64>,
+}
+
+pub struct Engine {
+    rules: Vec<Rule>,
+    alerts: BTreeMap<AlertKey, AlertState>,
+    /// Per rule id: since when its primary expression has returned nothing.
+    no_data_since: HashMap<String, i64>,
+    no_data_firing: Option<(Severity, i64)>,
+}
+
+impl Engine {
+    pub fn new(rules: Vec<Rule>) -> Self {
+        Self { rules, alerts: BTreeMap::new(), no_data_since: HashMap::new(), no_data_firing: None }
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn rule(&self, id: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.id == id)
+    }
+
+    /// Every distinct expression the rules need, for one query each.
+    pub fn expressions(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self
+            .rules
+            .iter()
+            .flat_map(|r| r.levels.iter())
+            .flat_map(|l| l.fire.iter().chain(&l.clear))
+            .map(|c| c.expr.as_str())
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    pub fn statuses(&self) -> Vec<AlertStatus> {
+        let mut out: Vec<AlertStatus> = self
+            .alerts
+            .iter()
+            .map(|(key, s)| {
+                let pending = s.pending_since.iter().flatten().min().copied();
+                let phase = if s.firing.is_some() {
+                    Phase::Firing
+                } else if pending.is_some() {
+                    Phase::Pending
+                } else {
+                    Phase::Inactive
+                };
+                AlertStatus {
+                    key: key.clone(),
+                    fingerprint: key.fingerprint(),
+                    phase,
+                    severity: s.firing.map(|f| f.0),
+                    value: s.value,
+                    since_ms: s.firing.map(|f| f.1).or(pending),
+                }
+            })
+            .collect();
+        if let Some((severity, since)) = self.no_data_firing {
+            let key = AlertKey { rule_id: NO_DATA.into(), labels: Labels::new() };
+            out.push(AlertStatus {
+                fingerprint: key.fingerprint(),
+                key,
+                phase: Phase::Firing,
+                severity: Some(severity),
+                value: self.no_data_since.len() as f64,
+                since_ms: Some(since),
+            });
+        }
+        out
+    }
+
+    /// One evaluation at `now_ms`. A missing or failed expression counts as
+    /// "no data" for the rules that use it.
+    pub fn evaluate(&mut self, results: &Results, now_ms: i64) -> Vec<Transition> {
+        let mut out = Vec::new();
+        let empty: Vec<Sample> = Vec::new();
+        let get = |expr: &str| -> &Vec<Sample> { results.get(expr).and_then(|r| r.as_ref().ok()).unwrap_or(&empty) };
+        for rule in &self.rules {
+            let Some(first) = rule.levels.first().and_then(|l| l.fire.first()) else { continue };
+            // The series this rule speaks about: the union over its levels.
+            let mut keys: Vec<Labels> = rule
+                .levels
+                .iter()
+                .filter_map(|l| l.fire.first())
+                .flat_map(|c| get(&c.expr).iter().map(|s| s.labels.clone()))
+                .collect();
+            keys.sort();
+            keys.dedup();
+            if get(&first.expr).is_empty() {
+                self.no_data_since.entry(rule.id.clone()).or_insert(now_ms);
+            } else {
+                self.no_data_since.remove(&rule.id);
+            }
+            for labels in keys {
+                let key = AlertKey { rule_id: rule.id.clone(), labels };
+                let state = self.alerts.entry(key.clone()).or_default();
+                state.pending_since.resize(rule.levels.len(), None);
+                let mut eligible: Option<(usize, f64)> = None;
+                for (i, level) in rule.levels.iter().enumerate() {
+                    let held = all_hold(&level.fire, &key.labels, &get);
+                    state.pending_since[i] = match (held, state.pending_since[i]) {
+                        (true, Some(since)) => Some(since),
+                        (true, None) => Some(now_ms),
+                        (false, _) => None,
+                    };
+                    if let Some(since) = state.pending_since[i]
+                        && now_ms - since >= level.for_.as_millis() as i64
+                    {
+                        let value = lookup(get(&level.fire[0].expr), &key.labels).unwrap_or(f64::NAN);
+                        eligible = Some((i, value));
+                    }
+                }
+                if let Some(v) = lookup(get(&first.expr), &key.labels) {
+                    state.value = v;
+                }
+                match (state.firing, eligible) {
+                    (None, Some((i, value))) => {
+                        let level = &rule.levels[i];
+                        state.firing = Some((level.severity, now_ms));
+                        state.clear_since = None;
+                        out.push(Transition::Fired {
+                            key: key.clone(),
+                            severity: level.severity,
+                            value,
+                            threshold: level.fire[0].threshold,
+                            op: level.fire[0].op,
+                            since_ms: state.pending_since[i].unwrap_or(now_ms),
+                            detail: rule.summary.clone(),
+                        });
+                    }
+                    (Some((current, since)), Some((i, value))) if rule.levels[i].severity > current => {
+                        let level = &rule.levels[i];
+                        state.firing = Some((level.severity, since));
+                        state.clear_since = None;
+                        out.push(Transition::Upgraded {
+                            key: key.clone(),
+                            severity: level.severity,
+                            value,
+                            threshold: level.fire[0].threshold,
+                            op: level.fire[0].op,
+                            detail: rule.summary.clone(),
+                        });
+                    }
+                    (Some(_), _) => {
+                        // The lowest level's clear conditions are the last
+                        // to hold on the way down.
+                        let lowest = &rule.levels[0];
+                        let clear = if lowest.clear.is_empty() {
+                            !all_hold(&lowest.fire, &key.labels, &get)
+                        } else {
+                            all_hold(&lowest.clear, &key.labels, &get)
+                        };
+                        let any_fire = state.pending_since.iter().any(Option::is_some);
+                        if clear && !any_fire {
+                            let since = *state.clear_since.get_or_insert(now_ms);
+                            if now_ms - since >= lowest.clear_for.as_millis() as i64 {
+                                state.firing = None;
+                                state.clear_since = None;
+                                out.push(Transition::Resolved { key: key.clone(), value: state.value });
+                            }
+                        } else {
+                            state.clear_since = None;
+                        }
+                    }
+                    (None, None) => {}
+                }
+            }
+        }
+        // Forget quiet series so label churn cannot grow the map forever.
+        self.alerts.retain(|_, s| s.firing.is_some() || s.pending_since.iter().any(Option::is_some));
+        self.no_data_since.retain(|id, _| self.rules.iter().any(|r| &r.id == id));
+        out.extend(self.no_data_transition(now_ms));
+        out
+    }
+
+    fn no_data_transition(&mut self, now_ms: i64) -> Option<Transition> {
+        let overdue: Vec<&Rule> = self
+            .rules
+            .iter()
+            .filter(|r| self.no_data_since.get(&r.id).is_some_and(|since| now_ms - since >= r.no_data_for.as_millis() as i64))
+            .collect();
+        let key = AlertKey { rule_id: NO_DATA.into(), labels: Labels::new() };
+        match (self.no_data_firing, overdue.iter().map(|r| r.no_data_severity).max()) {
+            (None, Some(severity)) => {
+                let since = overdue.iter().filter_map(|r| self.no_data_since.get(&r.id)).min().copied().unwrap_or(now_ms);
+                self.no_data_firing = Some((severity, since));
+                let ids: Vec<&str> = overdue.iter().map(|r| r.id.as_str()).collect();
+                Some(Transition::Fired {
+                    key,
+                    severity,
+                    value: overdue.len() as f64,
+                    threshold: 0.0,
+                    op: Op::Above,
+                    since_ms: since,
+                    detail: format!("No data for {} rule(s): {}", ids.len(), ids.join(", ")),
+                })
+            }
+            (Some((current, since)), Some(severity)) if severity > current => {
+                self.no_data_firing = Some((severity, since));
+                Some(Transition::Upgraded {
+                    key,
+                    severity,
+                    value: overdue.len() as f64,
+                    threshold: 0.0,
+                    op: Op::Above,
+                    detail: format!("No data for {} rule(s)", overdue.len()),
+                })
+            }
+            (Some(_), None) if self.no_data_since.is_empty() => {
+                self.no_data_firing = None;
+                Some(Transition::Resolved { key, value: 0.0 })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The value of the series with exactly these labels; a single unlabelled
+/// result (an aggregate such as a traffic guard) applies to every series.
+fn lookup(samples: &[Sample], labels: &Labels) -> Option<f64> {
+    if let [only] = samples
+        && only.labels.is_empty()
+    {
+        return Some(only.value);
+    }
+    samples.iter().find(|s| &s.labels == labels).map(|s| s.value)
+}
+
+fn all_hold<'a>(conditions: &[Condition], labels: &Labels, get: &impl Fn(&str) -> &'a Vec<Sample>) -> bool {
+    !conditions.is_empty()
+        && conditions.iter().all(|c| lookup(get(&c.expr), labels).is_some_and(|v| !v.is_nan() && c.op.holds(v, c.threshold)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::rules::{Level, Unit};
+
+    const E: &str = "error_ratio";
+
+    fn cond(op: Op, threshold: f64) -> Condition {
+        Condition { expr: E.into(), op, threshold }
+    }
+
+    fn rule() -> Rule {
+        Rule {
+            id: "high-error-rate".into(),
+            name: "HighErrorRate".into(),
+            summary: "errors".into(),
+            owner: "backend".into(),
+            runbook: "high-error-rate".into(),
+            dashboard: None,
+            unit: Unit::Ratio,
+            levels: vec![
+                Level {
+                    severity: Severity::Warning,
+                    fire: vec![cond(Op::Above, 0.005)],
+                    for_: Duration::from_secs(60),
+                    clear: vec![cond(Op::Below, 0.004)],
+                    clear_for: Duration::from_secs(120),
+                },
+                Level {
+                    severity: Severity::Critical,
+                    fire: vec![cond(Op::Above, 0.01)],
+                    for_: Duration::from_secs(120),
+                    clear: vec![cond(Op::Below, 0.008)],
+                    clear_for: Duration::from_secs(120),
+                },
+            ],
+            no_data_for: Duration::from_secs(120),
+            no_data_severity: Severity::Warning,
+            labels: Default::default(),
+            line: 1,
+        }
+    }
+
+    fn at(value: Option<f64>) -> Results {
+        let mut r = Results::new();
+        r.insert(E.into(), Ok(value.into_iter().map(|v| Sample { labels: Labels::new(), value: v }).collect()));
+        r
+    }
+
+    /// Runs the engine over (second, value) steps, every 5 s between them.
+    fn run(engine: &mut Engine, steps: &[(i64, Option<f64>)]) -> Vec<(i64, Transition)> {
+        let mut out = Vec::new();
+        for w in steps.windows(2).chain(std::iter::once(&[steps[steps.len() - 1], (steps[steps.len() - 1].0 + 5, None)][..])) {
+            let (from, value) = w[0];
+            let mut t = from;
+            while t < w[1].0 {
+                out.extend(engine.evaluate(&at(value), t * 1000).into_iter().map(|x| (t, x)));
+                t += 5;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn an_alert_fires_after_its_for_and_upgrades_to_critical_on_the_same_key() {
+        let mut e = Engine::new(vec![rule()]);
+        let t = run(&mut e, &[(0, Some(0.02)), (300, Some(0.02))]);
+        assert!(matches!(&t[0], (60, Transition::Fired { severity: Severity::Warning, since_ms: 0, .. })), "{t:?}");
+        assert!(matches!(&t[1], (120, Transition::Upgraded { severity: Severity::Critical, .. })), "{t:?}");
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn a_flapping_signal_does_not_repage() {
+        let mut e = Engine::new(vec![rule()]);
+        // Fires, then hovers between the clear and fire thresholds, dipping
+        // below the clear line for less than clear_for, for an hour.
+        let mut steps = vec![(0, Some(0.006))];
+        for i in 0..60 {
+            let base = 100 + i * 60;
+            steps.push((base, Some(if i % 2 == 0 { 0.0045 } else { 0.0052 })));
+            steps.push((base + 30, Some(0.003)));
+        }
+        let t = run(&mut e, &steps);
+        let fired = t.iter().filter(|(_, x)| matches!(x, Transition::Fired { .. })).count();
+        let resolved = t.iter().filter(|(_, x)| matches!(x, Transition::Resolved { .. })).count();
+        assert_eq!((fired, resolved), (1, 0), "{t:?}");
+        // Then a real recovery resolves once clear_for has passed.
+        // (The last dip began at 3670 and simply continues.)
+        let t = run(&mut e, &[(3675, Some(0.001)), (3900, Some(0.001))]);
+        assert!(matches!(t.as_slice(), [(3790, Transition::Resolved { .. })]), "{t:?}");
+    }
+
+    #[test]
+    fn a_short_spike_stays_pending_and_never_pages() {
+        let mut e = Engine::new(vec![rule()]);
+        let t = run(&mut e, &[(0, Some(0.5)), (55, Some(0.0)), (400, Some(0.0))]);
+        assert!(t.is_empty(), "{t:?}");
+    }
+
+    #[test]
+    fn no_data_is_its_own_alert_and_missing_series_do_not_resolve() {
+        let mut e = Engine::new(vec![rule()]);
+        let t = run(&mut e, &[(0, Some(0.02)), (200, None), (400, None)]);
+        let kinds: Vec<_> = t
+            .iter()
+            .map(|(s, x)| match x {
+                Transition::Fired { key, .. } => format!("{s} fired {}", key.rule_id),
+                Transition::Upgraded { key, .. } => format!("{s} upgraded {}", key.rule_id),
+                Transition::Resolved { key, .. } => format!("{s} resolved {}", key.rule_id),
+            })
+            .collect();
+        assert_eq!(kinds, ["60 fired high-error-rate", "120 upgraded high-error-rate", "320 fired no-data"]);
+        assert_eq!(e.statuses().iter().filter(|s| s.phase == Phase::Firing).count(), 2);
+        let t = run(&mut e, &[(400, Some(0.0))]);
+        assert!(matches!(&t[0].1, Transition::Resolved { key, .. } if key.rule_id == NO_DATA), "{t:?}");
+    }
+
+    #[test]
+    fn nan_from_a_quiet_service_is_not_an_error_and_not_no_data() {
+        let mut e = Engine::new(vec![rule()]);
+        let t = run(&mut e, &[(0, Some(f64::NAN)), (600, Some(f64::NAN))]);
+        assert!(t.is_empty(), "{t:?}");
+    }
+}

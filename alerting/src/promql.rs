@@ -1,0 +1,809 @@
+//! The PromQL subset the embedded evaluator understands, so the platform
+//! pages without any Prometheus running. Rules use the same expressions
+//! against Prometheus, where the full language applies.
+//!
+//! Supported: vector selectors with `=`, `!=`, `=~`, `!~` matchers; range
+//! selectors as the argument of `rate`/`increase`; `histogram_quantile`,
+//! `clamp_min`, `clamp_max`; `sum`/`min`/`max`/`avg`/`count` with
+//! `by (..)`/`without (..)`; `+ - * /` between vectors (one-to-one on equal
+//! label sets) or with scalars; numbers and parentheses.
+//!
+//! Differences from Prometheus, on purpose: `rate` is the reset-aware
+//! increase between the first and last samples in the window divided by
+//! their distance, without Prometheus's extrapolation to the window edges.
+//! For alerting on windows many scrapes long the two agree closely.
+
+use std::{collections::BTreeMap, fmt, time::Duration};
+
+use regex::Regex;
+
+pub type Labels = BTreeMap<String, String>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub labels: Labels,
+    pub value: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message} (at character {at} of `{expr}`)")]
+pub struct ParseError {
+    pub message: String,
+    pub at: usize,
+    pub expr: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum MatchOp {
+    Eq(String),
+    Ne(String),
+    Re(Regex),
+    NotRe(Regex),
+}
+
+#[derive(Debug, Clone)]
+pub struct Matcher {
+    pub label: String,
+    pub op: MatchOp,
+}
+
+impl Matcher {
+    pub fn matches(&self, labels: &Labels) -> bool {
+        let value = labels.get(&self.label).map_or("", String::as_str);
+        match &self.op {
+            MatchOp::Eq(v) => value == v,
+            MatchOp::Ne(v) => value != v,
+            MatchOp::Re(r) => r.is_match(value),
+            MatchOp::NotRe(r) => !r.is_match(value),
+        }
+    }
+}
+
+/// `name{matchers}`; the name, when given, is also a `__name__` matcher.
+#[derive(Debug, Clone)]
+pub struct Selector {
+    pub name: Option<String>,
+    pub matchers: Vec<Matcher>,
+}
+
+impl Selector {
+    pub fn matches(&self, name: &str, labels: &Labels) -> bool {
+        self.name.as_deref().is_none_or(|n| n == name) && self.matchers.iter().all(|m| m.matches(labels))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Agg {
+    Sum,
+    Min,
+    Max,
+    Avg,
+    Count,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+#[derive(Debug, Clone)]
+pub enum Grouping {
+    By(Vec<String>),
+    Without(Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+pub enum Expr {
+    Number(f64),
+    Vector(Selector),
+    Rate { selector: Selector, range: Duration, increase: bool },
+    Quantile { q: Box<Expr>, inner: Box<Expr> },
+    Clamp { inner: Box<Expr>, bound: Box<Expr>, min: bool },
+    Aggregate { op: Agg, grouping: Option<Grouping>, inner: Box<Expr> },
+    Binary { op: BinOp, lhs: Box<Expr>, rhs: Box<Expr> },
+    Neg(Box<Expr>),
+}
+
+impl Expr {
+    /// Every selector in the expression, with the range it needs (zero for
+    /// instant selectors): what a scrape store must keep.
+    pub fn selectors(&self) -> Vec<(&Selector, Duration)> {
+        let mut out = Vec::new();
+        self.walk(&mut out);
+        out
+    }
+
+    fn walk<'a>(&'a self, out: &mut Vec<(&'a Selector, Duration)>) {
+        match self {
+            Expr::Number(_) => {}
+            Expr::Vector(s) => out.push((s, Duration::ZERO)),
+            Expr::Rate { selector, range, .. } => out.push((selector, *range)),
+            Expr::Quantile { q, inner } => {
+                q.walk(out);
+                inner.walk(out);
+            }
+            Expr::Clamp { inner, bound, .. } => {
+                inner.walk(out);
+                bound.walk(out);
+            }
+            Expr::Aggregate { inner, .. } | Expr::Neg(inner) => inner.walk(out),
+            Expr::Binary { lhs, rhs, .. } => {
+                lhs.walk(out);
+                rhs.walk(out);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- parsing
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Ident(String),
+    Str(String),
+    Num(f64),
+    Dur(Duration),
+    Punct(&'static str),
+}
+
+fn lex(src: &str) -> Result<Vec<(Tok, usize)>, ParseError> {
+    let err = |message: String, at: usize| ParseError { message, at, expr: src.to_owned() };
+    let chars: Vec<char> = src.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    let mut in_brackets = false;
+    while i < chars.len() {
+        let c = chars[i];
+        if c.is_whitespace() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        if in_brackets && c != ']' {
+            let mut j = i;
+            while j < chars.len() && chars[j] != ']' {
+                j += 1;
+            }
+            let text: String = chars[i..j].iter().collect::<String>().trim().to_owned();
+            out.push((Tok::Dur(parse_duration(&text).map_err(|m| err(m, start))?), start));
+            i = j;
+            continue;
+        }
+        if c.is_ascii_alphabetic() || c == '_' || c == ':' {
+            let mut j = i;
+            while j < chars.len() && (chars[j].is_ascii_alphanumeric() || chars[j] == '_' || chars[j] == ':') {
+                j += 1;
+            }
+            out.push((Tok::Ident(chars[i..j].iter().collect()), start));
+            i = j;
+        } else if c.is_ascii_digit() || (c == '.' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit())) {
+            let mut j = i;
+            while j < chars.len()
+                && (chars[j].is_ascii_digit()
+                    || chars[j] == '.'
+                    || chars[j] == 'e'
+                    || chars[j] == 'E'
+                    || ((chars[j] == '-' || chars[j] == '+') && matches!(chars[j - 1], 'e' | 'E')))
+            {
+                j += 1;
+            }
+            let text: String = chars[i..j].iter().collect();
+            out.push((Tok::Num(text.parse().map_err(|_| err(format!("bad number `{text}`"), start))?), start));
+            i = j;
+        } else if c == '"' || c == '\'' {
+            let mut j = i + 1;
+            let mut value = String::new();
+            loop {
+                match chars.get(j) {
+                    None => return Err(err("unterminated string".into(), start)),
+                    Some(&q) if q == c => break,
+                    Some('\\') => {
+                        match chars.get(j + 1) {
+                            Some('n') => value.push('\n'),
+                            Some('t') => value.push('\t'),
+                            Some(&other) => value.push(other),
+                            None => return Err(err("unterminated string".into(), start)),
+                        }
+                        j += 2;
+                    }
+                    Some(&other) => {
+                        value.push(other);
+                        j += 1;
+                    }
+                }
+            }
+            out.push((Tok::Str(value), start));
+            i = j + 1;
+        } else {
+            let two: String = chars[i..(i + 2).min(chars.len())].iter().collect();
+            let punct = match two.as_str() {
+                "!=" => Some("!="),
+                "=~" => Some("=~"),
+                "!~" => Some("!~"),
+                _ => None,
+            };
+            if let Some(p) = punct {
+                out.push((Tok::Punct(p), start));
+                i += 2;
+                continue;
+            }
+            let p = match c {
+                '(' => "(",
+                ')' => ")",
+                '{' => "{",
+                '}' => "}",
+                '[' => "[",
+                ']' => "]",
+                ',' => ",",
+                '+' => "+",
+                '-' => "-",
+                '*' => "*",
+                '/' => "/",
+                '=' => "=",
+                '>' | '<' => return Err(err("comparisons belong in the rule's threshold, not in its expression".into(), start)),
+                other => return Err(err(format!("unexpected `{other}`"), start)),
+            };
+            in_brackets = c == '[';
+            out.push((Tok::Punct(p), start));
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// `30s`, `5m`, `1h`, `3d`, or a combination like `1h30m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("bad duration `{text}` (use s, m, h or d, e.g. 5m)");
+    if text.is_empty() {
+        return Err(bad());
+    }
+    let mut total = 0u64;
+    let mut digits = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        digits.clear();
+        total += n * match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(bad()),
+        };
+    }
+    if !digits.is_empty() {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+struct Parser<'a> {
+    src: &'a str,
+    toks: Vec<(Tok, usize)>,
+    pos: usize,
+}
+
+pub fn parse(src: &str) -> Result<Expr, ParseError> {
+    let mut p = Parser { src, toks: lex(src)?, pos: 0 };
+    let expr = p.expr()?;
+    if p.pos < p.toks.len() {
+        return Err(p.error("unexpected trailing input"));
+    }
+    Ok(expr)
+}
+
+impl Parser<'_> {
+    fn error(&self, message: &str) -> ParseError {
+        let at = self.toks.get(self.pos).map_or(self.src.len(), |t| t.1);
+        ParseError { message: message.to_owned(), at, expr: self.src.to_owned() }
+    }
+
+    fn peek(&self) -> Option<&Tok> {
+        self.toks.get(self.pos).map(|t| &t.0)
+    }
+
+    fn eat(&mut self, p: &str) -> bool {
+        if matches!(self.peek(), Some(Tok::Punct(q)) if *q == p) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect(&mut self, p: &str) -> Result<(), ParseError> {
+        if self.eat(p) { Ok(()) } else { Err(self.error(&format!("expected `{p}`"))) }
+    }
+
+    fn expr(&mut self) -> Result<Expr, ParseError> {
+        let mut lhs = self.term()?;
+        loop {
+            let op = if self.eat("+") {
+                BinOp::Add
+            } else if self.eat("-") {
+                BinOp::Sub
+            } else {
+                return Ok(lhs);
+            };
+            let rhs = self.term()?;
+            lhs = Expr::Binary { op, lhs: Box::new(lhs), rhs: Box::new(rhs) };
+        }
+    }
+
+    fn term(&mut self) -> Result<Expr, ParseError> {
+        let mut lhs = self.unary()?;
+        loop {
+            let op = if self.eat("*") {
+                BinOp::Mul
+            } else if self.eat("/") {
+                BinOp::Div
+            } else {
+                return Ok(lhs);
+            };
+            let rhs = self.unary()?;
+            lhs = Expr::Binary { op, lhs: Box::new(lhs), rhs: Box::new(rhs) };
+        }
+    }
+
+    fn unary(&mut self) -> Result<Expr, ParseError> {
+        if self.eat("-") {
+            return Ok(Expr::Neg(Box::new(self.unary()?)));
+        }
+        self.primary()
+    }
+
+    fn primary(&mut self) -> Result<Expr, ParseError> {
+        match self.peek().cloned() {
+            Some(Tok::Num(n)) => {
+                self.pos += 1;
+                Ok(Expr::Number(n))
+            }
+            Some(Tok::Punct("(")) => {
+                self.pos += 1;
+                let e = self.expr()?;
+                self.expect(")")?;
+                Ok(e)
+            }
+            Some(Tok::Punct("{")) => Ok(Expr::Vector(self.selector(None)?)),
+            Some(Tok::Ident(name)) => {
+                self.pos += 1;
+                let agg = match name.as_str() {
+                    "sum" => Some(Agg::Sum),
+                    "min" => Some(Agg::Min),
+                    "max" => Some(Agg::Max),
+                    "avg" => Some(Agg::Avg),
+                    "count" => Some(Agg::Count),
+                    _ => None,
+                };
+                if let Some(op) = agg {
+                    let mut grouping = self.grouping()?;
+                    self.expect("(")?;
+                    let inner = self.expr()?;
+                    self.expect(")")?;
+                    if grouping.is_none() {
+                        grouping = self.grouping()?;
+                    }
+                    return Ok(Expr::Aggregate { op, grouping, inner: Box::new(inner) });
+                }
+                if matches!(self.peek(), Some(Tok::Punct("("))) {
+                    return self.call(&name);
+                }
+                let selector = self.selector(Some(name))?;
+                if matches!(self.peek(), Some(Tok::Punct("["))) {
+                    return Err(self.error("a range selector is only allowed inside rate() or increase()"));
+                }
+                Ok(Expr::Vector(selector))
+            }
+            _ => Err(self.error("expected a number, selector, function or `(`")),
+        }
+    }
+
+    fn grouping(&mut self) -> Result<Option<Grouping>, ParseError> {
+        let by = match self.peek() {
+            Some(Tok::Ident(w)) if w == "by" => true,
+            Some(Tok::Ident(w)) if w == "without" => false,
+            _ => return Ok(None),
+        };
+        self.pos += 1;
+        self.expect("(")?;
+        let mut labels = Vec::new();
+        while !self.eat(")") {
+            match self.peek().cloned() {
+                Some(Tok::Ident(l)) => {
+                    self.pos += 1;
+                    labels.push(l);
+                    self.eat(",");
+                }
+                _ => return Err(self.error("expected a label name")),
+            }
+        }
+        Ok(Some(if by { Grouping::By(labels) } else { Grouping::Without(labels) }))
+    }
+
+    fn call(&mut self, name: &str) -> Result<Expr, ParseError> {
+        self.expect("(")?;
+        let expr = match name {
+            "rate" | "increase" => {
+                let selector = match self.peek().cloned() {
+                    Some(Tok::Ident(n)) => {
+                        self.pos += 1;
+                        self.selector(Some(n))?
+                    }
+                    Some(Tok::Punct("{")) => self.selector(None)?,
+                    _ => return Err(self.error(&format!("{name}() takes a range selector like metric[5m]"))),
+                };
+                self.expect("[")?;
+                let range = match self.peek().cloned() {
+                    Some(Tok::Dur(d)) if !d.is_zero() => {
+                        self.pos += 1;
+                        d
+                    }
+                    _ => return Err(self.error("expected a duration")),
+                };
+                self.expect("]")?;
+                Expr::Rate { selector, range, increase: name == "increase" }
+            }
+            "histogram_quantile" => {
+                let q = self.expr()?;
+                self.expect(",")?;
+                let inner = self.expr()?;
+                Expr::Quantile { q: Box::new(q), inner: Box::new(inner) }
+            }
+            "clamp_min" | "clamp_max" => {
+                let inner = self.expr()?;
+                self.expect(",")?;
+                let bound = self.expr()?;
+                Expr::Clamp { inner: Box::new(inner), bound: Box::new(bound), min: name == "clamp_min" }
+            }
+            other => return Err(self.error(&format!("function `{other}` is not supported by the embedded evaluator"))),
+        };
+        self.expect(")")?;
+        Ok(expr)
+    }
+
+    fn selector(&mut self, name: Option<String>) -> Result<Selector, ParseError> {
+        let mut matchers = Vec::new();
+        if self.eat("{") {
+            while !self.eat("}") {
+                let label = match self.peek().cloned() {
+                    Some(Tok::Ident(l)) => l,
+                    _ => return Err(self.error("expected a label name")),
+                };
+                self.pos += 1;
+                let op = match self.peek() {
+                    Some(Tok::Punct(p @ ("=" | "!=" | "=~" | "!~"))) => *p,
+                    _ => return Err(self.error("expected =, !=, =~ or !~")),
+                };
+                self.pos += 1;
+                let value = match self.peek().cloned() {
+                    Some(Tok::Str(v)) => v,
+                    _ => return Err(self.error("expected a quoted label value")),
+                };
+                let re = |v: &str, p: &Self| {
+                    Regex::new(&format!("^(?:{v})$")).map_err(|e| p.error(&format!("bad regex: {e}")))
+                };
+                let op = match op {
+                    "=" => MatchOp::Eq(value),
+                    "!=" => MatchOp::Ne(value),
+                    "=~" => MatchOp::Re(re(&value, self)?),
+                    _ => MatchOp::NotRe(re(&value, self)?),
+                };
+                self.pos += 1;
+                matchers.push(Matcher { label, op });
+                self.eat(",");
+            }
+        }
+        let mut name = name;
+        matchers.retain(|m| match (&m.label[..], &m.op) {
+            ("__name__", MatchOp::Eq(v)) => {
+                name = Some(v.clone());
+                false
+            }
+            _ => true,
+        });
+        if name.is_none() && matchers.is_empty() {
+            return Err(self.error("a selector needs a metric name or a matcher"));
+        }
+        Ok(Selector { name, matchers })
+    }
+}
+
+impl fmt::Display for BinOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BinOp::Add => "+",
+            BinOp::Sub => "-",
+            BinOp::Mul => "*",
+            BinOp::Div => "/",
+        })
+    }
+}
+
+// ------------------------------------------------------------- evaluation
+
+/// Where the evaluator reads samples from. Labels include `__name__`.
+pub trait SeriesSource {
+    /// The current value of every matching series (stale series excluded).
+    fn instant(&self, selector: &Selector) -> Vec<Sample>;
+    /// Every matching series' points within the last `range`, oldest first.
+    fn range(&self, selector: &Selector, range: Duration) -> Vec<(Labels, Vec<(i64, f64)>)>;
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Scalar(f64),
+    Vector(Vec<Sample>),
+}
+
+impl Value {
+    pub fn into_samples(self) -> Vec<Sample> {
+        match self {
+            Value::Scalar(v) => vec![Sample { labels: Labels::new(), value: v }],
+            Value::Vector(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct EvalError(pub String);
+
+pub fn eval(expr: &Expr, source: &dyn SeriesSource) -> Result<Value, EvalError> {
+    Ok(match expr {
+        Expr::Number(n) => Value::Scalar(*n),
+        Expr::Vector(sel) => Value::Vector(source.instant(sel)),
+        Expr::Rate { selector, range, increase } => Value::Vector(
+            source
+                .range(selector, *range)
+                .into_iter()
+                .filter_map(|(labels, points)| {
+                    let (first, last) = (points.first()?, points.last()?);
+                    if points.len() < 2 || last.0 <= first.0 {
+                        return None;
+                    }
+                    let mut delta = 0.0;
+                    for w in points.windows(2) {
+                        // A counter that went down was reset: it counted
+                        // from zero to its new value.
+                        delta += if w[1].1 >= w[0].1 { w[1].1 - w[0].1 } else { w[1].1 };
+                    }
+                    let value = if *increase {
+                        // Scale to the whole window, as Prometheus does.
+                        delta * range.as_secs_f64() * 1000.0 / (last.0 - first.0) as f64
+                    } else {
+                        delta * 1000.0 / (last.0 - first.0) as f64
+                    };
+                    Some(Sample { labels: without_name(labels), value })
+                })
+                .collect(),
+        ),
+        Expr::Neg(inner) => match eval(inner, source)? {
+            Value::Scalar(v) => Value::Scalar(-v),
+            Value::Vector(v) => Value::Vector(v.into_iter().map(|s| Sample { labels: without_name(s.labels), value: -s.value }).collect()),
+        },
+        Expr::Clamp { inner, bound, min } => {
+            let Value::Scalar(b) = eval(bound, source)? else {
+                return Err(EvalError("clamp bound must be a number".into()));
+            };
+            let f = |v: f64| if *min { v.max(b) } else { v.min(b) };
+            match eval(inner, source)? {
+                Value::Scalar(v) => Value::Scalar(f(v)),
+                Value::Vector(v) => Value::Vector(v.into_iter().map(|s| Sample { labels: without_name(s.labels), value: f(s.value) }).collect()),
+            }
+        }
+        Expr::Aggregate { op, grouping, inner } => {
+            let samples = eval(inner, source)?.into_samples();
+            let mut groups: BTreeMap<Labels, Vec<f64>> = BTreeMap::new();
+            for s in samples {
+                let key: Labels = match grouping {
+                    None => Labels::new(),
+                    Some(Grouping::By(keep)) => s.labels.into_iter().filter(|(k, _)| keep.contains(k)).collect(),
+                    Some(Grouping::Without(drop)) => {
+                        s.labels.into_iter().filter(|(k, _)| k != "__name__" && !drop.contains(k)).collect()
+                    }
+                };
+                groups.entry(key).or_default().push(s.value);
+            }
+            Value::Vector(
+                groups
+                    .into_iter()
+                    .map(|(labels, values)| {
+                        let n = values.len() as f64;
+                        let value = match op {
+                            Agg::Sum => values.iter().sum(),
+                            Agg::Min => values.iter().copied().fold(f64::INFINITY, f64::min),
+                            Agg::Max => values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                            Agg::Avg => values.iter().sum::<f64>() / n,
+                            Agg::Count => n,
+                        };
+                        Sample { labels, value }
+                    })
+                    .collect(),
+            )
+        }
+        Expr::Quantile { q, inner } => {
+            let Value::Scalar(q) = eval(q, source)? else {
+                return Err(EvalError("histogram_quantile's first argument must be a number".into()));
+            };
+            let mut groups: BTreeMap<Labels, Vec<(f64, f64)>> = BTreeMap::new();
+            for s in eval(inner, source)?.into_samples() {
+                let mut labels = without_name(s.labels);
+                let Some(le) = labels.remove("le") else { continue };
+                let bound = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::NAN) };
+                if !bound.is_nan() {
+                    groups.entry(labels).or_default().push((bound, s.value));
+                }
+            }
+            Value::Vector(
+                groups
+                    .into_iter()
+                    .map(|(labels, mut buckets)| {
+                        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+                        Sample { labels, value: bucket_quantile(q, &buckets) }
+                    })
+                    .collect(),
+            )
+        }
+        Expr::Binary { op, lhs, rhs } => {
+            let apply = |a: f64, b: f64| match op {
+                BinOp::Add => a + b,
+                BinOp::Sub => a - b,
+                BinOp::Mul => a * b,
+                BinOp::Div => a / b,
+            };
+            match (eval(lhs, source)?, eval(rhs, source)?) {
+                (Value::Scalar(a), Value::Scalar(b)) => Value::Scalar(apply(a, b)),
+                (Value::Vector(v), Value::Scalar(b)) => {
+                    Value::Vector(v.into_iter().map(|s| Sample { labels: without_name(s.labels), value: apply(s.value, b) }).collect())
+                }
+                (Value::Scalar(a), Value::Vector(v)) => {
+                    Value::Vector(v.into_iter().map(|s| Sample { labels: without_name(s.labels), value: apply(a, s.value) }).collect())
+                }
+                (Value::Vector(l), Value::Vector(r)) => {
+                    let right: BTreeMap<Labels, f64> = r.into_iter().map(|s| (without_name(s.labels), s.value)).collect();
+                    Value::Vector(
+                        l.into_iter()
+                            .filter_map(|s| {
+                                let labels = without_name(s.labels);
+                                let b = *right.get(&labels)?;
+                                Some(Sample { value: apply(s.value, b), labels })
+                            })
+                            .collect(),
+                    )
+                }
+            }
+        }
+    })
+}
+
+fn without_name(mut labels: Labels) -> Labels {
+    labels.remove("__name__");
+    labels
+}
+
+/// Prometheus's `histogram_quantile` over cumulative buckets sorted by
+/// upper bound: linear interpolation inside the bucket holding the rank.
+pub fn bucket_quantile(q: f64, buckets: &[(f64, f64)]) -> f64 {
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    let Some(&(last_bound, total)) = buckets.last() else { return f64::NAN };
+    if buckets.len() < 2 || !last_bound.is_infinite() || total <= 0.0 || total.is_nan() {
+        return f64::NAN;
+    }
+    let rank = q * total;
+    let i = buckets.iter().position(|b| b.1 >= rank).unwrap_or(buckets.len() - 1);
+    if i == buckets.len() - 1 {
+        return buckets[buckets.len() - 2].0;
+    }
+    let (upper, count) = buckets[i];
+    let (lower, below) = if i == 0 { (0.0_f64.min(upper), 0.0) } else { buckets[i - 1] };
+    if i == 0 && upper <= 0.0 {
+        return upper;
+    }
+    let in_bucket = count - below;
+    if in_bucket <= 0.0 {
+        return upper;
+    }
+    lower + (upper - lower) * ((rank - below) / in_bucket)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fixed set of series: name → (labels, points).
+    struct Fixed(Vec<(String, Labels, Vec<(i64, f64)>)>);
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    impl SeriesSource for Fixed {
+        fn instant(&self, sel: &Selector) -> Vec<Sample> {
+            self.0
+                .iter()
+                .filter(|(n, l, _)| sel.matches(n, l))
+                .map(|(n, l, p)| {
+                    let mut labels = l.clone();
+                    labels.insert("__name__".into(), n.clone());
+                    Sample { labels, value: p.last().unwrap().1 }
+                })
+                .collect()
+        }
+
+        fn range(&self, sel: &Selector, _: Duration) -> Vec<(Labels, Vec<(i64, f64)>)> {
+            self.0.iter().filter(|(n, l, _)| sel.matches(n, l)).map(|(_, l, p)| (l.clone(), p.clone())).collect()
+        }
+    }
+
+    fn value(expr: &str, source: &Fixed) -> Vec<Sample> {
+        eval(&parse(expr).unwrap(), source).unwrap().into_samples()
+    }
+
+    #[test]
+    fn an_error_ratio_divides_matched_rates() {
+        let s = Fixed(vec![
+            ("req".into(), labels(&[("status", "200")]), vec![(0, 0.0), (10_000, 90.0)]),
+            ("req".into(), labels(&[("status", "503")]), vec![(0, 5.0), (10_000, 15.0)]),
+        ]);
+        let v = value(r#"sum(rate(req{status=~"5.."}[1m])) / sum(rate(req[1m]))"#, &s);
+        assert_eq!(v.len(), 1);
+        assert!((v[0].value - 10.0 / 100.0).abs() < 1e-9, "{v:?}");
+    }
+
+    #[test]
+    fn a_counter_reset_counts_from_zero() {
+        let s = Fixed(vec![("c".into(), Labels::new(), vec![(0, 50.0), (5_000, 60.0), (10_000, 4.0)])]);
+        let v = value("increase(c[10s])", &s);
+        assert!((v[0].value - 14.0).abs() < 1e-9, "{v:?}");
+    }
+
+    #[test]
+    fn histogram_quantile_interpolates_like_prometheus() {
+        let b = |le: &str, n: f64| ("h_bucket".to_string(), labels(&[("le", le), ("route", "/a")]), vec![(0, 0.0), (1000, n)]);
+        let s = Fixed(vec![b("0.1", 50.0), b("0.5", 90.0), b("1", 100.0), b("+Inf", 100.0)]);
+        let v = value("histogram_quantile(0.95, sum by (le) (rate(h_bucket[1m])))", &s);
+        // rank 95 of 100 falls in (0.5, 1] holding 10: 0.5 + 0.5 * 5/10.
+        assert!((v[0].value - 0.75).abs() < 1e-9, "{v:?}");
+        assert!(v[0].labels.is_empty());
+    }
+
+    #[test]
+    fn vectors_match_on_equal_label_sets_only() {
+        let s = Fixed(vec![
+            ("a".into(), labels(&[("pool", "x")]), vec![(0, 3.0)]),
+            ("a".into(), labels(&[("pool", "y")]), vec![(0, 1.0)]),
+            ("b".into(), labels(&[("pool", "x")]), vec![(0, 4.0)]),
+        ]);
+        let v = value("a / b", &s);
+        assert_eq!(v, vec![Sample { labels: labels(&[("pool", "x")]), value: 0.75 }]);
+        assert_eq!(value("sum without (pool) (a) * 2", &s)[0].value, 8.0);
+        assert_eq!(value("clamp_min(b, 10)", &s)[0].value, 10.0);
+    }
+
+    #[test]
+    fn unsupported_syntax_is_named_with_its_position() {
+        for (expr, want) in [
+            ("rate(x[5m]) > 1", "comparisons belong"),
+            ("predict_linear(x[1h], 60)", "not supported"),
+            ("x[5m]", "only allowed inside rate"),
+            ("rate(x[5x])", "bad duration"),
+            ("sum(x", "expected `)`"),
+            ("x{a=\"b}", "unterminated"),
+        ] {
+            let e = parse(expr).unwrap_err();
+            assert!(e.to_string().contains(want), "{expr}: {e}");
+        }
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+    }
+}
