@@ -6,3 +6,6 @@ pub mod rules;
 pub mod promql;
 pub mod source;
 pub mod engine;
+pub mod incidents;
+pub mod oncall;
+pub mod metrics;

@@ -1,0 +1,533 @@
+//! Incidents, their timelines, the durable page outbox and silences, in
+//! SQLite (the default) or PostgreSQL through one `sqlx::Any` store.
+//!
+//! Times are Unix milliseconds. One open incident per alert fingerprint is
+//! enforced by a partial unique index, so a retried evaluation or a second
+//! process cannot open a duplicate.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use serde::{Deserialize, Serialize};
+use sqlx::{AnyPool, Row, any::AnyPoolOptions};
+
+use crate::rules::{Op, Severity};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IncidentError {
+    #[error("incident {0} does not exist")]
+    NotFound(i64),
+    #[error("incident {0} is already resolved")]
+    Resolved(i64),
+    #[error("silence {0} does not exist")]
+    SilenceNotFound(i64),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type Result<T, E = IncidentError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Firing,
+    Acked,
+    Resolved,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Firing => "firing",
+            State::Acked => "acked",
+            State::Resolved => "resolved",
+        }
+    }
+
+    fn parse(s: &str) -> State {
+        match s {
+            "acked" => State::Acked,
+            "resolved" => State::Resolved,
+            _ => State::Firing,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Incident {
+    pub id: i64,
+    pub fingerprint: String,
+    pub rule_id: String,
+    pub alert: String,
+    pub severity: Severity,
+    pub summary: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+    pub threshold: f64,
+    pub op: Op,
+    pub state: State,
+    pub started_at: i64,
+    pub acked_at: Option<i64>,
+    pub acked_by: Option<String>,
+    pub resolved_at: Option<i64>,
+    /// When the current escalation plan began (reset when upgraded).
+    pub plan_started_at: i64,
+    /// How many steps of that plan have been paged.
+    pub steps_paged: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub at: i64,
+    pub kind: String,
+    pub actor: Option<String>,
+    pub text: String,
+    pub data: Option<serde_json::Value>,
+}
+
+/// What opens an incident.
+#[derive(Debug, Clone)]
+pub struct NewIncident {
+    pub fingerprint: String,
+    pub rule_id: String,
+    pub alert: String,
+    pub severity: Severity,
+    pub summary: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+    pub threshold: f64,
+    pub op: Op,
+    pub started_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub incident_id: i64,
+    pub channel: String,
+    pub recipients: String,
+    pub page: String,
+    pub attempts: i64,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SilenceKind {
+    Silence,
+    Maintenance,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Silence {
+    pub id: i64,
+    pub kind: SilenceKind,
+    /// label → exact value; `alertname`, `rule_id` and `severity` are
+    /// matchable besides the alert's own labels.
+    pub matchers: BTreeMap<String, String>,
+    pub starts_at: i64,
+    pub ends_at: i64,
+    pub created_by: String,
+    pub comment: String,
+}
+
+impl Silence {
+    pub fn matches(&self, labels: &BTreeMap<String, String>, at: i64) -> bool {
+        self.starts_at <= at && at < self.ends_at && self.matchers.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+const INCIDENT_COLUMNS: &str = "id, fingerprint, rule_id, alert, severity, summary, labels, value, threshold, op, state, \
+     started_at, acked_at, acked_by, resolved_at, plan_started_at, steps_paged";
+
+fn incident(row: &sqlx::any::AnyRow) -> Result<Incident> {
+    let severity: String = row.try_get("severity")?;
+    let op: String = row.try_get("op")?;
+    let labels: String = row.try_get("labels")?;
+    let state: String = row.try_get("state")?;
+    Ok(Incident {
+        id: row.try_get("id")?,
+        fingerprint: row.try_get("fingerprint")?,
+        rule_id: row.try_get("rule_id")?,
+        alert: row.try_get("alert")?,
+        severity: if severity == "critical" { Severity::Critical } else { Severity::Warning },
+        summary: row.try_get("summary")?,
+        labels: serde_json::from_str(&labels).unwrap_or_default(),
+        value: row.try_get("value")?,
+        threshold: row.try_get("threshold")?,
+        op: if op == "below" { Op::Below } else { Op::Above },
+        state: State::parse(&state),
+        started_at: row.try_get("started_at")?,
+        acked_at: row.try_get("acked_at")?,
+        acked_by: row.try_get("acked_by")?,
+        resolved_at: row.try_get("resolved_at")?,
+        plan_started_at: row.try_get("plan_started_at")?,
+        steps_paged: row.try_get::<i64, _>("steps_paged")?,
+    })
+}
+
+fn op_str(op: Op) -> &'static str {
+    match op {
+        Op::Above => "above",
+        Op::Below => "below",
+    }
+}
+
+impl Store {
+    /// Connects and migrates. `sqlite:` URLs create the file when missing.
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
+        let url = if sqlite && !url.contains("mode=") && !url.contains(":memory:") {
+            format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+        } else {
+            url.to_owned()
+        };
+        let pool = AnyPoolOptions::new()
+            // SQLite has one writer; one connection keeps writes serial
+            // (and an in-memory database alive).
+            .max_connections(if sqlite { 1 } else { 5 })
+            .min_connections(if sqlite { 1 } else { 0 })
+            .idle_timeout(if sqlite { None } else { Some(Duration::from_secs(300)) })
+            .max_lifetime(if sqlite { None } else { Some(Duration::from_secs(1800)) })
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        sqlx::raw_sql("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
+                            .execute(conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        if sqlite {
+            sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        } else {
+            sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        }
+        Ok(Self { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Opens an incident, or returns the open one with the same
+    /// fingerprint (`false`: nothing new was opened).
+    pub async fn open(&self, new: &NewIncident) -> Result<(Incident, bool)> {
+        if let Some(open) = self.find_open(&new.fingerprint).await? {
+            return Ok((open, false));
+        }
+        let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO incidents (fingerprint, rule_id, alert, severity, summary, labels, value, threshold, op, state, started_at, plan_started_at, steps_paged)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'firing', $10, $10, 0)
+             ON CONFLICT DO NOTHING RETURNING {INCIDENT_COLUMNS}"
+        )))
+        .bind(&new.fingerprint)
+        .bind(&new.rule_id)
+        .bind(&new.alert)
+        .bind(new.severity.as_str())
+        .bind(&new.summary)
+        .bind(serde_json::to_string(&new.labels).unwrap_or_default())
+        .bind(finite(new.value))
+        .bind(finite(new.threshold))
+        .bind(op_str(new.op))
+        .bind(new.started_at)
+        .fetch_optional(&self.pool)
+        .await?;
+        match inserted {
+            Some(row) => Ok((incident(&row)?, true)),
+            None => Ok((self.find_open(&new.fingerprint).await?.ok_or(IncidentError::NotFound(0))?, false)),
+        }
+    }
+
+    pub async fn find_open(&self, fingerprint: &str) -> Result<Option<Incident>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE fingerprint = $1 AND state <> 'resolved'")))
+            .bind(fingerprint)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(incident).transpose()
+    }
+
+    pub async fn get(&self, id: i64) -> Result<Incident> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(IncidentError::NotFound(id))?;
+        incident(&row)
+    }
+
+    /// Newest first; `state` filters.
+    pub async fn list(&self, state: Option<State>, limit: i64) -> Result<Vec<Incident>> {
+        let rows = match state {
+            Some(s) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE state = $1 ORDER BY id DESC LIMIT $2")))
+                    .bind(s.as_str())
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {INCIDENT_COLUMNS} FROM incidents ORDER BY id DESC LIMIT $1")))
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(incident).collect()
+    }
+
+    /// Incidents whose escalation is still running.
+    pub async fn unacked(&self) -> Result<Vec<Incident>> {
+        self.list(Some(State::Firing), 10_000).await
+    }
+
+    pub async fn timeline(&self, id: i64) -> Result<Vec<Event>> {
+        let rows = sqlx::query("SELECT at, kind, actor, text, data FROM timeline WHERE incident_id = $1 ORDER BY id")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let data: Option<String> = r.try_get("data")?;
+                Ok(Event {
+                    at: r.try_get("at")?,
+                    kind: r.try_get("kind")?,
+                    actor: r.try_get("actor")?,
+                    text: r.try_get("text")?,
+                    data: data.and_then(|d| serde_json::from_str(&d).ok()),
+                })
+            })
+            .collect()
+    }
+
+    pub async fn record(&self, id: i64, at: i64, kind: &str, actor: Option<&str>, text: &str, data: Option<&serde_json::Value>) -> Result<()> {
+        let done = sqlx::query("INSERT INTO timeline (incident_id, at, kind, actor, text, data) SELECT id, $2, $3, $4, $5, $6 FROM incidents WHERE id = $1")
+            .bind(id)
+            .bind(at)
+            .bind(kind)
+            .bind(actor)
+            .bind(text)
+            .bind(data.map(|d| d.to_string()))
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(IncidentError::NotFound(id));
+        }
+        Ok(())
+    }
+
+    /// A worse severity: the escalation plan starts over at step 0.
+    pub async fn upgrade(&self, id: i64, severity: Severity, value: f64, threshold: f64, now: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE incidents SET severity = $2, value = $3, threshold = $4, state = 'firing', acked_at = NULL, acked_by = NULL,
+                 plan_started_at = $5, steps_paged = 0
+             WHERE id = $1 AND state <> 'resolved'",
+        )
+        .bind(id)
+        .bind(severity.as_str())
+        .bind(finite(value))
+        .bind(finite(threshold))
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_steps_paged(&self, id: i64, steps: i64) -> Result<()> {
+        sqlx::query("UPDATE incidents SET steps_paged = $2 WHERE id = $1").bind(id).bind(steps).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn ack(&self, id: i64, by: &str, now: i64) -> Result<Incident> {
+        let current = self.get(id).await?;
+        match current.state {
+            State::Resolved => return Err(IncidentError::Resolved(id)),
+            State::Acked => return Ok(current),
+            State::Firing => {}
+        }
+        sqlx::query("UPDATE incidents SET state = 'acked', acked_at = $2, acked_by = $3 WHERE id = $1 AND state = 'firing'")
+            .bind(id)
+            .bind(now)
+            .bind(by)
+            .execute(&self.pool)
+            .await?;
+        self.record(id, now, "acked", Some(by), &format!("acknowledged by {by}"), None).await?;
+        self.get(id).await
+    }
+
+    /// Resolves; `Ok(None)` when it already was.
+    pub async fn resolve(&self, id: i64, by: &str, now: i64) -> Result<Option<Incident>> {
+        let done = sqlx::query("UPDATE incidents SET state = 'resolved', resolved_at = $2 WHERE id = $1 AND state <> 'resolved'")
+            .bind(id)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            self.get(id).await?;
+            return Ok(None);
+        }
+        self.record(id, now, "resolved", Some(by), &format!("resolved by {by}"), None).await?;
+        Ok(Some(self.get(id).await?))
+    }
+
+    /// Writes a page to the outbox; `false` when a page with this dedup
+    /// key was already written.
+    pub async fn enqueue(&self, incident_id: i64, dedup_key: &str, channel: &str, recipients: &str, page: &str, now: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO outbox (incident_id, dedup_key, channel, recipients, page, status, attempts, next_attempt_at, created_at)
+             VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6) ON CONFLICT (dedup_key) DO NOTHING",
+        )
+        .bind(incident_id)
+        .bind(dedup_key)
+        .bind(channel)
+        .bind(recipients)
+        .bind(page)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn due(&self, now: i64, limit: i64) -> Result<Vec<OutboxRow>> {
+        let rows = sqlx::query(
+            "SELECT id, incident_id, channel, recipients, page, attempts, created_at FROM outbox
+             WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OutboxRow {
+                    id: r.try_get("id")?,
+                    incident_id: r.try_get("incident_id")?,
+                    channel: r.try_get("channel")?,
+                    recipients: r.try_get("recipients")?,
+                    page: r.try_get("page")?,
+                    attempts: r.try_get::<i64, _>("attempts")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The next time any pending page is due, to sleep until then.
+    pub async fn next_due(&self) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT MIN(next_attempt_at) AS next FROM outbox WHERE status = 'pending'").fetch_one(&self.pool).await?;
+        Ok(row.try_get::<Option<i64>, _>("next")?)
+    }
+
+    pub async fn delivered(&self, id: i64, attempts: i64, now: i64) -> Result<()> {
+        sqlx::query("UPDATE outbox SET status = 'delivered', attempts = $2, delivered_at = $3, last_error = NULL WHERE id = $1")
+            .bind(id)
+            .bind(attempts)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn retry_later(&self, id: i64, attempts: i64, at: i64, error: &str) -> Result<()> {
+        sqlx::query("UPDATE outbox SET attempts = $2, next_attempt_at = $3, last_error = $4 WHERE id = $1")
+            .bind(id)
+            .bind(attempts)
+            .bind(at)
+            .bind(error)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn failed(&self, id: i64, attempts: i64, error: &str) -> Result<()> {
+        sqlx::query("UPDATE outbox SET status = 'failed', attempts = $2, last_error = $3 WHERE id = $1")
+            .bind(id)
+            .bind(attempts)
+            .bind(error)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Everyone paged about an incident, per channel: who hears that it
+    /// resolved.
+    pub async fn paged(&self, incident_id: i64) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT channel, recipients FROM outbox WHERE incident_id = $1 AND dedup_key NOT LIKE '%:resolved:%' ORDER BY id")
+            .bind(incident_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get("channel")?, r.try_get("recipients")?))).collect()
+    }
+
+    /// Outbox counts by channel and status, for metrics and tests.
+    pub async fn outbox_counts(&self) -> Result<Vec<(String, String, i64)>> {
+        let rows = sqlx::query("SELECT channel, status, COUNT(*) AS n FROM outbox GROUP BY channel, status").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok((r.try_get("channel")?, r.try_get("status")?, r.try_get::<i64, _>("n")?))).collect()
+    }
+
+    pub async fn add_silence(&self, s: &Silence) -> Result<Silence> {
+        let row = sqlx::query(
+            "INSERT INTO silences (kind, matchers, starts_at, ends_at, created_by, comment) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(match s.kind {
+            SilenceKind::Silence => "silence",
+            SilenceKind::Maintenance => "maintenance",
+        })
+        .bind(serde_json::to_string(&s.matchers).unwrap_or_default())
+        .bind(s.starts_at)
+        .bind(s.ends_at)
+        .bind(&s.created_by)
+        .bind(&s.comment)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Silence { id: row.try_get("id")?, ..s.clone() })
+    }
+
+    /// Silences not yet ended at `now` (including future maintenance).
+    pub async fn silences(&self, now: i64) -> Result<Vec<Silence>> {
+        let rows = sqlx::query("SELECT id, kind, matchers, starts_at, ends_at, created_by, comment FROM silences WHERE ends_at > $1 ORDER BY id")
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = r.try_get("kind")?;
+                let matchers: String = r.try_get("matchers")?;
+                Ok(Silence {
+                    id: r.try_get("id")?,
+                    kind: if kind == "maintenance" { SilenceKind::Maintenance } else { SilenceKind::Silence },
+                    matchers: serde_json::from_str(&matchers).unwrap_or_default(),
+                    starts_at: r.try_get("starts_at")?,
+                    ends_at: r.try_get("ends_at")?,
+                    created_by: r.try_get("created_by")?,
+                    comment: r.try_get("comment")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Ends a silence now.
+    pub async fn expire_silence(&self, id: i64, now: i64) -> Result<()> {
+        let done = sqlx::query("UPDATE silences SET ends_at = $2 WHERE id = $1 AND ends_at > $2").bind(id).bind(now).execute(&self.pool).await?;
+        if done.rows_affected() == 0 {
+            return Err(IncidentError::SilenceNotFound(id));
+        }
+        Ok(())
+    }
+}
+
+/// NaN and infinities cannot be stored portably; they read back as 0.
+fn finite(v: f64) -> f64 {
+    if v.is_finite() { v } else { 0.0 }
+}
