@@ -9,12 +9,28 @@ use tracing::Instrument;
 
 use crate::AppState;
 
-/// How often backend figures (Redis INFO) are sampled into the metrics.
+/// How often backend figures (Redis INFO, overdue holds) are sampled into
+/// the metrics.
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
-/// Samples the queue backend's own figures for the metrics.
+/// How long past its expiry a HELD reservation may wait for the sweeper
+/// before it counts as overdue: several sweep intervals, so only a sweeper
+/// that is stuck or falling behind shows.
+pub const OVERDUE_AFTER: Duration = Duration::from_secs(30);
+
+/// Samples backend figures for the metrics.
 pub async fn sampler(state: AppState, stop: watch::Receiver<bool>) {
-    every(SAMPLE_EVERY, stop, || state.queue.sample()).await;
+    every(SAMPLE_EVERY, stop, || sample(&state)).await;
+}
+
+/// One sample: the queue backend's own figures and the overdue holds.
+pub async fn sample(state: &AppState) {
+    state.queue.sample().await;
+    let lapsed_before = state.clock.now_ms() - OVERDUE_AFTER.as_millis() as i64;
+    match state.store.count_overdue_holds(lapsed_before).await {
+        Ok(n) => state.metrics.holds_overdue.set(n),
+        Err(e) => tracing::warn!(error = %e, "counting overdue holds failed"),
+    }
 }
 
 pub fn spawn(state: AppState, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
@@ -47,27 +63,54 @@ where
 
 /// Asks the queue to admit the next batch several times per interval, so a
 /// tick starts promptly; the queue admits once per tick however often asked
-/// and however many instances ask.
-pub async fn admission(state: AppState, stop: watch::Receiver<bool>) {
-    let policy = state.admission_policy();
-    let period = Duration::from_millis((policy.interval_ms / 5) as u64).clamp(Duration::from_millis(50), Duration::from_secs(1));
-    every(period, stop, || async {
-        let span = tracing::info_span!("queue.admission", otel.name = "queue admission", admitted = tracing::field::Empty);
-        let result = state.queue.admit(policy, state.clock.now_ms()).instrument(span.clone()).await;
-        let _entered = span.enter();
-        match result {
-            Ok(Some(admitted)) => {
-                span.record("admitted", admitted);
-                state.metrics.admitted.inc_by(admitted);
-                if admitted > 0 {
-                    tracing::info!(admitted, "admitted users from the waiting queue");
-                }
+/// and however many instances ask. Each ask reads the policy afresh, and a
+/// changed interval resets the pace at once, so operators tune admission
+/// without a restart.
+pub async fn admission(state: AppState, mut stop: watch::Receiver<bool>) {
+    let mut tuning = state.admission.subscribe();
+    loop {
+        let interval_ms = tuning.borrow_and_update().interval_ms;
+        let period = Duration::from_millis((interval_ms / 5).max(0) as u64).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        loop {
+            // The select only picks; the work runs after it, so no watch
+            // guard is held across an await.
+            let next = tokio::select! {
+                _ = ticker.tick() => Next::Admit,
+                Ok(()) = tuning.changed() => Next::Retune,
+                _ = stop.wait_for(|s| *s) => Next::Stop,
+            };
+            match next {
+                Next::Admit => admit_once(&state).await,
+                Next::Retune => break,
+                Next::Stop => return,
             }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "admission tick failed"),
         }
-    })
-    .await;
+    }
+}
+
+enum Next {
+    Admit,
+    Retune,
+    Stop,
+}
+
+async fn admit_once(state: &AppState) {
+    let span = tracing::info_span!("queue.admission", otel.name = "queue admission", admitted = tracing::field::Empty);
+    let result = state.queue.admit(state.admission_policy(), state.clock.now_ms()).instrument(span.clone()).await;
+    let _entered = span.enter();
+    match result {
+        Ok(Some(admitted)) => {
+            span.record("admitted", admitted);
+            state.metrics.admitted.inc_by(admitted);
+            if admitted > 0 {
+                tracing::info!(admitted, "admitted users from the waiting queue");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "admission tick failed"),
+    }
 }
 
 /// Releases lapsed holds in batches until none are left.

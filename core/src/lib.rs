@@ -21,7 +21,7 @@ pub use http::{AppState, app};
 
 use crate::{
     domain::{Clock, tokens::TokenKey},
-    queue::{Queue, QueueError},
+    queue::{AdmissionTuning, Queue, QueueError},
     settings::{Settings, SettingsError},
     store::{Store, StoreError},
     telemetry::metrics::Metrics,
@@ -44,6 +44,7 @@ pub enum BuildError {
 pub async fn build_state(settings: Settings, clock: Clock) -> Result<AppState, BuildError> {
     settings.validate()?;
     let metrics = Metrics::new();
+    metrics.set_limits(&telemetry::limits::detect());
     let store = Store::connect(settings.database_url.expose(), settings.database_max_connections)
         .await?
         .with_metrics(metrics.store.clone());
@@ -51,14 +52,21 @@ pub async fn build_state(settings: Settings, clock: Clock) -> Result<AppState, B
         Some(url) => Queue::redis(url.expose(), &settings.redis_key_prefix, Some(metrics.redis.clone())).await?,
         None => Queue::memory(),
     };
+    let admission = watch::Sender::new(AdmissionTuning {
+        batch: settings.admission_batch,
+        interval_ms: settings.admission_interval.as_millis() as i64,
+    });
     Ok(AppState::new(http::Services {
         store,
         queue,
         keys: TokenKey::new(settings.token_secret.expose().as_bytes()),
+        entry_limit: http::EntryRateLimit::new(settings.queue_entry_rate_limit, clock.now_ms()),
         settings: Arc::new(settings),
         clock,
         metrics,
         caches: http::Caches::default(),
+        chaos: http::Chaos::default(),
+        admission,
     }))
 }
 

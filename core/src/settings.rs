@@ -64,6 +64,9 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// `REQUEST_TIMEOUT_SECS`, default 10.
     pub request_timeout: Duration,
+    /// `QUEUE_ENTRY_RATE_LIMIT`: queue entries per second this instance
+    /// accepts; unset means no limit. Changeable at run time.
+    pub queue_entry_rate_limit: Option<u32>,
 }
 
 /// The development defaults are public knowledge, so a server refuses to use
@@ -92,6 +95,7 @@ impl Default for Settings {
             sweep_batch: 500,
             shutdown_grace: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
+            queue_entry_rate_limit: None,
         }
     }
 }
@@ -155,6 +159,9 @@ impl Settings {
         int("ADMISSION_BATCH", &mut s.admission_batch)?;
         int("ADMISSION_MAX_ACTIVE", &mut s.admission_max_active)?;
         int("SWEEP_BATCH", &mut s.sweep_batch)?;
+        if let Some(v) = get("QUEUE_ENTRY_RATE_LIMIT") {
+            s.queue_entry_rate_limit = Some(positive(&v, "QUEUE_ENTRY_RATE_LIMIT")?);
+        }
         Ok(s)
     }
 
@@ -203,6 +210,10 @@ mod tests {
         assert_eq!(s.hold_duration, Duration::from_secs(60));
         assert_eq!(s.admission_batch, 7);
         assert!(s.redis_url.is_none());
+        assert_eq!(s.queue_entry_rate_limit, None, "no rate limit unless asked");
+        let s = Settings::from_lookup(env(&[("QUEUE_ENTRY_RATE_LIMIT", "200")])).unwrap();
+        assert_eq!(s.queue_entry_rate_limit, Some(200));
+        assert!(Settings::from_lookup(env(&[("QUEUE_ENTRY_RATE_LIMIT", "0")])).is_err());
         let err = Settings::from_lookup(env(&[("HOLD_SECS", "0")])).unwrap_err();
         assert_eq!(err.name, "HOLD_SECS");
         assert!(Settings::from_lookup(env(&[("BOOKING_LISTEN", "nope")])).is_err());
@@ -210,8 +221,7 @@ mod tests {
 
     #[test]
     fn development_secrets_are_refused_off_loopback() {
-        let mut s = Settings::default();
-        s.listen = "0.0.0.0:8080".parse().unwrap();
+        let s = Settings { listen: "0.0.0.0:8080".parse().unwrap(), ..Settings::default() };
         assert_eq!(s.validate().unwrap_err().name, "ADMIN_KEY");
         assert!(format!("{:?}", s.token_secret).contains("***"));
     }

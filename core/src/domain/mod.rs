@@ -4,6 +4,7 @@
 pub mod clock;
 pub mod money;
 pub mod queue;
+pub mod rate_limit;
 pub mod tokens;
 
 pub use clock::Clock;

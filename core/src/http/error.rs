@@ -22,6 +22,8 @@ pub enum ApiError {
     Client { status: StatusCode, code: &'static str, message: String },
     /// A dependency is away; the client should retry after `retry_after` seconds.
     Unavailable { code: &'static str, message: String, retry_after: u32 },
+    /// Over a rate limit; the client should retry after `retry_after` seconds.
+    RateLimited { message: String, retry_after: u32 },
     /// A failure the client cannot act on.
     Internal(String),
 }
@@ -56,6 +58,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Client { code, .. } | ApiError::Unavailable { code, .. } => code,
+            ApiError::RateLimited { .. } => "RATE_LIMITED",
             ApiError::Internal(_) => "INTERNAL",
         }
     }
@@ -74,6 +77,11 @@ impl IntoResponse for ApiError {
             ApiError::Client { status, code, message } => error_response(status, code, &message),
             ApiError::Unavailable { code, message, retry_after } => {
                 let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, code, &message);
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+                response
+            }
+            ApiError::RateLimited { message, retry_after } => {
+                let mut response = error_response(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED", &message);
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
                 response
             }

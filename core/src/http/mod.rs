@@ -4,7 +4,9 @@
 pub mod error;
 pub mod extract;
 
+mod chaos;
 mod concerts;
+mod controls;
 mod ops;
 mod payments;
 mod queue;
@@ -34,6 +36,9 @@ use crate::{
 };
 use error::{ErrorCode, InternalCause, error_response};
 
+pub use chaos::{Chaos, ChaosPlan};
+pub use queue::EntryRateLimit;
+
 /// Everything a handler may use. Extractors and middleware clone it for
 /// every request, so it is one `Arc`.
 #[derive(Clone)]
@@ -60,6 +65,13 @@ pub struct Services {
     pub clock: Clock,
     pub metrics: Metrics,
     pub caches: Caches,
+    /// Injected faults for alerting drills; off until an operator turns it on.
+    pub chaos: Chaos,
+    /// Admission batch and interval as they stand now: the settings' values
+    /// until an operator changes them. The admission loop watches it.
+    pub admission: tokio::sync::watch::Sender<crate::queue::AdmissionTuning>,
+    /// The process-wide limit on queue entries; off unless set.
+    pub entry_limit: EntryRateLimit,
 }
 
 /// Read caches that spare the database the hottest reads of a sale.
@@ -96,6 +108,21 @@ impl Caches {
     pub fn forget_seat_maps(&self) {
         self.seat_maps.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
+
+    /// Empties every cache, for an operator who suspects a stale one.
+    /// Returns how many entries each held.
+    pub fn flush(&self) -> Flushed {
+        let seat_maps = std::mem::take(&mut *self.seat_maps.lock().unwrap_or_else(|p| p.into_inner())).len();
+        let known_concerts = std::mem::take(&mut *self.known_concerts.write().unwrap_or_else(|p| p.into_inner())).len();
+        Flushed { seat_maps, known_concerts }
+    }
+}
+
+/// What [`Caches::flush`] dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Flushed {
+    pub seat_maps: usize,
+    pub known_concerts: usize,
 }
 
 /// Request bodies above this are refused with 413; concert creation, which
@@ -111,6 +138,8 @@ pub fn app(state: AppState) -> Router {
         .merge(queue::router())
         .merge(reservations::router())
         .merge(payments::router())
+        .merge(chaos::router())
+        .merge(controls::router())
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .merge(concerts::admin_router())
         .merge(ops::router())
@@ -152,7 +181,12 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     if let Some((_, id, _)) = &trace {
         span.record("trace_id", id.as_str());
     }
-    let mut response = next.run(req).instrument(span.clone()).await;
+    // Injected faults happen in here, so they are timed, logged and counted
+    // like real ones.
+    let mut response = match state.chaos.fault_for(&route) {
+        None => next.run(req).instrument(span.clone()).await,
+        Some(fault) => chaos::inject(fault, &state.metrics, req, next).instrument(span.clone()).await,
+    };
     let elapsed = started.elapsed();
     let status = response.status();
     let code = response.extensions().get::<ErrorCode>().map(|c| c.0);
@@ -225,7 +259,17 @@ async fn json_errors(req: Request, next: Next) -> Response {
 /// The operations of this router, as `(METHOD, /path/{param})`, for the
 /// OpenAPI conformance test.
 pub fn routes() -> Vec<(&'static str, &'static str)> {
-    [users::ROUTES, concerts::ROUTES, queue::ROUTES, reservations::ROUTES, payments::ROUTES, ops::ROUTES].concat()
+    [
+        users::ROUTES,
+        concerts::ROUTES,
+        queue::ROUTES,
+        reservations::ROUTES,
+        payments::ROUTES,
+        chaos::ROUTES,
+        controls::ROUTES,
+        ops::ROUTES,
+    ]
+    .concat()
 }
 
 /// A timestamp field in a response.

@@ -1,5 +1,10 @@
 //! The waiting queue: join it, and poll your place.
 
+use std::sync::{
+    Mutex,
+    atomic::{AtomicBool, Ordering},
+};
+
 use axum::{Json, Router, extract::State, http::StatusCode, routing::{get, post}};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -10,7 +15,7 @@ use super::{
     extract::{ApiJson, AuthUser, QueuePlace},
 };
 use crate::{
-    domain::{clock::Millis, queue::estimated_wait_seconds, tokens::QueueClaims},
+    domain::{clock::Millis, queue::estimated_wait_seconds, rate_limit::TokenBucket, tokens::QueueClaims},
     queue::{AdmissionPolicy, PlaceStatus},
 };
 
@@ -21,11 +26,14 @@ pub fn router() -> Router<AppState> {
 }
 
 impl AppState {
+    /// The policy as it stands now: batch and interval may have been
+    /// changed at run time (`PUT /v1/admin/queue/admission`).
     pub fn admission_policy(&self) -> AdmissionPolicy {
         let s = &self.settings;
+        let tuning = *self.admission.borrow();
         AdmissionPolicy {
-            batch: s.admission_batch,
-            interval_ms: s.admission_interval.as_millis() as i64,
+            batch: tuning.batch,
+            interval_ms: tuning.interval_ms,
             max_active: s.admission_max_active,
             window_ms: s.active_window.as_millis() as i64,
         }
@@ -64,7 +72,53 @@ struct Enter {
     concert_id: i64,
 }
 
+/// The process-wide limit on queue entries: a token bucket, off unless
+/// configured (`QUEUE_ENTRY_RATE_LIMIT`) or turned on at run time. While
+/// off it costs one atomic load.
+#[derive(Debug, Default)]
+pub struct EntryRateLimit {
+    on: AtomicBool,
+    bucket: Mutex<Option<TokenBucket>>,
+}
+
+impl EntryRateLimit {
+    pub fn new(per_second: Option<u32>, now: Millis) -> Self {
+        let limit = Self::default();
+        limit.set(per_second, now);
+        limit
+    }
+
+    /// Limits entries to `per_second` (a full bucket to start), or lifts the
+    /// limit with `None`.
+    pub fn set(&self, per_second: Option<u32>, now: Millis) {
+        let mut bucket = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        *bucket = per_second.map(|n| TokenBucket::new(n, now));
+        self.on.store(bucket.is_some(), Ordering::Release);
+    }
+
+    /// Entries allowed per second, when limited.
+    pub fn per_second(&self) -> Option<u32> {
+        self.bucket.lock().unwrap_or_else(|p| p.into_inner()).map(|b| b.per_second())
+    }
+
+    /// Lets one entry through, or says how many seconds to wait.
+    pub fn admit(&self, now: Millis) -> Result<()> {
+        if !self.on.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut bucket = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        match bucket.as_mut().map(|b| b.take(now)) {
+            Some(Err(retry_after)) => Err(ApiError::RateLimited {
+                message: format!("too many queue entries right now; retry in {retry_after} s"),
+                retry_after,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
 async fn enter(State(s): State<AppState>, user: AuthUser, ApiJson(body): ApiJson<Enter>) -> Result<(StatusCode, Json<Value>)> {
+    s.entry_limit.admit(s.clock.now_ms())?;
     let known = s.caches.known_concerts.read().unwrap_or_else(|p| p.into_inner()).contains(&body.concert_id);
     if !known {
         if !s.store.concert_exists(body.concert_id).await? {

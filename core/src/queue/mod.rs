@@ -54,6 +54,14 @@ pub struct AdmissionPolicy {
     pub window_ms: i64,
 }
 
+/// The part of the admission policy operators may change while the service
+/// runs (`PUT /v1/admin/queue/admission`), per instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdmissionTuning {
+    pub batch: i64,
+    pub interval_ms: i64,
+}
+
 /// What the fast path remembers of a seat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeatFlag {

@@ -74,8 +74,8 @@ impl RedisQueue {
         crate::telemetry::client_call("redis", command, histogram, fut).await
     }
 
-    /// Reads `INFO` into the metrics: up, memory against maxmemory, clients,
-    /// commands processed and keyspace hits and misses.
+    /// Reads `INFO` into the metrics: up, memory against the limit in effect,
+    /// clients, commands processed and keyspace hits and misses.
     pub async fn sample(&self) {
         let Some(m) = &self.metrics else { return };
         let info: Result<String, _> = redis::cmd("INFO").query_async(&mut self.conn.clone()).await;
@@ -87,11 +87,14 @@ impl RedisQueue {
         let field = |name: &str| {
             info.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':'))).and_then(|v| v.trim().parse::<u64>().ok())
         };
-        let gauges = [(&m.memory_used, "used_memory"), (&m.memory_max, "maxmemory"), (&m.clients, "connected_clients")];
+        let gauges = [(&m.memory_used, "used_memory"), (&m.clients, "connected_clients")];
         for (gauge, name) in gauges {
             if let Some(v) = field(name) {
                 gauge.set(v as i64);
             }
+        }
+        if let Some(limit) = effective_memory_limit(field("maxmemory"), field("total_system_memory")) {
+            m.memory_max.set(i64::try_from(limit).unwrap_or(i64::MAX));
         }
         let mut last = self.last_info.lock().unwrap_or_else(|p| p.into_inner());
         let counters =
@@ -249,5 +252,27 @@ impl RedisQueue {
             conn.del(keys).await?;
         }
         Ok(())
+    }
+}
+
+/// The memory Redis can really use: `maxmemory`, or with no limit set
+/// (`maxmemory` 0) the machine's memory, which is where it runs out.
+pub fn effective_memory_limit(maxmemory: Option<u64>, total_system_memory: Option<u64>) -> Option<u64> {
+    match maxmemory {
+        Some(0) | None => total_system_memory.filter(|t| *t > 0),
+        limit => limit,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::effective_memory_limit;
+
+    #[test]
+    fn without_maxmemory_the_limit_is_the_machines_memory() {
+        assert_eq!(effective_memory_limit(Some(1 << 30), Some(16 << 30)), Some(1 << 30));
+        assert_eq!(effective_memory_limit(Some(0), Some(16 << 30)), Some(16 << 30));
+        assert_eq!(effective_memory_limit(Some(0), None), None);
+        assert_eq!(effective_memory_limit(None, Some(0)), None);
     }
 }

@@ -11,7 +11,8 @@ use std::{collections::HashMap, sync::Mutex};
 
 use opentelemetry::trace::TraceId;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 /// Fine low edges for the fast paths, and edges at the alert thresholds
@@ -57,6 +58,14 @@ pub struct Metrics {
     pub db_pool_open: IntGauge,
     pub db_pool_idle: IntGauge,
     pub db_pool_in_use: IntGauge,
+    /// Faults injected by the chaos switch, by kind (`error`, `latency`).
+    pub chaos_injected: IntCounterVec,
+    /// Lapsed holds the sweeper has not expired yet, past a grace period.
+    pub holds_overdue: IntGauge,
+    /// CPU cores this process may use (cgroup quota, else the machine's).
+    pub cpu_limit_cores: Gauge,
+    /// Memory this process may use (cgroup limit, else the machine's).
+    pub memory_limit_bytes: IntGauge,
     pub store: StoreMetrics,
     pub redis: RedisMetrics,
     exemplars: Exemplars,
@@ -96,6 +105,24 @@ impl Metrics {
             db_pool_open: gauge("db_pool_connections_open", "Open database connections"),
             db_pool_idle: gauge("db_pool_connections_idle", "Idle database connections"),
             db_pool_in_use: gauge("db_pool_connections_in_use", "Database connections lent out"),
+            chaos_injected: counter_vec(
+                "booking_chaos_injected_total",
+                "Faults injected by the chaos switch (/v1/admin/chaos), by kind: error or latency",
+                &["kind"],
+            ),
+            holds_overdue: gauge(
+                "booking_holds_overdue",
+                "Reservations still HELD more than 30 s after their expiry: the hold sweeper is behind (same value on every instance)",
+            ),
+            cpu_limit_cores: Gauge::new(
+                "booking_cpu_limit_cores",
+                "CPU cores this process may use: cgroup v2 cpu.max quota/period, else available parallelism",
+            )
+            .expect("valid metric"),
+            memory_limit_bytes: gauge(
+                "booking_memory_limit_bytes",
+                "Memory this process may use: cgroup v2 memory.max, else MemTotal of /proc/meminfo",
+            ),
             store: StoreMetrics {
                 operation_duration: histogram_vec(
                     "db_operation_duration_seconds",
@@ -113,7 +140,10 @@ impl Metrics {
                 command_duration: histogram_vec("redis_command_duration_seconds", "Redis calls by kind", &["command"]),
                 up: gauge("redis_up", "1 when the last Redis sample succeeded"),
                 memory_used: gauge("redis_memory_used_bytes", "Redis used_memory"),
-                memory_max: gauge("redis_memory_max_bytes", "Redis maxmemory (0: no limit)"),
+                memory_max: gauge(
+                    "redis_memory_max_bytes",
+                    "Redis memory limit in effect: maxmemory, or total_system_memory when maxmemory is 0 (no limit set)",
+                ),
                 clients: gauge("redis_connected_clients", "Redis connected_clients"),
                 commands_processed: counter("redis_commands_processed_total", "Redis total_commands_processed"),
                 keyspace_hits: counter("redis_keyspace_hits_total", "Redis keyspace_hits"),
@@ -135,6 +165,10 @@ impl Metrics {
             Box::new(m.db_pool_open.clone()),
             Box::new(m.db_pool_idle.clone()),
             Box::new(m.db_pool_in_use.clone()),
+            Box::new(m.chaos_injected.clone()),
+            Box::new(m.holds_overdue.clone()),
+            Box::new(m.cpu_limit_cores.clone()),
+            Box::new(m.memory_limit_bytes.clone()),
             Box::new(m.store.operation_duration.clone()),
             Box::new(m.store.acquire.clone()),
             Box::new(m.store.waiting.clone()),
@@ -151,11 +185,21 @@ impl Metrics {
         for c in collectors {
             m.registry.register(c).expect("metric names are unique");
         }
+        // Both kinds show from the start, so a rate over them is 0, not absent.
+        for kind in ["error", "latency"] {
+            m.chaos_injected.with_label_values(&[kind]);
+        }
         #[cfg(target_os = "linux")]
         m.registry
             .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
             .expect("process collector registers once");
         m
+    }
+
+    /// Records the limits found at start-up.
+    pub fn set_limits(&self, limits: &super::limits::Limits) {
+        self.cpu_limit_cores.set(limits.cpu_cores);
+        self.memory_limit_bytes.set(i64::try_from(limits.memory_bytes).unwrap_or(i64::MAX));
     }
 
     /// Counts one request and observes its latency; a sampled trace id

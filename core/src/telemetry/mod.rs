@@ -13,6 +13,7 @@
 //! a request. What cannot be delivered is dropped and counted in
 //! `telemetry_dropped_total{signal}`.
 
+pub mod limits;
 pub mod logs;
 pub mod metrics;
 

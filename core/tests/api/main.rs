@@ -3,6 +3,7 @@
 //! with Redis (production).
 
 mod support;
+mod controls;
 mod k6;
 mod observability;
 mod telemetry;
@@ -13,6 +14,14 @@ use axum::http::StatusCode;
 use booking::domain::Clock;
 use futures::future::join_all;
 use serde_json::{Value, json};
+use controls::{
+    admission_retuned_at_run_time_is_used_by_the_running_admission_loop,
+    flushing_the_caches_drops_seat_maps_and_known_concerts,
+    invalid_operator_requests_are_clean_json_4xx_and_change_nothing,
+    the_chaos_switch_fails_only_the_chosen_route_and_counts_every_fault,
+    the_gauges_alert_rules_read_are_exposed_with_sane_values,
+    the_queue_entry_rate_limit_answers_429_with_retry_after_only_when_on,
+};
 use support::{Backend, TestApp, bearer, spawn_app, spawn_instance};
 
 macro_rules! on_every_backend {
@@ -50,6 +59,12 @@ on_every_backend!(
     every_error_is_a_clean_json_4xx,
     nobody_can_read_or_change_another_users_data,
     restarting_loses_nothing_that_was_acknowledged,
+    the_chaos_switch_fails_only_the_chosen_route_and_counts_every_fault,
+    invalid_operator_requests_are_clean_json_4xx_and_change_nothing,
+    admission_retuned_at_run_time_is_used_by_the_running_admission_loop,
+    flushing_the_caches_drops_seat_maps_and_known_concerts,
+    the_queue_entry_rate_limit_answers_429_with_retry_after_only_when_on,
+    the_gauges_alert_rules_read_are_exposed_with_sane_values,
 );
 
 async fn ok(app: &TestApp) -> (Vec<support::User>, support::Concert) {
@@ -126,7 +141,7 @@ async fn a_full_booking_flow_sells_the_seat_and_ends_the_queue_token(backend: Ba
     assert_eq!(r["payment_id"], paid["payment_id"]);
 
     let seats = app.state.store.seats(concert.performance_id, app.clock.now_ms()).await.unwrap();
-    assert_eq!(serde_json::to_value(&seats[0].status).unwrap(), "SOLD");
+    assert_eq!(serde_json::to_value(seats[0].status).unwrap(), "SOLD");
     assert!(app.state.store.audit().await.unwrap().violations().is_empty());
 }
 

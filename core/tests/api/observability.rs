@@ -152,8 +152,7 @@ async fn a_real_prometheus_scraping_the_service_answers_every_dashboard_query_an
         let http = http.clone();
         let prom = prom.clone();
         async move {
-            let r = json_of(http.get(format!("{prom}/api/v1/query")).query(&[("query", expr)])).await;
-            r
+            json_of(http.get(format!("{prom}/api/v1/query")).query(&[("query", expr)])).await
         }
     };
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -272,6 +272,18 @@ pub async fn pay(router: Router, user: &User, reservation_id: &str, key: &str) -
 }
 
 pub async fn send(router: Router, method: &str, path: &str, headers: &[(&str, &str)], body: Option<String>) -> (StatusCode, Value) {
+    let (status, _, value) = send_for_headers(router, method, path, headers, body).await;
+    (status, value)
+}
+
+/// [`send`], also returning the response headers.
+pub async fn send_for_headers(
+    router: Router,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<String>,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
     let mut req = Request::builder().method(method).uri(path);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -283,9 +295,10 @@ pub async fn send(router: Router, method: &str, path: &str, headers: &[(&str, &s
     .unwrap();
     let response = router.oneshot(req).await.unwrap();
     let status = response.status();
+    let headers = response.headers().clone();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-    (status, value)
+    (status, headers, value)
 }
 
 /// A port nothing listens on. Picked at random from a wide range rather than
