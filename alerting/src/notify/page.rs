@@ -15,7 +15,9 @@ use crate::rules::{Op, Severity, Unit};
 pub enum PageKind {
     Firing,
     /// Nobody acknowledged, so the next escalation level is paged too.
-    Escalated { level: usize },
+    Escalated {
+        level: usize,
+    },
     Resolved,
     /// A channel kept failing for this incident; sent to the fallback channel
     /// so a page is never lost silently.
@@ -77,7 +79,11 @@ impl Page {
 
     /// `route=/v1/holds, service=booking`, or empty.
     pub fn labels_text(&self) -> String {
-        let pairs: Vec<String> = self.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let pairs: Vec<String> = self
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         pairs.join(", ")
     }
 
@@ -152,7 +158,10 @@ mod tests {
         assert_eq!(format_value(0.0152, Unit::Ratio), "1.52 %");
         assert_eq!(format_value(0.85, Unit::Seconds), "850 ms");
         assert_eq!(format_value(1.2, Unit::Seconds), "1.20 s");
-        assert_eq!(format_value(3.1 * 1024.0 * 1024.0 * 1024.0, Unit::Bytes), "3.1 GiB");
+        assert_eq!(
+            format_value(3.1 * 1024.0 * 1024.0 * 1024.0, Unit::Bytes),
+            "3.1 GiB"
+        );
         assert_eq!(format_value(512.0, Unit::Bytes), "512 B");
         assert_eq!(format_value(2048.0, Unit::Bytes), "2.0 KiB");
         assert_eq!(format_value(42.0, Unit::None), "42");
