@@ -10,3 +10,7 @@ pub mod incidents;
 pub mod oncall;
 pub mod metrics;
 pub mod notify;
+pub mod export;
+pub mod service;
+pub mod http;
+pub mod server;

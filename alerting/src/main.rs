@@ -1,3 +1,355 @@
-//! `alerting`: the command line. It parses arguments and calls the library.
+//! `alerting`: the command line. It parses arguments and calls the library
+//! (or, for incident commands, the running service's HTTP API).
 
-fn main() {}
+use std::path::PathBuf;
+
+use alerting::{
+    export,
+    server::{self, ServeArgs, Server},
+};
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+
+/// Evaluates SLIs, pages the on-call roster with runbook links, escalates,
+/// and keeps incidents.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the alert engine, the pager and the API.
+    Serve(Box<ServeArgs>),
+    /// Load the rule and roster files and report problems (exit 1 on errors).
+    Check {
+        #[arg(long, env = "ALERTING_RULES")]
+        rules: Option<PathBuf>,
+        #[arg(long, env = "ALERTING_ROSTER")]
+        roster: Option<PathBuf>,
+    },
+    /// Write configuration for other systems from the same rules.
+    Export {
+        #[command(subcommand)]
+        target: ExportTarget,
+    },
+    /// Who is on call.
+    Oncall {
+        #[command(subcommand)]
+        command: OncallCommand,
+    },
+    /// List or show incidents.
+    Incidents {
+        #[command(subcommand)]
+        command: IncidentCommand,
+    },
+    /// Acknowledge an incident: stops its escalation.
+    Ack {
+        id: i64,
+        #[arg(long, env = "USER", default_value = "cli")]
+        by: String,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Resolve an incident; whoever was paged is told.
+    Resolve {
+        id: i64,
+        #[arg(long, env = "USER", default_value = "cli")]
+        by: String,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Add a note to an incident's timeline.
+    Note {
+        id: i64,
+        text: String,
+        #[arg(long, env = "USER", default_value = "cli")]
+        by: String,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Silences and maintenance windows.
+    Silence {
+        #[command(subcommand)]
+        command: SilenceCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExportTarget {
+    /// Prometheus alerting rules and an Alertmanager config.
+    Prometheus {
+        #[arg(long, env = "ALERTING_RULES")]
+        rules: Option<PathBuf>,
+        /// Directory to write `alerts.rules.yml` and `alertmanager.yml` into.
+        #[arg(long, default_value = "prometheus-export")]
+        out: PathBuf,
+        #[command(flatten)]
+        options: export::AlertmanagerOptions,
+    },
+}
+
+#[derive(Subcommand)]
+enum OncallCommand {
+    /// Who would be paged, step by step, for an alert at a given time.
+    Who {
+        /// RFC 3339 time; default now.
+        #[arg(long)]
+        at: Option<DateTime<Utc>>,
+        /// A rule id: its owner and (by default critical) severity.
+        #[arg(long)]
+        rule: Option<String>,
+        #[arg(long)]
+        severity: Option<alerting::rules::Severity>,
+        /// Owner role, when no rule is given.
+        #[arg(long)]
+        owner: Option<String>,
+        #[arg(long, env = "ALERTING_RULES")]
+        rules: Option<PathBuf>,
+        #[arg(long, env = "ALERTING_ROSTER")]
+        roster: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum IncidentCommand {
+    List {
+        /// open, firing, acked, resolved or all.
+        #[arg(long, default_value = "open")]
+        state: String,
+        #[command(flatten)]
+        api: Api,
+    },
+    Show {
+        id: i64,
+        #[command(flatten)]
+        api: Api,
+    },
+}
+
+#[derive(Subcommand)]
+enum SilenceCommand {
+    /// Silence pages whose labels match (`--match rule_id=high-error-rate`).
+    Add {
+        #[arg(long = "match", required = true, value_parser = parse_matcher)]
+        matchers: Vec<(String, String)>,
+        /// How long (`2h`), from `--starts-at` or now.
+        #[arg(long = "for")]
+        duration: String,
+        #[arg(long)]
+        starts_at: Option<DateTime<Utc>>,
+        /// A maintenance window rather than an ad-hoc silence.
+        #[arg(long)]
+        maintenance: bool,
+        #[arg(long)]
+        comment: String,
+        #[arg(long, env = "USER", default_value = "cli")]
+        by: String,
+        #[command(flatten)]
+        api: Api,
+    },
+    List {
+        #[command(flatten)]
+        api: Api,
+    },
+    Expire {
+        id: i64,
+        #[command(flatten)]
+        api: Api,
+    },
+}
+
+#[derive(clap::Args)]
+struct Api {
+    /// The alerting service's URL.
+    #[arg(long, env = "ALERTING_URL", default_value = "http://127.0.0.1:9095")]
+    url: String,
+    #[arg(long, env = "ALERTING_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Print the raw JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_matcher(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("{s:?} is not label=value"))?;
+    if k.is_empty() {
+        return Err(format!("{s:?} has no label name"));
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+impl Api {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build()?;
+        let mut req = client.request(method, format!("{}{path}", self.url.trim_end_matches('/')));
+        if let Some(key) = &self.api_key {
+            req = req.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let response = req.send().await.with_context(|| format!("cannot reach the alerting service at {}", self.url))?;
+        let status = response.status();
+        let body: Value = if status == reqwest::StatusCode::NO_CONTENT { Value::Null } else { response.json().await.unwrap_or(Value::Null) };
+        if !status.is_success() {
+            let message = body["error"]["message"].as_str().unwrap_or("request failed");
+            bail!("{message} (HTTP {status})");
+        }
+        Ok(body)
+    }
+
+    fn print(&self, value: &Value, human: impl FnOnce(&Value)) {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+        } else {
+            human(value);
+        }
+    }
+}
+
+fn ms(value: &Value) -> String {
+    value.as_i64().and_then(DateTime::from_timestamp_millis).map_or_else(|| "-".into(), |t| t.to_rfc3339())
+}
+
+fn print_incident_line(i: &Value) {
+    println!(
+        "#{:<5} {:<9} {:<8} {:<28} since {}",
+        i["id"],
+        i["state"].as_str().unwrap_or(""),
+        i["severity"].as_str().unwrap_or(""),
+        i["alert"].as_str().unwrap_or(""),
+        ms(&i["started_at"])
+    );
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            tracing_subscriber::fmt().json().with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
+            ).init();
+            let server = Server::build(*args).await?;
+            server.run(shutdown_signal()).await?;
+        }
+        Command::Check { rules, roster } => {
+            let (set, roster) = server::load_config(rules.as_deref(), roster.as_deref())?;
+            let embedded = server::check_embedded(&set);
+            for w in &set.warnings {
+                println!("warning: {w}");
+            }
+            println!("{} rules, {} roles, {} people: OK", set.rules.len(), roster.roles().len(), roster.people().len());
+            if let Err(e) = embedded {
+                println!("note: {e}");
+            }
+        }
+        Command::Export { target: ExportTarget::Prometheus { rules, out, options } } => {
+            let (set, _) = server::load_config(rules.as_deref(), None)?;
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            std::fs::write(out.join("alerts.rules.yml"), export::prometheus_rules(&set))?;
+            std::fs::write(out.join("alertmanager.yml"), export::alertmanager_config(&set, &options))?;
+            println!("wrote {0}/alerts.rules.yml and {0}/alertmanager.yml", out.display());
+        }
+        Command::Oncall { command: OncallCommand::Who { at, rule, severity, owner, rules, roster } } => {
+            let (set, roster) = server::load_config(rules.as_deref(), roster.as_deref())?;
+            let at = at.unwrap_or_else(Utc::now);
+            let (severity, owner) = match rule {
+                Some(id) => {
+                    let r = set.rules.iter().find(|r| r.id == id).with_context(|| format!("no rule {id:?}"))?;
+                    (severity.unwrap_or(alerting::rules::Severity::Critical), r.owner.clone())
+                }
+                None => (severity.unwrap_or(alerting::rules::Severity::Warning), owner.unwrap_or_else(|| "incident-lead".into())),
+            };
+            if roster.role(&owner).is_none() {
+                bail!("no role {owner:?} in the roster");
+            }
+            let who = alerting::http::who(&roster, severity, &owner, at);
+            for step in who["steps"].as_array().into_iter().flatten() {
+                let people: Vec<String> = step["people"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| format!("{} ({})", p["name"].as_str().unwrap_or(""), p["role"].as_str().unwrap_or("")))
+                    .collect();
+                println!("+{:>3} min  level {}  {}", step["after_minutes"], step["level"], people.join(", "));
+            }
+        }
+        Command::Incidents { command: IncidentCommand::List { state, api } } => {
+            let v = api.call(reqwest::Method::GET, &format!("/v1/incidents?state={state}"), None).await?;
+            api.print(&v, |v| v["incidents"].as_array().into_iter().flatten().for_each(print_incident_line));
+        }
+        Command::Incidents { command: IncidentCommand::Show { id, api } } => {
+            let v = api.call(reqwest::Method::GET, &format!("/v1/incidents/{id}"), None).await?;
+            api.print(&v, |v| {
+                print_incident_line(&v["incident"]);
+                println!("  {}", v["incident"]["summary"].as_str().unwrap_or(""));
+                for e in v["timeline"].as_array().into_iter().flatten() {
+                    println!("  {}  {:<16} {}", ms(&e["at"]), e["kind"].as_str().unwrap_or(""), e["text"].as_str().unwrap_or(""));
+                }
+            });
+        }
+        Command::Ack { id, by, api } => {
+            let v = api.call(reqwest::Method::POST, &format!("/v1/incidents/{id}/ack"), Some(json!({ "by": by }))).await?;
+            api.print(&v, |v| println!("incident #{id} {}", v["incident"]["state"].as_str().unwrap_or("")));
+        }
+        Command::Resolve { id, by, api } => {
+            let v = api.call(reqwest::Method::POST, &format!("/v1/incidents/{id}/resolve"), Some(json!({ "by": by }))).await?;
+            api.print(&v, |v| println!("incident #{id} {}", v["incident"]["state"].as_str().unwrap_or("")));
+        }
+        Command::Note { id, text, by, api } => {
+            let v = api.call(reqwest::Method::POST, &format!("/v1/incidents/{id}/notes"), Some(json!({ "text": text, "by": by }))).await?;
+            api.print(&v, |_| println!("noted on incident #{id}"));
+        }
+        Command::Silence { command } => match command {
+            SilenceCommand::Add { matchers, duration, starts_at, maintenance, comment, by, api } => {
+                let body = json!({
+                    "matchers": matchers.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+                    "duration": duration,
+                    "starts_at": starts_at,
+                    "kind": if maintenance { "maintenance" } else { "silence" },
+                    "comment": comment,
+                    "created_by": by,
+                });
+                let v = api.call(reqwest::Method::POST, "/v1/silences", Some(body)).await?;
+                api.print(&v, |v| println!("silence #{} until {}", v["silence"]["id"], ms(&v["silence"]["ends_at"])));
+            }
+            SilenceCommand::List { api } => {
+                let v = api.call(reqwest::Method::GET, "/v1/silences", None).await?;
+                api.print(&v, |v| {
+                    for s in v["silences"].as_array().into_iter().flatten() {
+                        println!("#{:<4} {:<11} {} .. {}  {}  {}", s["id"], s["kind"].as_str().unwrap_or(""), ms(&s["starts_at"]), ms(&s["ends_at"]), s["matchers"], s["comment"].as_str().unwrap_or(""));
+                    }
+                });
+            }
+            SilenceCommand::Expire { id, api } => {
+                api.call(reqwest::Method::DELETE, &format!("/v1/silences/{id}"), None).await?;
+                println!("silence #{id} expired");
+            }
+        },
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,1591 @@
+//! The alert rule file: YAML in, validated and expanded [`Rule`]s out.
+//!
+//! Three kinds of rule share one file (the shipped one is
+//! `alerting/config/rules.yaml`):
+//! - `sli`: a built-in SLI of the booking service ([`Sli`]) with warning and
+//!   critical thresholds;
+//! - `burn_rate`: an availability SLO watched the SRE workbook way, expanded
+//!   by [`super::burn`] into an `<id>-fast` and an `<id>-slow` rule;
+//! - `promql`: any other expression, inside the PromQL subset both the
+//!   embedded evaluator and Prometheus run ([`check_expr`]).
+//!
+//! Everything wrong with a file is an error at load time naming the file and
+//! the line, so a bad deploy fails before it silences an alert. Rules that
+//! load but can never fire come back as warnings.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    path::Path,
+    time::Duration,
+};
+
+use regex::Regex;
+use serde::{Deserialize, Deserializer};
+
+use super::{
+    burn::{self, BurnWindow},
+    model::{Condition, Level, Op, Rule, Severity, Unit},
+    sli::Sli,
+};
+
+/// Every loaded rule, plus what the exporters and notifiers need around them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleSet {
+    pub rules: Vec<Rule>,
+    /// Rules that load but look wrong (they can never fire, or can flap),
+    /// each as `file:line: rule `id`: message`.
+    pub warnings: Vec<String>,
+    /// `runbook_url` of an alert is `<base>/<runbook>.md`.
+    pub runbook_base_url: String,
+    /// Grafana base URL; a rule's `dashboard` is a path under it.
+    pub dashboard_base_url: String,
+    pub evaluation_interval: Duration,
+}
+
+impl RuleSet {
+    /// The owner roles the rules name, for the caller to check against the
+    /// roster's roles (the rule file does not know them).
+    pub fn owners(&self) -> BTreeSet<&str> {
+        self.rules.iter().map(|r| r.owner.as_str()).collect()
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.id == id)
+    }
+
+    pub fn runbook_url(&self, rule: &Rule) -> String {
+        format!("{}/{}.md", self.runbook_base_url.trim_end_matches('/'), rule.runbook)
+    }
+
+    pub fn dashboard_url(&self, rule: &Rule) -> Option<String> {
+        let dashboard = rule.dashboard.as_deref()?;
+        if is_url(dashboard) {
+            return Some(dashboard.to_string());
+        }
+        Some(format!("{}{dashboard}", self.dashboard_base_url.trim_end_matches('/')))
+    }
+}
+
+/// Where in a rule file something is: `rules.yaml:17`, or the file alone
+/// when the YAML parser could not tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct At {
+    pub origin: String,
+    pub line: Option<usize>,
+}
+
+impl fmt::Display for At {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}", self.origin),
+            None => f.write_str(&self.origin),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not YAML, or YAML that does not fit the schema, or a bad file-level setting.
+    #[error("{at}: {message}")]
+    File { at: At, message: String },
+    /// A rule that parses but cannot work.
+    #[error("{at}: rule `{rule}`: {message}")]
+    Rule { at: At, rule: String, message: String },
+}
+
+pub fn load(path: &Path) -> Result<RuleSet, RulesError> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| RulesError::Read { path: origin.clone(), source })?;
+    parse(&text, &origin)
+}
+
+/// The rule set shipped with the service.
+///
+/// # Panics
+/// If `alerting/config/rules.yaml` does not load; a unit test guards it.
+pub fn shipped() -> RuleSet {
+    parse(include_str!("../../config/rules.yaml"), "alerting/config/rules.yaml")
+        .unwrap_or_else(|e| panic!("the shipped rule file is broken: {e}"))
+}
+
+/// Parses a rule file; `origin` names it in messages.
+pub fn parse(text: &str, origin: &str) -> Result<RuleSet, RulesError> {
+    let spec: FileSpec = serde_norway::from_str(text).map_err(|e| yaml_error(&e, origin))?;
+    let file_error = |message: String| RulesError::File { at: At { origin: origin.to_string(), line: None }, message };
+
+    let defaults = Defaults {
+        no_data_for: spec.defaults.no_data_for.map_or(DEFAULT_NO_DATA_FOR, |d| d.0),
+        no_data_severity: spec.defaults.no_data_severity.unwrap_or(Severity::Warning),
+        clear_for: spec.defaults.clear_for.map_or(DEFAULT_CLEAR_FOR, |d| d.0),
+        window: spec.defaults.window.map_or(DEFAULT_WINDOW, |d| d.0),
+        dashboard: spec.defaults.dashboard,
+    };
+    if let Some(path) = &defaults.dashboard {
+        check_dashboard(path).map_err(|m| file_error(format!("defaults: {m}")))?;
+    }
+    let evaluation_interval = spec.evaluation_interval.map_or(DEFAULT_EVALUATION_INTERVAL, |d| d.0);
+    if evaluation_interval.is_zero() {
+        return Err(file_error("evaluation_interval must be above 0s".to_string()));
+    }
+    if defaults.window.is_zero() {
+        return Err(file_error("defaults: window must be above 0s".to_string()));
+    }
+    let runbook_base_url = spec.runbook_base_url.unwrap_or_else(|| DEFAULT_RUNBOOK_BASE_URL.to_string());
+    let dashboard_base_url = spec.dashboard_base_url.unwrap_or_else(|| DEFAULT_DASHBOARD_BASE_URL.to_string());
+    for (key, url) in [("runbook_base_url", &runbook_base_url), ("dashboard_base_url", &dashboard_base_url)] {
+        if !is_url(url) {
+            return Err(file_error(format!("{key} `{url}` is not an http(s) URL")));
+        }
+    }
+    if spec.rules.is_empty() {
+        return Err(file_error("`rules` is empty".to_string()));
+    }
+
+    let lines = rule_lines(text, &spec.rules);
+    let mut rules: Vec<Rule> = Vec::new();
+    let mut warnings = Vec::new();
+    for (index, (rule, line)) in spec.rules.into_iter().zip(lines).enumerate() {
+        let at = At { origin: origin.to_string(), line };
+        let label = rule.id.clone().unwrap_or_else(|| format!("#{}", index + 1));
+        let mut rule_warnings = Vec::new();
+        let built = build(rule, &defaults, line.unwrap_or(0), &mut rule_warnings)
+            .map_err(|message| RulesError::Rule { at: at.clone(), rule: label.clone(), message })?;
+        warnings.extend(rule_warnings.into_iter().map(|w| format!("{at}: rule `{label}`: {w}")));
+        for new in built {
+            if let Some(first) = rules.iter().find(|r| r.id == new.id) {
+                return Err(RulesError::Rule {
+                    at,
+                    rule: label,
+                    message: format!("duplicate id `{}` (first at line {})", new.id, first.line),
+                });
+            }
+            if let Some(first) = rules.iter().find(|r| r.name == new.name) {
+                return Err(RulesError::Rule {
+                    at,
+                    rule: label,
+                    message: format!(
+                        "duplicate name `{}` (first at line {}, rule `{}`)",
+                        new.name, first.line, first.id
+                    ),
+                });
+            }
+            rules.push(new);
+        }
+    }
+    Ok(RuleSet { rules, warnings, runbook_base_url, dashboard_base_url, evaluation_interval })
+}
+
+const DEFAULT_NO_DATA_FOR: Duration = Duration::from_secs(120);
+const DEFAULT_CLEAR_FOR: Duration = Duration::from_secs(300);
+const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
+const DEFAULT_EVALUATION_INTERVAL: Duration = Duration::from_secs(15);
+const DEFAULT_RUNBOOK_BASE_URL: &str = "https://github.com/example/booking/blob/main/runbooks";
+const DEFAULT_DASHBOARD_BASE_URL: &str = "http://127.0.0.1:3000";
+
+// ---- The schema, as written in the file ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSpec {
+    evaluation_interval: Option<Dur>,
+    runbook_base_url: Option<String>,
+    dashboard_base_url: Option<String>,
+    #[serde(default)]
+    defaults: DefaultsSpec,
+    rules: Vec<RuleSpec>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DefaultsSpec {
+    no_data_for: Option<Dur>,
+    no_data_severity: Option<Severity>,
+    clear_for: Option<Dur>,
+    window: Option<Dur>,
+    dashboard: Option<String>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum Kind {
+    Sli,
+    BurnRate,
+    Promql,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Sli => "sli",
+            Kind::BurnRate => "burn_rate",
+            Kind::Promql => "promql",
+        }
+    }
+}
+
+/// One entry of `rules:`. Every kind's fields in one flat struct, so that
+/// serde reports type errors with their line (a tagged enum buffers the
+/// entry and loses positions); fields that do not fit the kind are rejected
+/// in [`build`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSpec {
+    id: Option<String>,
+    kind: Option<Kind>,
+    name: Option<String>,
+    summary: Option<String>,
+    owner: Option<String>,
+    runbook: Option<String>,
+    dashboard: Option<String>,
+    unit: Option<Unit>,
+    labels: Option<BTreeMap<String, String>>,
+    no_data_for: Option<Dur>,
+    no_data_severity: Option<Severity>,
+    // sli
+    sli: Option<Sli>,
+    window: Option<Dur>,
+    min_requests: Option<f64>,
+    // promql
+    expr: Option<String>,
+    and: Option<Vec<ConditionSpec>>,
+    // sli and promql
+    warning: Option<LevelSpec>,
+    critical: Option<LevelSpec>,
+    // burn_rate
+    slo: Option<f64>,
+    slo_period: Option<Dur>,
+    page_fast: Option<BurnSpec>,
+    page_slow: Option<BurnSpec>,
+    ticket: Option<BurnSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LevelSpec {
+    above: Option<f64>,
+    below: Option<f64>,
+    #[serde(rename = "for")]
+    for_: Option<Dur>,
+    clear_below: Option<f64>,
+    clear_above: Option<f64>,
+    clear_for: Option<Dur>,
+    /// `promql` only: this level's own expression instead of the rule's.
+    expr: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConditionSpec {
+    expr: String,
+    above: Option<f64>,
+    below: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BurnSpec {
+    long: Option<Dur>,
+    short: Option<Dur>,
+    factor: Option<f64>,
+    #[serde(rename = "for")]
+    for_: Option<Dur>,
+    clear_factor: Option<f64>,
+    clear_for: Option<Dur>,
+}
+
+/// A duration as written in the file (`90s`, `5m`, `1h30m`, `3d`); parsed
+/// during deserialization so a bad one is reported at its own line.
+#[derive(Clone, Copy)]
+struct Dur(Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Dur;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as 30s, 5m, 1h30m or 3d")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Dur, E> {
+                parse_duration(s).map(Dur).map_err(|why| E::custom(format!("bad duration `{s}`: {why}")))
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Dur, E> {
+                Err(E::custom(format!("bad duration `{n}`: add a unit (s, m, h or d)")))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Dur, E> {
+                Err(E::custom(format!("bad duration `{n}`: add a unit (s, m, h or d)")))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// Parses a Prometheus-style duration: one or more `<integer><unit>` with
+/// units s, m, h, d, largest first (`1h30m`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    if text.is_empty() {
+        return Err("empty".to_string());
+    }
+    let mut total: u64 = 0;
+    let mut rest = text;
+    let mut last_unit = u64::MAX;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if digits == 0 {
+            return Err("expected a number followed by s, m, h or d".to_string());
+        }
+        let number: u64 = rest[..digits].parse().map_err(|_| "number too large".to_string())?;
+        let unit_char = rest[digits..].chars().next().ok_or("missing unit (s, m, h or d)")?;
+        let unit = match unit_char {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            other => return Err(format!("unknown unit `{other}` (use s, m, h or d)")),
+        };
+        if unit >= last_unit {
+            return Err("units must go from largest to smallest, each once".to_string());
+        }
+        last_unit = unit;
+        total = number
+            .checked_mul(unit)
+            .and_then(|s| total.checked_add(s))
+            .ok_or_else(|| "number too large".to_string())?;
+        rest = &rest[digits + unit_char.len_utf8()..];
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// Formats a duration the way Prometheus writes one (`1h30m`, `0s`).
+pub fn format_duration(duration: Duration) -> String {
+    let mut secs = duration.as_secs();
+    if secs == 0 {
+        return "0s".to_string();
+    }
+    let mut out = String::new();
+    for (unit, suffix) in [(86_400, 'd'), (3600, 'h'), (60, 'm'), (1, 's')] {
+        if secs >= unit {
+            out.push_str(&format!("{}{suffix}", secs / unit));
+            secs %= unit;
+        }
+    }
+    out
+}
+
+// ---- Validation and expansion ----
+
+struct Defaults {
+    no_data_for: Duration,
+    no_data_severity: Severity,
+    clear_for: Duration,
+    window: Duration,
+    dashboard: Option<String>,
+}
+
+/// Validates one rule entry and expands it into the rules the engine runs.
+/// Errors and warnings are plain messages; the caller adds file, line and id.
+fn build(spec: RuleSpec, defaults: &Defaults, line: usize, warnings: &mut Vec<String>) -> Result<Vec<Rule>, String> {
+    let id = spec.id.clone().ok_or("missing `id`")?;
+    check_slug(&id).map_err(|m| format!("id {m}"))?;
+    let kind = spec.kind.ok_or("missing `kind` (sli, burn_rate or promql)")?;
+    check_fields(&spec, kind)?;
+
+    let owner = spec.owner.clone().ok_or("missing `owner` (the role this alert pages)")?;
+    check_slug(&owner).map_err(|m| format!("owner {m}"))?;
+    let runbook = spec.runbook.clone().ok_or("missing `runbook` (its id: runbooks/<id>.md)")?;
+    check_slug(&runbook).map_err(|m| format!("runbook {m}"))?;
+    let dashboard = spec.dashboard.clone().or_else(|| defaults.dashboard.clone());
+    if let Some(path) = &dashboard {
+        check_dashboard(path)?;
+    }
+    let labels = spec.labels.clone().unwrap_or_default();
+    for name in labels.keys() {
+        if !is_label_name(name) {
+            return Err(format!("label name `{name}` is not a valid Prometheus label name"));
+        }
+        if RESERVED_LABELS.contains(&name.as_str()) {
+            return Err(format!("label `{name}` is set by the engine and cannot be overridden"));
+        }
+    }
+    let name = match &spec.name {
+        Some(name) if name.trim().is_empty() => return Err("`name` is empty".to_string()),
+        Some(name) => name.clone(),
+        None => camel_case(&id),
+    };
+    let base = Rule {
+        id,
+        name,
+        summary: String::new(),
+        owner,
+        runbook,
+        dashboard,
+        unit: Unit::None,
+        levels: Vec::new(),
+        no_data_for: spec.no_data_for.map_or(defaults.no_data_for, |d| d.0),
+        no_data_severity: spec.no_data_severity.unwrap_or(defaults.no_data_severity),
+        labels,
+        line,
+    };
+    match kind {
+        Kind::Sli | Kind::Promql => build_threshold(spec, kind, base, defaults, warnings).map(|rule| vec![rule]),
+        Kind::BurnRate => build_burn(spec, base, warnings),
+    }
+}
+
+/// Labels every exported alert carries; a rule's own labels cannot shadow them.
+const RESERVED_LABELS: [&str; 5] = ["alertname", "severity", "owner", "rule_id", "no_data"];
+
+/// Rejects fields that belong to another kind: silently ignoring them
+/// would hide a mistake (a `window` on a gauge, an `expr` on an SLI).
+fn check_fields(spec: &RuleSpec, kind: Kind) -> Result<(), String> {
+    let present = [
+        ("unit", spec.unit.is_some(), [Kind::Promql].as_slice()),
+        ("sli", spec.sli.is_some(), &[Kind::Sli, Kind::BurnRate]),
+        ("window", spec.window.is_some(), &[Kind::Sli]),
+        ("min_requests", spec.min_requests.is_some(), &[Kind::Sli, Kind::BurnRate]),
+        ("expr", spec.expr.is_some(), &[Kind::Promql]),
+        ("and", spec.and.is_some(), &[Kind::Sli, Kind::Promql]),
+        ("warning", spec.warning.is_some(), &[Kind::Sli, Kind::Promql]),
+        ("critical", spec.critical.is_some(), &[Kind::Sli, Kind::Promql]),
+        ("slo", spec.slo.is_some(), &[Kind::BurnRate]),
+        ("slo_period", spec.slo_period.is_some(), &[Kind::BurnRate]),
+        ("page_fast", spec.page_fast.is_some(), &[Kind::BurnRate]),
+        ("page_slow", spec.page_slow.is_some(), &[Kind::BurnRate]),
+        ("ticket", spec.ticket.is_some(), &[Kind::BurnRate]),
+    ];
+    for (field, is_present, kinds) in present {
+        if is_present && !kinds.contains(&kind) {
+            return Err(format!("`{field}` does not apply to kind `{}`", kind.as_str()));
+        }
+    }
+    Ok(())
+}
+
+fn build_threshold(
+    spec: RuleSpec,
+    kind: Kind,
+    mut rule: Rule,
+    defaults: &Defaults,
+    warnings: &mut Vec<String>,
+) -> Result<Rule, String> {
+    let summary = spec.summary.filter(|s| !s.trim().is_empty()).ok_or("missing `summary`")?;
+    let (expr, unit, mut guards) = match kind {
+        Kind::Sli => {
+            let sli = spec
+                .sli
+                .ok_or("missing `sli` (error_rate, p95_latency, db_pool_saturation, redis_memory, cpu or memory)")?;
+            if spec.window.is_some() && !sli.uses_window() {
+                return Err(format!("`window` does not apply to `{}` (it reads gauges)", sli.as_str()));
+            }
+            let window = spec.window.map_or(defaults.window, |d| d.0);
+            if window.is_zero() {
+                return Err("window must be above 0s".to_string());
+            }
+            let mut guards = sli.guards();
+            if let Some(min) = spec.min_requests {
+                if !sli.counts_requests() {
+                    return Err(format!(
+                        "`min_requests` does not apply to `{}` (not measured over requests)",
+                        sli.as_str()
+                    ));
+                }
+                guards.push(min_requests_guard(min, window)?);
+            }
+            (Some(sli.expr(window)), sli.unit(), guards)
+        }
+        _ => {
+            let expr = match spec.expr {
+                Some(expr) if expr.trim().is_empty() => return Err("`expr` is empty".to_string()),
+                Some(expr) => Some(expr.trim().to_string()),
+                None => None,
+            };
+            if let Some(expr) = &expr {
+                check_expr(expr).map_err(|m| format!("expr: {m}"))?;
+            }
+            (expr, spec.unit.unwrap_or_default(), Vec::new())
+        }
+    };
+    for (i, condition) in spec.and.unwrap_or_default().into_iter().enumerate() {
+        let at = format!("and[{i}]");
+        if condition.expr.trim().is_empty() {
+            return Err(format!("{at}: `expr` is empty"));
+        }
+        check_expr(&condition.expr).map_err(|m| format!("{at}: expr: {m}"))?;
+        let (op, threshold) = fire_threshold(condition.above, condition.below).map_err(|m| format!("{at}: {m}"))?;
+        guards.push(Condition { expr: condition.expr.trim().to_string(), op, threshold });
+    }
+
+    let context = Levels { expr: expr.as_deref(), unit, guards: &guards, clear_for: defaults.clear_for, kind };
+    let mut levels = Vec::new();
+    for (severity, level) in [(Severity::Warning, spec.warning), (Severity::Critical, spec.critical)] {
+        if let Some(level) = level {
+            levels.push(context.level(severity, level, warnings)?);
+        }
+    }
+    if levels.is_empty() {
+        return Err("no `warning` or `critical` level".to_string());
+    }
+    rule.summary = summary;
+    rule.unit = unit;
+    rule.levels = levels;
+    Ok(rule)
+}
+
+fn min_requests_guard(min: f64, window: Duration) -> Result<Condition, String> {
+    if !min.is_finite() || min < 0.0 {
+        return Err(format!("min_requests {min} must be a number of requests, 0 or more"));
+    }
+    Ok(Condition { expr: super::sli::requests(window), op: Op::Above, threshold: min })
+}
+
+/// What the levels of one threshold rule share.
+struct Levels<'a> {
+    expr: Option<&'a str>,
+    unit: Unit,
+    guards: &'a [Condition],
+    clear_for: Duration,
+    kind: Kind,
+}
+
+impl Levels<'_> {
+    fn level(&self, severity: Severity, spec: LevelSpec, warnings: &mut Vec<String>) -> Result<Level, String> {
+        let fail = |m: String| format!("{m} ({severity})");
+        let expr = match (spec.expr, self.kind) {
+            (Some(_), Kind::Sli) => return Err(fail("`expr` does not apply to a level of an `sli` rule".to_string())),
+            (Some(expr), _) if expr.trim().is_empty() => return Err(fail("`expr` is empty".to_string())),
+            (Some(expr), _) => {
+                check_expr(&expr).map_err(|m| fail(format!("expr: {m}")))?;
+                expr.trim().to_string()
+            }
+            (None, _) => self.expr.ok_or_else(|| fail("missing `expr`".to_string()))?.to_string(),
+        };
+        let (op, threshold) = fire_threshold(spec.above, spec.below).map_err(fail)?;
+        let for_ = spec.for_.ok_or_else(|| fail("missing `for` (how long the condition must hold)".to_string()))?.0;
+        let (clear_key, clear, wrong_key, wrong) = match op {
+            Op::Above => ("clear_below", spec.clear_below, "clear_above", spec.clear_above),
+            Op::Below => ("clear_above", spec.clear_above, "clear_below", spec.clear_below),
+        };
+        if wrong.is_some() {
+            return Err(fail(format!("`{wrong_key}` does not go with `{}`; use `{clear_key}`", op_key(op))));
+        }
+        let clear = clear.ok_or_else(|| fail(format!("missing `{clear_key}` (where the alert resolves)")))?;
+        check_number(clear_key, clear).map_err(fail)?;
+        let healthy_side = match op {
+            Op::Above => clear <= threshold,
+            Op::Below => clear >= threshold,
+        };
+        if !healthy_side {
+            let side = if op == Op::Above { "below" } else { "above" };
+            return Err(fail(format!("{clear_key} {clear} is not {side} the fire threshold {threshold}")));
+        }
+        if clear == threshold {
+            warnings.push(fail(format!(
+                "{clear_key} equals the fire threshold {threshold}: without hysteresis the alert can flap"
+            )));
+        }
+        if self.unit == Unit::Ratio {
+            ratio_warning(op, threshold, warnings, severity);
+        }
+        let mut fire = vec![Condition { expr: expr.clone(), op, threshold }];
+        fire.extend(self.guards.iter().cloned());
+        let clear_op = match op {
+            Op::Above => Op::Below,
+            Op::Below => Op::Above,
+        };
+        Ok(Level {
+            severity,
+            fire,
+            for_,
+            clear: vec![Condition { expr, op: clear_op, threshold: clear }],
+            clear_for: spec.clear_for.map_or(self.clear_for, |d| d.0),
+        })
+    }
+}
+
+fn ratio_warning(op: Op, threshold: f64, warnings: &mut Vec<String>, severity: Severity) {
+    let never = match op {
+        Op::Above => threshold >= 1.0,
+        Op::Below => threshold <= 0.0,
+    };
+    if never {
+        warnings.push(format!(
+            "{} {threshold} can never fire: a ratio stays within 0..1 (did you mean {}?) ({severity})",
+            op_key(op),
+            burn::tidy(threshold / 100.0)
+        ));
+    }
+}
+
+fn op_key(op: Op) -> &'static str {
+    match op {
+        Op::Above => "above",
+        Op::Below => "below",
+    }
+}
+
+fn fire_threshold(above: Option<f64>, below: Option<f64>) -> Result<(Op, f64), String> {
+    let (op, threshold) = match (above, below) {
+        (Some(t), None) => (Op::Above, t),
+        (None, Some(t)) => (Op::Below, t),
+        (None, None) => return Err("needs `above` or `below`".to_string()),
+        (Some(_), Some(_)) => return Err("has both `above` and `below`; use two rules".to_string()),
+    };
+    check_number(op_key(op), threshold)?;
+    Ok((op, threshold))
+}
+
+fn check_number(key: &str, value: f64) -> Result<(), String> {
+    if value.is_finite() { Ok(()) } else { Err(format!("{key} {value} is not a finite number")) }
+}
+
+fn build_burn(spec: RuleSpec, base: Rule, warnings: &mut Vec<String>) -> Result<Vec<Rule>, String> {
+    let sli = spec.sli.unwrap_or(Sli::ErrorRate);
+    if !sli.is_event_ratio() {
+        return Err(format!("a burn rate needs an error-ratio SLI (error_rate), not `{}`", sli.as_str()));
+    }
+    let slo = spec.slo.ok_or("missing `slo` (the availability target, e.g. 0.995)")?;
+    if !(slo > 0.0 && slo < 1.0) {
+        return Err(format!("slo {slo} must lie strictly between 0 and 1 (0.995 is 99.5 %)"));
+    }
+    let period = spec.slo_period.map_or(burn::DEFAULT_PERIOD, |d| d.0);
+    if period.is_zero() {
+        return Err("slo_period must be above 0s".to_string());
+    }
+    let min_requests = spec.min_requests.unwrap_or(burn::DEFAULT_MIN_REQUESTS);
+    if !min_requests.is_finite() || min_requests < 0.0 {
+        return Err(format!("min_requests {min_requests} must be a number of requests, 0 or more"));
+    }
+    let fast = burn_window("page_fast", spec.page_fast, burn::PAGE_FAST, slo, warnings)?;
+    let slow = burn_window("page_slow", spec.page_slow, burn::PAGE_SLOW, slo, warnings)?;
+    let ticket = burn_window("ticket", spec.ticket, burn::TICKET, slo, warnings)?;
+
+    let target = percent(slo);
+    let about = spec.summary.unwrap_or_else(|| format!("Error budget of the {target} availability SLO"));
+    let spent = |w: &BurnWindow| percent(burn::budget_spent(w.factor, w.long, period));
+    let fast_rule = Rule {
+        id: format!("{}-fast", base.id),
+        name: format!("{}Fast", base.name),
+        summary: format!(
+            "{about} is burning fast: {}× the sustainable rate over {} and {} ({} of the {} budget per {})",
+            fast.factor,
+            format_duration(fast.long),
+            format_duration(fast.short),
+            spent(&fast),
+            format_duration(period),
+            format_duration(fast.long),
+        ),
+        unit: Unit::Ratio,
+        levels: vec![burn::level(Severity::Critical, &fast, slo, min_requests)],
+        ..base.clone()
+    };
+    // The ticket sits in the slow rule: the same rule_id lets Alertmanager
+    // inhibit it while the slow page fires, and the slow page is where a
+    // budget that keeps burning escalates to.
+    let slow_rule = Rule {
+        id: format!("{}-slow", base.id),
+        name: format!("{}Slow", base.name),
+        summary: format!(
+            "{about} is burning steadily: {}× over {} and {} pages, {}× over {} and {} opens a ticket",
+            slow.factor,
+            format_duration(slow.long),
+            format_duration(slow.short),
+            ticket.factor,
+            format_duration(ticket.long),
+            format_duration(ticket.short),
+        ),
+        unit: Unit::Ratio,
+        levels: vec![
+            burn::level(Severity::Warning, &ticket, slo, min_requests),
+            burn::level(Severity::Critical, &slow, slo, min_requests),
+        ],
+        ..base
+    };
+    Ok(vec![fast_rule, slow_rule])
+}
+
+fn burn_window(
+    key: &str,
+    spec: Option<BurnSpec>,
+    default: BurnWindow,
+    slo: f64,
+    warnings: &mut Vec<String>,
+) -> Result<BurnWindow, String> {
+    let window = match spec {
+        None => default,
+        Some(spec) => BurnWindow {
+            long: spec.long.map_or(default.long, |d| d.0),
+            short: spec.short.map_or(default.short, |d| d.0),
+            factor: spec.factor.unwrap_or(default.factor),
+            for_: spec.for_.map_or(default.for_, |d| d.0),
+            clear_factor: spec.clear_factor.unwrap_or(default.clear_factor),
+            clear_for: spec.clear_for.map_or(default.clear_for, |d| d.0),
+        },
+    };
+    if window.short.is_zero() || window.short >= window.long {
+        return Err(format!(
+            "{key}: the short window {} must be above 0s and shorter than the long window {}",
+            format_duration(window.short),
+            format_duration(window.long)
+        ));
+    }
+    if !(window.factor.is_finite() && window.factor > 0.0) {
+        return Err(format!("{key}: factor {} must be above 0", window.factor));
+    }
+    if !(window.clear_factor.is_finite() && window.clear_factor >= 0.0) {
+        return Err(format!("{key}: clear_factor {} must be 0 or more", window.clear_factor));
+    }
+    if window.clear_factor > window.factor {
+        return Err(format!(
+            "{key}: clear_factor {} is not below the fire factor {}",
+            window.clear_factor, window.factor
+        ));
+    }
+    if window.clear_factor == window.factor {
+        warnings.push(format!(
+            "{key}: clear_factor equals the fire factor {}: without hysteresis the alert can flap",
+            window.factor
+        ));
+    }
+    let threshold = burn::ratio_threshold(window.factor, slo);
+    if threshold >= 1.0 {
+        warnings.push(format!(
+            "{key}: burn factor {} × error budget {} = {threshold}: the error ratio cannot exceed 100 %, so it can never fire",
+            window.factor,
+            burn::error_budget(slo)
+        ));
+    }
+    Ok(window)
+}
+
+/// `0.995` → `99.5 %`.
+fn percent(ratio: f64) -> String {
+    format!("{} %", burn::tidy(ratio * 100.0))
+}
+
+/// Ids, owners and runbooks: lowercase kebab-case, so they are safe as file
+/// names, label values and URL path segments.
+fn check_slug(value: &str) -> Result<(), String> {
+    let ok = !value.is_empty()
+        && value.starts_with(|c: char| c.is_ascii_lowercase())
+        && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !value.ends_with('-')
+        && !value.contains("--");
+    if ok { Ok(()) } else { Err(format!("`{value}` is not lowercase kebab-case (like `high-error-rate`)")) }
+}
+
+/// A path under `dashboard_base_url` (`/d/booking-overview`), or a full URL
+/// for a dashboard that lives elsewhere.
+fn check_dashboard(dashboard: &str) -> Result<(), String> {
+    if (dashboard.starts_with('/') || is_url(dashboard)) && !dashboard.contains(char::is_whitespace) {
+        Ok(())
+    } else {
+        Err(format!(
+            "dashboard `{dashboard}` must be a path under dashboard_base_url (like /d/booking-overview) or a URL"
+        ))
+    }
+}
+
+fn is_url(text: &str) -> bool {
+    text.starts_with("http://") || text.starts_with("https://")
+}
+
+fn is_label_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with("__")
+}
+
+/// `high-error-rate` → `HighErrorRate`.
+fn camel_case(id: &str) -> String {
+    id.split('-')
+        .map(|word| {
+            let mut chars = word.chars();
+            chars.next().map(|c| c.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
+        })
+        .collect()
+}
+
+/// A serde_norway error as `file:line: message`.
+fn yaml_error(error: &serde_norway::Error, origin: &str) -> RulesError {
+    let text = error.to_string();
+    let (line, message) = match error.location() {
+        Some(location) => {
+            let suffix = format!(" at line {} column {}", location.line(), location.column());
+            let message = text.strip_suffix(&suffix).map(str::to_string).unwrap_or(text);
+            (Some(location.line()), message)
+        }
+        None => (None, text),
+    };
+    RulesError::File { at: At { origin: origin.to_string(), line }, message }
+}
+
+/// The 1-based line of each entry of `rules:`, by reading the text: serde
+/// keeps no positions once a value deserialized. Block-style entries are the
+/// `-` lines at the indentation of the first one; anything else (flow style)
+/// falls back to the line of each rule's `id:`.
+fn rule_lines(text: &str, rules: &[RuleSpec]) -> Vec<Option<usize>> {
+    let mut items = Vec::new();
+    let mut in_rules = false;
+    let mut item_indent = None;
+    for (i, raw) in text.lines().enumerate() {
+        let trimmed = raw.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let indent = raw.len() - trimmed.len();
+        let is_item = trimmed == "-" || trimmed.starts_with("- ");
+        if indent == 0 && !is_item {
+            in_rules = trimmed.starts_with("rules:");
+            item_indent = None;
+            continue;
+        }
+        if in_rules && is_item && *item_indent.get_or_insert(indent) == indent {
+            items.push(i + 1);
+        }
+    }
+    if items.len() == rules.len() {
+        return items.into_iter().map(Some).collect();
+    }
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    rules
+        .iter()
+        .map(|rule| {
+            let id = rule.id.as_deref()?;
+            let nth = seen.entry(id).or_default();
+            *nth += 1;
+            let pattern = format!(r#"(?m)(?:^|[\s{{,-])id:\s*["']?{}["']?\s*(?:[,}}#]|$)"#, regex::escape(id));
+            let re = Regex::new(&pattern).ok()?;
+            let found = re.find_iter(text).nth(*nth - 1)?;
+            Some(text[..found.start()].matches('\n').count() + 1 + usize::from(text[found.start()..].starts_with('\n')))
+        })
+        .collect()
+}
+
+// ---- The PromQL subset ----
+
+/// Checks that `expr` stays inside the PromQL subset the embedded evaluator
+/// runs, and returns the metric names it reads.
+///
+/// The subset: selectors with `=`, `!=`, `=~`, `!~` matchers; range vectors
+/// only inside `rate()` and `increase()`; `histogram_quantile(φ, v)`,
+/// `clamp_min(v, s)`, `clamp_max(v, s)`; `sum`, `min`, `max`, `avg`, `count`
+/// with an optional `by (…)` or `without (…)`; `+ - * /` between vectors (one
+/// to one on identical label sets) or a vector and a number; parentheses.
+/// No comparisons or `and`/`or`/`unless`: thresholds live in the rule.
+pub fn check_expr(expr: &str) -> Result<Vec<String>, String> {
+    let tokens = lex(expr)?;
+    let mut parser = Parser { tokens, pos: 0, metrics: Vec::new() };
+    let kind = parser.expr()?;
+    if let Some(token) = parser.peek() {
+        return Err(unexpected(token));
+    }
+    if kind == Type::Scalar {
+        return Err("the expression is a plain number; it must read at least one metric".to_string());
+    }
+    Ok(parser.metrics)
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Token {
+    Ident(String),
+    Number,
+    Str(String),
+    Range(String),
+    Punct(&'static str),
+}
+
+const PUNCTS: [&str; 20] =
+    ["==", "!=", "=~", "!~", ">=", "<=", "(", ")", "{", "}", ",", "+", "-", "*", "/", "=", ">", "<", "^", "%"];
+
+fn lex(expr: &str) -> Result<Vec<Token>, String> {
+    let mut tokens = Vec::new();
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i] as char;
+        if c.is_ascii_whitespace() {
+            i += 1;
+        } else if c.is_ascii_alphabetic() || c == '_' || c == ':' {
+            let start = i;
+            while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b':') {
+                i += 1;
+            }
+            tokens.push(Token::Ident(expr[start..i].to_string()));
+        } else if c.is_ascii_digit() || (c == '.' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit)) {
+            let start = i;
+            while i < bytes.len()
+                && (bytes[i].is_ascii_digit()
+                    || bytes[i] == b'.'
+                    || bytes[i] == b'e'
+                    || bytes[i] == b'E'
+                    || ((bytes[i] == b'+' || bytes[i] == b'-') && matches!(bytes[i - 1], b'e' | b'E')))
+            {
+                i += 1;
+            }
+            let text = &expr[start..i];
+            text.parse::<f64>().map_err(|_| format!("`{text}` is not a number"))?;
+            tokens.push(Token::Number);
+        } else if c == '"' || c == '\'' {
+            let mut value = String::new();
+            i += 1;
+            loop {
+                match bytes.get(i) {
+                    None => return Err("unterminated string".to_string()),
+                    Some(b'\\') => {
+                        let next = expr[i + 1..].chars().next().ok_or("unterminated string")?;
+                        value.push(match next {
+                            'n' => '\n',
+                            't' => '\t',
+                            other => other,
+                        });
+                        if !matches!(next, '"' | '\'' | '\\' | 'n' | 't') {
+                            value.insert(value.len() - next.len_utf8(), '\\');
+                        }
+                        i += 1 + next.len_utf8();
+                    }
+                    Some(&b) if b as char == c => break,
+                    Some(_) => {
+                        let ch = expr[i..].chars().next().expect("inside the string");
+                        value.push(ch);
+                        i += ch.len_utf8();
+                    }
+                }
+            }
+            i += 1;
+            tokens.push(Token::Str(value));
+        } else if c == '[' {
+            let end = expr[i..].find(']').ok_or("`[` without `]`")? + i;
+            tokens.push(Token::Range(expr[i + 1..end].trim().to_string()));
+            i = end + 1;
+        } else if let Some(p) = PUNCTS.iter().find(|p| expr[i..].starts_with(**p)) {
+            tokens.push(Token::Punct(p));
+            i += p.len();
+        } else {
+            let ch = expr[i..].chars().next().expect("not at the end");
+            return Err(format!("unexpected `{ch}`"));
+        }
+    }
+    Ok(tokens)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Type {
+    Scalar,
+    Vector,
+}
+
+struct Parser {
+    tokens: Vec<Token>,
+    pos: usize,
+    metrics: Vec<String>,
+}
+
+const AGGREGATIONS: [&str; 5] = ["sum", "min", "max", "avg", "count"];
+const FUNCTIONS: &str = "rate, increase, histogram_quantile, clamp_min, clamp_max";
+
+impl Parser {
+    fn peek(&self) -> Option<&Token> {
+        self.tokens.get(self.pos)
+    }
+
+    fn next(&mut self) -> Option<Token> {
+        let token = self.tokens.get(self.pos).cloned();
+        self.pos += 1;
+        token
+    }
+
+    fn at(&self, punct: &str) -> bool {
+        self.peek()
+            == Some(&Token::Punct(match PUNCTS.iter().find(|p| **p == punct) {
+                Some(p) => p,
+                None => return false,
+            }))
+    }
+
+    fn expect(&mut self, punct: &'static str) -> Result<(), String> {
+        match self.next() {
+            Some(Token::Punct(p)) if p == punct => Ok(()),
+            Some(token) => Err(format!("expected `{punct}`, {}", unexpected(&token))),
+            None => Err(format!("expected `{punct}` at the end")),
+        }
+    }
+
+    /// `term (('+' | '-') term)*`
+    fn expr(&mut self) -> Result<Type, String> {
+        let mut kind = self.term()?;
+        while self.at("+") || self.at("-") {
+            self.pos += 1;
+            kind = combine(kind, self.term()?);
+        }
+        Ok(kind)
+    }
+
+    /// `unary (('*' | '/') unary)*`
+    fn term(&mut self) -> Result<Type, String> {
+        let mut kind = self.unary()?;
+        while self.at("*") || self.at("/") {
+            self.pos += 1;
+            kind = combine(kind, self.unary()?);
+        }
+        Ok(kind)
+    }
+
+    /// A sign only in front of a number: `-1`.
+    fn unary(&mut self) -> Result<Type, String> {
+        if self.at("-") || self.at("+") {
+            self.pos += 1;
+            return match self.next() {
+                Some(Token::Number) => Ok(Type::Scalar),
+                _ => Err("a sign is only supported in front of a number".to_string()),
+            };
+        }
+        self.primary()
+    }
+
+    fn primary(&mut self) -> Result<Type, String> {
+        match self.next() {
+            Some(Token::Number) => Ok(Type::Scalar),
+            Some(Token::Punct("(")) => {
+                let kind = self.expr()?;
+                self.expect(")")?;
+                Ok(kind)
+            }
+            Some(Token::Ident(name)) => self.named(name),
+            Some(token) => Err(unexpected(&token)),
+            None => Err("the expression ends too early".to_string()),
+        }
+    }
+
+    fn named(&mut self, name: String) -> Result<Type, String> {
+        if let Some(message) = keyword(&name) {
+            return Err(message);
+        }
+        if AGGREGATIONS.contains(&name.as_str()) {
+            let grouped = self.grouping()?;
+            self.expect("(")?;
+            self.vector(&name)?;
+            self.expect(")")?;
+            if !grouped {
+                self.grouping()?;
+            }
+            return Ok(Type::Vector);
+        }
+        if self.at("(") {
+            self.pos += 1;
+            match name.as_str() {
+                "rate" | "increase" => {
+                    match self.next() {
+                        Some(Token::Ident(metric)) if keyword(&metric).is_none() => self.selector(metric)?,
+                        _ => return Err(format!("{name}() needs a range vector such as `metric[5m]`")),
+                    }
+                    match self.next() {
+                        Some(Token::Range(range)) => check_range(&range)?,
+                        _ => return Err(format!("{name}() needs a range vector such as `metric[5m]`")),
+                    }
+                }
+                "histogram_quantile" => {
+                    self.scalar(&name)?;
+                    self.expect(",")?;
+                    self.vector(&name)?;
+                }
+                "clamp_min" | "clamp_max" => {
+                    self.vector(&name)?;
+                    self.expect(",")?;
+                    self.scalar(&name)?;
+                }
+                _ => return Err(format!("function `{name}` is not supported (only {FUNCTIONS})")),
+            }
+            self.expect(")")?;
+            return Ok(Type::Vector);
+        }
+        self.selector(name)?;
+        if let Some(Token::Range(range)) = self.peek() {
+            return Err(format!("a range vector `[{range}]` only goes inside rate() or increase()"));
+        }
+        Ok(Type::Vector)
+    }
+
+    fn vector(&mut self, context: &str) -> Result<(), String> {
+        match self.expr()? {
+            Type::Vector => Ok(()),
+            Type::Scalar => Err(format!("{context}() needs a vector here, not a number")),
+        }
+    }
+
+    fn scalar(&mut self, context: &str) -> Result<(), String> {
+        match self.expr()? {
+            Type::Scalar => Ok(()),
+            Type::Vector => Err(format!("{context}() needs a number here, not a vector")),
+        }
+    }
+
+    /// An optional `by (…)` or `without (…)`; true if there was one.
+    fn grouping(&mut self) -> Result<bool, String> {
+        let Some(Token::Ident(word)) = self.peek() else { return Ok(false) };
+        if word != "by" && word != "without" {
+            return Ok(false);
+        }
+        self.pos += 1;
+        self.expect("(")?;
+        loop {
+            match self.next() {
+                Some(Token::Punct(")")) => return Ok(true),
+                Some(Token::Ident(label)) if is_label_name(&label) => {}
+                Some(token) => return Err(format!("in a grouping, {}", unexpected(&token))),
+                None => return Err("unclosed grouping".to_string()),
+            }
+            match self.next() {
+                Some(Token::Punct(")")) => return Ok(true),
+                Some(Token::Punct(",")) => {}
+                Some(token) => return Err(format!("in a grouping, {}", unexpected(&token))),
+                None => return Err("unclosed grouping".to_string()),
+            }
+        }
+    }
+
+    /// A metric name with optional `{matchers}`.
+    fn selector(&mut self, metric: String) -> Result<(), String> {
+        self.metrics.push(metric);
+        if !self.at("{") {
+            return Ok(());
+        }
+        self.pos += 1;
+        loop {
+            let label = match self.next() {
+                Some(Token::Punct("}")) => return Ok(()),
+                Some(Token::Ident(label)) => label,
+                Some(token) => return Err(format!("in a selector, {}", unexpected(&token))),
+                None => return Err("unclosed selector".to_string()),
+            };
+            let op = match self.next() {
+                Some(Token::Punct(op @ ("=" | "!=" | "=~" | "!~"))) => op,
+                _ => return Err(format!("matcher on `{label}` needs =, !=, =~ or !~")),
+            };
+            let Some(Token::Str(value)) = self.next() else {
+                return Err(format!("matcher on `{label}` needs a quoted value"));
+            };
+            if op == "=~" || op == "!~" {
+                Regex::new(&format!("^(?:{value})$")).map_err(|e| format!("regex `{value}` on `{label}`: {e}"))?;
+            }
+            match self.next() {
+                Some(Token::Punct("}")) => return Ok(()),
+                Some(Token::Punct(",")) => {}
+                Some(token) => return Err(format!("in a selector, {}", unexpected(&token))),
+                None => return Err("unclosed selector".to_string()),
+            }
+        }
+    }
+}
+
+fn combine(a: Type, b: Type) -> Type {
+    if a == Type::Scalar && b == Type::Scalar { Type::Scalar } else { Type::Vector }
+}
+
+fn check_range(range: &str) -> Result<(), String> {
+    if range.contains(':') {
+        return Err(format!("subquery `[{range}]` is not supported"));
+    }
+    match parse_duration(range) {
+        Ok(d) if !d.is_zero() => Ok(()),
+        Ok(_) => Err("a range of 0s selects nothing".to_string()),
+        Err(why) => Err(format!("bad range `[{range}]`: {why}")),
+    }
+}
+
+/// PromQL words outside the subset, with what to do instead.
+fn keyword(word: &str) -> Option<String> {
+    match word {
+        "and" | "or" | "unless" => {
+            Some(format!("`{word}` is not supported in expr: list extra conditions under `and:` (they must all hold)"))
+        }
+        "on" | "ignoring" | "group_left" | "group_right" => {
+            Some(format!("`{word}` is not supported: binary operations match on identical label sets"))
+        }
+        "offset" | "bool" | "by" | "without" => Some(format!("`{word}` is not supported here")),
+        _ => None,
+    }
+}
+
+fn unexpected(token: &Token) -> String {
+    match token {
+        Token::Punct(op @ (">" | "<" | ">=" | "<=" | "==" | "!=")) => {
+            format!("comparison `{op}` is not supported in expr: the threshold goes in above/below")
+        }
+        Token::Punct(op @ ("^" | "%")) => format!("operator `{op}` is not supported"),
+        Token::Punct(p) => format!("unexpected `{p}`"),
+        Token::Ident(word) => keyword(word).unwrap_or_else(|| format!("unexpected `{word}`")),
+        Token::Number => "unexpected number".to_string(),
+        Token::Str(s) => format!("unexpected string \"{s}\""),
+        Token::Range(r) => format!("a range vector `[{r}]` only goes inside rate() or increase()"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A valid file with one rule of each kind, for the error cases to break.
+    const VALID: &str = r#"evaluation_interval: 15s
+defaults:
+  no_data_for: 3m
+rules:
+  - id: high-p95
+    kind: sli
+    sli: p95_latency
+    summary: P95 latency is high
+    owner: backend
+    runbook: high-p95
+    warning: { above: 0.5, for: 5m, clear_below: 0.4 }
+    critical:
+      above: 1
+      for: 3m
+      clear_below: 0.8
+      clear_for: 10m
+  - id: budget
+    kind: burn_rate
+    slo: 0.999
+    owner: incident-lead
+    runbook: budget
+  - id: holds-overdue
+    kind: promql
+    expr: max(booking_holds_overdue)
+    summary: Holds are not being released
+    owner: backend
+    runbook: holds-overdue
+    no_data_for: 5m
+    critical: { above: 100, for: 5m, clear_below: 10 }
+"#;
+
+    fn error(text: &str) -> String {
+        parse(text, "rules.yaml").expect_err("the file should be rejected").to_string()
+    }
+
+    #[test]
+    fn a_valid_file_expands_every_kind() {
+        let set = parse(VALID, "rules.yaml").unwrap();
+        assert!(set.warnings.is_empty(), "{:?}", set.warnings);
+        let ids: Vec<_> = set.rules.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["high-p95", "budget-fast", "budget-slow", "holds-overdue"]);
+        let p95 = &set.rules[0];
+        assert_eq!((p95.name.as_str(), p95.line, p95.unit), ("HighP95", 5, Unit::Seconds));
+        assert_eq!(p95.no_data_for, Duration::from_secs(180));
+        let critical = &p95.levels[1];
+        assert_eq!(
+            (critical.severity, critical.for_, critical.clear_for),
+            (Severity::Critical, Duration::from_secs(180), Duration::from_secs(600))
+        );
+        assert_eq!((critical.fire[0].op, critical.fire[0].threshold), (Op::Above, 1.0));
+        assert_eq!((critical.clear[0].op, critical.clear[0].threshold), (Op::Below, 0.8));
+        assert_eq!(p95.levels[0].clear_for, DEFAULT_CLEAR_FOR);
+        let slow = set.get("budget-slow").unwrap();
+        assert_eq!((slow.name.as_str(), slow.line, slow.runbook.as_str()), ("BudgetSlow", 17, "budget"));
+        assert_eq!(slow.levels.iter().map(|l| l.severity).collect::<Vec<_>>(), [Severity::Warning, Severity::Critical]);
+        assert_eq!(set.get("holds-overdue").unwrap().no_data_for, Duration::from_secs(300));
+        assert_eq!(set.owners().into_iter().collect::<Vec<_>>(), ["backend", "incident-lead"]);
+    }
+
+    #[test]
+    fn clear_threshold_on_the_firing_side_is_rejected_with_file_and_line() {
+        let text = VALID.replace("clear_below: 0.4", "clear_below: 0.6");
+        assert_eq!(
+            error(&text),
+            "rules.yaml:5: rule `high-p95`: clear_below 0.6 is not below the fire threshold 0.5 (warning)"
+        );
+        let text = VALID.replace(
+            "expr: max(booking_holds_overdue)",
+            "expr: max(booking_holds_overdue)\n    and: [{ expr: max(booking_queue_waiting), below: 3 }]",
+        );
+        assert!(parse(&text, "rules.yaml").is_ok());
+        let below = VALID.replace("above: 100, for: 5m, clear_below: 10", "below: 10, for: 5m, clear_above: 5");
+        assert_eq!(
+            error(&below),
+            "rules.yaml:22: rule `holds-overdue`: clear_above 5 is not above the fire threshold 10 (critical)"
+        );
+    }
+
+    #[test]
+    fn unknown_kind_and_unknown_sli_are_rejected_at_their_line() {
+        let text = VALID.replace("kind: promql", "kind: graphite");
+        assert!(
+            error(&text).starts_with("rules.yaml:23: rules[2].kind: unknown variant `graphite`"),
+            "{}",
+            error(&text)
+        );
+        let text = VALID.replace("sli: p95_latency", "sli: p99_latency");
+        assert!(
+            error(&text).starts_with("rules.yaml:7: rules[0].sli: unknown variant `p99_latency`"),
+            "{}",
+            error(&text)
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let text = VALID.replace("    runbook: budget\n", "    runbook: budget\n    treshold: 3\n");
+        assert!(error(&text).starts_with("rules.yaml:22: rules[1]: unknown field `treshold`"), "{}", error(&text));
+    }
+
+    #[test]
+    fn duplicate_ids_name_both_lines() {
+        let text = VALID.replace("id: holds-overdue", "id: high-p95");
+        assert_eq!(error(&text), "rules.yaml:22: rule `high-p95`: duplicate id `high-p95` (first at line 5)");
+        // An expanded id collides too.
+        let text = VALID.replace("id: holds-overdue", "id: budget-fast");
+        assert_eq!(error(&text), "rules.yaml:22: rule `budget-fast`: duplicate id `budget-fast` (first at line 17)");
+    }
+
+    #[test]
+    fn duplicate_alert_names_are_rejected() {
+        let text = VALID.replace("runbook: holds-overdue", "runbook: holds-overdue\n    name: HighP95");
+        assert_eq!(
+            error(&text),
+            "rules.yaml:22: rule `holds-overdue`: duplicate name `HighP95` (first at line 5, rule `high-p95`)"
+        );
+    }
+
+    #[test]
+    fn dashboards_are_paths_under_the_base_or_full_urls() {
+        let text = VALID.replace("runbook: high-p95", "runbook: high-p95\n    dashboard: d/latency");
+        assert!(error(&text).ends_with(
+            "dashboard `d/latency` must be a path under dashboard_base_url (like /d/booking-overview) or a URL"
+        ));
+        let text = VALID.replace("runbook: high-p95", "runbook: high-p95\n    dashboard: /d/latency").replace(
+            "runbook: holds-overdue",
+            "runbook: holds-overdue\n    dashboard: https://grafana.example.com/d/holds",
+        );
+        let set = parse(&text, "rules.yaml").unwrap();
+        let url = |id| set.dashboard_url(set.get(id).unwrap());
+        assert_eq!(url("high-p95").as_deref(), Some("http://127.0.0.1:3000/d/latency"));
+        assert_eq!(url("holds-overdue").as_deref(), Some("https://grafana.example.com/d/holds"));
+        assert_eq!(url("budget-fast"), None);
+        assert_eq!(set.runbook_url(set.get("budget-fast").unwrap()), format!("{DEFAULT_RUNBOOK_BASE_URL}/budget.md"));
+    }
+
+    #[test]
+    fn a_missing_runbook_is_rejected() {
+        let text = VALID.replace("    runbook: high-p95\n", "");
+        assert_eq!(error(&text), "rules.yaml:5: rule `high-p95`: missing `runbook` (its id: runbooks/<id>.md)");
+    }
+
+    #[test]
+    fn an_empty_expr_is_rejected() {
+        let text = VALID.replace("expr: max(booking_holds_overdue)", "expr: \"  \"");
+        assert_eq!(error(&text), "rules.yaml:22: rule `holds-overdue`: `expr` is empty");
+    }
+
+    #[test]
+    fn a_bad_duration_is_rejected_at_its_own_line() {
+        let text = VALID.replace("      for: 3m", "      for: 5x");
+        assert_eq!(
+            error(&text),
+            "rules.yaml:14: rules[0].critical.for: bad duration `5x`: unknown unit `x` (use s, m, h or d)"
+        );
+        let text = VALID.replace("no_data_for: 3m", "no_data_for: 5");
+        assert_eq!(error(&text), "rules.yaml:3: defaults.no_data_for: bad duration `5`: add a unit (s, m, h or d)");
+    }
+
+    #[test]
+    fn a_threshold_that_is_not_a_number_is_rejected() {
+        let text = VALID.replace("above: 1\n", "above: high\n");
+        let message = error(&text);
+        assert!(
+            message.starts_with("rules.yaml:13: rules[0].critical.above: invalid type: string \"high\""),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn yaml_syntax_errors_carry_the_line() {
+        let message = error("rules:\n  - id: x\n   kind: sli\n");
+        assert!(message.starts_with("rules.yaml:3:"), "{message}");
+    }
+
+    #[test]
+    fn fields_of_another_kind_are_rejected() {
+        let text = VALID.replace("sli: p95_latency", "sli: p95_latency\n    expr: up");
+        assert_eq!(error(&text), "rules.yaml:5: rule `high-p95`: `expr` does not apply to kind `sli`");
+        let text = VALID.replace("sli: p95_latency", "sli: db_pool_saturation\n    window: 1m");
+        assert_eq!(
+            error(&text),
+            "rules.yaml:5: rule `high-p95`: `window` does not apply to `db_pool_saturation` (it reads gauges)"
+        );
+    }
+
+    #[test]
+    fn expressions_outside_the_subset_are_rejected() {
+        for (expr, message) in [
+            ("max(booking_holds_overdue) > 3", "comparison `>` is not supported in expr"),
+            ("booking_queue_waiting and booking_queue_active", "`and` is not supported in expr"),
+            ("abs(booking_queue_waiting)", "function `abs` is not supported"),
+            ("booking_queue_admitted_total[5m]", "only goes inside rate() or increase()"),
+            ("rate(booking_queue_admitted_total)", "rate() needs a range vector"),
+            ("rate(booking_queue_admitted_total[5x])", "bad range `[5x]`"),
+            ("rate(booking_queue_admitted_total[5m:1m])", "subquery"),
+            ("a / on(x) b", "`on` is not supported"),
+            ("sum(a", "expected `)` at the end"),
+            ("a{b=~\"(\"}", "regex `(`"),
+            ("3", "plain number"),
+        ] {
+            let err = check_expr(expr).expect_err(expr);
+            assert!(err.contains(message), "{expr}: {err}");
+        }
+    }
+
+    #[test]
+    fn expressions_inside_the_subset_pass_and_name_their_metrics() {
+        let metrics = check_expr(
+            r#"clamp_max(sum by (route) (rate(a{x="1", y!~"2|3"}[1h30m])) / sum without (le) (increase(b[5m])), 1) * -2 + count(c) - histogram_quantile(0.9, sum by (le) (rate(d[1m])))"#,
+        )
+        .unwrap();
+        assert_eq!(metrics, ["a", "b", "c", "d"]);
+        assert!(check_expr("sum(up) by (job)").is_ok());
+    }
+
+    #[test]
+    fn rules_that_can_never_fire_come_back_as_warnings() {
+        let text = VALID
+            .replace("slo: 0.999", "slo: 0.9")
+            .replace("expr: max(booking_holds_overdue)", "expr: max(booking_holds_overdue)\n    unit: ratio");
+        let set = parse(&text, "rules.yaml").unwrap();
+        assert_eq!(
+            set.warnings,
+            [
+                "rules.yaml:17: rule `budget`: page_fast: burn factor 14.4 × error budget 0.1 = 1.44: the error ratio cannot exceed 100 %, so it can never fire",
+                "rules.yaml:22: rule `holds-overdue`: above 100 can never fire: a ratio stays within 0..1 (did you mean 1?) (critical)",
+            ]
+        );
+        let text = VALID.replace("clear_below: 0.4", "clear_below: 0.5");
+        let set = parse(&text, "rules.yaml").unwrap();
+        assert_eq!(
+            set.warnings,
+            [
+                "rules.yaml:5: rule `high-p95`: clear_below equals the fire threshold 0.5: without hysteresis the alert can flap (warning)"
+            ]
+        );
+    }
+
+    #[test]
+    fn burn_rate_rules_use_the_workbook_thresholds_and_a_traffic_guard() {
+        let set = parse(VALID, "rules.yaml").unwrap();
+        let fast = set.get("budget-fast").unwrap();
+        let [page] = fast.levels.as_slice() else { panic!("one level") };
+        assert_eq!(page.severity, Severity::Critical);
+        assert_eq!(page.fire.iter().map(|c| c.threshold).collect::<Vec<_>>(), [0.0144, 0.0144, 100.0]);
+        let slow = set.get("budget-slow").unwrap();
+        assert_eq!(slow.levels[0].fire[0].threshold, 0.001);
+        assert!(slow.levels[0].fire[0].expr.contains("[3d]") && slow.levels[0].fire[1].expr.contains("[6h]"));
+        assert_eq!(slow.levels[1].fire[0].threshold, 0.006);
+        assert!(slow.summary.contains("6× over 6h and 30m pages"), "{}", slow.summary);
+        assert!(
+            fast.summary.contains("99.9 %") && fast.summary.contains("2 % of the 30d budget per 1h"),
+            "{}",
+            fast.summary
+        );
+    }
+
+    #[test]
+    fn burn_windows_can_be_overridden_and_are_checked() {
+        let text = VALID.replace("runbook: budget\n", "runbook: budget\n    page_fast: { short: 2h }\n");
+        assert_eq!(
+            error(&text),
+            "rules.yaml:17: rule `budget`: page_fast: the short window 2h must be above 0s and shorter than the long window 1h"
+        );
+        let text = VALID.replace("runbook: budget\n", "runbook: budget\n    ticket: { factor: 2, clear_factor: 3 }\n");
+        assert_eq!(error(&text), "rules.yaml:17: rule `budget`: ticket: clear_factor 3 is not below the fire factor 2");
+        let text = VALID.replace("slo: 0.999", "slo: 99.9");
+        assert_eq!(
+            error(&text),
+            "rules.yaml:17: rule `budget`: slo 99.9 must lie strictly between 0 and 1 (0.995 is 99.5 %)"
+        );
+    }
+
+    #[test]
+    fn flow_style_rules_fall_back_to_the_id_line() {
+        let text = "rules: [\n  {id: a, kind: promql, expr: up, summary: s, owner: infra, runbook: a,\n   critical: {below: 1, for: 1m}}]\n";
+        assert_eq!(error(text), "rules.yaml:2: rule `a`: missing `clear_above` (where the alert resolves) (critical)");
+    }
+
+    #[test]
+    fn durations_parse_and_format_like_prometheus() {
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("3d"), Ok(Duration::from_secs(259_200)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        for bad in ["", "5", "m", "5x", "-5m", "30m1h", "5m5m"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        for (secs, text) in [(0, "0s"), (90, "1m30s"), (3600, "1h"), (259_200, "3d"), (93_784, "1d2h3m4s")] {
+            assert_eq!(format_duration(Duration::from_secs(secs)), text);
+        }
+    }
+
+    #[test]
+    fn the_shipped_file_loads_without_warnings() {
+        let set = shipped();
+        assert!(set.warnings.is_empty(), "{:#?}", set.warnings);
+        for id in [
+            "high-error-rate",
+            "high-p95-latency",
+            "db-pool-saturation",
+            "redis-memory-high",
+            "cpu-high",
+            "memory-high",
+            "error-budget-burn-fast",
+            "error-budget-burn-slow",
+            "queue-admission-stall",
+            "hold-expiry-backlog",
+            "payment-failures",
+            "telemetry-pipeline-down",
+        ] {
+            assert!(set.get(id).is_some(), "{id} is missing");
+        }
+        let roles = ["incident-lead", "backend", "infra", "dba"];
+        assert!(set.owners().iter().all(|o| roles.contains(o)), "{:?}", set.owners());
+        for rule in &set.rules {
+            assert!(rule.id.starts_with(&rule.runbook), "{}: runbook {}", rule.id, rule.runbook);
+            for level in &rule.levels {
+                assert!(!level.clear.is_empty(), "{}: no clear condition", rule.id);
+            }
+        }
+    }
+
+    #[test]
+    fn the_shipped_rules_read_only_metrics_the_booking_service_exports() {
+        let known = [
+            "http_server_requests_total",
+            "http_server_request_duration_seconds_bucket",
+            "db_pool_connections_in_use",
+            "db_pool_connections_max",
+            "redis_memory_used_bytes",
+            "redis_memory_max_bytes",
+            "redis_up",
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "booking_cpu_limit_cores",
+            "booking_memory_limit_bytes",
+            "booking_queue_waiting",
+            "booking_queue_active",
+            "booking_queue_admitted_total",
+            "booking_holds_overdue",
+            "booking_payments_total",
+            "telemetry_dropped_total",
+            "up",
+        ];
+        for rule in &shipped().rules {
+            for level in &rule.levels {
+                for condition in level.fire.iter().chain(&level.clear) {
+                    let metrics = check_expr(&condition.expr).unwrap_or_else(|e| panic!("{}: {e}", rule.id));
+                    for metric in metrics {
+                        assert!(known.contains(&metric.as_str()), "{}: unknown metric {metric}", rule.id);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! From alert transitions to people: incidents, paging plans, the durable
+//! outbox and its delivery, acknowledgements and resolutions.
+//!
+//! Every step takes `now` (Unix ms) from its caller, so escalation and
+//! retries are tested on virtual time.
+//!
+//! Delivery guarantee: a page is committed to the outbox before any send,
+//! and marked delivered right after the channel accepts it. A crash before
+//! the send loses nothing (the restarted worker sends it); only a crash in
+//! the instant between the channel's acceptance and our commit can repeat a
+//! page. Critical pages are never batched: each incident is paged on its own
+//! the moment it fires.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use chrono::{DateTime, TimeZone, Utc};
+
+use crate::{
+    engine::{AlertKey, NO_DATA, Transition},
+    incidents::{self, Incident, IncidentError, NewIncident, State},
+    metrics::Metrics,
+    notify::{Channel, Notifier, Page, PageKind, Recipient, SendError},
+    oncall::{self, Roster},
+    rules::{Op, Rule, Severity, Unit},
+};
+
+pub struct Config {
+    pub runbook_base_url: String,
+    pub dashboard_base_url: String,
+    /// Attempts per page before it goes to the fallback channel.
+    pub max_attempts: i64,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    pub fallback: Channel,
+    /// Test hook: exit the process right after a page is committed to the
+    /// outbox, before it is sent (`ALERTING_FAILPOINT=after-outbox-write`).
+    pub exit_after_outbox_write: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            runbook_base_url: "https://github.com/example/booking/blob/main/runbooks".into(),
+            dashboard_base_url: "http://127.0.0.1:3000".into(),
+            max_attempts: 6,
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
+            fallback: Channel::Console,
+            exit_after_outbox_write: false,
+        }
+    }
+}
+
+/// The configured channels. The console is always there: the embedded
+/// default, and the last resort.
+pub struct Channels {
+    pub slack: Option<Notifier>,
+    pub email: Option<Notifier>,
+    pub console: Notifier,
+}
+
+impl Channels {
+    fn get(&self, channel: Channel) -> Option<&Notifier> {
+        match channel {
+            Channel::Slack => self.slack.as_ref(),
+            Channel::Email => self.email.as_ref(),
+            Channel::Console => Some(&self.console),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Incident(#[from] IncidentError),
+}
+
+pub struct Service {
+    pub store: incidents::Store,
+    pub roster: Roster,
+    rules: BTreeMap<String, Rule>,
+    channels: Channels,
+    config: Config,
+    pub metrics: Metrics,
+}
+
+fn utc(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+impl Service {
+    pub fn new(store: incidents::Store, roster: Roster, rules: Vec<Rule>, channels: Channels, config: Config, metrics: Metrics) -> Self {
+        let mut by_id: BTreeMap<String, Rule> = rules.into_iter().map(|r| (r.id.clone(), r)).collect();
+        by_id.entry(NO_DATA.into()).or_insert_with(no_data_rule);
+        Self { store, roster, rules: by_id, channels, config, metrics }
+    }
+
+    pub fn rule(&self, id: &str) -> Option<&Rule> {
+        self.rules.get(id)
+    }
+
+    /// Opens, upgrades and resolves incidents for one evaluation's
+    /// transitions, then pages whatever became due.
+    pub async fn apply(&self, transitions: Vec<Transition>, now: i64) -> Result<(), ServiceError> {
+        for t in transitions {
+            match t {
+                Transition::Fired { key, severity, value, threshold, op, since_ms, detail } => {
+                    let Some(rule) = self.rules.get(&key.rule_id) else { continue };
+                    let (incident, created) = self
+                        .store
+                        .open(&NewIncident {
+                            fingerprint: key.fingerprint(),
+                            rule_id: rule.id.clone(),
+                            alert: rule.name.clone(),
+                            severity,
+                            summary: detail,
+                            labels: key.labels.clone(),
+                            value,
+                            threshold,
+                            op,
+                            started_at: since_ms,
+                        })
+                        .await?;
+                    if created {
+                        let text = format!(
+                            "{} {} fired: {} ({} {})",
+                            severity,
+                            rule.name,
+                            crate::notify::format_value(value, rule.unit),
+                            op.promql(),
+                            crate::notify::format_value(threshold, rule.unit)
+                        );
+                        self.store.record(incident.id, now, "fired", None, &text, Some(&serde_json::json!({ "value": value, "threshold": threshold }))).await?;
+                    }
+                }
+                Transition::Upgraded { key, severity, value, threshold, .. } => {
+                    if let Some(open) = self.store.find_open(&key.fingerprint()).await? {
+                        self.store.upgrade(open.id, severity, value, threshold, now).await?;
+                        self.store.record(open.id, now, "upgraded", None, &format!("severity raised to {severity}"), None).await?;
+                    }
+                }
+                Transition::Resolved { key, .. } => {
+                    if let Some(open) = self.store.find_open(&key.fingerprint()).await? {
+                        self.resolve(open.id, "alerting", now).await?;
+                    }
+                }
+            }
+        }
+        self.escalate(now).await
+    }
+
+    /// Pages every step of every unacknowledged incident's plan that is due.
+    pub async fn escalate(&self, now: i64) -> Result<(), ServiceError> {
+        let open = self.store.unacked().await?;
+        self.metrics.incidents_open.set(self.store.list(Some(State::Acked), 10_000).await?.len() as i64 + open.len() as i64);
+        for incident in open {
+            let Some(rule) = self.rules.get(&incident.rule_id) else { continue };
+            let plan = oncall::plan(&self.roster, incident.severity, &rule.owner);
+            let due = oncall::due(&plan, utc(incident.plan_started_at), utc(now)) as i64;
+            if due <= incident.steps_paged {
+                continue;
+            }
+            if let Some(silence) = self.silenced_by(&incident, rule, now).await? {
+                self.store
+                    .record(incident.id, now, "silenced", None, &format!("page suppressed by {silence}"), None)
+                    .await?;
+                self.metrics.pages.with_label_values(&["console", "silenced"]).inc();
+                self.store.set_steps_paged(incident.id, due).await?;
+                continue;
+            }
+            for step in incident.steps_paged..due {
+                let kind = if step == 0 { PageKind::Firing } else { PageKind::Escalated { level: step as usize } };
+                self.page_step(&incident, rule, &plan[step as usize], step, kind, now).await?;
+            }
+            self.store.set_steps_paged(incident.id, due).await?;
+        }
+        Ok(())
+    }
+
+    async fn silenced_by(&self, incident: &Incident, rule: &Rule, now: i64) -> Result<Option<String>, ServiceError> {
+        let mut labels = incident.labels.clone();
+        labels.extend(rule.labels.clone());
+        labels.insert("alertname".into(), rule.name.clone());
+        labels.insert("rule_id".into(), rule.id.clone());
+        labels.insert("severity".into(), incident.severity.as_str().into());
+        Ok(self
+            .store
+            .silences(now)
+            .await?
+            .into_iter()
+            .find(|s| s.matches(&labels, now))
+            .map(|s| format!("{} #{} ({})", if s.kind == incidents::SilenceKind::Maintenance { "maintenance" } else { "silence" }, s.id, s.comment)))
+    }
+
+    pub fn page_for(&self, incident: &Incident, rule: &Rule, kind: PageKind) -> Page {
+        Page {
+            kind,
+            incident_id: incident.id,
+            alert: incident.alert.clone(),
+            rule_id: incident.rule_id.clone(),
+            severity: incident.severity,
+            summary: incident.summary.clone(),
+            value: incident.value,
+            threshold: incident.threshold,
+            op: incident.op,
+            unit: rule.unit,
+            since: utc(incident.started_at),
+            labels: incident.labels.clone(),
+            runbook_url: format!("{}/{}.md", self.config.runbook_base_url.trim_end_matches('/'), rule.runbook),
+            runbook_command: format!("runbook run {} --incident {}", rule.runbook, incident.id),
+            dashboard_url: rule.dashboard.as_ref().map(|d| {
+                if d.starts_with("http") { d.clone() } else { format!("{}{}", self.config.dashboard_base_url.trim_end_matches('/'), d) }
+            }),
+            ack_command: format!("alerting ack {}", incident.id),
+        }
+    }
+
+    async fn page_step(&self, incident: &Incident, rule: &Rule, step: &oncall::Step, index: i64, kind: PageKind, now: i64) -> Result<(), ServiceError> {
+        let targets = oncall::targets(&self.roster, step, utc(now));
+        let recipients: Vec<Recipient> = targets
+            .iter()
+            .map(|t| Recipient { name: format!("{} ({})", t.person.name, t.role), slack: t.person.slack.clone(), email: t.person.email.clone() })
+            .collect();
+        let page = self.page_for(incident, rule, kind);
+        let tag = format!("{}:{}:step{}", incident.id, incident.plan_started_at, index);
+        let channels = self.enqueue_everywhere(incident.id, &tag, &page, &recipients, now).await?;
+        let who: Vec<String> = recipients.iter().map(|r| r.name.clone()).collect();
+        let text = if index == 0 {
+            format!("paged {} via {}", who.join(", "), channels.join(", "))
+        } else {
+            format!("not acknowledged: escalated (level {index}) to {} via {}", who.join(", "), channels.join(", "))
+        };
+        self.store
+            .record(incident.id, now, if index == 0 { "paged" } else { "escalated" }, None, &text, Some(&serde_json::json!({ "level": index, "recipients": who })))
+            .await?;
+        if self.config.exit_after_outbox_write {
+            eprintln!("failpoint after-outbox-write: exiting before sending");
+            std::process::exit(86);
+        }
+        Ok(())
+    }
+
+    /// Writes one outbox row per channel that can reach some recipient.
+    async fn enqueue_everywhere(&self, incident_id: i64, tag: &str, page: &Page, to: &[Recipient], now: i64) -> Result<Vec<&'static str>, ServiceError> {
+        let mut used = Vec::new();
+        let page_json = serde_json::to_string(page).unwrap_or_default();
+        for channel in [Channel::Slack, Channel::Email, Channel::Console] {
+            if self.channels.get(channel).is_none() {
+                continue;
+            }
+            let reachable: Vec<&Recipient> = to
+                .iter()
+                .filter(|r| match channel {
+                    Channel::Slack => r.slack.is_some(),
+                    Channel::Email => r.email.is_some(),
+                    Channel::Console => true,
+                })
+                .collect();
+            if reachable.is_empty() {
+                continue;
+            }
+            let recipients = serde_json::to_string(&reachable).unwrap_or_default();
+            let key = format!("{tag}:{}", channel.as_str());
+            self.store.enqueue(incident_id, &key, channel.as_str(), &recipients, &page_json, now).await?;
+            used.push(channel.as_str());
+        }
+        Ok(used)
+    }
+
+    pub async fn ack(&self, id: i64, by: &str, now: i64) -> Result<Incident, ServiceError> {
+        Ok(self.store.ack(id, by, now).await?)
+    }
+
+    /// Resolves and tells everyone who was paged.
+    pub async fn resolve(&self, id: i64, by: &str, now: i64) -> Result<Incident, ServiceError> {
+        let Some(incident) = self.store.resolve(id, by, now).await? else {
+            return Ok(self.store.get(id).await?);
+        };
+        let rule = self.rules.get(&incident.rule_id).cloned().unwrap_or_else(no_data_rule);
+        let page = self.page_for(&incident, &rule, PageKind::Resolved);
+        let page_json = serde_json::to_string(&page).unwrap_or_default();
+        let mut by_channel: BTreeMap<String, Vec<Recipient>> = BTreeMap::new();
+        for (channel, recipients) in self.store.paged(id).await? {
+            let list: Vec<Recipient> = serde_json::from_str(&recipients).unwrap_or_default();
+            let entry = by_channel.entry(channel).or_default();
+            for r in list {
+                if !entry.iter().any(|e| e.name == r.name) {
+                    entry.push(r);
+                }
+            }
+        }
+        for (channel, recipients) in &by_channel {
+            let key = format!("{id}:resolved:{channel}");
+            self.store.enqueue(id, &key, channel, &serde_json::to_string(recipients).unwrap_or_default(), &page_json, now).await?;
+        }
+        Ok(incident)
+    }
+
+    fn backoff(&self, attempts: i64) -> Duration {
+        let factor = 2u32.saturating_pow(attempts.clamp(0, 16) as u32);
+        self.config.retry_base.saturating_mul(factor).min(self.config.retry_max)
+    }
+
+    /// One pass over the outbox: sends every page that is due. Returns how
+    /// many were delivered.
+    pub async fn deliver(&self, now: i64) -> Result<usize, ServiceError> {
+        let mut delivered = 0;
+        for row in self.store.due(now, 50).await? {
+            let channel = match row.channel.as_str() {
+                "slack" => Channel::Slack,
+                "email" => Channel::Email,
+                _ => Channel::Console,
+            };
+            let attempts = row.attempts + 1;
+            let page: Option<Page> = serde_json::from_str(&row.page).ok();
+            let recipients: Vec<Recipient> = serde_json::from_str(&row.recipients).unwrap_or_default();
+            let result = match (self.channels.get(channel), &page) {
+                (Some(notifier), Some(page)) => notifier.send(page, &recipients).await,
+                (None, _) => Err(SendError::Permanent(format!("channel {} is not configured", row.channel))),
+                (_, None) => Err(SendError::Permanent("unreadable page in the outbox".into())),
+            };
+            let label = channel.as_str();
+            match result {
+                Ok(()) => {
+                    self.store.delivered(row.id, attempts, now).await?;
+                    self.metrics.pages.with_label_values(&[label, "delivered"]).inc();
+                    self.metrics.delivery_seconds.with_label_values(&[label]).observe(((now - row.created_at).max(0)) as f64 / 1000.0);
+                    let names: Vec<&str> = recipients.iter().map(|r| r.name.as_str()).collect();
+                    let what = page.as_ref().map_or("page", |p| kind_name(&p.kind));
+                    let _ = self
+                        .store
+                        .record(row.incident_id, now, "delivered", None, &format!("{what} delivered over {label} to {} (attempt {attempts})", names.join(", ")), None)
+                        .await;
+                    delivered += 1;
+                }
+                Err(SendError::Retryable { reason, after }) if attempts < self.config.max_attempts => {
+                    let wait = after.unwrap_or_else(|| self.backoff(attempts - 1));
+                    self.store.retry_later(row.id, attempts, now + wait.as_millis() as i64, &reason).await?;
+                    self.metrics.pages.with_label_values(&[label, "retry"]).inc();
+                    tracing::warn!(channel = label, incident = row.incident_id, attempts, reason, "page delivery failed; retrying");
+                }
+                Err(e) => {
+                    let reason = e.to_string();
+                    self.store.failed(row.id, attempts, &reason).await?;
+                    self.metrics.pages.with_label_values(&[label, "failed"]).inc();
+                    tracing::error!(channel = label, incident = row.incident_id, attempts, reason, "page delivery failed; using the fallback channel");
+                    let _ = self
+                        .store
+                        .record(row.incident_id, now, "delivery_failed", None, &format!("{label} delivery failed after {attempts} attempt(s): {reason}"), None)
+                        .await;
+                    if channel != self.config.fallback
+                        && let Some(mut page) = page
+                    {
+                        page.kind = PageKind::DeliveryFailed;
+                        page.summary = format!("{} (could not be delivered over {label}: {reason})", page.summary);
+                        let key = format!("fallback:{}", row.id);
+                        self.store
+                            .enqueue(row.incident_id, &key, self.config.fallback.as_str(), &row.recipients, &serde_json::to_string(&page).unwrap_or_default(), now)
+                            .await?;
+                    }
+                }
+            }
+        }
+        let pending: i64 = self.store.outbox_counts().await?.iter().filter(|(_, s, _)| s == "pending").map(|(_, _, n)| n).sum();
+        self.metrics.outbox_pending.set(pending);
+        Ok(delivered)
+    }
+}
+
+fn kind_name(kind: &PageKind) -> &'static str {
+    match kind {
+        PageKind::Firing => "page",
+        PageKind::Escalated { .. } => "escalation",
+        PageKind::Resolved => "resolved notice",
+        PageKind::DeliveryFailed => "delivery-failure notice",
+    }
+}
+
+/// The synthetic rule behind the aggregated no-data alert.
+pub fn no_data_rule() -> Rule {
+    Rule {
+        id: NO_DATA.into(),
+        name: "NoData".into(),
+        summary: "Rules are getting no data: the metrics pipeline or the service is down".into(),
+        owner: "infra".into(),
+        runbook: "telemetry-pipeline-down".into(),
+        dashboard: None,
+        unit: Unit::None,
+        levels: Vec::new(),
+        no_data_for: Duration::ZERO,
+        no_data_severity: Severity::Critical,
+        labels: Default::default(),
+        line: 0,
+    }
+}
+
+/// The key of the synthetic no-data alert.
+pub fn no_data_key() -> AlertKey {
+    AlertKey { rule_id: NO_DATA.into(), labels: Default::default() }
+}
+
+/// The op and threshold of a rule's level, for display.
+pub fn describe(rule: &Rule, severity: Severity) -> Option<(Op, f64)> {
+    rule.levels.iter().find(|l| l.severity == severity).and_then(|l| l.fire.first()).map(|c| (c.op, c.threshold))
+}

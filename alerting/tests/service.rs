@@ -1,0 +1,273 @@
+//! Paging, escalation, acknowledgement, resolution and delivery, driven on
+//! virtual time: every call takes `now`, so a 35-minute escalation runs in
+//! milliseconds and nothing sleeps.
+
+mod support {
+    pub mod slack_receiver;
+}
+
+use std::{path::PathBuf, time::Duration};
+
+use alerting::{
+    engine::{AlertKey, Transition},
+    incidents::{self, Silence, SilenceKind, State},
+    metrics::Metrics,
+    notify::{Channel, Notifier, console::Console, slack::Slack},
+    oncall::Roster,
+    rules::{Condition, Level, Op, Rule, Severity, Unit},
+    service::{Channels, Config, Service},
+};
+use serde_json::Value;
+use support::slack_receiver::{Reply, SlackReceiver};
+
+const MIN: i64 = 60_000;
+const T0: i64 = 1_800_000_000_000;
+
+fn rule(owner: &str) -> Rule {
+    let c = |op, threshold| Condition { expr: "x".into(), op, threshold };
+    Rule {
+        id: "high-error-rate".into(),
+        name: "HighErrorRate".into(),
+        summary: "More than 1% of requests fail".into(),
+        owner: owner.into(),
+        runbook: "high-error-rate".into(),
+        dashboard: Some("/d/booking-overview".into()),
+        unit: Unit::Ratio,
+        levels: vec![Level {
+            severity: Severity::Critical,
+            fire: vec![c(Op::Above, 0.01)],
+            for_: Duration::from_secs(60),
+            clear: vec![c(Op::Below, 0.005)],
+            clear_for: Duration::from_secs(60),
+        }],
+        no_data_for: Duration::from_secs(120),
+        no_data_severity: Severity::Warning,
+        labels: Default::default(),
+        line: 1,
+    }
+}
+
+fn fired(severity: Severity) -> Transition {
+    Transition::Fired {
+        key: AlertKey { rule_id: "high-error-rate".into(), labels: Default::default() },
+        severity,
+        value: 0.2,
+        threshold: 0.01,
+        op: Op::Above,
+        since_ms: T0 - MIN,
+        detail: "More than 1% of requests fail".into(),
+    }
+}
+
+struct Harness {
+    service: Service,
+    console: PathBuf,
+    _dir: tempdir::Dir,
+}
+
+mod tempdir {
+    pub struct Dir(pub std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    pub fn new() -> Dir {
+        let dir = std::env::temp_dir().join(format!("alerting-test-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Dir(dir)
+    }
+}
+
+async fn harness(slack: Option<&str>, config: Config) -> Harness {
+    let dir = tempdir::new();
+    let console = dir.0.join("pages.jsonl");
+    let store = incidents::Store::connect(&format!("sqlite://{}", dir.0.join("incidents.db").display())).await.unwrap();
+    let channels = Channels {
+        slack: slack.map(|url| Notifier::Slack(Slack::new(url, Duration::from_secs(5)))),
+        email: None,
+        console: Notifier::Console(Console::file(&console)),
+    };
+    let service = Service::new(store, Roster::example(), vec![rule("backend"), warning_rule()], channels, config, Metrics::new());
+    Harness { service, console, _dir: dir }
+}
+
+fn warning_rule() -> Rule {
+    let mut r = rule("backend");
+    r.id = "slow".into();
+    r.name = "HighP95Latency".into();
+    r.levels[0].severity = Severity::Warning;
+    r
+}
+
+fn console_pages(h: &Harness) -> Vec<Value> {
+    std::fs::read_to_string(&h.console).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn names(page: &Value) -> Vec<String> {
+    page["to"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn a_warning_pages_the_owner_then_escalates_on_time_until_acknowledged() {
+    let h = harness(None, Config::default()).await;
+    let warning = Transition::Fired {
+        key: AlertKey { rule_id: "slow".into(), labels: Default::default() },
+        severity: Severity::Warning,
+        value: 0.7,
+        threshold: 0.5,
+        op: Op::Above,
+        since_ms: T0,
+        detail: "P95 above 500 ms".into(),
+    };
+    h.service.apply(vec![warning], T0).await.unwrap();
+    h.service.deliver(T0).await.unwrap();
+    let pages = console_pages(&h);
+    assert_eq!(pages.len(), 1, "step 0 only: {pages:?}");
+    let owner = names(&pages[0]);
+    assert_eq!(owner.len(), 1);
+    assert!(owner[0].contains("(backend)"), "the owner role's on-call: {owner:?}");
+
+    // The backend role's response target is 10 minutes: nothing before.
+    h.service.escalate(T0 + 10 * MIN - 1).await.unwrap();
+    h.service.deliver(T0 + 10 * MIN - 1).await.unwrap();
+    assert_eq!(console_pages(&h).len(), 1);
+    h.service.escalate(T0 + 10 * MIN).await.unwrap();
+    h.service.deliver(T0 + 10 * MIN).await.unwrap();
+    let pages = console_pages(&h);
+    assert_eq!(pages.len(), 2);
+    assert_eq!(pages[1]["page"]["kind"]["type"], "escalated");
+    assert!(names(&pages[1]).iter().all(|n| n.contains("(incident-lead)")), "{:?}", names(&pages[1]));
+
+    // Acknowledged: no further level, however long it stays open.
+    let incident = h.service.store.list(None, 10).await.unwrap().remove(0);
+    h.service.ack(incident.id, "lee", T0 + 11 * MIN).await.unwrap();
+    for minute in [15, 35, 60, 600] {
+        h.service.escalate(T0 + minute * MIN).await.unwrap();
+        h.service.deliver(T0 + minute * MIN).await.unwrap();
+    }
+    assert_eq!(console_pages(&h).len(), 2, "ack stops escalation");
+    let kinds: Vec<String> = h.service.store.timeline(incident.id).await.unwrap().into_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, ["fired", "paged", "delivered", "escalated", "delivered", "acked"]);
+}
+
+#[tokio::test]
+async fn without_an_ack_escalation_continues_to_its_limit_and_stops() {
+    let h = harness(None, Config::default()).await;
+    h.service.apply(vec![fired(Severity::Critical)], T0).await.unwrap();
+    for minute in 0..=300 {
+        h.service.escalate(T0 + minute * MIN).await.unwrap();
+    }
+    h.service.deliver(T0 + 300 * MIN).await.unwrap();
+    let pages = console_pages(&h);
+    let incident = h.service.store.list(None, 1).await.unwrap().remove(0);
+    let roster = Roster::example();
+    let plan = alerting::oncall::plan(&roster, Severity::Critical, "backend");
+    assert_eq!(pages.len(), plan.len(), "one page per plan step, then no more");
+    assert_eq!(incident.steps_paged as usize, plan.len());
+}
+
+#[tokio::test]
+async fn a_critical_alert_pages_every_role_at_once_and_the_resolution_reaches_them_all() {
+    let h = harness(None, Config::default()).await;
+    h.service.apply(vec![fired(Severity::Critical)], T0).await.unwrap();
+    h.service.deliver(T0).await.unwrap();
+    let pages = console_pages(&h);
+    assert_eq!(pages.len(), 1);
+    let paged = names(&pages[0]);
+    for role in ["incident-lead", "backend", "infra", "dba"] {
+        assert!(paged.iter().any(|n| n.contains(&format!("({role})"))), "{role} missing from {paged:?}");
+    }
+    let page = &pages[0]["page"];
+    assert!(page["runbook_url"].as_str().unwrap().ends_with("/high-error-rate.md"));
+    assert_eq!(page["runbook_command"], format!("runbook run high-error-rate --incident {}", page["incident_id"]));
+
+    // The same transition again (a retried evaluation) opens nothing new.
+    h.service.apply(vec![fired(Severity::Critical)], T0 + 1000).await.unwrap();
+    assert_eq!(h.service.store.list(None, 10).await.unwrap().len(), 1);
+
+    let resolved = Transition::Resolved { key: AlertKey { rule_id: "high-error-rate".into(), labels: Default::default() }, value: 0.0 };
+    h.service.apply(vec![resolved], T0 + 5 * MIN).await.unwrap();
+    h.service.deliver(T0 + 5 * MIN).await.unwrap();
+    let pages = console_pages(&h);
+    assert_eq!(pages.len(), 2);
+    assert_eq!(pages[1]["page"]["kind"]["type"], "resolved");
+    let mut told = names(&pages[1]);
+    told.sort();
+    paged.clone().sort();
+    let mut want = paged;
+    want.sort();
+    assert_eq!(told, want, "whoever was paged hears it resolved");
+    assert_eq!(h.service.store.list(None, 1).await.unwrap()[0].state, State::Resolved);
+}
+
+#[tokio::test]
+async fn slack_answering_429_then_500_then_200_gets_exactly_one_message() {
+    let rx = SlackReceiver::start(vec![Reply::TooMany { retry_after_secs: 7 }, Reply::ServerError, Reply::Ok]).await;
+    let h = harness(Some(&rx.url), Config::default()).await;
+    h.service.apply(vec![fired(Severity::Critical)], T0).await.unwrap();
+    assert_eq!(h.service.deliver(T0).await.unwrap(), 1, "the console copy");
+    assert_eq!(rx.attempts(), 1);
+    // Retry-After: 7 is honoured to the millisecond.
+    assert_eq!(h.service.deliver(T0 + 6_999).await.unwrap(), 0);
+    assert_eq!(rx.attempts(), 1);
+    h.service.deliver(T0 + 7_000).await.unwrap();
+    assert_eq!(rx.attempts(), 2, "retried after 7 s, got a 500");
+    // Then backoff; keep the clock moving until it is through.
+    let mut now = T0 + 7_000;
+    while rx.delivered().is_empty() && now < T0 + 10 * MIN {
+        now += 500;
+        h.service.deliver(now).await.unwrap();
+    }
+    for later in 1..20 {
+        h.service.deliver(now + later * MIN).await.unwrap();
+    }
+    assert_eq!(rx.delivered().len(), 1, "exactly one message");
+    assert_eq!(rx.attempts(), 3);
+    assert!(rx.violations().is_empty(), "{:?}", rx.violations());
+    let text = rx.delivered()[0].to_string();
+    assert!(text.contains("high-error-rate.md") && text.contains("alerting ack"), "{text}");
+}
+
+#[tokio::test]
+async fn a_channel_that_keeps_failing_falls_back_and_the_failure_is_an_incident_event() {
+    let rx = SlackReceiver::start(vec![Reply::ServerError; 10]).await;
+    let config = Config { max_attempts: 3, retry_base: Duration::from_millis(100), fallback: Channel::Console, ..Config::default() };
+    let h = harness(Some(&rx.url), config).await;
+    h.service.apply(vec![fired(Severity::Critical)], T0).await.unwrap();
+    for step in 0..100 {
+        h.service.deliver(T0 + step * 1000).await.unwrap();
+    }
+    assert_eq!(rx.attempts(), 3);
+    assert!(rx.delivered().is_empty());
+    let pages = console_pages(&h);
+    assert_eq!(pages.len(), 2, "the console copy and the fallback: {pages:?}");
+    assert_eq!(pages[1]["page"]["kind"]["type"], "delivery_failed");
+    let incident = h.service.store.list(None, 1).await.unwrap().remove(0);
+    let timeline = h.service.store.timeline(incident.id).await.unwrap();
+    assert!(timeline.iter().any(|e| e.kind == "delivery_failed" && e.text.contains("slack")), "{timeline:?}");
+}
+
+#[tokio::test]
+async fn a_silence_suppresses_pages_but_keeps_the_incident() {
+    let h = harness(None, Config::default()).await;
+    h.service
+        .store
+        .add_silence(&Silence {
+            id: 0,
+            kind: SilenceKind::Maintenance,
+            matchers: [("rule_id".to_string(), "high-error-rate".to_string())].into(),
+            starts_at: T0 - MIN,
+            ends_at: T0 + 30 * MIN,
+            created_by: "test".into(),
+            comment: "database upgrade".into(),
+        })
+        .await
+        .unwrap();
+    h.service.apply(vec![fired(Severity::Critical)], T0).await.unwrap();
+    h.service.deliver(T0).await.unwrap();
+    assert!(console_pages(&h).is_empty());
+    let incident = h.service.store.list(None, 1).await.unwrap().remove(0);
+    let timeline = h.service.store.timeline(incident.id).await.unwrap();
+    assert!(timeline.iter().any(|e| e.kind == "silenced" && e.text.contains("database upgrade")), "{timeline:?}");
+}
