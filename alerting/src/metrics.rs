@@ -71,12 +71,16 @@ impl Metrics {
         // Zero series exist from the start, so rate() and dashboards see
         // them before the first page.
         for channel in ["slack", "email", "console"] {
+            delivery_seconds.with_label_values(&[channel]);
             for outcome in ["delivered", "retry", "failed", "silenced"] {
                 pages.with_label_values(&[channel, outcome]);
             }
         }
         for outcome in ["ok", "source_error"] {
             evaluations.with_label_values(&[outcome]);
+        }
+        for source in ["prometheus", "scrape"] {
+            evaluation_seconds.with_label_values(&[source]);
         }
         Self { registry, evaluations, evaluation_seconds, rule_state, source_up, pages, delivery_seconds, outbox_pending, incidents_open }
     }

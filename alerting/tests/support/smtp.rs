@@ -233,7 +233,7 @@ fn unfold(head: &str) -> Vec<(String, String)> {
 fn header(headers: &[(String, String)], name: &str) -> Option<String> {
     headers
         .iter()
-        .find(|(n, _)| n == name)
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
         .map(|(_, v)| v.clone())
 }
 

@@ -185,9 +185,17 @@ impl Metrics {
         for c in collectors {
             m.registry.register(c).expect("metric names are unique");
         }
-        // Both kinds show from the start, so a rate over them is 0, not absent.
+        // Every label value shows from the start, so a rate over it is 0,
+        // not absent: the alert rules must not read a fresh instance as
+        // "no data".
         for kind in ["error", "latency"] {
             m.chaos_injected.with_label_values(&[kind]);
+        }
+        for outcome in ["paid", "replayed", "insufficient_balance", "hold_expired", "refused", "error"] {
+            m.payments.with_label_values(&[outcome]);
+        }
+        for signal in ["spans", "logs"] {
+            super::DROPPED.with_label_values(&[signal]);
         }
         #[cfg(target_os = "linux")]
         m.registry
