@@ -1,4 +1,4 @@
-# The booking service. Build from the repository root:
+# The booking service, the alerting service and the runbook CLI, in one image. Build from the repository root:
 #   docker build -t booking .            (or: cd compose && docker-compose build booking)
 # Works with the classic builder and BuildKit alike (no RUN --mount).
 
@@ -6,8 +6,8 @@ FROM rust:1.95-bookworm AS builder
 WORKDIR /src
 # The whole workspace (see .dockerignore): every member in Cargo.toml must be present for cargo.
 COPY . .
-RUN cargo build --release --locked -p booking \
-    && install -m 0755 target/release/booking /usr/local/bin/booking
+RUN cargo build --release --locked -p booking -p alerting \
+    && install -m 0755 target/release/booking target/release/alerting /usr/local/bin/
 
 FROM debian:bookworm-slim
 RUN apt-get update \
@@ -15,8 +15,9 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 booking \
     && useradd --system --uid 10001 --gid booking --home-dir /var/lib/booking --create-home \
-       --shell /usr/sbin/nologin booking
-COPY --from=builder /usr/local/bin/booking /usr/local/bin/booking
+       --shell /usr/sbin/nologin booking \
+    && install -d -o booking -g booking /var/lib/alerting
+COPY --from=builder /usr/local/bin/booking /usr/local/bin/alerting /usr/local/bin/
 # The working directory is writable, for the SQLite fallback (sqlite://booking.db) when DATABASE_URL is unset.
 WORKDIR /var/lib/booking
 USER 10001:10001

@@ -142,7 +142,13 @@ pub struct Server {
 }
 
 impl Server {
-    pub async fn build(args: ServeArgs) -> Result<Self, StartError> {
+    pub async fn build(mut args: ServeArgs) -> Result<Self, StartError> {
+        // An empty variable (compose's `${SLACK_WEBHOOK_URL:-}`) means unset.
+        for value in [&mut args.prometheus_url, &mut args.slack_webhook_url, &mut args.smtp_host] {
+            if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                *value = None;
+            }
+        }
         let (set, roster) = load_config(args.rules.as_deref(), args.roster.as_deref())?;
         for warning in &set.warnings {
             tracing::warn!(warning, "rule file");

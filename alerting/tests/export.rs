@@ -233,3 +233,13 @@ fn amtool_accepts_the_alertmanager_config() {
         assert!(config.contains(&format!("name: {role}")), "no receiver {role}:\n{config}");
     }
 }
+
+#[test]
+fn the_compose_stacks_rule_file_is_the_current_export() {
+    let committed = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../compose/rules/alerts.rules.yml")).unwrap();
+    assert_eq!(
+        committed,
+        alerting::export::prometheus_rules(&alerting::rules::shipped()),
+        "compose/rules/alerts.rules.yml drifted from the shipped rules; regenerate it (see compose/rules/README.md)"
+    );
+}
