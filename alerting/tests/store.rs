@@ -1,0 +1,135 @@
+//! The incident store, one suite for both backends: SQLite (the default)
+//! and PostgreSQL (a database of this test's own on the local server).
+
+use alerting::{
+    incidents::{IncidentError, NewIncident, Silence, SilenceKind, State, Store},
+    rules::{Op, Severity},
+};
+use sqlx::Connection;
+
+fn postgres_base() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A store on `backend`, and what removes it afterwards.
+async fn store(backend: &str) -> (Store, Box<dyn FnOnce() + Send>) {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    match backend {
+        "sqlite" => {
+            let path = std::env::temp_dir().join(format!("alerting-store-{id}.db"));
+            let store = Store::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+            (store, Box::new(move || {
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+                }
+            }))
+        }
+        _ => {
+            let name = format!("alerting_store_{id}");
+            let mut conn = sqlx::PgConnection::connect(&postgres_base()).await.expect("PostgreSQL on loopback");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
+            let base = postgres_base();
+            let (root, _) = base.rsplit_once('/').unwrap();
+            let store = Store::connect(&format!("{root}/{name}")).await.unwrap();
+            (store, Box::new(move || {
+                let _ = std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                    rt.block_on(async move {
+                        if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_base()).await {
+                            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await;
+                        }
+                    });
+                })
+                .join();
+            }))
+        }
+    }
+}
+
+fn new_incident(fingerprint: &str, at: i64) -> NewIncident {
+    NewIncident {
+        fingerprint: fingerprint.into(),
+        rule_id: "high-error-rate".into(),
+        alert: "HighErrorRate".into(),
+        severity: Severity::Warning,
+        summary: "errors".into(),
+        labels: [("route".to_string(), "/v1/reservations".to_string())].into(),
+        value: f64::NAN,
+        threshold: 0.01,
+        op: Op::Above,
+        started_at: at,
+    }
+}
+
+async fn lifecycle(backend: &str) {
+    let (store, cleanup) = store(backend).await;
+    let (first, created) = store.open(&new_incident("a{}", 1_000)).await.unwrap();
+    assert!(created);
+    assert_eq!(first.value, 0.0, "NaN is stored as 0");
+    // One open incident per fingerprint, however often it is opened.
+    let (again, created) = store.open(&new_incident("a{}", 2_000)).await.unwrap();
+    assert!(!created);
+    assert_eq!(again.id, first.id);
+    let (other, _) = store.open(&new_incident("b{}", 2_000)).await.unwrap();
+    assert_ne!(other.id, first.id);
+
+    // The outbox: a dedup key writes once; due rows come back in order.
+    assert!(store.enqueue(first.id, "k1", "slack", "[]", "{}", 5_000).await.unwrap());
+    assert!(!store.enqueue(first.id, "k1", "slack", "[]", "{}", 6_000).await.unwrap());
+    assert!(store.enqueue(first.id, "k2", "email", "[]", "{}", 7_000).await.unwrap());
+    assert_eq!(store.due(6_000, 10).await.unwrap().len(), 1);
+    let due = store.due(7_000, 10).await.unwrap();
+    assert_eq!(due.iter().map(|r| r.channel.as_str()).collect::<Vec<_>>(), ["slack", "email"]);
+    store.retry_later(due[0].id, 1, 9_000, "429").await.unwrap();
+    store.delivered(due[1].id, 1, 7_500).await.unwrap();
+    assert_eq!(store.next_due().await.unwrap(), Some(9_000));
+    assert!(store.due(8_999, 10).await.unwrap().is_empty());
+
+    // Upgrade, ack, resolve; the timeline keeps each.
+    store.upgrade(first.id, Severity::Critical, 0.2, 0.01, 10_000).await.unwrap();
+    let acked = store.ack(first.id, "kim", 11_000).await.unwrap();
+    assert_eq!((acked.state, acked.severity, acked.acked_by.as_deref()), (State::Acked, Severity::Critical, Some("kim")));
+    assert_eq!(acked.steps_paged, 0, "the upgrade restarted the plan");
+    assert!(store.resolve(first.id, "alerting", 12_000).await.unwrap().is_some());
+    assert!(store.resolve(first.id, "alerting", 13_000).await.unwrap().is_none(), "resolving twice is a no-op");
+    assert!(matches!(store.ack(first.id, "kim", 14_000).await, Err(IncidentError::Resolved(_))));
+    assert!(matches!(store.get(999_999).await, Err(IncidentError::NotFound(999_999))));
+    let kinds: Vec<String> = store.timeline(first.id).await.unwrap().into_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, ["acked", "resolved"]);
+    // A resolved fingerprint can open a new incident.
+    let (reopened, created) = store.open(&new_incident("a{}", 20_000)).await.unwrap();
+    assert!(created && reopened.id != first.id);
+    assert_eq!(store.list(Some(State::Firing), 10).await.unwrap().len(), 2);
+
+    // Silences: active window, matchers, expiry.
+    let silence = store
+        .add_silence(&Silence {
+            id: 0,
+            kind: SilenceKind::Maintenance,
+            matchers: [("rule_id".to_string(), "high-error-rate".to_string())].into(),
+            starts_at: 30_000,
+            ends_at: 40_000,
+            created_by: "kim".into(),
+            comment: "upgrade".into(),
+        })
+        .await
+        .unwrap();
+    let labels = [("rule_id".to_string(), "high-error-rate".to_string())].into();
+    let active = store.silences(35_000).await.unwrap();
+    assert!(active[0].matches(&labels, 35_000) && !active[0].matches(&labels, 29_999));
+    store.expire_silence(silence.id, 36_000).await.unwrap();
+    assert!(store.silences(36_000).await.unwrap().is_empty());
+    assert!(matches!(store.expire_silence(silence.id, 37_000).await, Err(IncidentError::SilenceNotFound(_))));
+    store.close().await;
+    cleanup();
+}
+
+#[tokio::test]
+async fn the_incident_lifecycle_on_sqlite() {
+    lifecycle("sqlite").await;
+}
+
+#[tokio::test]
+async fn the_incident_lifecycle_on_postgres() {
+    lifecycle("postgres").await;
+}
