@@ -175,6 +175,14 @@ struct By {
     by: Option<String>,
 }
 
+/// `{"by": ...}`, or nothing at all.
+fn optional_by(body: &[u8]) -> ApiResult<Option<String>> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice::<By>(body).map(|b| b.by).map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))
+}
+
 fn actor(by: Option<String>) -> ApiResult<String> {
     let by = by.unwrap_or_else(|| "api".into());
     if by.trim().is_empty() || by.len() > 200 {
@@ -183,18 +191,18 @@ fn actor(by: Option<String>) -> ApiResult<String> {
     Ok(by)
 }
 
-async fn ack(State(s): State<Shared>, headers: HeaderMap, Path(id): Path<String>, body: Option<Json<By>>) -> ApiResult<Json<Value>> {
+async fn ack(State(s): State<Shared>, headers: HeaderMap, Path(id): Path<String>, body: axum::body::Bytes) -> ApiResult<Json<Value>> {
     authorize(&s, &headers)?;
     let id = incident_id(&id)?;
-    let by = actor(body.map(|b| b.0).unwrap_or_default().by)?;
+    let by = actor(optional_by(&body)?)?;
     let incident = s.service.ack(id, &by, now_ms()).await?;
     Ok(Json(json!({ "incident": incident })))
 }
 
-async fn resolve(State(s): State<Shared>, headers: HeaderMap, Path(id): Path<String>, body: Option<Json<By>>) -> ApiResult<Json<Value>> {
+async fn resolve(State(s): State<Shared>, headers: HeaderMap, Path(id): Path<String>, body: axum::body::Bytes) -> ApiResult<Json<Value>> {
     authorize(&s, &headers)?;
     let id = incident_id(&id)?;
-    let by = actor(body.map(|b| b.0).unwrap_or_default().by)?;
+    let by = actor(optional_by(&body)?)?;
     let incident = s.service.resolve(id, &by, now_ms()).await?;
     s.wake.notify_one();
     Ok(Json(json!({ "incident": incident })))
