@@ -64,16 +64,19 @@ fn rule(i: usize, expr: String, warn: f64, crit: f64) -> Rule {
 }
 
 fn main() {
-    // 625 routes × (4 statuses + 12 buckets) = 10,000 series, plus 80 gauges.
+    // 625 routes × (4 statuses + 12 buckets) = 10,000 series, plus 80 gauges;
+    // every one of them is selected by some rule.
     let routes = 625;
     let mut rules = Vec::new();
     for i in 0..200 {
         let r = i % routes;
-        let expr = match i % 4 {
+        let expr = match i % 5 {
             0 => format!("sum(rate(http_server_requests_total{{route=\"/r{r}\",status=~\"5..\"}}[5m])) / sum(rate(http_server_requests_total{{route=\"/r{r}\"}}[5m]))"),
             1 => format!("histogram_quantile(0.95, sum by (le) (rate(http_server_request_duration_seconds_bucket{{route=\"/r{r}\"}}[5m])))"),
-            2 => "db_pool_connections_in_use / db_pool_connections_max".to_owned(),
-            _ => format!("sum by (route) (rate(http_server_requests_total{{status=\"500\",route=~\"/r{r}.*\"}}[1h]))"),
+            2 => format!("max(db_pool_connections_in_use{{pool=\"p{}\"}} / db_pool_connections_max{{pool=\"p{}\"}})", i % 40, i % 40),
+            // Rules over every series, so all 10,000 are kept and read.
+            3 => "sum by (route) (rate(http_server_requests_total[5m]))".to_owned(),
+            _ => "histogram_quantile(0.99, sum by (le, route) (rate(http_server_request_duration_seconds_bucket[5m])))".to_owned(),
         };
         rules.push(rule(i, expr, 0.5, 0.9));
     }

@@ -71,14 +71,27 @@ impl Store {
         let mut up = base.clone();
         up.insert("__name__".into(), "up".into());
         self.push(up, index, at_ms, if body.is_some() { 1.0 } else { 0.0 });
+        let previous = self.last_ok[index];
         self.last_ok[index] = body.map(|_| at_ms);
         if let Some(body) = body {
             for line in body.lines() {
                 if let Some((name, mut labels, value)) = parse_line(line)
                     && self.wanted(&name, &labels)
                 {
+                    let counter = is_counter(&name);
                     labels.extend(base.iter().map(|(k, v)| (k.clone(), v.clone())));
                     labels.insert("__name__".into(), name);
+                    // A counter series that was absent from the previous
+                    // good scrape of its target was 0 then (client
+                    // libraries create a labelled counter on its first
+                    // increment). Saying so lets rate() see a brand-new
+                    // error series one scrape earlier than Prometheus does.
+                    if counter
+                        && let Some(previous) = previous
+                        && !self.series.contains_key(&labels)
+                    {
+                        self.push(labels.clone(), index, previous, 0.0);
+                    }
                     self.push(labels, index, at_ms, value);
                 }
             }
@@ -169,6 +182,12 @@ impl SeriesSource for Store {
             .filter(|(_, points)| !points.is_empty())
             .collect()
     }
+}
+
+/// Counters by the naming convention (and histogram parts), the only
+/// series for which "absent" means "zero".
+fn is_counter(name: &str) -> bool {
+    ["_total", "_count", "_sum", "_bucket"].iter().any(|s| name.ends_with(s))
 }
 
 fn instance_of(url: &str) -> String {
@@ -269,6 +288,19 @@ mod tests {
         assert!(query(&s, "req_total").is_empty(), "stale after a failed scrape");
         assert_eq!(query(&s, "up")[0].value, 0.0);
         assert_eq!(query(&s, "up")[0].labels["instance"], "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn a_counter_series_born_between_scrapes_counts_from_zero() {
+        let mut s = store(&["sum(rate(req_total{status=~\"5..\"}[5m]))"]);
+        s.ingest(0, 0, Some("req_total{status=\"200\"} 10\n"));
+        s.ingest(0, 5_000, Some("req_total{status=\"200\"} 20\nreq_total{status=\"503\"} 50\n"));
+        let r = query(&s, "sum(rate(req_total{status=~\"5..\"}[5m]))");
+        assert!((r[0].value - 10.0).abs() < 1e-9, "50 errors in 5 s, visible at the first scrape that has them: {r:?}");
+        // Not on the very first scrape: nothing says the series was 0.
+        let mut fresh = store(&["sum(rate(req_total[5m]))"]);
+        fresh.ingest(0, 0, Some("req_total 50\n"));
+        assert!(query(&fresh, "sum(rate(req_total[5m]))").is_empty());
     }
 
     #[test]
