@@ -47,6 +47,7 @@ curl -fsS -o /dev/null -X PUT -H 'x-admin-key: dev-admin-key' -H 'content-type: 
   -d '{"routes":["/v1/concerts"],"error_ratio":1.0}' "http://127.0.0.1:$bp/v1/admin/chaos"
 now() { python3 -c 'import time; print(time.time())'; }
 start=$(now)
+echo "chaos on: $start" >&2
 log "chaos on at $(date -u +%T); waiting for the critical page"
 until ls "$work/mail/new/"* >/dev/null 2>&1 && grep -lq 'CRITICAL' "$work"/mail/new/*; do
   sleep 0.2
@@ -54,5 +55,18 @@ until ls "$work/mail/new/"* >/dev/null 2>&1 && grep -lq 'CRITICAL' "$work"/mail/
 done
 took=$(python3 -c "import time; print(time.time() - $start)")
 printf 'detection to page (chaos on -> critical email in the SMTP server): %.1f s (rule for: 120 s; goal: for + 10 s = 130 s)\n' "$took"
+# Where the time went: when the alert went pending, fired and was delivered.
+curl -fsS "http://127.0.0.1:$ap/v1/incidents?state=all&limit=5" | python3 -c "
+import json, sys
+start = $start
+for i in json.load(sys.stdin)['incidents']:
+    print(f\"  {i['alert']}: condition first held {i['started_at']/1000 - start:+.1f} s after chaos on\")
+" || true
+curl -fsS "http://127.0.0.1:$ap/v1/incidents/1" | python3 -c "
+import json, sys
+start = $start
+for e in json.load(sys.stdin)['timeline']:
+    print(f\"  {e['at']/1000 - start:+7.1f} s  {e['kind']:<10} {e['text'][:90]}\")
+" || true
 echo "default Prometheus + Alertmanager for the same rule: 60 s scrape + 60 s evaluation + 120 s for + 30 s group_wait = 150-270 s (up to +300 s when the group was already notified)"
 cargo run --release -q -p alerting --example eval_bench

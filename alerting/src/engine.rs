@@ -11,7 +11,7 @@
 //! conditions have held for `clear_for` (hysteresis); an alert whose series
 //! vanished stays firing rather than looking resolved.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -86,7 +86,8 @@ pub struct AlertStatus {
 
 pub struct Engine {
     rules: Vec<Rule>,
-    alerts: BTreeMap<AlertKey, AlertState>,
+    /// Per rule, per label set: only series pending or firing.
+    alerts: BTreeMap<String, HashMap<Labels, AlertState>>,
     /// Per rule id: since when its primary expression has returned nothing.
     no_data_since: HashMap<String, i64>,
     no_data_firing: Option<(Severity, i64)>,
@@ -123,6 +124,7 @@ impl Engine {
         let mut out: Vec<AlertStatus> = self
             .alerts
             .iter()
+            .flat_map(|(rule_id, states)| states.iter().map(move |(labels, s)| (AlertKey { rule_id: rule_id.clone(), labels: labels.clone() }, s)))
             .map(|(key, s)| {
                 let pending = s.pending_since.iter().flatten().min().copied();
                 let phase = if s.firing.is_some() {
@@ -162,29 +164,42 @@ impl Engine {
         let mut out = Vec::new();
         let empty: Vec<Sample> = Vec::new();
         let get = |expr: &str| -> &Vec<Sample> { results.get(expr).and_then(|r| r.as_ref().ok()).unwrap_or(&empty) };
+        // Each result indexed by label set once, so matching a rule's
+        // conditions is a hash lookup per series, not a scan.
+        let index: HashMap<&str, Indexed> = results
+            .iter()
+            .filter_map(|(expr, r)| r.as_ref().ok().map(|samples| (expr.as_str(), Indexed::new(samples))))
+            .collect();
+        let none = Indexed::default();
+        let at = |expr: &str| -> &Indexed { index.get(expr).unwrap_or(&none) };
         for rule in &self.rules {
             let Some(first) = rule.levels.first().and_then(|l| l.fire.first()) else { continue };
             // The series this rule speaks about: the union over its levels.
-            let mut keys: Vec<Labels> = rule
+            let mut seen: HashSet<&Labels> = HashSet::new();
+            let keys: Vec<&Labels> = rule
                 .levels
                 .iter()
                 .filter_map(|l| l.fire.first())
-                .flat_map(|c| get(&c.expr).iter().map(|s| s.labels.clone()))
+                .flat_map(|c| get(&c.expr).iter().map(|s| &s.labels))
+                .filter(|l| seen.insert(*l))
                 .collect();
-            keys.sort();
-            keys.dedup();
             if get(&first.expr).is_empty() {
                 self.no_data_since.entry(rule.id.clone()).or_insert(now_ms);
             } else {
                 self.no_data_since.remove(&rule.id);
             }
+            let states = self.alerts.entry(rule.id.clone()).or_default();
             for labels in keys {
-                let key = AlertKey { rule_id: rule.id.clone(), labels };
-                let state = self.alerts.entry(key.clone()).or_default();
+                // Quiet series cost a lookup, never an allocation.
+                if !states.contains_key(labels) && !rule.levels.iter().any(|l| all_hold(&l.fire, labels, &at)) {
+                    continue;
+                }
+                let key = AlertKey { rule_id: rule.id.clone(), labels: labels.clone() };
+                let state = states.entry(labels.clone()).or_default();
                 state.pending_since.resize(rule.levels.len(), None);
                 let mut eligible: Option<(usize, f64)> = None;
                 for (i, level) in rule.levels.iter().enumerate() {
-                    let held = all_hold(&level.fire, &key.labels, &get);
+                    let held = all_hold(&level.fire, &key.labels, &at);
                     state.pending_since[i] = match (held, state.pending_since[i]) {
                         (true, Some(since)) => Some(since),
                         (true, None) => Some(now_ms),
@@ -193,11 +208,11 @@ impl Engine {
                     if let Some(since) = state.pending_since[i]
                         && now_ms - since >= level.for_.as_millis() as i64
                     {
-                        let value = lookup(get(&level.fire[0].expr), &key.labels).unwrap_or(f64::NAN);
+                        let value = at(&level.fire[0].expr).lookup(&key.labels).unwrap_or(f64::NAN);
                         eligible = Some((i, value));
                     }
                 }
-                if let Some(v) = lookup(get(&first.expr), &key.labels) {
+                if let Some(v) = at(&first.expr).lookup(&key.labels) {
                     state.value = v;
                 }
                 match (state.firing, eligible) {
@@ -233,9 +248,9 @@ impl Engine {
                         // to hold on the way down.
                         let lowest = &rule.levels[0];
                         let clear = if lowest.clear.is_empty() {
-                            !all_hold(&lowest.fire, &key.labels, &get)
+                            !all_hold(&lowest.fire, &key.labels, &at)
                         } else {
-                            all_hold(&lowest.clear, &key.labels, &get)
+                            all_hold(&lowest.clear, &key.labels, &at)
                         };
                         let any_fire = state.pending_since.iter().any(Option::is_some);
                         if clear && !any_fire {
@@ -254,7 +269,9 @@ impl Engine {
             }
         }
         // Forget quiet series so label churn cannot grow the map forever.
-        self.alerts.retain(|_, s| s.firing.is_some() || s.pending_since.iter().any(Option::is_some));
+        for states in self.alerts.values_mut() {
+            states.retain(|_, s| s.firing.is_some() || s.pending_since.iter().any(Option::is_some));
+        }
         self.no_data_since.retain(|id, _| self.rules.iter().any(|r| &r.id == id));
         out.extend(self.no_data_transition(now_ms));
         out
@@ -302,20 +319,34 @@ impl Engine {
     }
 }
 
-/// The value of the series with exactly these labels; a single unlabelled
-/// result (an aggregate such as a traffic guard) applies to every series.
-fn lookup(samples: &[Sample], labels: &Labels) -> Option<f64> {
-    if let [only] = samples
-        && only.labels.is_empty()
-    {
-        return Some(only.value);
-    }
-    samples.iter().find(|s| &s.labels == labels).map(|s| s.value)
+/// One expression's result, indexed by label set.
+#[derive(Default)]
+struct Indexed<'a> {
+    /// A single unlabelled result (an aggregate such as a traffic guard)
+    /// applies to every series.
+    only: Option<f64>,
+    by_labels: HashMap<&'a Labels, f64>,
 }
 
-fn all_hold<'a>(conditions: &[Condition], labels: &Labels, get: &impl Fn(&str) -> &'a Vec<Sample>) -> bool {
+impl<'a> Indexed<'a> {
+    fn new(samples: &'a [Sample]) -> Self {
+        if let [only] = samples
+            && only.labels.is_empty()
+        {
+            return Self { only: Some(only.value), by_labels: HashMap::new() };
+        }
+        Self { only: None, by_labels: samples.iter().map(|s| (&s.labels, s.value)).collect() }
+    }
+
+    /// The value of the series with exactly these labels.
+    fn lookup(&self, labels: &Labels) -> Option<f64> {
+        self.only.or_else(|| self.by_labels.get(labels).copied())
+    }
+}
+
+fn all_hold<'a>(conditions: &[Condition], labels: &Labels, at: &impl Fn(&str) -> &'a Indexed<'a>) -> bool {
     !conditions.is_empty()
-        && conditions.iter().all(|c| lookup(get(&c.expr), labels).is_some_and(|v| !v.is_nan() && c.op.holds(v, c.threshold)))
+        && conditions.iter().all(|c| at(&c.expr).lookup(labels).is_some_and(|v| !v.is_nan() && c.op.holds(v, c.threshold)))
 }
 
 #[cfg(test)]

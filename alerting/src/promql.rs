@@ -13,7 +13,11 @@
 //! their distance, without Prometheus's extrapolation to the window edges.
 //! For alerting on windows many scrapes long the two agree closely.
 
-use std::{collections::BTreeMap, fmt, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt,
+    time::Duration,
+};
 
 use regex::Regex;
 
@@ -531,8 +535,10 @@ impl fmt::Display for BinOp {
 pub trait SeriesSource {
     /// The current value of every matching series (stale series excluded).
     fn instant(&self, selector: &Selector) -> Vec<Sample>;
-    /// Every matching series' points within the last `range`, oldest first.
-    fn range(&self, selector: &Selector, range: Duration) -> Vec<(Labels, Vec<(i64, f64)>)>;
+    /// Calls `f` with every matching series and its points within the last
+    /// `range`, oldest first (borrowed: evaluation allocates per result,
+    /// not per point).
+    fn range(&self, selector: &Selector, range: Duration, f: &mut dyn FnMut(&Labels, &mut dyn Iterator<Item = (i64, f64)>));
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -558,31 +564,31 @@ pub fn eval(expr: &Expr, source: &dyn SeriesSource) -> Result<Value, EvalError> 
     Ok(match expr {
         Expr::Number(n) => Value::Scalar(*n),
         Expr::Vector(sel) => Value::Vector(source.instant(sel)),
-        Expr::Rate { selector, range, increase } => Value::Vector(
-            source
-                .range(selector, *range)
-                .into_iter()
-                .filter_map(|(labels, points)| {
-                    let (first, last) = (points.first()?, points.last()?);
-                    if points.len() < 2 || last.0 <= first.0 {
-                        return None;
-                    }
-                    let mut delta = 0.0;
-                    for w in points.windows(2) {
-                        // A counter that went down was reset: it counted
-                        // from zero to its new value.
-                        delta += if w[1].1 >= w[0].1 { w[1].1 - w[0].1 } else { w[1].1 };
-                    }
-                    let value = if *increase {
-                        // Scale to the whole window, as Prometheus does.
-                        delta * range.as_secs_f64() * 1000.0 / (last.0 - first.0) as f64
-                    } else {
-                        delta * 1000.0 / (last.0 - first.0) as f64
-                    };
-                    Some(Sample { labels: without_name(labels), value })
-                })
-                .collect(),
-        ),
+        Expr::Rate { selector, range, increase } => {
+            let mut out = Vec::new();
+            source.range(selector, *range, &mut |labels, points| {
+                let Some(first) = points.next() else { return };
+                let (mut last, mut delta, mut n) = (first, 0.0, 1);
+                for p in points {
+                    // A counter that went down was reset: it counted from
+                    // zero to its new value.
+                    delta += if p.1 >= last.1 { p.1 - last.1 } else { p.1 };
+                    last = p;
+                    n += 1;
+                }
+                if n < 2 || last.0 <= first.0 {
+                    return;
+                }
+                let value = if *increase {
+                    // Scale to the whole window, as Prometheus does.
+                    delta * range.as_secs_f64() * 1000.0 / (last.0 - first.0) as f64
+                } else {
+                    delta * 1000.0 / (last.0 - first.0) as f64
+                };
+                out.push(Sample { labels: without_name(labels.clone()), value });
+            });
+            Value::Vector(out)
+        }
         Expr::Neg(inner) => match eval(inner, source)? {
             Value::Scalar(v) => Value::Scalar(-v),
             Value::Vector(v) => Value::Vector(v.into_iter().map(|s| Sample { labels: without_name(s.labels), value: -s.value }).collect()),
@@ -599,7 +605,7 @@ pub fn eval(expr: &Expr, source: &dyn SeriesSource) -> Result<Value, EvalError> 
         }
         Expr::Aggregate { op, grouping, inner } => {
             let samples = eval(inner, source)?.into_samples();
-            let mut groups: BTreeMap<Labels, Vec<f64>> = BTreeMap::new();
+            let mut groups: HashMap<Labels, Vec<f64>> = HashMap::new();
             for s in samples {
                 let key: Labels = match grouping {
                     None => Labels::new(),
@@ -631,7 +637,7 @@ pub fn eval(expr: &Expr, source: &dyn SeriesSource) -> Result<Value, EvalError> 
             let Value::Scalar(q) = eval(q, source)? else {
                 return Err(EvalError("histogram_quantile's first argument must be a number".into()));
             };
-            let mut groups: BTreeMap<Labels, Vec<(f64, f64)>> = BTreeMap::new();
+            let mut groups: HashMap<Labels, Vec<(f64, f64)>> = HashMap::new();
             for s in eval(inner, source)?.into_samples() {
                 let mut labels = without_name(s.labels);
                 let Some(le) = labels.remove("le") else { continue };
@@ -666,7 +672,7 @@ pub fn eval(expr: &Expr, source: &dyn SeriesSource) -> Result<Value, EvalError> 
                     Value::Vector(v.into_iter().map(|s| Sample { labels: without_name(s.labels), value: apply(a, s.value) }).collect())
                 }
                 (Value::Vector(l), Value::Vector(r)) => {
-                    let right: BTreeMap<Labels, f64> = r.into_iter().map(|s| (without_name(s.labels), s.value)).collect();
+                    let right: HashMap<Labels, f64> = r.into_iter().map(|s| (without_name(s.labels), s.value)).collect();
                     Value::Vector(
                         l.into_iter()
                             .filter_map(|s| {
@@ -741,8 +747,10 @@ mod tests {
                 .collect()
         }
 
-        fn range(&self, sel: &Selector, _: Duration) -> Vec<(Labels, Vec<(i64, f64)>)> {
-            self.0.iter().filter(|(n, l, _)| sel.matches(n, l)).map(|(_, l, p)| (l.clone(), p.clone())).collect()
+        fn range(&self, sel: &Selector, _: Duration, f: &mut dyn FnMut(&Labels, &mut dyn Iterator<Item = (i64, f64)>)) {
+            for (_, l, p) in self.0.iter().filter(|(n, l, _)| sel.matches(n, l)) {
+                f(l, &mut p.iter().copied());
+            }
         }
     }
 

@@ -24,19 +24,25 @@ pub struct Target {
     pub url: String,
 }
 
-#[derive(Default)]
 struct Series {
+    labels: Labels,
     points: VecDeque<(i64, f64)>,
     target: usize,
 }
 
 /// Series history for the selectors the rules use.
+///
+/// Series live in a slab; `by_name` and `postings` (label=value → series)
+/// index it, so a selector with an equality matcher reads only the series
+/// it can match instead of scanning every series of its metric.
 pub struct Store {
     targets: Vec<Target>,
     interest: Vec<(Selector, Duration)>,
     keep_ms: i64,
-    series: HashMap<Labels, Series>,
-    by_name: HashMap<String, Vec<Labels>>,
+    series: Vec<Series>,
+    ids: HashMap<Labels, usize>,
+    by_name: HashMap<String, Vec<usize>>,
+    postings: HashMap<(String, String), Vec<usize>>,
     /// Time of each target's latest scrape, `None` when it failed.
     last_ok: Vec<Option<i64>>,
     now_ms: i64,
@@ -51,7 +57,18 @@ impl Store {
         // more so the window's first point exists.
         let keep_ms = (longest.as_millis() as i64) + 2 * COARSE_STEP_MS;
         let last_ok = vec![None; targets.len()];
-        Self { targets, interest, keep_ms, series: HashMap::new(), by_name: HashMap::new(), last_ok, now_ms: 0, last_compaction_ms: 0 }
+        Self {
+            targets,
+            interest,
+            keep_ms,
+            series: Vec::new(),
+            ids: HashMap::new(),
+            by_name: HashMap::new(),
+            postings: HashMap::new(),
+            last_ok,
+            now_ms: 0,
+            last_compaction_ms: 0,
+        }
     }
 
     pub fn targets(&self) -> &[Target] {
@@ -75,12 +92,17 @@ impl Store {
         self.last_ok[index] = body.map(|_| at_ms);
         if let Some(body) = body {
             for line in body.lines() {
-                if let Some((name, mut labels, value)) = parse_line(line)
-                    && self.wanted(&name, &labels)
-                {
+                if let Some((name, mut labels, value)) = parse_line(line) {
                     let counter = is_counter(&name);
                     labels.extend(base.iter().map(|(k, v)| (k.clone(), v.clone())));
                     labels.insert("__name__".into(), name);
+                    // Known series skip the (regex) interest check.
+                    if !self.ids.contains_key(&labels) {
+                        let name = labels.get("__name__").map_or("", String::as_str);
+                        if !self.wanted(name, &labels) {
+                            continue;
+                        }
+                    }
                     // A counter series that was absent from the previous
                     // good scrape of its target was 0 then (client
                     // libraries create a labelled counter on its first
@@ -88,7 +110,7 @@ impl Store {
                     // error series one scrape earlier than Prometheus does.
                     if counter
                         && let Some(previous) = previous
-                        && !self.series.contains_key(&labels)
+                        && !self.ids.contains_key(&labels)
                     {
                         self.push(labels.clone(), index, previous, 0.0);
                     }
@@ -107,12 +129,27 @@ impl Store {
     }
 
     fn push(&mut self, labels: Labels, target: usize, at: i64, value: f64) {
-        let series = self.series.entry(labels).or_insert_with_key(|key| {
-            let name = key.get("__name__").cloned().unwrap_or_default();
-            self.by_name.entry(name).or_default().push(key.clone());
-            Series { points: VecDeque::new(), target }
-        });
-        series.points.push_back((at, value));
+        let id = match self.ids.get(&labels) {
+            Some(&id) => id,
+            None => {
+                let id = self.series.len();
+                self.index(id, &labels);
+                self.ids.insert(labels.clone(), id);
+                self.series.push(Series { labels, points: VecDeque::new(), target });
+                id
+            }
+        };
+        self.series[id].points.push_back((at, value));
+    }
+
+    fn index(&mut self, id: usize, labels: &Labels) {
+        for (k, v) in labels {
+            if k == "__name__" {
+                self.by_name.entry(v.clone()).or_default().push(id);
+            } else {
+                self.postings.entry((k.clone(), v.clone())).or_default().push(id);
+            }
+        }
     }
 
     /// Drops points older than the longest window and thins those older
@@ -120,8 +157,7 @@ impl Store {
     fn compact(&mut self) {
         let oldest = self.now_ms - self.keep_ms;
         let fine_from = self.now_ms - FINE.as_millis() as i64;
-        let mut emptied = Vec::new();
-        for (labels, series) in &mut self.series {
+        for series in &mut self.series {
             while series.points.front().is_some_and(|p| p.0 < oldest) {
                 series.points.pop_front();
             }
@@ -136,51 +172,70 @@ impl Store {
                 }
                 keep
             });
-            if series.points.is_empty() {
-                emptied.push(labels.clone());
-            }
         }
-        for labels in emptied {
-            self.series.remove(&labels);
-            if let Some(keys) = labels.get("__name__").and_then(|n| self.by_name.get_mut(n)) {
-                keys.retain(|k| k != &labels);
+        if self.series.iter().any(|s| s.points.is_empty()) {
+            // Rare (a series gone for the whole window): rebuild the indexes.
+            let kept: Vec<Series> = std::mem::take(&mut self.series).into_iter().filter(|s| !s.points.is_empty()).collect();
+            self.ids.clear();
+            self.by_name.clear();
+            self.postings.clear();
+            for (id, series) in kept.iter().enumerate() {
+                let labels = series.labels.clone();
+                self.index(id, &labels);
+                self.ids.insert(labels, id);
             }
+            self.series = kept;
         }
     }
 
-    fn candidates<'a>(&'a self, selector: &'a Selector) -> Box<dyn Iterator<Item = (&'a Labels, &'a Series)> + 'a> {
-        let matches = move |labels: &Labels| {
-            let name = labels.get("__name__").map_or("", String::as_str);
-            selector.matches(name, labels)
-        };
-        match &selector.name {
-            Some(name) => Box::new(
-                self.by_name.get(name).into_iter().flatten().filter_map(|k| self.series.get_key_value(k)).filter(move |(l, _)| matches(l)),
-            ),
-            None => Box::new(self.series.iter().filter(move |(l, _)| matches(l))),
+    /// The series a selector can match: the shortest index list among its
+    /// name and equality matchers, then the full match.
+    fn candidates<'a>(&'a self, selector: &'a Selector) -> impl Iterator<Item = &'a Series> + 'a {
+        const EMPTY: &[usize] = &[];
+        let mut best: Option<&[usize]> = selector.name.as_ref().map(|n| self.by_name.get(n).map_or(EMPTY, Vec::as_slice));
+        for m in &selector.matchers {
+            if let crate::promql::MatchOp::Eq(v) = &m.op
+                && !v.is_empty()
+            {
+                let list = self.postings.get(&(m.label.clone(), v.clone())).map_or(EMPTY, Vec::as_slice);
+                if best.is_none_or(|b| list.len() < b.len()) {
+                    best = Some(list);
+                }
+            }
         }
+        let ids: Box<dyn Iterator<Item = usize> + 'a> = match best {
+            Some(list) => Box::new(list.iter().copied()),
+            None => Box::new(0..self.series.len()),
+        };
+        ids.map(|id| &self.series[id]).filter(move |s| {
+            let name = s.labels.get("__name__").map_or("", String::as_str);
+            selector.matches(name, &s.labels)
+        })
     }
 }
 
 impl SeriesSource for Store {
     fn instant(&self, selector: &Selector) -> Vec<Sample> {
         self.candidates(selector)
-            .filter_map(|(labels, series)| {
+            .filter_map(|series| {
                 let &(t, value) = series.points.back()?;
                 // Stale unless it was in its target's latest good scrape
                 // (`up` is written on every scrape, good or not).
-                let fresh = labels.get("__name__").is_some_and(|n| n == "up") || self.last_ok[series.target] == Some(t);
-                fresh.then(|| Sample { labels: labels.clone(), value })
+                let fresh = series.labels.get("__name__").is_some_and(|n| n == "up") || self.last_ok[series.target] == Some(t);
+                fresh.then(|| Sample { labels: series.labels.clone(), value })
             })
             .collect()
     }
 
-    fn range(&self, selector: &Selector, range: Duration) -> Vec<(Labels, Vec<(i64, f64)>)> {
+    fn range(&self, selector: &Selector, range: Duration, f: &mut dyn FnMut(&Labels, &mut dyn Iterator<Item = (i64, f64)>)) {
         let from = self.now_ms - range.as_millis() as i64;
-        self.candidates(selector)
-            .map(|(labels, series)| (labels.clone(), series.points.iter().copied().filter(|p| p.0 > from).collect::<Vec<_>>()))
-            .filter(|(_, points)| !points.is_empty())
-            .collect()
+        for series in self.candidates(selector) {
+            // Points are in time order: skip to the window's start.
+            let start = series.points.partition_point(|p| p.0 <= from);
+            if start < series.points.len() {
+                f(&series.labels, &mut series.points.range(start..).copied());
+            }
+        }
     }
 }
 
@@ -309,7 +364,7 @@ mod tests {
         for i in 0..=(2 * 3600 / 5) {
             s.ingest(0, i * 5_000, Some(&format!("c_total {}\n", i)));
         }
-        let points = s.series.values().find(|x| x.points.len() > 10).unwrap().points.len();
+        let points = s.series.iter().find(|x| x.points.len() > 10).unwrap().points.len();
         assert!(points < 300, "thinned to about one a minute beyond 15 min: {points}");
         let r = query(&s, "increase(c_total[1h])");
         // One increment per 5 s: 720 an hour.
