@@ -1,7 +1,7 @@
 //! Logs, traces and metrics.
 //!
 //! - Logs: one JSON object per line on stdout with trace and span ids
-//!   ([`logs::JsonLine`]); also over OTLP logs when an OTLP endpoint is set,
+//!   ([`logs::JsonLines`]); also over OTLP logs when an OTLP endpoint is set,
 //!   and straight to Loki (`tracing-loki`) when `LOKI_URL` is set.
 //! - Traces: OpenTelemetry spans for each request, database operation, Redis
 //!   call, admission tick, reservation and payment, exported over OTLP gRPC
@@ -184,9 +184,7 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         .parse()
         .expect("valid directives");
     let filter = SplitFilter { spans, events: log_targets() };
-    let stdout = tracing_subscriber::fmt::layer()
-        .event_format(logs::JsonLine { service_name: config.service_name.clone() })
-        .with_writer(std::io::stdout);
+    let stdout = logs::JsonLines::new(config.service_name.clone(), std::io::stdout);
     let mut telemetry = Telemetry::default();
     let resource = Resource::builder()
         .with_service_name(config.service_name.clone())
@@ -294,7 +292,7 @@ where
 
 /// Logs only, for commands that are not the server.
 pub fn init_logs() {
-    let stdout = tracing_subscriber::fmt::layer().event_format(logs::JsonLine { service_name: "booking".into() });
+    let stdout = logs::JsonLines::new("booking", std::io::stdout);
     let _ = tracing_subscriber::registry().with(log_targets()).with(stdout).try_init();
 }
 
