@@ -1,0 +1,510 @@
+//! The fixed set of things a runbook step can do.
+//!
+//! A step names an action (`postgres.long_queries`) and gives it arguments;
+//! both are checked when the runbook is parsed, against this registry and
+//! the action's typed arguments, so an unknown action or a misspelt
+//! argument fails `runbook list` rather than a run. Every action is safe to
+//! re-run: reads change nothing, and each change reads the state first and
+//! does nothing when it is already in place.
+
+mod booking;
+mod postgres;
+mod prometheus;
+mod redis;
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::target::{Ctx, Target, TargetError};
+
+/// What an action does to its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Reads; the target must be reachable.
+    Read,
+    /// Reads whether the target is reachable at all: an unreachable target
+    /// is its finding, not its failure.
+    Probe,
+    /// Changes the target; only in the mitigate phase, after confirmation.
+    Change,
+}
+
+/// One entry of the registry.
+#[derive(Debug)]
+pub struct Spec {
+    pub name: &'static str,
+    pub target: Target,
+    pub effect: Effect,
+    pub summary: &'static str,
+    /// Argument names, for `--set` and the README.
+    pub args: &'static [&'static str],
+    /// Top-level output fields, which `problem_if` may read.
+    pub outputs: &'static [&'static str],
+}
+
+impl Spec {
+    /// Whether it calls booking's admin API (and so needs the admin key).
+    pub fn uses_admin_api(&self) -> bool {
+        self.target == Target::Booking && !matches!(self.name, "booking.health" | "booking.scrape" | "booking.metrics")
+    }
+}
+
+use Effect::{Change, Probe, Read};
+
+/// Every action there is. A unit test checks each parses with its args.
+pub const REGISTRY: &[Spec] = &[
+    Spec {
+        name: "postgres.connections",
+        target: Target::Postgres,
+        effect: Read,
+        summary: "Client connections by state (active, idle, idle in transaction) against max_connections",
+        args: &["database"],
+        outputs: &["total", "server_total", "max_connections", "ratio", "by_state", "by_application"],
+    },
+    Spec {
+        name: "postgres.long_queries",
+        target: Target::Postgres,
+        effect: Read,
+        summary: "Client queries active for longer than min_seconds, oldest first",
+        args: &["min_seconds", "database", "application_name", "limit"],
+        outputs: &["count", "queries", "min_seconds"],
+    },
+    Spec {
+        name: "postgres.lock_waits",
+        target: Target::Postgres,
+        effect: Read,
+        summary: "Sessions waiting on a lock, with the sessions blocking them",
+        args: &["database", "limit"],
+        outputs: &["count", "waits", "blockers"],
+    },
+    Spec {
+        name: "postgres.terminate_long_queries",
+        target: Target::Postgres,
+        effect: Change,
+        summary: "pg_terminate_backend on client queries active for longer than min_seconds (never system, replication, autovacuum or its own session)",
+        args: &["min_seconds", "database", "application_name", "limit"],
+        outputs: &["count", "terminated", "min_seconds"],
+    },
+    Spec {
+        name: "redis.memory",
+        target: Target::Redis,
+        effect: Read,
+        summary: "used_memory, maxmemory and their ratio (null when maxmemory is 0: no limit)",
+        args: &[],
+        outputs: &["used_bytes", "maxmemory_bytes", "ratio", "peak_bytes", "rss_bytes", "used_human", "maxmemory_human"],
+    },
+    Spec {
+        name: "redis.fragmentation",
+        target: Target::Redis,
+        effect: Read,
+        summary: "mem_fragmentation_ratio and the RSS it costs",
+        args: &[],
+        outputs: &["fragmentation_ratio", "fragmentation_bytes", "rss_bytes", "used_bytes", "active_defrag"],
+    },
+    Spec {
+        name: "redis.eviction_policy",
+        target: Target::Redis,
+        effect: Read,
+        summary: "maxmemory-policy and keys evicted so far",
+        args: &[],
+        outputs: &["policy", "evicted_keys", "evicts_keys_without_ttl"],
+    },
+    Spec {
+        name: "redis.largest_keys",
+        target: Target::Redis,
+        effect: Read,
+        summary: "The largest keys among a bounded SCAN sample (MEMORY USAGE), optionally under a prefix",
+        args: &["sample", "prefix", "top"],
+        outputs: &["sampled", "complete", "sampled_bytes", "keys"],
+    },
+    Spec {
+        name: "redis.set_eviction_policy",
+        target: Target::Redis,
+        effect: Change,
+        summary: "CONFIG SET maxmemory-policy",
+        args: &["policy"],
+        outputs: &["before", "after", "changed"],
+    },
+    Spec {
+        name: "redis.set_maxmemory",
+        target: Target::Redis,
+        effect: Change,
+        summary: "CONFIG SET maxmemory; never below used memory, and only raises unless allow_lower",
+        args: &["bytes", "allow_lower"],
+        outputs: &["before", "after", "changed", "used_bytes"],
+    },
+    Spec {
+        name: "prometheus.query",
+        target: Target::Prometheus,
+        effect: Read,
+        summary: "Any instant PromQL query (skipped without Prometheus)",
+        args: &["query", "top"],
+        outputs: &["count", "max", "min", "series"],
+    },
+    Spec {
+        name: "prometheus.top_failing_routes",
+        target: Target::Prometheus,
+        effect: Read,
+        summary: "Routes by 5xx ratio over a window; without Prometheus, from two scrapes of booking's /metrics",
+        args: &["window", "top", "fallback_sample_secs"],
+        outputs: &["source", "routes", "count", "max_error_ratio"],
+    },
+    Spec {
+        name: "prometheus.p95_by_route",
+        target: Target::Prometheus,
+        effect: Read,
+        summary: "Latency quantile (default P95) by route; without Prometheus, from two scrapes of booking's /metrics",
+        args: &["window", "top", "quantile", "fallback_sample_secs"],
+        outputs: &["source", "routes", "max_seconds"],
+    },
+    Spec {
+        name: "prometheus.targets",
+        target: Target::Prometheus,
+        effect: Read,
+        summary: "Prometheus's scrape targets (optionally one job): health and last error",
+        args: &["job"],
+        outputs: &["count", "down", "targets"],
+    },
+    Spec {
+        name: "booking.health",
+        target: Target::Booking,
+        effect: Probe,
+        summary: "GET /readyz: is the service up, and are its database and queue ready",
+        args: &[],
+        outputs: &["up", "ready", "database", "queue", "seconds", "error"],
+    },
+    Spec {
+        name: "booking.scrape",
+        target: Target::Booking,
+        effect: Probe,
+        summary: "GET /metrics as a scraper would: status, time, size, series",
+        args: &[],
+        outputs: &["ok", "status", "seconds", "bytes", "series", "error"],
+    },
+    Spec {
+        name: "booking.metrics",
+        target: Target::Booking,
+        effect: Read,
+        summary: "Sums of named series from /metrics (gauges such as booking_queue_waiting), an optional ratio, and rates over sample_secs",
+        args: &["metrics", "ratio", "sample_secs"],
+        outputs: &["values", "missing", "ratio", "rates"],
+    },
+    Spec {
+        name: "booking.admission",
+        target: Target::Booking,
+        effect: Read,
+        summary: "GET /v1/admin/queue/admission: batch, interval_ms, active window, admissions per minute",
+        args: &[],
+        outputs: &["batch", "interval_ms", "active_window_secs", "admitted_per_minute"],
+    },
+    Spec {
+        name: "booking.set_admission",
+        target: Target::Booking,
+        effect: Change,
+        summary: "PUT /v1/admin/queue/admission {batch, interval_ms} (either)",
+        args: &["batch", "interval_ms"],
+        outputs: &["before", "after", "changed"],
+    },
+    Spec {
+        name: "booking.rate_limit",
+        target: Target::Booking,
+        effect: Read,
+        summary: "GET /v1/admin/rate-limit: the queue-entry rate limit",
+        args: &[],
+        outputs: &["enabled", "per_second"],
+    },
+    Spec {
+        name: "booking.set_rate_limit",
+        target: Target::Booking,
+        effect: Change,
+        summary: "PUT /v1/admin/rate-limit {enabled, per_second}",
+        args: &["enabled", "per_second"],
+        outputs: &["before", "after", "changed"],
+    },
+    Spec {
+        name: "booking.flush_caches",
+        target: Target::Booking,
+        effect: Change,
+        summary: "POST /v1/admin/caches/flush: drop the in-process caches",
+        args: &[],
+        outputs: &["flushed"],
+    },
+    Spec {
+        name: "booking.chaos",
+        target: Target::Booking,
+        effect: Read,
+        summary: "GET /v1/admin/chaos: is a fault-injection drill on",
+        args: &[],
+        outputs: &["enabled", "routes", "error_ratio", "latency_ms"],
+    },
+    Spec {
+        name: "booking.clear_chaos",
+        target: Target::Booking,
+        effect: Change,
+        summary: "DELETE /v1/admin/chaos: turn the chaos switch off",
+        args: &[],
+        outputs: &["before", "after", "changed"],
+    },
+];
+
+pub fn spec(name: &str) -> Option<&'static Spec> {
+    REGISTRY.iter().find(|s| s.name == name)
+}
+
+/// What a step found or did: a one-line summary and the full output.
+#[derive(Debug, Clone)]
+pub struct Finding {
+    pub summary: String,
+    pub output: Value,
+}
+
+/// An action with its arguments checked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    PgConnections(postgres::Scope),
+    PgLongQueries(postgres::LongQueries),
+    PgLockWaits(postgres::LockWaits),
+    PgTerminate(postgres::LongQueries),
+    RedisMemory,
+    RedisFragmentation,
+    RedisEvictionPolicy,
+    RedisLargestKeys(redis::LargestKeys),
+    RedisSetPolicy(redis::SetPolicy),
+    RedisSetMaxmemory(redis::SetMaxmemory),
+    PromQuery(prometheus::Query),
+    PromTopFailingRoutes(prometheus::Routes),
+    PromP95ByRoute(prometheus::Routes),
+    PromTargets(prometheus::Targets),
+    BookingHealth,
+    BookingScrape,
+    BookingMetrics(booking::Metrics),
+    BookingAdmission,
+    BookingSetAdmission(booking::SetAdmission),
+    BookingRateLimit,
+    BookingSetRateLimit(booking::SetRateLimit),
+    BookingFlushCaches,
+    BookingChaos,
+    BookingClearChaos,
+}
+
+/// Deserializes `args` into `T`, rejecting unknown fields.
+fn typed<T: DeserializeOwned>(args: &Map<String, Value>) -> Result<T, String> {
+    serde_json::from_value(Value::Object(args.clone())).map_err(|e| e.to_string())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoArgs {}
+
+impl Action {
+    /// Checks `name` against the registry and `args` against its arguments.
+    pub fn parse(name: &str, args: &Map<String, Value>) -> Result<Self, String> {
+        let none = || typed::<NoArgs>(args).map(drop);
+        let action = match name {
+            "postgres.connections" => Action::PgConnections(typed(args)?),
+            "postgres.long_queries" => Action::PgLongQueries(typed::<postgres::LongQueries>(args)?.checked(false)?),
+            "postgres.lock_waits" => Action::PgLockWaits(typed(args)?),
+            "postgres.terminate_long_queries" => Action::PgTerminate(typed::<postgres::LongQueries>(args)?.checked(true)?),
+            "redis.memory" => none().map(|_| Action::RedisMemory)?,
+            "redis.fragmentation" => none().map(|_| Action::RedisFragmentation)?,
+            "redis.eviction_policy" => none().map(|_| Action::RedisEvictionPolicy)?,
+            "redis.largest_keys" => Action::RedisLargestKeys(typed::<redis::LargestKeys>(args)?.checked()?),
+            "redis.set_eviction_policy" => Action::RedisSetPolicy(typed::<redis::SetPolicy>(args)?.checked()?),
+            "redis.set_maxmemory" => Action::RedisSetMaxmemory(typed::<redis::SetMaxmemory>(args)?.checked()?),
+            "prometheus.query" => Action::PromQuery(typed::<prometheus::Query>(args)?.checked()?),
+            "prometheus.top_failing_routes" => Action::PromTopFailingRoutes(typed::<prometheus::Routes>(args)?.checked(false)?),
+            "prometheus.p95_by_route" => Action::PromP95ByRoute(typed::<prometheus::Routes>(args)?.checked(true)?),
+            "prometheus.targets" => Action::PromTargets(typed(args)?),
+            "booking.health" => none().map(|_| Action::BookingHealth)?,
+            "booking.scrape" => none().map(|_| Action::BookingScrape)?,
+            "booking.metrics" => Action::BookingMetrics(typed::<booking::Metrics>(args)?.checked()?),
+            "booking.admission" => none().map(|_| Action::BookingAdmission)?,
+            "booking.set_admission" => Action::BookingSetAdmission(typed::<booking::SetAdmission>(args)?.checked()?),
+            "booking.rate_limit" => none().map(|_| Action::BookingRateLimit)?,
+            "booking.set_rate_limit" => Action::BookingSetRateLimit(typed::<booking::SetRateLimit>(args)?.checked()?),
+            "booking.flush_caches" => none().map(|_| Action::BookingFlushCaches)?,
+            "booking.chaos" => none().map(|_| Action::BookingChaos)?,
+            "booking.clear_chaos" => none().map(|_| Action::BookingClearChaos)?,
+            other => {
+                let known: Vec<&str> = REGISTRY.iter().map(|s| s.name).collect();
+                return Err(format!("unknown action `{other}` (known: {})", known.join(", ")));
+            }
+        };
+        debug_assert!(spec(name).is_some(), "{name} is parsed but not in REGISTRY");
+        Ok(action)
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::PgConnections(_) => "postgres.connections",
+            Action::PgLongQueries(_) => "postgres.long_queries",
+            Action::PgLockWaits(_) => "postgres.lock_waits",
+            Action::PgTerminate(_) => "postgres.terminate_long_queries",
+            Action::RedisMemory => "redis.memory",
+            Action::RedisFragmentation => "redis.fragmentation",
+            Action::RedisEvictionPolicy => "redis.eviction_policy",
+            Action::RedisLargestKeys(_) => "redis.largest_keys",
+            Action::RedisSetPolicy(_) => "redis.set_eviction_policy",
+            Action::RedisSetMaxmemory(_) => "redis.set_maxmemory",
+            Action::PromQuery(_) => "prometheus.query",
+            Action::PromTopFailingRoutes(_) => "prometheus.top_failing_routes",
+            Action::PromP95ByRoute(_) => "prometheus.p95_by_route",
+            Action::PromTargets(_) => "prometheus.targets",
+            Action::BookingHealth => "booking.health",
+            Action::BookingScrape => "booking.scrape",
+            Action::BookingMetrics(_) => "booking.metrics",
+            Action::BookingAdmission => "booking.admission",
+            Action::BookingSetAdmission(_) => "booking.set_admission",
+            Action::BookingRateLimit => "booking.rate_limit",
+            Action::BookingSetRateLimit(_) => "booking.set_rate_limit",
+            Action::BookingFlushCaches => "booking.flush_caches",
+            Action::BookingChaos => "booking.chaos",
+            Action::BookingClearChaos => "booking.clear_chaos",
+        }
+    }
+
+    pub fn spec(&self) -> &'static Spec {
+        spec(self.name()).expect("every action is in the registry")
+    }
+
+    /// Runs the action. Changes read the state first and report `changed`.
+    pub async fn run(&self, ctx: &mut Ctx) -> Result<Finding, TargetError> {
+        match self {
+            Action::PgConnections(a) => postgres::connections(ctx, a).await,
+            Action::PgLongQueries(a) => postgres::long_queries(ctx, a).await,
+            Action::PgLockWaits(a) => postgres::lock_waits(ctx, a).await,
+            Action::PgTerminate(a) => postgres::terminate(ctx, a).await,
+            Action::RedisMemory => redis::memory(ctx).await,
+            Action::RedisFragmentation => redis::fragmentation(ctx).await,
+            Action::RedisEvictionPolicy => redis::eviction_policy(ctx).await,
+            Action::RedisLargestKeys(a) => redis::largest_keys(ctx, a).await,
+            Action::RedisSetPolicy(a) => redis::set_policy(ctx, a).await,
+            Action::RedisSetMaxmemory(a) => redis::set_maxmemory(ctx, a).await,
+            Action::PromQuery(a) => prometheus::query(ctx, a).await,
+            Action::PromTopFailingRoutes(a) => prometheus::top_failing_routes(ctx, a).await,
+            Action::PromP95ByRoute(a) => prometheus::quantile_by_route(ctx, a).await,
+            Action::PromTargets(a) => prometheus::targets(ctx, a).await,
+            Action::BookingHealth => booking::health(ctx).await,
+            Action::BookingScrape => booking::scrape(ctx).await,
+            Action::BookingMetrics(a) => booking::metrics(ctx, a).await,
+            Action::BookingAdmission => booking::admission(ctx).await,
+            Action::BookingSetAdmission(a) => booking::set_admission(ctx, a).await,
+            Action::BookingRateLimit => booking::rate_limit(ctx).await,
+            Action::BookingSetRateLimit(a) => booking::set_rate_limit(ctx, a).await,
+            Action::BookingFlushCaches => booking::flush_caches(ctx).await,
+            Action::BookingChaos => booking::chaos(ctx).await,
+            Action::BookingClearChaos => booking::clear_chaos(ctx).await,
+        }
+    }
+
+    /// Whether a Prometheus action can answer from booking's /metrics when
+    /// no Prometheus is configured (and so needs booking, not Prometheus).
+    pub fn falls_back_to_booking(&self) -> bool {
+        matches!(self, Action::PromTopFailingRoutes(_) | Action::PromP95ByRoute(_))
+    }
+}
+
+/// Rounds for output without changing what a threshold sees: 4
+/// significant digits below 1000 (a 0.0014/s rate stays above 0.001),
+/// 3 decimals above (byte counts stay exact).
+pub(crate) fn round(x: f64) -> f64 {
+    if !x.is_finite() || x == 0.0 {
+        return x;
+    }
+    let decimals = if x.abs() >= 1000.0 { 3 } else { 3 - x.abs().log10().floor() as i32 };
+    let factor = 10f64.powi(decimals);
+    (x * factor).round() / factor
+}
+
+/// A float as JSON: an integer when it is one (gauges are), `null` when it
+/// is not finite (NaN, ±Inf).
+pub(crate) fn num(x: f64) -> Value {
+    let x = round(x);
+    if x.is_finite() && x.fract() == 0.0 && x.abs() < 9.0e15 {
+        return Value::from(x as i64);
+    }
+    serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A plausible value per argument name, to check each declared name is
+    /// one the action's parser accepts.
+    fn sample(arg: &str) -> Value {
+        match arg {
+            "database" | "application_name" | "prefix" | "job" => json!("x"),
+            "policy" => json!("volatile-lru"),
+            "bytes" => json!("2gb"),
+            "query" => json!("up"),
+            "window" => json!("5m"),
+            "metrics" => json!(["booking_queue_waiting"]),
+            "ratio" => json!(["db_pool_connections_in_use", "db_pool_connections_max"]),
+            "allow_lower" | "enabled" => json!(true),
+            "per_second" => json!(100),
+            "quantile" => json!(0.95),
+            "interval_ms" => json!(15_000),
+            _ => json!(5),
+        }
+    }
+
+    #[test]
+    fn every_registered_action_parses_with_each_of_its_arguments() {
+        for spec in REGISTRY {
+            // The smallest valid arguments of each action.
+            let base: Map<String, Value> = match spec.name {
+                "postgres.terminate_long_queries" => json!({"min_seconds": 60}),
+                "redis.set_eviction_policy" => json!({"policy": "volatile-lru"}),
+                "redis.set_maxmemory" => json!({"bytes": "2gb"}),
+                "prometheus.query" => json!({"query": "up"}),
+                "booking.metrics" => json!({"metrics": ["up"]}),
+                "booking.set_admission" => json!({"batch": 500}),
+                "booking.set_rate_limit" => json!({"enabled": true, "per_second": 200}),
+                _ => json!({}),
+            }
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+            assert!(Action::parse(spec.name, &base).is_ok(), "{}: {:?}", spec.name, Action::parse(spec.name, &base));
+            assert_eq!(Action::parse(spec.name, &base).unwrap().name(), spec.name);
+            for arg in spec.args {
+                let mut args = base.clone();
+                args.insert(arg.to_string(), sample(arg));
+                let parsed = Action::parse(spec.name, &args);
+                assert!(parsed.is_ok(), "{} {arg}: {:?}", spec.name, parsed);
+            }
+            let mut unknown = base.clone();
+            unknown.insert("no_such_arg".into(), json!(1));
+            let err = Action::parse(spec.name, &unknown).unwrap_err();
+            assert!(err.contains("unknown field"), "{}: {err}", spec.name);
+        }
+    }
+
+    #[test]
+    fn numbers_keep_four_significant_digits_and_integers_stay_integers() {
+        assert_eq!(num(0.0014321), json!(0.001432));
+        assert_eq!(num(2.0 / 3.0), json!(0.6667));
+        assert_eq!(num(123_456_789.0), json!(123_456_789));
+        assert_eq!(num(1234.56789), json!(1234.568));
+        assert_eq!(num(-0.5), json!(-0.5));
+        assert_eq!(num(f64::NAN), Value::Null);
+        assert_eq!(num(f64::INFINITY), Value::Null);
+    }
+
+    #[test]
+    fn unknown_actions_are_rejected_with_the_known_list() {
+        let err = Action::parse("postgres.drop_database", &Map::new()).unwrap_err();
+        assert!(err.contains("unknown action `postgres.drop_database`") && err.contains("postgres.long_queries"), "{err}");
+    }
+
+    #[test]
+    fn changes_are_marked_as_changes_and_reads_are_not() {
+        for spec in REGISTRY {
+            let changes = spec.name.contains(".set_") || spec.name.contains("terminate") || spec.name.contains("flush") || spec.name.contains("clear");
+            assert_eq!(spec.effect == Effect::Change, changes, "{}", spec.name);
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! What the integration tests share: the `runbook` binary with a clean
+//! environment, real services on random ports (booking, alerting, a private
+//! redis-server), a throwaway PostgreSQL database, and polling with a
+//! deadline instead of sleeps.
+
+#![allow(dead_code)] // Each test file uses its own part of this module.
+
+use std::{
+    future::Future,
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use sqlx::{Connection, Executor, postgres::PgConnectOptions};
+
+/// Variables the CLI reads, removed so a developer's shell cannot leak in.
+const TARGET_VARS: &[&str] = &[
+    "DATABASE_URL",
+    "REDIS_URL",
+    "PROMETHEUS_URL",
+    "BOOKING_URL",
+    "BOOKING_ADMIN_KEY",
+    "ADMIN_KEY",
+    "ALERTING_URL",
+    "ALERTING_API_KEY",
+    "RUNBOOKS_DIR",
+];
+
+/// The outcome of one `runbook` invocation.
+#[derive(Debug)]
+pub struct Outcome {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Outcome {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+    }
+
+    /// The step `id` of a `run --json` report.
+    pub fn step(&self, id: &str) -> Value {
+        let report = self.json();
+        report["steps"].as_array().and_then(|s| s.iter().find(|s| s["id"] == id)).cloned().unwrap_or_else(|| panic!("no step {id} in {report:#}"))
+    }
+}
+
+/// Runs the real `runbook` binary with `args`, feeding `stdin`.
+pub async fn runbook(args: &[&str], stdin: &str) -> Outcome {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_runbook"));
+    command.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    for var in TARGET_VARS {
+        command.env_remove(var);
+    }
+    let mut child = command.spawn().expect("the runbook binary starts");
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut input = child.stdin.take().expect("piped stdin");
+        input.write_all(stdin.as_bytes()).await.expect("stdin written");
+    }
+    let output = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("runbook finished within 2 minutes")
+        .expect("runbook ran");
+    Outcome {
+        code: output.status.code().expect("runbook exited (not killed)"),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing with `what` at the deadline.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// For polls that need `&mut` state: `while !ready { deadline.tick().await }`.
+pub struct Deadline {
+    what: &'static str,
+    timeout: Duration,
+    at: Instant,
+}
+
+impl Deadline {
+    pub fn new(what: &'static str, timeout: Duration) -> Self {
+        Self { what, timeout, at: Instant::now() + timeout }
+    }
+
+    /// Waits a little, or fails the test once the deadline has passed.
+    pub async fn tick(&self) {
+        assert!(Instant::now() < self.at, "timed out after {:?} waiting for {}", self.timeout, self.what);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
+}
+
+/// A directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let path = std::env::temp_dir().join(format!("runbook-test-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&path).expect("temp dir created");
+        Self(path)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process killed on drop.
+pub struct Process(Child);
+
+impl Process {
+    pub fn new(child: Child) -> Self {
+        Self(child)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A workspace binary next to the test executable (`target/debug/<name>`),
+/// built by the workspace's test run.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/<test> → target/debug/<name>
+    let path = exe.parent().and_then(|deps| deps.parent()).expect("target/debug").join(name);
+    assert!(path.exists(), "{} is missing: build it first with `cargo build -p {}`", path.display(), if name == "alerting" { "alerting" } else { "booking" });
+    path
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client")
+}
+
+async fn wait_healthy(url: &str, what: &str, process: &mut Process) {
+    let client = http();
+    eventually(what, Duration::from_secs(60), || {
+        if let Ok(Some(status)) = process.0.try_wait() {
+            panic!("{what} exited early with {status}");
+        }
+        let request = client.get(format!("{url}/healthz")).send();
+        async move { request.await.ok().filter(|r| r.status().is_success()).map(drop) }
+    })
+    .await;
+}
+
+/// The real booking service on a random port, SQLite in a temp dir, the
+/// in-process queue, the default admin key.
+pub struct Booking {
+    pub url: String,
+    _process: Process,
+    _dir: TempDir,
+}
+
+pub const ADMIN_KEY: &str = "dev-admin-key";
+
+impl Booking {
+    pub async fn start() -> Self {
+        let dir = TempDir::new();
+        let port = free_port();
+        let mut command = Command::new(workspace_binary("booking"));
+        command
+            .env("BOOKING_LISTEN", format!("127.0.0.1:{port}"))
+            .env("DATABASE_URL", format!("sqlite://{}", dir.path("b.db").display()))
+            .env("OTEL_SDK_DISABLED", "true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for var in ["REDIS_URL", "ADMIN_KEY", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "LOKI_URL"] {
+            command.env_remove(var);
+        }
+        let mut process = Process(command.spawn().expect("booking starts"));
+        let url = format!("http://127.0.0.1:{port}");
+        wait_healthy(&url, "booking /healthz", &mut process).await;
+        Self { url, _process: process, _dir: dir }
+    }
+
+    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = http().request(method, format!("{}{path}", self.url)).header("X-Admin-Key", ADMIN_KEY);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("admin API answers");
+        assert!(response.status().is_success(), "{path}: {}", response.status());
+        response.json().await.expect("admin API answers JSON")
+    }
+}
+
+/// The real alerting service on a random port with `rules` (YAML), scraping
+/// nothing, paging into a file.
+pub struct Alerting {
+    pub url: String,
+    _process: Process,
+    _dir: TempDir,
+}
+
+impl Alerting {
+    pub async fn start(rules: &str) -> Self {
+        let dir = TempDir::new();
+        std::fs::write(dir.path("rules.yaml"), rules).expect("rules written");
+        let port = free_port();
+        let mut command = Command::new(workspace_binary("alerting"));
+        command
+            .arg("serve")
+            .env("ALERTING_LISTEN", format!("127.0.0.1:{port}"))
+            .env("ALERTING_DATABASE_URL", format!("sqlite://{}", dir.path("a.db").display()))
+            .env("ALERTING_SCRAPE", "booking=http://127.0.0.1:1/metrics")
+            .env("ALERTING_CONSOLE_FILE", dir.path("pages.jsonl"))
+            .env("ALERTING_RULES", dir.path("rules.yaml"))
+            .env("ALERTING_INTERVAL", "1s")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for var in ["PROMETHEUS_URL", "SLACK_WEBHOOK_URL", "SMTP_HOST", "ALERTING_API_KEY", "ALERTING_ROSTER", "RUNBOOK_BASE_URL"] {
+            command.env_remove(var);
+        }
+        let mut process = Process(command.spawn().expect("alerting starts"));
+        let url = format!("http://127.0.0.1:{port}");
+        wait_healthy(&url, "alerting /healthz", &mut process).await;
+        Self { url, _process: process, _dir: dir }
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        let response = http().get(format!("{}{path}", self.url)).send().await.expect("alerting answers");
+        response.json().await.expect("alerting answers JSON")
+    }
+}
+
+/// A redis-server of the test's own, so filling it and changing its
+/// configuration cannot disturb tests sharing the machine's Redis.
+pub struct PrivateRedis {
+    pub url: String,
+    _process: Process,
+}
+
+impl PrivateRedis {
+    pub async fn start() -> Self {
+        let port = free_port();
+        let process = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        let url = format!("redis://127.0.0.1:{port}");
+        let client = redis::Client::open(url.as_str()).expect("redis URL");
+        eventually("the private redis-server to answer PING", Duration::from_secs(20), || {
+            let client = client.clone();
+            async move {
+                let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+                redis::cmd("PING").query_async::<String>(&mut conn).await.ok()
+            }
+        })
+        .await;
+        Self { url, _process: Process(process) }
+    }
+
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url.as_str()).expect("redis URL").get_multiplexed_async_connection().await.expect("redis connects")
+    }
+
+    pub async fn config(&self, name: &str) -> String {
+        let mut conn = self.conn().await;
+        let pair: Vec<String> = redis::cmd("CONFIG").arg("GET").arg(name).query_async(&mut conn).await.expect("CONFIG GET");
+        pair.get(1).cloned().unwrap_or_default()
+    }
+}
+
+/// A database of the test's own on the shared PostgreSQL, dropped (with
+/// its sessions) on drop.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+pub const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+impl TestDb {
+    pub async fn create() -> Self {
+        let name = format!("runbook_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = sqlx::PgConnection::connect(POSTGRES).await.expect("PostgreSQL on 127.0.0.1:5432");
+        admin.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).await.expect("database created");
+        let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+        Self { name, url }
+    }
+
+    /// A session with `application_name` set, so it is easy to tell apart.
+    pub async fn session(&self, application_name: &str) -> sqlx::PgConnection {
+        let options: PgConnectOptions = self.url.parse().expect("database URL");
+        sqlx::PgConnection::connect_with(&options.application_name(application_name)).await.expect("session connects")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop cannot await; a thread with its own runtime can.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async {
+                if let Ok(mut admin) = sqlx::PgConnection::connect(POSTGRES).await {
+                    let _ = admin.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).await;
+                }
+            });
+        })
+        .join();
+    }
+}
