@@ -6,8 +6,8 @@ FROM rust:1.95-bookworm AS builder
 WORKDIR /src
 # The whole workspace (see .dockerignore): every member in Cargo.toml must be present for cargo.
 COPY . .
-RUN cargo build --release --locked -p booking -p alerting \
-    && install -m 0755 target/release/booking target/release/alerting /usr/local/bin/
+RUN cargo build --release --locked -p booking -p alerting -p runbook \
+    && install -m 0755 target/release/booking target/release/alerting target/release/runbook /usr/local/bin/
 
 FROM debian:bookworm-slim
 RUN apt-get update \
@@ -17,7 +17,7 @@ RUN apt-get update \
     && useradd --system --uid 10001 --gid booking --home-dir /var/lib/booking --create-home \
        --shell /usr/sbin/nologin booking \
     && install -d -o booking -g booking /var/lib/alerting
-COPY --from=builder /usr/local/bin/booking /usr/local/bin/alerting /usr/local/bin/
+COPY --from=builder /usr/local/bin/booking /usr/local/bin/alerting /usr/local/bin/runbook /usr/local/bin/
 # The working directory is writable, for the SQLite fallback (sqlite://booking.db) when DATABASE_URL is unset.
 WORKDIR /var/lib/booking
 USER 10001:10001
