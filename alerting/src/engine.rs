@@ -120,6 +120,11 @@ impl Engine {
         out
     }
 
+    /// Whether a rule's first expression has been returning nothing.
+    pub fn without_data(&self, rule_id: &str) -> bool {
+        self.no_data_since.contains_key(rule_id)
+    }
+
     pub fn statuses(&self) -> Vec<AlertStatus> {
         let mut out: Vec<AlertStatus> = self
             .alerts

@@ -531,6 +531,9 @@ impl fmt::Display for BinOp {
 
 // ------------------------------------------------------------- evaluation
 
+/// Receives one series' labels and its points in a window.
+pub type PointVisitor<'a> = dyn FnMut(&Labels, &mut dyn Iterator<Item = (i64, f64)>) + 'a;
+
 /// Where the evaluator reads samples from. Labels include `__name__`.
 pub trait SeriesSource {
     /// The current value of every matching series (stale series excluded).
@@ -538,7 +541,7 @@ pub trait SeriesSource {
     /// Calls `f` with every matching series and its points within the last
     /// `range`, oldest first (borrowed: evaluation allocates per result,
     /// not per point).
-    fn range(&self, selector: &Selector, range: Duration, f: &mut dyn FnMut(&Labels, &mut dyn Iterator<Item = (i64, f64)>));
+    fn range(&self, selector: &Selector, range: Duration, f: &mut PointVisitor<'_>);
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -728,7 +731,10 @@ mod tests {
     use super::*;
 
     /// A fixed set of series: name → (labels, points).
-    struct Fixed(Vec<(String, Labels, Vec<(i64, f64)>)>);
+    /// Name, labels and points of one series.
+    type FixedSeries = (String, Labels, Vec<(i64, f64)>);
+
+    struct Fixed(Vec<FixedSeries>);
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -747,7 +753,7 @@ mod tests {
                 .collect()
         }
 
-        fn range(&self, sel: &Selector, _: Duration, f: &mut dyn FnMut(&Labels, &mut dyn Iterator<Item = (i64, f64)>)) {
+        fn range(&self, sel: &Selector, _: Duration, f: &mut PointVisitor<'_>) {
             for (_, l, p) in self.0.iter().filter(|(n, l, _)| sel.matches(n, l)) {
                 f(l, &mut p.iter().copied());
             }

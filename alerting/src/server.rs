@@ -235,6 +235,7 @@ impl Server {
 
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let Server { state, mut source, interval, listener } = self;
+        let source_kind = source.kind();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let evaluator = {
             let state = state.clone();
@@ -269,7 +270,7 @@ impl Server {
                 }
             })
         };
-        tracing::info!(addr = %listener.local_addr()?, source = source_kind(&state), "alerting service listening");
+        tracing::info!(addr = %listener.local_addr()?, source = source_kind, "alerting service listening");
         let app = http::router(state.clone());
         let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
         let _ = stop_tx.send(true);
@@ -278,10 +279,6 @@ impl Server {
         state.service.store.close().await;
         served
     }
-}
-
-fn source_kind(_: &AppState) -> &'static str {
-    "configured"
 }
 
 /// One evaluation: query, step the state machine, record, page.
@@ -306,23 +303,23 @@ pub async fn evaluate_once(state: &AppState, source: &mut Source) {
             Default::default()
         }
     };
-    let (transitions, statuses, rule_ids) = match state.engine.lock() {
+    let (transitions, statuses, rules) = match state.engine.lock() {
         Ok(mut e) => {
             let t = e.evaluate(&results, now);
-            (t, e.statuses(), e.rules().iter().map(|r| r.id.clone()).collect::<Vec<_>>())
+            let rules: Vec<(String, bool)> = e.rules().iter().map(|r| (r.id.clone(), e.without_data(&r.id))).collect();
+            (t, e.statuses(), rules)
         }
         Err(_) => return,
     };
     state.service.metrics.evaluation_seconds.with_label_values(&[source.kind()]).observe(started.elapsed().as_secs_f64());
     let metrics = &state.service.metrics;
-    for id in &rule_ids {
+    for (id, without_data) in &rules {
         let phase = statuses.iter().filter(|s| &s.key.rule_id == id).map(|s| s.phase.as_str()).max_by_key(|p| match *p {
             "firing" => 2,
             "pending" => 1,
             _ => 0,
         });
-        let no_data = results.get(id.as_str()).is_none() && false;
-        let current = if no_data { "no_data" } else { phase.unwrap_or("inactive") };
+        let current = if *without_data { "no_data" } else { phase.unwrap_or("inactive") };
         for state_name in ["inactive", "pending", "firing", "no_data"] {
             metrics.rule_state.with_label_values(&[id, state_name]).set(if state_name == current { 1.0 } else { 0.0 });
         }

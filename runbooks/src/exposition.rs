@@ -30,51 +30,8 @@ pub fn parse(text: &str) -> Vec<Sample> {
 }
 
 fn parse_line(line: &str) -> Option<Sample> {
-    let line = line.trim();
-    if line.is_empty() || line.starts_with('#') {
-        return None;
-    }
-    let name_end = line.find(['{', ' ']).unwrap_or(line.len());
-    let name = line[..name_end].to_string();
-    let mut rest = &line[name_end..];
-    let mut labels = BTreeMap::new();
-    if let Some(after) = rest.strip_prefix('{') {
-        let mut chars = after.char_indices().peekable();
-        loop {
-            while chars.next_if(|(_, c)| *c == ',' || *c == ' ').is_some() {}
-            let (start, c) = chars.next()?;
-            if c == '}' {
-                rest = &after[start + 1..];
-                break;
-            }
-            let mut end = start;
-            for (i, c) in chars.by_ref() {
-                if c == '=' {
-                    end = i;
-                    break;
-                }
-            }
-            let key = after[start..end].trim().to_string();
-            if chars.next()?.1 != '"' {
-                return None;
-            }
-            let mut value = String::new();
-            loop {
-                match chars.next()?.1 {
-                    '"' => break,
-                    '\\' => match chars.next()?.1 {
-                        'n' => value.push('\n'),
-                        other => value.push(other),
-                    },
-                    other => value.push(other),
-                }
-            }
-            labels.insert(key, value);
-        }
-    }
-    // An OpenMetrics exemplar follows ` # `.
-    let rest = rest.split(" # ").next().unwrap_or("");
-    let value = rest.split_whitespace().next()?.parse().ok()?;
+    // The alerting scraper's parser: one reading of the text format.
+    let (name, labels, value) = alerting::source::scrape::parse_line(line)?;
     Some(Sample { name, labels, value })
 }
 
@@ -180,24 +137,13 @@ fn sort_desc<T>(items: &mut [T], key: impl Fn(&T) -> f64) {
 /// linear interpolation inside the bucket the rank falls in; `None` when
 /// nothing was observed.
 pub fn histogram_quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
-    let mut buckets = buckets.to_vec();
-    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let &(last_le, total) = buckets.last()?;
-    if !last_le.is_infinite() || total <= 0.0 || !(0.0..=1.0).contains(&q) {
+    if !(0.0..=1.0).contains(&q) {
         return None;
     }
-    let rank = q * total;
-    let index = buckets.iter().position(|(_, count)| *count >= rank)?;
-    if index == buckets.len() - 1 {
-        // In the +Inf bucket: the highest finite bound is all that is known.
-        return buckets.len().checked_sub(2).map(|i| buckets[i].0);
-    }
-    let (end, count_end) = buckets[index];
-    let (start, count_start) = if index == 0 { (0.0_f64.min(end), 0.0) } else { buckets[index - 1] };
-    if count_end == count_start {
-        return Some(end);
-    }
-    Some(start + (end - start) * (rank - count_start) / (count_end - count_start))
+    let mut buckets = buckets.to_vec();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let value = alerting::promql::bucket_quantile(q, &buckets);
+    (!value.is_nan()).then_some(value)
 }
 
 #[cfg(test)]

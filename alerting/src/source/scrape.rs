@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use crate::promql::{Labels, Sample, Selector, SeriesSource};
+use crate::promql::{Labels, PointVisitor, Sample, Selector, SeriesSource};
 
 const FINE: Duration = Duration::from_secs(15 * 60);
 const COARSE_STEP_MS: i64 = 60_000;
@@ -227,7 +227,7 @@ impl SeriesSource for Store {
             .collect()
     }
 
-    fn range(&self, selector: &Selector, range: Duration, f: &mut dyn FnMut(&Labels, &mut dyn Iterator<Item = (i64, f64)>)) {
+    fn range(&self, selector: &Selector, range: Duration, f: &mut PointVisitor<'_>) {
         let from = self.now_ms - range.as_millis() as i64;
         for series in self.candidates(selector) {
             // Points are in time order: skip to the window's start.
