@@ -202,11 +202,15 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         response.headers_mut().insert("x-trace-id", value);
     }
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    // Written inside the request span (so the JSON line, the OTLP record
+    // and the Loki line carry its trace and span ids) but with no explicit
+    // parent, so it is not also copied into the exported span as a span
+    // event: the span already holds the same attributes.
     let _entered = span.enter();
     if let Some(InternalCause(cause)) = response.extensions().get::<InternalCause>() {
-        tracing::error!(method = %method, route, status = status.as_u16(), latency_ms, error_code = code, cause, "request failed");
+        tracing::error!(parent: None, method = %method, route, status = status.as_u16(), latency_ms, error_code = code, cause, "request failed");
     } else if route != "/metrics" && route != "/healthz" {
-        tracing::info!(method = %method, route, status = status.as_u16(), latency_ms, error_code = code, "request");
+        tracing::info!(parent: None, method = %method, route, status = status.as_u16(), latency_ms, error_code = code, "request");
     }
     drop(_entered);
     response

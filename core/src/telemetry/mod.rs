@@ -111,16 +111,28 @@ impl TelemetryConfig {
 pub struct Telemetry {
     tracer_provider: Option<SdkTracerProvider>,
     logger_provider: Option<SdkLoggerProvider>,
+    stdout: Option<logs::BufferedStdout>,
 }
 
 impl Telemetry {
     /// Flushes what is buffered, for at most a few seconds.
-    pub fn shutdown(self) {
-        if let Some(p) = self.tracer_provider {
+    pub fn shutdown(mut self) {
+        if let Some(p) = self.tracer_provider.take() {
             let _ = p.shutdown();
         }
-        if let Some(p) = self.logger_provider {
+        if let Some(p) = self.logger_provider.take() {
             let _ = p.shutdown();
+        }
+        // Dropping flushes the log lines.
+    }
+}
+
+impl Drop for Telemetry {
+    /// Buffered log lines reach stdout however the process ends its `main`
+    /// (an error return included).
+    fn drop(&mut self) {
+        if let Some(stdout) = &self.stdout {
+            stdout.flush();
         }
     }
 }
@@ -184,8 +196,9 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         .parse()
         .expect("valid directives");
     let filter = SplitFilter { spans, events: log_targets() };
-    let stdout = logs::JsonLines::new(config.service_name.clone(), std::io::stdout);
-    let mut telemetry = Telemetry::default();
+    let buffered = logs::BufferedStdout::start();
+    let stdout = logs::JsonLines::new(config.service_name.clone(), buffered.clone());
+    let mut telemetry = Telemetry { tracer_provider: None, logger_provider: None, stdout: Some(buffered) };
     let resource = Resource::builder()
         .with_service_name(config.service_name.clone())
         .with_attribute(KeyValue::new("deployment.environment", config.environment.clone()))
