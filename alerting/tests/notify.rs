@@ -502,3 +502,27 @@ fn uuid_like() -> String {
     h.write_u32(std::process::id());
     format!("{:x}", h.finish())
 }
+
+/// Real Slack is `https://hooks.slack.com`: the notifier must open a TLS
+/// session, not refuse the scheme. A local listener that is no TLS server
+/// sees the client's first bytes: a TLS handshake record (0x16 0x03).
+#[tokio::test]
+async fn an_https_webhook_is_spoken_to_over_tls() {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let first_bytes = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut head = [0u8; 3];
+        socket.read_exact(&mut head).await.unwrap();
+        head
+    });
+    let slack = Slack::try_new(&format!("https://127.0.0.1:{port}/services/T0/B0/secret"), Duration::from_secs(5)).unwrap();
+    let result = slack.send(&page(PageKind::Firing), &[]).await;
+    let head = tokio::time::timeout(Duration::from_secs(5), first_bytes).await.expect("the client connected").unwrap();
+    assert_eq!(&head[..2], &[0x16, 0x03], "a TLS handshake record, got {head:?}");
+    match result {
+        Err(SendError::Retryable { reason, .. }) => assert!(!reason.contains("secret"), "the token stays out of reasons: {reason}"),
+        other => panic!("a failed handshake is worth retrying, got {other:?}"),
+    }
+}

@@ -4,13 +4,12 @@
 //! a limit, and a rejected page is a lost page, so every limit is enforced
 //! here while building, truncating with "…" rather than failing.
 //!
-//! The HTTP client is built without a TLS backend: plain `http://` works (the
-//! tests' local receiver), while production `https://hooks.slack.com` needs
-//! reqwest's `rustls` feature enabled in the workspace.
+//! The client speaks https (rustls, webpki roots) for `https://hooks.slack.com`
+//! and plain http for a relay or the tests' local receiver.
 
 use std::{collections::HashSet, time::Duration};
 
-use reqwest::{StatusCode, Url, header::RETRY_AFTER};
+use reqwest_tls::{StatusCode, Url, header::RETRY_AFTER};
 use serde_json::{Value, json};
 
 use super::{ConfigError, Page, Recipient, SendError};
@@ -32,7 +31,7 @@ const FALLBACK_TEXT: usize = 3000;
 pub struct Slack {
     /// A webhook that cannot work is kept as its reason, so every send is
     /// a permanent failure (the outbox then goes to the fallback channel).
-    target: Result<(Url, reqwest::Client), String>,
+    target: Result<(Url, reqwest_tls::Client), String>,
 }
 
 /// The webhook URL is a credential (its path is the token), so it is never
@@ -108,13 +107,13 @@ impl Slack {
     }
 }
 
-fn target(webhook_url: &str, timeout: Duration) -> Result<(Url, reqwest::Client), String> {
+fn target(webhook_url: &str, timeout: Duration) -> Result<(Url, reqwest_tls::Client), String> {
     let url =
         Url::parse(webhook_url).map_err(|e| format!("Slack webhook URL does not parse: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err("Slack webhook URL must be http(s)".into());
     }
-    let client = reqwest::Client::builder()
+    let client = reqwest_tls::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout)
         .build()
