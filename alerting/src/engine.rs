@@ -46,7 +46,8 @@ pub enum Transition {
     Resolved { key: AlertKey, value: f64 },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Ordered by urgency: a rule's phase is its most urgent alert's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     Inactive,
@@ -277,7 +278,6 @@ impl Engine {
         for states in self.alerts.values_mut() {
             states.retain(|_, s| s.firing.is_some() || s.pending_since.iter().any(Option::is_some));
         }
-        self.no_data_since.retain(|id, _| self.rules.iter().any(|r| &r.id == id));
         out.extend(self.no_data_transition(now_ms));
         out
     }

@@ -139,22 +139,19 @@ struct ListQuery {
 
 async fn list_incidents(State(s): State<Shared>, q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>) -> ApiResult<Json<Value>> {
     let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
-    let state = match q.state.as_deref() {
-        None | Some("all") => None,
-        Some("firing") => Some(IncidentState::Firing),
-        Some("acked") => Some(IncidentState::Acked),
-        Some("resolved") => Some(IncidentState::Resolved),
-        Some("open") => None,
-        Some(other) => return Err(ApiError::bad(format!("state must be open, firing, acked, resolved or all, not {other:?}"))),
-    };
     let limit = q.limit.unwrap_or(50);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad("limit must be between 1 and 1000"));
     }
-    let mut incidents = s.service.store.list(state, limit).await?;
-    if q.state.as_deref() == Some("open") {
-        incidents.retain(|i| i.state != IncidentState::Resolved);
-    }
+    let store = &s.service.store;
+    let incidents = match q.state.as_deref() {
+        None | Some("all") => store.list(None, limit).await?,
+        Some("open") => store.list_open(limit).await?,
+        Some("firing") => store.list(Some(IncidentState::Firing), limit).await?,
+        Some("acked") => store.list(Some(IncidentState::Acked), limit).await?,
+        Some("resolved") => store.list(Some(IncidentState::Resolved), limit).await?,
+        Some(other) => return Err(ApiError::bad(format!("state must be open, firing, acked, resolved or all, not {other:?}"))),
+    };
     Ok(Json(json!({ "incidents": incidents })))
 }
 
@@ -286,7 +283,7 @@ async fn add_silence(State(s): State<Shared>, headers: HeaderMap, body: Result<J
     let starts_at = body.starts_at.map_or(now, |t| t.timestamp_millis());
     let ends_at = match (body.ends_at, body.duration.as_deref()) {
         (Some(end), None) => end.timestamp_millis(),
-        (None, Some(d)) => starts_at + parse_duration(d).map_err(ApiError::bad)?.as_millis() as i64,
+        (None, Some(d)) => starts_at + parse_duration(d).map_err(|why| ApiError::bad(format!("bad duration `{d}`: {why}")))?.as_millis() as i64,
         _ => return Err(ApiError::bad("give exactly one of ends_at and duration")),
     };
     if ends_at <= starts_at || ends_at <= now {

@@ -240,14 +240,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Check { rules, roster } => {
             let (set, roster) = server::load_config(rules.as_deref(), roster.as_deref())?;
-            let embedded = server::check_embedded(&set);
             for w in &set.warnings {
                 println!("warning: {w}");
             }
             println!("{} rules, {} roles, {} people: OK", set.rules.len(), roster.roles().len(), roster.people().len());
-            if let Err(e) = embedded {
-                println!("note: {e}");
-            }
         }
         Command::Export { target: ExportTarget::Prometheus { rules, out, options } } => {
             let (set, _) = server::load_config(rules.as_deref(), None)?;

@@ -172,7 +172,11 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, ParseError> {
                 j += 1;
             }
             let text: String = chars[i..j].iter().collect::<String>().trim().to_owned();
-            out.push((Tok::Dur(parse_duration(&text).map_err(|m| err(m, start))?), start));
+            if text.contains(':') {
+                return Err(err(format!("subquery `[{text}]` is not supported"), start));
+            }
+            let range = parse_duration(&text).map_err(|why| err(format!("bad range `[{text}]`: {why}"), start))?;
+            out.push((Tok::Dur(range), start));
             i = j;
             continue;
         }
@@ -223,6 +227,9 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, ParseError> {
             i = j + 1;
         } else {
             let two: String = chars[i..(i + 2).min(chars.len())].iter().collect();
+            if let op @ ("==" | ">=" | "<=") = two.as_str() {
+                return Err(err(format!("comparison `{op}` is not supported in expr: the threshold goes in above/below"), start));
+            }
             let punct = match two.as_str() {
                 "!=" => Some("!="),
                 "=~" => Some("=~"),
@@ -247,7 +254,10 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, ParseError> {
                 '*' => "*",
                 '/' => "/",
                 '=' => "=",
-                '>' | '<' => return Err(err("comparisons belong in the rule's threshold, not in its expression".into(), start)),
+                '>' | '<' => {
+                    return Err(err(format!("comparison `{c}` is not supported in expr: the threshold goes in above/below"), start));
+                }
+                '^' | '%' => return Err(err(format!("operator `{c}` is not supported"), start)),
                 other => return Err(err(format!("unexpected `{other}`"), start)),
             };
             in_brackets = c == '[';
@@ -258,33 +268,52 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, ParseError> {
     Ok(out)
 }
 
-/// `30s`, `5m`, `1h`, `3d`, or a combination like `1h30m`.
+/// `30s`, `5m`, `1h`, `3d`, or a combination like `1h30m` (largest unit
+/// first, each once), as PromQL writes them. The one duration syntax of
+/// rule files, ranges, intervals and silences.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("bad duration `{text}` (use s, m, h or d, e.g. 5m)");
     if text.is_empty() {
-        return Err(bad());
+        return Err("empty".to_string());
     }
-    let mut total = 0u64;
-    let mut digits = String::new();
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
+    let mut total: u64 = 0;
+    let mut rest = text;
+    let mut last_unit = u64::MAX;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if digits == 0 {
+            return Err("expected a number followed by s, m, h or d".to_string());
         }
-        let n: u64 = digits.parse().map_err(|_| bad())?;
-        digits.clear();
-        total += n * match c {
+        let number: u64 = rest[..digits].parse().map_err(|_| "number too large".to_string())?;
+        let unit_char = rest[digits..].chars().next().ok_or("missing unit (s, m, h or d)")?;
+        let unit = match unit_char {
             's' => 1,
             'm' => 60,
             'h' => 3600,
             'd' => 86_400,
-            _ => return Err(bad()),
+            other => return Err(format!("unknown unit `{other}` (use s, m, h or d)")),
         };
-    }
-    if !digits.is_empty() {
-        return Err(bad());
+        if unit >= last_unit {
+            return Err("units must go from largest to smallest, each once".to_string());
+        }
+        last_unit = unit;
+        total = number.checked_mul(unit).and_then(|s| total.checked_add(s)).ok_or_else(|| "number too large".to_string())?;
+        rest = &rest[digits + unit_char.len_utf8()..];
     }
     Ok(Duration::from_secs(total))
+}
+
+/// PromQL words outside the subset, with what to write instead.
+fn keyword(word: &str) -> Option<String> {
+    match word {
+        "and" | "or" | "unless" => {
+            Some(format!("`{word}` is not supported in expr: list extra conditions under `and:` (they must all hold)"))
+        }
+        "on" | "ignoring" | "group_left" | "group_right" => {
+            Some(format!("`{word}` is not supported: binary operations match on identical label sets"))
+        }
+        "offset" | "bool" => Some(format!("`{word}` is not supported here")),
+        _ => None,
+    }
 }
 
 struct Parser<'a> {
@@ -296,8 +325,13 @@ struct Parser<'a> {
 pub fn parse(src: &str) -> Result<Expr, ParseError> {
     let mut p = Parser { src, toks: lex(src)?, pos: 0 };
     let expr = p.expr()?;
-    if p.pos < p.toks.len() {
-        return Err(p.error("unexpected trailing input"));
+    if let Some(tok) = p.peek().cloned() {
+        let message = match tok {
+            Tok::Ident(word) => keyword(&word).unwrap_or_else(|| format!("unexpected `{word}`")),
+            Tok::Punct(punct) => format!("unexpected `{punct}`"),
+            _ => "unexpected trailing input".to_owned(),
+        };
+        return Err(p.error(&message));
     }
     Ok(expr)
 }
@@ -376,6 +410,9 @@ impl Parser<'_> {
             }
             Some(Tok::Punct("{")) => Ok(Expr::Vector(self.selector(None)?)),
             Some(Tok::Ident(name)) => {
+                if let Some(message) = keyword(&name) {
+                    return Err(self.error(&message));
+                }
                 self.pos += 1;
                 let agg = match name.as_str() {
                     "sum" => Some(Agg::Sum),
@@ -400,7 +437,7 @@ impl Parser<'_> {
                 }
                 let selector = self.selector(Some(name))?;
                 if matches!(self.peek(), Some(Tok::Punct("["))) {
-                    return Err(self.error("a range selector is only allowed inside rate() or increase()"));
+                    return Err(self.error("a range vector only goes inside rate() or increase()"));
                 }
                 Ok(Expr::Vector(selector))
             }
@@ -440,9 +477,11 @@ impl Parser<'_> {
                         self.selector(Some(n))?
                     }
                     Some(Tok::Punct("{")) => self.selector(None)?,
-                    _ => return Err(self.error(&format!("{name}() takes a range selector like metric[5m]"))),
+                    _ => return Err(self.error(&format!("{name}() needs a range vector like metric[5m]"))),
                 };
-                self.expect("[")?;
+                if !self.eat("[") {
+                    return Err(self.error(&format!("{name}() needs a range vector like metric[5m]")));
+                }
                 let range = match self.peek().cloned() {
                     Some(Tok::Dur(d)) if !d.is_zero() => {
                         self.pos += 1;
@@ -490,7 +529,7 @@ impl Parser<'_> {
                     _ => return Err(self.error("expected a quoted label value")),
                 };
                 let re = |v: &str, p: &Self| {
-                    Regex::new(&format!("^(?:{v})$")).map_err(|e| p.error(&format!("bad regex: {e}")))
+                    Regex::new(&format!("^(?:{v})$")).map_err(|e| p.error(&format!("regex `{v}` does not compile: {e}")))
                 };
                 let op = match op {
                     "=" => MatchOp::Eq(value),
@@ -808,10 +847,10 @@ mod tests {
     #[test]
     fn unsupported_syntax_is_named_with_its_position() {
         for (expr, want) in [
-            ("rate(x[5m]) > 1", "comparisons belong"),
+            ("rate(x[5m]) > 1", "comparison `>` is not supported"),
             ("predict_linear(x[1h], 60)", "not supported"),
-            ("x[5m]", "only allowed inside rate"),
-            ("rate(x[5x])", "bad duration"),
+            ("x[5m]", "only goes inside rate"),
+            ("rate(x[5x])", "bad range `[5x]`"),
             ("sum(x", "expected `)`"),
             ("x{a=\"b}", "unterminated"),
         ] {

@@ -8,7 +8,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 use chrono::Utc;
 
 use crate::{
-    engine::Engine,
+    engine::{Engine, Phase},
     http::{self, AppState},
     incidents,
     metrics::Metrics,
@@ -119,24 +119,12 @@ pub fn load_config(rules: Option<&std::path::Path>, roster: Option<&std::path::P
     Ok((set, roster))
 }
 
-/// Rules whose expressions the embedded evaluator cannot run.
-pub fn check_embedded(set: &RuleSet) -> Result<(), StartError> {
-    for rule in &set.rules {
-        for c in rule.levels.iter().flat_map(|l| l.fire.iter().chain(&l.clear)) {
-            promql::parse(&c.expr).map_err(|e| {
-                StartError::Config(format!(
-                    "rule `{}` (line {}) needs Prometheus (set PROMETHEUS_URL): {e}",
-                    rule.id, rule.line
-                ))
-            })?;
-        }
-    }
-    Ok(())
-}
-
 pub struct Server {
     state: Arc<AppState>,
     source: Source,
+    /// Every distinct expression of the rules; the rules never change
+    /// while the service runs, so this is computed once.
+    exprs: Vec<String>,
     interval: Duration,
     listener: tokio::net::TcpListener,
 }
@@ -154,16 +142,16 @@ impl Server {
             tracing::warn!(warning, "rule file");
         }
         let interval = match &args.interval {
-            Some(i) => promql::parse_duration(i).map_err(StartError::Config)?,
+            Some(i) => promql::parse_duration(i).map_err(|why| StartError::Config(format!("ALERTING_INTERVAL `{i}`: {why}")))?,
             None => set.evaluation_interval,
         }
         .max(Duration::from_secs(1));
         let engine = Engine::new(set.rules.clone());
+        let exprs: Vec<String> = engine.expressions().into_iter().map(str::to_owned).collect();
         let timeout = interval.min(Duration::from_secs(10));
         let source = match &args.prometheus_url {
             Some(url) => Source::prometheus(url, timeout),
             None => {
-                check_embedded(&set)?;
                 let targets = args
                     .scrape
                     .iter()
@@ -172,7 +160,7 @@ impl Server {
                         Ok(Target { job: job.trim().into(), url: url.trim().into() })
                     })
                     .collect::<Result<Vec<_>, StartError>>()?;
-                Source::scrape(targets, &engine.expressions(), timeout).map_err(|e| StartError::Config(e.to_string()))?
+                Source::scrape(targets, &exprs.iter().map(String::as_str).collect::<Vec<_>>(), timeout).map_err(|e| StartError::Config(e.to_string()))?
             }
         };
         let channel = |name: &str| match name {
@@ -226,7 +214,7 @@ impl Server {
             wake: tokio::sync::Notify::new(),
             api_key: args.api_key.clone(),
         });
-        Ok(Self { state, source, interval, listener })
+        Ok(Self { state, source, exprs, interval, listener })
     }
 
     pub fn port(&self) -> u16 {
@@ -234,7 +222,7 @@ impl Server {
     }
 
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let Server { state, mut source, interval, listener } = self;
+        let Server { state, mut source, exprs, interval, listener } = self;
         let source_kind = source.kind();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let evaluator = {
@@ -245,7 +233,7 @@ impl Server {
                 ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tokio::select! {
-                        _ = ticker.tick() => evaluate_once(&state, &mut source).await,
+                        _ = ticker.tick() => evaluate_once(&state, &mut source, &exprs).await,
                         _ = stop.changed() => break,
                     }
                 }
@@ -282,13 +270,9 @@ impl Server {
 }
 
 /// One evaluation: query, step the state machine, record, page.
-pub async fn evaluate_once(state: &AppState, source: &mut Source) {
+pub async fn evaluate_once(state: &AppState, source: &mut Source, exprs: &[String]) {
     let started = std::time::Instant::now();
     let now = Utc::now().timestamp_millis();
-    let exprs: Vec<String> = match state.engine.lock() {
-        Ok(e) => e.expressions().into_iter().map(str::to_owned).collect(),
-        Err(_) => return,
-    };
     let refs: Vec<&str> = exprs.iter().map(String::as_str).collect();
     let results = match source.evaluate(&refs, now).await {
         Ok(r) => {
@@ -314,12 +298,8 @@ pub async fn evaluate_once(state: &AppState, source: &mut Source) {
     state.service.metrics.evaluation_seconds.with_label_values(&[source.kind()]).observe(started.elapsed().as_secs_f64());
     let metrics = &state.service.metrics;
     for (id, without_data) in &rules {
-        let phase = statuses.iter().filter(|s| &s.key.rule_id == id).map(|s| s.phase.as_str()).max_by_key(|p| match *p {
-            "firing" => 2,
-            "pending" => 1,
-            _ => 0,
-        });
-        let current = if *without_data { "no_data" } else { phase.unwrap_or("inactive") };
+        let phase = statuses.iter().filter(|s| &s.key.rule_id == id).map(|s| s.phase).max().unwrap_or(Phase::Inactive);
+        let current = if *without_data { "no_data" } else { phase.as_str() };
         for state_name in ["inactive", "pending", "firing", "no_data"] {
             metrics.rule_state.with_label_values(&[id, state_name]).set(if state_name == current { 1.0 } else { 0.0 });
         }

@@ -16,12 +16,12 @@ use std::{collections::BTreeMap, time::Duration};
 use chrono::{DateTime, TimeZone, Utc};
 
 use crate::{
-    engine::{AlertKey, NO_DATA, Transition},
-    incidents::{self, Incident, IncidentError, NewIncident, State},
+    engine::{NO_DATA, Transition},
+    incidents::{self, Incident, IncidentError, NewIncident},
     metrics::Metrics,
     notify::{Channel, Notifier, Page, PageKind, Recipient, SendError},
     oncall::{self, Roster},
-    rules::{Op, Rule, Severity, Unit},
+    rules::{Rule, Severity, Unit},
 };
 
 pub struct Config {
@@ -152,7 +152,7 @@ impl Service {
     /// Pages every step of every unacknowledged incident's plan that is due.
     pub async fn escalate(&self, now: i64) -> Result<(), ServiceError> {
         let open = self.store.unacked().await?;
-        self.metrics.incidents_open.set(self.store.list(Some(State::Acked), 10_000).await?.len() as i64 + open.len() as i64);
+        self.metrics.incidents_open.set(self.store.count_open().await?);
         for incident in open {
             let Some(rule) = self.rules.get(&incident.rule_id) else { continue };
             let plan = oncall::plan(&self.roster, incident.severity, &rule.owner);
@@ -206,11 +206,9 @@ impl Service {
             unit: rule.unit,
             since: utc(incident.started_at),
             labels: incident.labels.clone(),
-            runbook_url: format!("{}/{}.md", self.config.runbook_base_url.trim_end_matches('/'), rule.runbook),
+            runbook_url: crate::rules::file::runbook_url(&self.config.runbook_base_url, rule),
             runbook_command: format!("runbook run {} --incident {}", rule.runbook, incident.id),
-            dashboard_url: rule.dashboard.as_ref().map(|d| {
-                if d.starts_with("http") { d.clone() } else { format!("{}{}", self.config.dashboard_base_url.trim_end_matches('/'), d) }
-            }),
+            dashboard_url: crate::rules::file::dashboard_url(&self.config.dashboard_base_url, rule),
             ack_command: format!("alerting ack {}", incident.id),
         }
     }
@@ -361,8 +359,7 @@ impl Service {
                 }
             }
         }
-        let pending: i64 = self.store.outbox_counts().await?.iter().filter(|(_, s, _)| s == "pending").map(|(_, _, n)| n).sum();
-        self.metrics.outbox_pending.set(pending);
+        self.metrics.outbox_pending.set(self.store.pending_pages().await?);
         Ok(delivered)
     }
 }
@@ -392,14 +389,4 @@ pub fn no_data_rule() -> Rule {
         labels: Default::default(),
         line: 0,
     }
-}
-
-/// The key of the synthetic no-data alert.
-pub fn no_data_key() -> AlertKey {
-    AlertKey { rule_id: NO_DATA.into(), labels: Default::default() }
-}
-
-/// The op and threshold of a rule's level, for display.
-pub fn describe(rule: &Rule, severity: Severity) -> Option<(Op, f64)> {
-    rule.levels.iter().find(|l| l.severity == severity).and_then(|l| l.fire.first()).map(|c| (c.op, c.threshold))
 }

@@ -100,6 +100,13 @@ async fn lifecycle(backend: &str) {
     let (reopened, created) = store.open(&new_incident("a{}", 20_000)).await.unwrap();
     assert!(created && reopened.id != first.id);
     assert_eq!(store.list(Some(State::Firing), 10).await.unwrap().len(), 2);
+    // "Open" is asked of the database, not filtered from the newest page of
+    // everything: with the newest incident resolved, the open ones still list.
+    store.resolve(reopened.id, "alerting", 21_000).await.unwrap();
+    let open = store.list_open(1).await.unwrap();
+    assert_eq!(open.iter().map(|i| i.id).collect::<Vec<_>>(), [other.id]);
+    assert_eq!(store.count_open().await.unwrap(), 1);
+    assert_eq!(store.pending_pages().await.unwrap(), 1, "the slack row waits for its retry");
 
     // Silences: active window, matchers, expiry.
     let silence = store

@@ -287,6 +287,21 @@ impl Store {
         rows.iter().map(incident).collect()
     }
 
+    /// Not yet resolved (firing or acked), newest first.
+    pub async fn list_open(&self, limit: i64) -> Result<Vec<Incident>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE state <> 'resolved' ORDER BY id DESC LIMIT $1")))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(incident).collect()
+    }
+
+    /// How many incidents are not yet resolved.
+    pub async fn count_open(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM incidents WHERE state <> 'resolved'").fetch_one(&self.pool).await?;
+        Ok(row.try_get("n")?)
+    }
+
     /// Incidents whose escalation is still running.
     pub async fn unacked(&self) -> Result<Vec<Incident>> {
         self.list(Some(State::Firing), 10_000).await
@@ -470,10 +485,11 @@ impl Store {
         rows.iter().map(|r| Ok((r.try_get("channel")?, r.try_get("recipients")?))).collect()
     }
 
-    /// Outbox counts by channel and status, for metrics and tests.
-    pub async fn outbox_counts(&self) -> Result<Vec<(String, String, i64)>> {
-        let rows = sqlx::query("SELECT channel, status, COUNT(*) AS n FROM outbox GROUP BY channel, status").fetch_all(&self.pool).await?;
-        rows.iter().map(|r| Ok((r.try_get("channel")?, r.try_get("status")?, r.try_get::<i64, _>("n")?))).collect()
+    /// Pages written but not yet delivered (the `outbox_due` index answers
+    /// it; delivered rows are never scanned).
+    pub async fn pending_pages(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE status = 'pending'").fetch_one(&self.pool).await?;
+        Ok(row.try_get("n")?)
     }
 
     pub async fn add_silence(&self, s: &Silence) -> Result<Silence> {

@@ -55,16 +55,27 @@ impl RuleSet {
     }
 
     pub fn runbook_url(&self, rule: &Rule) -> String {
-        format!("{}/{}.md", self.runbook_base_url.trim_end_matches('/'), rule.runbook)
+        runbook_url(&self.runbook_base_url, rule)
     }
 
     pub fn dashboard_url(&self, rule: &Rule) -> Option<String> {
-        let dashboard = rule.dashboard.as_deref()?;
-        if is_url(dashboard) {
-            return Some(dashboard.to_string());
-        }
-        Some(format!("{}{dashboard}", self.dashboard_base_url.trim_end_matches('/')))
+        dashboard_url(&self.dashboard_base_url, rule)
     }
+}
+
+/// `<base>/<runbook>.md`: the one place a runbook link is made (pages and
+/// the Prometheus export alike).
+pub fn runbook_url(base: &str, rule: &Rule) -> String {
+    format!("{}/{}.md", base.trim_end_matches('/'), rule.runbook)
+}
+
+/// The rule's dashboard: a full URL as given, or a path under `base`.
+pub fn dashboard_url(base: &str, rule: &Rule) -> Option<String> {
+    let dashboard = rule.dashboard.as_deref()?;
+    if is_url(dashboard) {
+        return Some(dashboard.to_string());
+    }
+    Some(format!("{}{dashboard}", base.trim_end_matches('/')))
 }
 
 /// Where in a rule file something is: `rules.yaml:17`, or the file alone
@@ -327,41 +338,7 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
-/// Parses a Prometheus-style duration: one or more `<integer><unit>` with
-/// units s, m, h, d, largest first (`1h30m`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    if text.is_empty() {
-        return Err("empty".to_string());
-    }
-    let mut total: u64 = 0;
-    let mut rest = text;
-    let mut last_unit = u64::MAX;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-        if digits == 0 {
-            return Err("expected a number followed by s, m, h or d".to_string());
-        }
-        let number: u64 = rest[..digits].parse().map_err(|_| "number too large".to_string())?;
-        let unit_char = rest[digits..].chars().next().ok_or("missing unit (s, m, h or d)")?;
-        let unit = match unit_char {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            other => return Err(format!("unknown unit `{other}` (use s, m, h or d)")),
-        };
-        if unit >= last_unit {
-            return Err("units must go from largest to smallest, each once".to_string());
-        }
-        last_unit = unit;
-        total = number
-            .checked_mul(unit)
-            .and_then(|s| total.checked_add(s))
-            .ok_or_else(|| "number too large".to_string())?;
-        rest = &rest[digits + unit_char.len_utf8()..];
-    }
-    Ok(Duration::from_secs(total))
-}
+pub use crate::promql::parse_duration;
 
 /// Formats a duration the way Prometheus writes one (`1h30m`, `0s`).
 pub fn format_duration(duration: Duration) -> String {
@@ -871,360 +848,23 @@ fn rule_lines(text: &str, rules: &[RuleSpec]) -> Vec<Option<usize>> {
 // ---- The PromQL subset ----
 
 /// Checks that `expr` stays inside the PromQL subset the embedded evaluator
-/// runs, and returns the metric names it reads.
-///
-/// The subset: selectors with `=`, `!=`, `=~`, `!~` matchers; range vectors
-/// only inside `rate()` and `increase()`; `histogram_quantile(φ, v)`,
-/// `clamp_min(v, s)`, `clamp_max(v, s)`; `sum`, `min`, `max`, `avg`, `count`
-/// with an optional `by (…)` or `without (…)`; `+ - * /` between vectors (one
-/// to one on identical label sets) or a vector and a number; parentheses.
-/// No comparisons or `and`/`or`/`unless`: thresholds live in the rule.
+/// runs ([`crate::promql`]: the same parser, so the check and the evaluator
+/// cannot disagree), and returns the metric names it reads.
 pub fn check_expr(expr: &str) -> Result<Vec<String>, String> {
-    let tokens = lex(expr)?;
-    let mut parser = Parser { tokens, pos: 0, metrics: Vec::new() };
-    let kind = parser.expr()?;
-    if let Some(token) = parser.peek() {
-        return Err(unexpected(token));
-    }
-    if kind == Type::Scalar {
+    let parsed = crate::promql::parse(expr).map_err(|e| format!("{} (at character {})", e.message, e.at + 1))?;
+    let selectors = parsed.selectors();
+    if selectors.is_empty() {
         return Err("the expression is a plain number; it must read at least one metric".to_string());
     }
-    Ok(parser.metrics)
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Token {
-    Ident(String),
-    Number,
-    Str(String),
-    Range(String),
-    Punct(&'static str),
-}
-
-const PUNCTS: [&str; 20] =
-    ["==", "!=", "=~", "!~", ">=", "<=", "(", ")", "{", "}", ",", "+", "-", "*", "/", "=", ">", "<", "^", "%"];
-
-fn lex(expr: &str) -> Result<Vec<Token>, String> {
-    let mut tokens = Vec::new();
-    let bytes = expr.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        let c = bytes[i] as char;
-        if c.is_ascii_whitespace() {
-            i += 1;
-        } else if c.is_ascii_alphabetic() || c == '_' || c == ':' {
-            let start = i;
-            while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b':') {
-                i += 1;
-            }
-            tokens.push(Token::Ident(expr[start..i].to_string()));
-        } else if c.is_ascii_digit() || (c == '.' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit)) {
-            let start = i;
-            while i < bytes.len()
-                && (bytes[i].is_ascii_digit()
-                    || bytes[i] == b'.'
-                    || bytes[i] == b'e'
-                    || bytes[i] == b'E'
-                    || ((bytes[i] == b'+' || bytes[i] == b'-') && matches!(bytes[i - 1], b'e' | b'E')))
-            {
-                i += 1;
-            }
-            let text = &expr[start..i];
-            text.parse::<f64>().map_err(|_| format!("`{text}` is not a number"))?;
-            tokens.push(Token::Number);
-        } else if c == '"' || c == '\'' {
-            let mut value = String::new();
-            i += 1;
-            loop {
-                match bytes.get(i) {
-                    None => return Err("unterminated string".to_string()),
-                    Some(b'\\') => {
-                        let next = expr[i + 1..].chars().next().ok_or("unterminated string")?;
-                        value.push(match next {
-                            'n' => '\n',
-                            't' => '\t',
-                            other => other,
-                        });
-                        if !matches!(next, '"' | '\'' | '\\' | 'n' | 't') {
-                            value.insert(value.len() - next.len_utf8(), '\\');
-                        }
-                        i += 1 + next.len_utf8();
-                    }
-                    Some(&b) if b as char == c => break,
-                    Some(_) => {
-                        let ch = expr[i..].chars().next().expect("inside the string");
-                        value.push(ch);
-                        i += ch.len_utf8();
-                    }
-                }
-            }
-            i += 1;
-            tokens.push(Token::Str(value));
-        } else if c == '[' {
-            let end = expr[i..].find(']').ok_or("`[` without `]`")? + i;
-            tokens.push(Token::Range(expr[i + 1..end].trim().to_string()));
-            i = end + 1;
-        } else if let Some(p) = PUNCTS.iter().find(|p| expr[i..].starts_with(**p)) {
-            tokens.push(Token::Punct(p));
-            i += p.len();
-        } else {
-            let ch = expr[i..].chars().next().expect("not at the end");
-            return Err(format!("unexpected `{ch}`"));
+    let mut metrics: Vec<String> = Vec::new();
+    for (selector, _) in selectors {
+        if let Some(name) = &selector.name
+            && !metrics.contains(name)
+        {
+            metrics.push(name.clone());
         }
     }
-    Ok(tokens)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Type {
-    Scalar,
-    Vector,
-}
-
-struct Parser {
-    tokens: Vec<Token>,
-    pos: usize,
-    metrics: Vec<String>,
-}
-
-const AGGREGATIONS: [&str; 5] = ["sum", "min", "max", "avg", "count"];
-const FUNCTIONS: &str = "rate, increase, histogram_quantile, clamp_min, clamp_max";
-
-impl Parser {
-    fn peek(&self) -> Option<&Token> {
-        self.tokens.get(self.pos)
-    }
-
-    fn next(&mut self) -> Option<Token> {
-        let token = self.tokens.get(self.pos).cloned();
-        self.pos += 1;
-        token
-    }
-
-    fn at(&self, punct: &str) -> bool {
-        self.peek()
-            == Some(&Token::Punct(match PUNCTS.iter().find(|p| **p == punct) {
-                Some(p) => p,
-                None => return false,
-            }))
-    }
-
-    fn expect(&mut self, punct: &'static str) -> Result<(), String> {
-        match self.next() {
-            Some(Token::Punct(p)) if p == punct => Ok(()),
-            Some(token) => Err(format!("expected `{punct}`, {}", unexpected(&token))),
-            None => Err(format!("expected `{punct}` at the end")),
-        }
-    }
-
-    /// `term (('+' | '-') term)*`
-    fn expr(&mut self) -> Result<Type, String> {
-        let mut kind = self.term()?;
-        while self.at("+") || self.at("-") {
-            self.pos += 1;
-            kind = combine(kind, self.term()?);
-        }
-        Ok(kind)
-    }
-
-    /// `unary (('*' | '/') unary)*`
-    fn term(&mut self) -> Result<Type, String> {
-        let mut kind = self.unary()?;
-        while self.at("*") || self.at("/") {
-            self.pos += 1;
-            kind = combine(kind, self.unary()?);
-        }
-        Ok(kind)
-    }
-
-    /// A sign only in front of a number: `-1`.
-    fn unary(&mut self) -> Result<Type, String> {
-        if self.at("-") || self.at("+") {
-            self.pos += 1;
-            return match self.next() {
-                Some(Token::Number) => Ok(Type::Scalar),
-                _ => Err("a sign is only supported in front of a number".to_string()),
-            };
-        }
-        self.primary()
-    }
-
-    fn primary(&mut self) -> Result<Type, String> {
-        match self.next() {
-            Some(Token::Number) => Ok(Type::Scalar),
-            Some(Token::Punct("(")) => {
-                let kind = self.expr()?;
-                self.expect(")")?;
-                Ok(kind)
-            }
-            Some(Token::Ident(name)) => self.named(name),
-            Some(token) => Err(unexpected(&token)),
-            None => Err("the expression ends too early".to_string()),
-        }
-    }
-
-    fn named(&mut self, name: String) -> Result<Type, String> {
-        if let Some(message) = keyword(&name) {
-            return Err(message);
-        }
-        if AGGREGATIONS.contains(&name.as_str()) {
-            let grouped = self.grouping()?;
-            self.expect("(")?;
-            self.vector(&name)?;
-            self.expect(")")?;
-            if !grouped {
-                self.grouping()?;
-            }
-            return Ok(Type::Vector);
-        }
-        if self.at("(") {
-            self.pos += 1;
-            match name.as_str() {
-                "rate" | "increase" => {
-                    match self.next() {
-                        Some(Token::Ident(metric)) if keyword(&metric).is_none() => self.selector(metric)?,
-                        _ => return Err(format!("{name}() needs a range vector such as `metric[5m]`")),
-                    }
-                    match self.next() {
-                        Some(Token::Range(range)) => check_range(&range)?,
-                        _ => return Err(format!("{name}() needs a range vector such as `metric[5m]`")),
-                    }
-                }
-                "histogram_quantile" => {
-                    self.scalar(&name)?;
-                    self.expect(",")?;
-                    self.vector(&name)?;
-                }
-                "clamp_min" | "clamp_max" => {
-                    self.vector(&name)?;
-                    self.expect(",")?;
-                    self.scalar(&name)?;
-                }
-                _ => return Err(format!("function `{name}` is not supported (only {FUNCTIONS})")),
-            }
-            self.expect(")")?;
-            return Ok(Type::Vector);
-        }
-        self.selector(name)?;
-        if let Some(Token::Range(range)) = self.peek() {
-            return Err(format!("a range vector `[{range}]` only goes inside rate() or increase()"));
-        }
-        Ok(Type::Vector)
-    }
-
-    fn vector(&mut self, context: &str) -> Result<(), String> {
-        match self.expr()? {
-            Type::Vector => Ok(()),
-            Type::Scalar => Err(format!("{context}() needs a vector here, not a number")),
-        }
-    }
-
-    fn scalar(&mut self, context: &str) -> Result<(), String> {
-        match self.expr()? {
-            Type::Scalar => Ok(()),
-            Type::Vector => Err(format!("{context}() needs a number here, not a vector")),
-        }
-    }
-
-    /// An optional `by (…)` or `without (…)`; true if there was one.
-    fn grouping(&mut self) -> Result<bool, String> {
-        let Some(Token::Ident(word)) = self.peek() else { return Ok(false) };
-        if word != "by" && word != "without" {
-            return Ok(false);
-        }
-        self.pos += 1;
-        self.expect("(")?;
-        loop {
-            match self.next() {
-                Some(Token::Punct(")")) => return Ok(true),
-                Some(Token::Ident(label)) if is_label_name(&label) => {}
-                Some(token) => return Err(format!("in a grouping, {}", unexpected(&token))),
-                None => return Err("unclosed grouping".to_string()),
-            }
-            match self.next() {
-                Some(Token::Punct(")")) => return Ok(true),
-                Some(Token::Punct(",")) => {}
-                Some(token) => return Err(format!("in a grouping, {}", unexpected(&token))),
-                None => return Err("unclosed grouping".to_string()),
-            }
-        }
-    }
-
-    /// A metric name with optional `{matchers}`.
-    fn selector(&mut self, metric: String) -> Result<(), String> {
-        self.metrics.push(metric);
-        if !self.at("{") {
-            return Ok(());
-        }
-        self.pos += 1;
-        loop {
-            let label = match self.next() {
-                Some(Token::Punct("}")) => return Ok(()),
-                Some(Token::Ident(label)) => label,
-                Some(token) => return Err(format!("in a selector, {}", unexpected(&token))),
-                None => return Err("unclosed selector".to_string()),
-            };
-            let op = match self.next() {
-                Some(Token::Punct(op @ ("=" | "!=" | "=~" | "!~"))) => op,
-                _ => return Err(format!("matcher on `{label}` needs =, !=, =~ or !~")),
-            };
-            let Some(Token::Str(value)) = self.next() else {
-                return Err(format!("matcher on `{label}` needs a quoted value"));
-            };
-            if op == "=~" || op == "!~" {
-                Regex::new(&format!("^(?:{value})$")).map_err(|e| format!("regex `{value}` on `{label}`: {e}"))?;
-            }
-            match self.next() {
-                Some(Token::Punct("}")) => return Ok(()),
-                Some(Token::Punct(",")) => {}
-                Some(token) => return Err(format!("in a selector, {}", unexpected(&token))),
-                None => return Err("unclosed selector".to_string()),
-            }
-        }
-    }
-}
-
-fn combine(a: Type, b: Type) -> Type {
-    if a == Type::Scalar && b == Type::Scalar { Type::Scalar } else { Type::Vector }
-}
-
-fn check_range(range: &str) -> Result<(), String> {
-    if range.contains(':') {
-        return Err(format!("subquery `[{range}]` is not supported"));
-    }
-    match parse_duration(range) {
-        Ok(d) if !d.is_zero() => Ok(()),
-        Ok(_) => Err("a range of 0s selects nothing".to_string()),
-        Err(why) => Err(format!("bad range `[{range}]`: {why}")),
-    }
-}
-
-/// PromQL words outside the subset, with what to do instead.
-fn keyword(word: &str) -> Option<String> {
-    match word {
-        "and" | "or" | "unless" => {
-            Some(format!("`{word}` is not supported in expr: list extra conditions under `and:` (they must all hold)"))
-        }
-        "on" | "ignoring" | "group_left" | "group_right" => {
-            Some(format!("`{word}` is not supported: binary operations match on identical label sets"))
-        }
-        "offset" | "bool" | "by" | "without" => Some(format!("`{word}` is not supported here")),
-        _ => None,
-    }
-}
-
-fn unexpected(token: &Token) -> String {
-    match token {
-        Token::Punct(op @ (">" | "<" | ">=" | "<=" | "==" | "!=")) => {
-            format!("comparison `{op}` is not supported in expr: the threshold goes in above/below")
-        }
-        Token::Punct(op @ ("^" | "%")) => format!("operator `{op}` is not supported"),
-        Token::Punct(p) => format!("unexpected `{p}`"),
-        Token::Ident(word) => keyword(word).unwrap_or_else(|| format!("unexpected `{word}`")),
-        Token::Number => "unexpected number".to_string(),
-        Token::Str(s) => format!("unexpected string \"{s}\""),
-        Token::Range(r) => format!("a range vector `[{r}]` only goes inside rate() or increase()"),
-    }
+    Ok(metrics)
 }
 
 #[cfg(test)]
@@ -1429,7 +1069,7 @@ rules:
             ("rate(booking_queue_admitted_total[5x])", "bad range `[5x]`"),
             ("rate(booking_queue_admitted_total[5m:1m])", "subquery"),
             ("a / on(x) b", "`on` is not supported"),
-            ("sum(a", "expected `)` at the end"),
+            ("sum(a", "expected `)`"),
             ("a{b=~\"(\"}", "regex `(`"),
             ("3", "plain number"),
         ] {
