@@ -48,7 +48,8 @@ fn put_hex(out: &mut String, key: &str, value: Option<impl fmt::Display>) {
 ///
 /// A log line is appended whole to a shared buffer (lines never
 /// interleave); a thread writes the buffer out every 50 ms, or at once when
-/// it passes 64 KiB. `flush` (called on shutdown) writes what is left. At
+/// it passes 64 KiB; if stdout stops being read, lines beyond 16 MiB are
+/// dropped and counted. `flush` (called on shutdown) writes what is left. At
 /// tens of thousands of requests a second, one syscall per request line was
 /// a measurable share of the service's CPU. A crash can lose at most the
 /// last 50 ms of lines; requests' effects are in the database regardless.
@@ -64,11 +65,20 @@ struct Shared {
 
 const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 const FLUSH_AT: usize = 64 * 1024;
+/// Beyond this, lines are dropped and counted in
+/// `telemetry_dropped_total{signal="stdout"}`.
+const HOLD_AT_MOST: usize = 16 * 1024 * 1024;
 
 impl BufferedStdout {
+    fn unstarted() -> Self {
+        let shared = Shared { buf: std::sync::Mutex::new(Vec::with_capacity(FLUSH_AT * 2)), full: std::sync::Condvar::new() };
+        Self { shared: std::sync::Arc::new(shared) }
+    }
+
     /// Starts the flushing thread.
     pub fn start() -> Self {
-        let shared = std::sync::Arc::new(Shared { buf: std::sync::Mutex::new(Vec::with_capacity(FLUSH_AT * 2)), full: std::sync::Condvar::new() });
+        let this = Self::unstarted();
+        let shared = this.shared.clone();
         let flusher = shared.clone();
         let _ = std::thread::Builder::new().name("log-flush".into()).spawn(move || {
             loop {
@@ -82,7 +92,7 @@ impl BufferedStdout {
                 }
             }
         });
-        Self { shared }
+        this
     }
 
     /// Writes out whatever is buffered.
@@ -97,9 +107,15 @@ impl BufferedStdout {
 impl std::io::Write for BufferedStdout {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         if let Ok(mut buf) = self.shared.buf.lock() {
-            buf.extend_from_slice(data);
-            if buf.len() >= FLUSH_AT {
-                self.shared.full.notify_one();
+            if buf.len() + data.len() > HOLD_AT_MOST {
+                // Whoever reads stdout has stopped reading: drop the line
+                // (counted) rather than grow without bound or block requests.
+                super::DROPPED.with_label_values(&["stdout"]).inc();
+            } else {
+                buf.extend_from_slice(data);
+                if buf.len() >= FLUSH_AT {
+                    self.shared.full.notify_one();
+                }
             }
         }
         Ok(data.len())
@@ -237,6 +253,22 @@ mod tests {
         assert_eq!((line["status"].as_u64(), line["latency_ms"].as_f64()), (Some(201), Some(1.5)));
         assert_eq!(line["quote"], "a\"b");
         assert!(chrono::DateTime::parse_from_rfc3339(line["timestamp"].as_str().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn with_nobody_reading_stdout_lines_beyond_the_cap_are_dropped_and_counted() {
+        use std::io::Write as _;
+        let dropped = || super::super::DROPPED.with_label_values(&["stdout"]).get();
+        let before = dropped();
+        let mut out = BufferedStdout::unstarted();
+        let line = vec![b'x'; 1024 * 1024];
+        for _ in 0..16 {
+            out.write_all(&line).unwrap();
+        }
+        assert_eq!(dropped(), before, "16 MiB fit");
+        out.write_all(b"one more\n").unwrap();
+        assert_eq!(dropped(), before + 1);
+        assert_eq!(out.shared.buf.lock().unwrap().len(), HOLD_AT_MOST, "nothing beyond the cap is kept");
     }
 
     struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);

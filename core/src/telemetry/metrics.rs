@@ -194,7 +194,7 @@ impl Metrics {
         for outcome in ["paid", "replayed", "insufficient_balance", "hold_expired", "refused", "error"] {
             m.payments.with_label_values(&[outcome]);
         }
-        for signal in ["spans", "logs"] {
+        for signal in ["spans", "logs", "stdout"] {
             super::DROPPED.with_label_values(&[signal]);
         }
         #[cfg(target_os = "linux")]

@@ -34,7 +34,7 @@ use tracing_subscriber::{Layer, filter::Targets, layer::SubscriberExt, util::Sub
 /// the exporters are; every app's registry exposes it.
 pub static DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     IntCounterVec::new(
-        prometheus::Opts::new("telemetry_dropped_total", "Spans and log records dropped because export failed"),
+        prometheus::Opts::new("telemetry_dropped_total", "Telemetry dropped: spans and log records whose export failed, log lines stdout could not take"),
         &["signal"],
     )
     .expect("valid metric")
