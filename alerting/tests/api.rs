@@ -19,18 +19,11 @@ struct Api {
     base: String,
     http: reqwest::Client,
     state: Arc<AppState>,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    _dir: testkit::TempDir,
 }
 
 async fn api(api_key: Option<&str>) -> Api {
-    let dir = std::env::temp_dir().join(format!("alerting-api-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = testkit::TempDir::new("alerting-api");
     let store = incidents::Store::connect(&format!("sqlite://{}", dir.join("a.db").display())).await.unwrap();
     let set = alerting::rules::shipped();
     let channels = Channels { slack: None, email: None, console: Notifier::Console(Console::file(dir.join("pages.jsonl"))) };
@@ -45,7 +38,7 @@ async fn api(api_key: Option<&str>) -> Api {
     let base = format!("http://{}", listener.local_addr().unwrap());
     let app = router(state.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    Api { base, http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap(), state, dir }
+    Api { base, http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap(), state, _dir: dir }
 }
 
 impl Api {

@@ -13,109 +13,58 @@ mod support {
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use serde_json::{Value, json};
-use sqlx::Connection;
 use support::{
     slack_receiver::{Reply, SlackReceiver},
     smtp::{self, SmtpServer},
 };
 
+use testkit::{Database, Process, TempDir, free_port, redis_url, workspace_binary as binary};
+
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
 }
 
-/// A workspace binary next to this test's executable (the workspace test
-/// run builds them all).
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join(name);
-    assert!(path.exists(), "{} is missing: build the workspace first (cargo build --workspace)", path.display());
-    path
-}
-
-fn free_port() -> u16 {
-    loop {
-        let port = 20_000 + (uuid::Uuid::new_v4().as_u128() % 40_000) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("alerting-{tag}-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A PostgreSQL database and Redis prefix of this test's own.
 struct Backing {
-    database: String,
+    db: Database,
     prefix: String,
-}
-
-fn postgres_base() -> String {
-    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-fn redis_url() -> String {
-    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
 impl Backing {
     async fn new() -> Self {
-        let name = format!("alerting_e2e_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = sqlx::PgConnection::connect(&postgres_base()).await.expect("PostgreSQL on loopback (scripts/test.sh starts it)");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
-        Self { database: name, prefix: format!("e2e-{}:", uuid::Uuid::new_v4().simple()) }
-    }
-
-    fn url(&self) -> String {
-        let base = postgres_base();
-        let (root, _) = base.rsplit_once('/').unwrap();
-        format!("{root}/{}", self.database)
+        Self { db: Database::create("alerting_e2e").await, prefix: format!("e2e-{}:", testkit::unique()) }
     }
 }
 
 impl Drop for Backing {
+    /// The database drops itself; the Redis keys go here (SCAN, never
+    /// KEYS: the Redis is shared with every other test).
     fn drop(&mut self) {
-        let (name, prefix) = (self.database.clone(), self.prefix.clone());
+        let prefix = self.prefix.clone();
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_base()).await {
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await;
-                }
-                if let Ok(client) = redis::Client::open(redis_url())
-                    && let Ok(mut conn) = client.get_multiplexed_async_connection().await
-                {
-                    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await.unwrap_or_default();
+                let Ok(client) = redis::Client::open(redis_url()) else { return };
+                let Ok(mut conn) = client.get_multiplexed_async_connection().await else { return };
+                let mut cursor = 0u64;
+                loop {
+                    let Ok((next, keys)): Result<(u64, Vec<String>), _> =
+                        redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(format!("{prefix}*")).arg("COUNT").arg(1000).query_async(&mut conn).await
+                    else {
+                        return;
+                    };
                     if !keys.is_empty() {
                         let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
                     }
+                    if next == 0 {
+                        return;
+                    }
+                    cursor = next;
                 }
             });
         })
@@ -156,16 +105,16 @@ rules:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chaos_error_spike_pages_slack_and_email_with_the_runbook_then_ack_and_recovery_resolve_it() {
-    let dir = TempDir::new("e2e");
+    let dir = TempDir::new("alerting-e2e");
     let backing = Backing::new().await;
     let http = reqwest::Client::new();
 
     let booking_port = free_port();
-    let _booking = Killed(
+    let _booking = Process(
         Command::new(binary("booking"))
             .arg("serve")
             .env("BOOKING_LISTEN", format!("127.0.0.1:{booking_port}"))
-            .env("DATABASE_URL", backing.url())
+            .env("DATABASE_URL", &backing.db.url)
             .env("REDIS_URL", redis_url())
             .env("REDIS_KEY_PREFIX", &backing.prefix)
             .env("RUST_LOG", "warn")
@@ -181,7 +130,7 @@ async fn a_chaos_error_spike_pages_slack_and_email_with_the_runbook_then_ack_and
     let alerting_port = free_port();
     let prom_port = free_port();
     std::fs::write(dir.0.join("rules.yaml"), RULES).unwrap();
-    let _alerting = Killed(
+    let _alerting = Process(
         Command::new(binary("alerting"))
             .arg("serve")
             .env("ALERTING_LISTEN", format!("127.0.0.1:{alerting_port}"))
@@ -217,7 +166,7 @@ async fn a_chaos_error_spike_pages_slack_and_email_with_the_runbook_then_ack_and
         ),
     )
     .unwrap();
-    let _prometheus = Killed(
+    let _prometheus = Process(
         Command::new("prometheus")
             .arg(format!("--config.file={}", dir.0.join("prometheus.yml").display()))
             .arg(format!("--storage.tsdb.path={}", dir.0.join("data").display()))
@@ -383,7 +332,7 @@ rules:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_between_writing_a_page_and_sending_it_delivers_it_once_after_restart() {
-    let dir = TempDir::new("restart");
+    let dir = TempDir::new("alerting-restart");
     let depth = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(50));
     let target = gauge_server(depth.clone()).await;
     let slack = SlackReceiver::start(vec![Reply::Ok]).await;
@@ -413,7 +362,7 @@ async fn a_crash_between_writing_a_page_and_sending_it_delivers_it_once_after_re
 
     // Second life: the outbox is delivered, once, and the alert firing on
     // does not page again.
-    let _second = Killed(run(false));
+    let _second = Process(run(false));
     let delivered = slack.wait_for(1, Duration::from_secs(30)).await;
     assert_eq!(delivered.len(), 1);
     let http = reqwest::Client::new();

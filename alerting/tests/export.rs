@@ -6,7 +6,6 @@
 use std::{
     path::{Path, PathBuf},
     process::Command,
-    time::{SystemTime, UNIX_EPOCH},
 };
 
 use alerting::{
@@ -15,35 +14,9 @@ use alerting::{
 };
 use serde_json::{Value, json};
 
-/// A fresh directory per test, so tests run in parallel; removed when the
-/// test passes, kept for a look when it fails.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_nanos();
-        let dir = std::env::temp_dir().join(format!("alerting-{name}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create the scratch directory");
-        Scratch(dir)
-    }
-}
-
-impl std::ops::Deref for Scratch {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("kept {} for inspection", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
+/// A fresh directory per test, so tests run in parallel; kept when a test
+/// fails.
+use testkit::TempDir as Scratch;
 
 fn tool(name: &str, package: &str) -> PathBuf {
     let found = std::env::var_os("PATH")

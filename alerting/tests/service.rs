@@ -62,27 +62,13 @@ fn fired(severity: Severity) -> Transition {
 struct Harness {
     service: Service,
     console: PathBuf,
-    _dir: tempdir::Dir,
-}
-
-mod tempdir {
-    pub struct Dir(pub std::path::PathBuf);
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    pub fn new() -> Dir {
-        let dir = std::env::temp_dir().join(format!("alerting-test-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Dir(dir)
-    }
+    _dir: testkit::TempDir,
 }
 
 async fn harness(slack: Option<&str>, config: Config) -> Harness {
-    let dir = tempdir::new();
-    let console = dir.0.join("pages.jsonl");
-    let store = incidents::Store::connect(&format!("sqlite://{}", dir.0.join("incidents.db").display())).await.unwrap();
+    let dir = testkit::TempDir::new("alerting-service");
+    let console = dir.path("pages.jsonl");
+    let store = incidents::Store::connect(&format!("sqlite://{}", dir.path("incidents.db").display())).await.unwrap();
     let channels = Channels {
         slack: slack.map(|url| Notifier::Slack(Slack::new(url, Duration::from_secs(5)))),
         email: None,

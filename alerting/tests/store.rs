@@ -5,43 +5,18 @@ use alerting::{
     incidents::{IncidentError, NewIncident, Silence, SilenceKind, State, Store},
     rules::{Op, Severity},
 };
-use sqlx::Connection;
-
-fn postgres_base() -> String {
-    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// A store on `backend`, and what removes it afterwards.
-async fn store(backend: &str) -> (Store, Box<dyn FnOnce() + Send>) {
-    let id = uuid::Uuid::new_v4().simple().to_string();
+/// A store on `backend`, and what removes it when dropped.
+async fn store(backend: &str) -> (Store, Box<dyn std::any::Any>) {
     match backend {
         "sqlite" => {
-            let path = std::env::temp_dir().join(format!("alerting-store-{id}.db"));
-            let store = Store::connect(&format!("sqlite://{}", path.display())).await.unwrap();
-            (store, Box::new(move || {
-                for suffix in ["", "-wal", "-shm"] {
-                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-                }
-            }))
+            let dir = testkit::TempDir::new("alerting-store");
+            let store = Store::connect(&format!("sqlite://{}", dir.path("incidents.db").display())).await.unwrap();
+            (store, Box::new(dir))
         }
         _ => {
-            let name = format!("alerting_store_{id}");
-            let mut conn = sqlx::PgConnection::connect(&postgres_base()).await.expect("PostgreSQL on loopback");
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
-            let base = postgres_base();
-            let (root, _) = base.rsplit_once('/').unwrap();
-            let store = Store::connect(&format!("{root}/{name}")).await.unwrap();
-            (store, Box::new(move || {
-                let _ = std::thread::spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-                    rt.block_on(async move {
-                        if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_base()).await {
-                            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await;
-                        }
-                    });
-                })
-                .join();
-            }))
+            let db = testkit::Database::create("alerting_store").await;
+            let store = Store::connect(&db.url).await.unwrap();
+            (store, Box::new(db))
         }
     }
 }
@@ -128,7 +103,7 @@ async fn lifecycle(backend: &str) {
     assert!(store.silences(36_000).await.unwrap().is_empty());
     assert!(matches!(store.expire_silence(silence.id, 37_000).await, Err(IncidentError::SilenceNotFound(_))));
     store.close().await;
-    cleanup();
+    drop(cleanup);
 }
 
 #[tokio::test]

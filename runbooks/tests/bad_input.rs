@@ -77,7 +77,7 @@ async fn an_unreachable_alerting_service_stops_the_run_before_it_starts() {
 
 #[tokio::test]
 async fn an_invalid_runbook_file_is_reported_with_its_line() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("runbook-test");
     let text = "# Broken\n## What it means for users\nx\n## Likely causes\nx\n## Diagnose\n```runbook-step\nid: a\ntitle: a\naction: postgres.drop_everything\n```\n## Mitigate\nx\n## Verify\nx\n## Escalate\nx\n";
     std::fs::write(dir.path("broken.md"), text).unwrap();
     let dir_arg = dir.0.display().to_string();

@@ -25,7 +25,7 @@ struct Prometheus {
 
 impl Prometheus {
     async fn start(target: &str) -> Self {
-        let dir = TempDir::new();
+        let dir = TempDir::new("runbook-test");
         let config = format!(
             "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\n\
              scrape_configs:\n  - job_name: booking\n    static_configs: [{{ targets: [\"{target}\"] }}]\n"
@@ -48,7 +48,7 @@ impl Prometheus {
             async move { request.await.ok().filter(|r| r.status().is_success()).map(drop) }
         })
         .await;
-        Self { url, _process: support::Process::new(process), _dir: dir }
+        Self { url, _process: support::Process(process), _dir: dir }
     }
 
     async fn query(&self, query: &str) -> Option<f64> {

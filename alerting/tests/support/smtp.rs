@@ -4,34 +4,20 @@
 #![allow(dead_code)]
 
 use std::{
-    collections::hash_map::RandomState,
-    hash::{BuildHasher, Hasher},
     io::{BufRead, BufReader, Write},
-    net::{TcpListener, TcpStream},
-    path::PathBuf,
-    process::{Child, Command, Stdio},
+    net::TcpStream,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
+use testkit::{Process, TempDir};
+
+/// Fields drop in order: the server is killed, then its Maildir removed.
 pub struct SmtpServer {
     pub host: String,
     pub port: u16,
-    dir: PathBuf,
-    child: Child,
-}
-
-impl Drop for SmtpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn random() -> u64 {
-    let mut h = RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    h.finish()
+    child: Process,
+    dir: TempDir,
 }
 
 impl SmtpServer {
@@ -43,8 +29,7 @@ impl SmtpServer {
         // bind; then the child exits and another port is tried.
         for _ in 0..5 {
             let port = free_port();
-            let dir = std::env::temp_dir().join(format!("alerting-smtp-{:x}", random()));
-            std::fs::create_dir_all(&dir).expect("create Maildir parent");
+            let dir = TempDir::new("alerting-smtp");
             let maildir = dir.join("Maildir");
             let log = std::fs::File::create(dir.join("aiosmtpd.log")).expect("create aiosmtpd log");
             let child = Command::new(&python)
@@ -59,8 +44,8 @@ impl SmtpServer {
             let mut server = SmtpServer {
                 host: "127.0.0.1".into(),
                 port,
+                child: Process(child),
                 dir,
-                child,
             };
             match server.wait_ready(Duration::from_secs(15)) {
                 Ok(()) => return server,
@@ -79,7 +64,7 @@ impl SmtpServer {
     fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Ok(Some(status)) = self.child.0.try_wait() {
                 return Err(format!("aiosmtpd exited with {status}"));
             }
             if let Ok(stream) = TcpStream::connect(("127.0.0.1", self.port)) {
@@ -89,7 +74,7 @@ impl SmtpServer {
                 if reader.read_line(&mut greeting).is_ok() && greeting.starts_with("220") {
                     let _ = (&stream).write_all(b"QUIT\r\n");
                     // Our child must still be the one listening.
-                    if matches!(self.child.try_wait(), Ok(None)) {
+                    if matches!(self.child.0.try_wait(), Ok(None)) {
                         return Ok(());
                     }
                 }
@@ -141,14 +126,7 @@ impl SmtpServer {
     }
 }
 
-fn free_port() -> u16 {
-    loop {
-        let port = 20_000 + (random() % 40_000) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
+use testkit::free_port;
 
 /// One leaf MIME part: its content type and its decoded body.
 #[derive(Debug, Clone)]

@@ -4,7 +4,7 @@
 //! together.
 
 use std::{
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -14,15 +14,6 @@ use super::support::{Backend, Binary, Resources, free_port};
 
 fn repo(path: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Every PromQL expression of the dashboards (exporter dashboards aside:
@@ -82,7 +73,7 @@ async fn a_real_prometheus_scraping_the_service_answers_every_dashboard_query_an
         ),
     )
     .unwrap();
-    let _prometheus = Killed(
+    let _prometheus = testkit::Process(
         Command::new("prometheus")
             .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
             .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))

@@ -13,7 +13,6 @@ use booking::{
 };
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use sqlx::Connection;
 use tower::ServiceExt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,17 +21,8 @@ pub enum Backend {
     PostgresRedis,
 }
 
-pub fn postgres_base() -> String {
-    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-pub fn redis_url() -> String {
-    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-fn unique() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
-}
+pub use testkit::{free_port, redis_url};
+use testkit::unique;
 
 /// The test's database and key prefix; dropped with the test.
 pub struct Resources {
@@ -41,7 +31,8 @@ pub struct Resources {
     pub redis_prefix: String,
     pub redis_url: Option<String>,
     sqlite_file: Option<std::path::PathBuf>,
-    pg_name: Option<String>,
+    /// Dropped (with its sessions) when the test ends.
+    _pg: Option<testkit::Database>,
 }
 
 impl Resources {
@@ -56,22 +47,18 @@ impl Resources {
                     redis_prefix: String::new(),
                     redis_url: None,
                     sqlite_file: Some(file),
-                    pg_name: None,
+                    _pg: None,
                 }
             }
             Backend::PostgresRedis => {
-                let name = format!("booking_test_{id}");
-                let base = postgres_base();
-                let mut conn = sqlx::PgConnection::connect(&base).await.expect("PostgreSQL reachable (see README: tests)");
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.expect("create test database");
-                let (root, _) = base.rsplit_once('/').expect("database URL has a path");
+                let db = testkit::Database::create("booking_test").await;
                 Self {
                     backend,
-                    database_url: format!("{root}/{name}"),
+                    database_url: db.url.clone(),
                     redis_prefix: format!("test-{id}"),
                     redis_url: Some(redis_url()),
                     sqlite_file: None,
-                    pg_name: Some(name),
+                    _pg: Some(db),
                 }
             }
         }
@@ -99,17 +86,12 @@ impl Drop for Resources {
         if self.backend != Backend::PostgresRedis {
             return;
         }
-        let name = self.pg_name.clone();
         let prefix = self.redis_prefix.clone();
-        // Drop cannot await; clean up on a runtime of our own.
+        // Drop cannot await; clean up on a runtime of our own. (The
+        // database drops itself.)
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             rt.block_on(async move {
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_base()).await
-                    && let Some(name) = name
-                {
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await;
-                }
                 if let Ok(Queue::Redis(q)) = Queue::redis(&redis_url(), &prefix, None).await {
                     let _ = q.purge().await;
                 }
@@ -301,17 +283,6 @@ pub async fn send_for_headers(
     (status, headers, value)
 }
 
-/// A port nothing listens on. Picked at random from a wide range rather than
-/// by binding port 0: the kernel hands a just-released port 0 to the next
-/// process that asks, and tests run as parallel processes.
-pub fn free_port() -> u16 {
-    loop {
-        let port = 20_000 + (uuid::Uuid::new_v4().as_u128() % 40_000) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
 
 /// The real `booking` binary serving this test's database (and Redis
 /// prefix), killed when dropped.

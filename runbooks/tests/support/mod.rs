@@ -7,14 +7,12 @@
 
 use std::{
     future::Future,
-    net::TcpListener,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
-use sqlx::{Connection, Executor, postgres::PgConnectOptions};
+use sqlx::{Connection, postgres::PgConnectOptions};
 
 /// Variables the CLI reads, removed so a developer's shell cannot leak in.
 const TARGET_VARS: &[&str] = &[
@@ -108,57 +106,7 @@ impl Deadline {
     }
 }
 
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
-}
-
-/// A directory removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new() -> Self {
-        let path = std::env::temp_dir().join(format!("runbook-test-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&path).expect("temp dir created");
-        Self(path)
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A child process killed on drop.
-pub struct Process(Child);
-
-impl Process {
-    pub fn new(child: Child) -> Self {
-        Self(child)
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A workspace binary next to the test executable (`target/debug/<name>`),
-/// built by the workspace's test run.
-pub fn workspace_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/debug/deps/<test> → target/debug/<name>
-    let path = exe.parent().and_then(|deps| deps.parent()).expect("target/debug").join(name);
-    assert!(path.exists(), "{} is missing: build it first with `cargo build -p {}`", path.display(), if name == "alerting" { "alerting" } else { "booking" });
-    path
-}
+pub use testkit::{Process, TempDir, free_port, workspace_binary};
 
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client")
@@ -188,7 +136,7 @@ pub const ADMIN_KEY: &str = "dev-admin-key";
 
 impl Booking {
     pub async fn start() -> Self {
-        let dir = TempDir::new();
+        let dir = TempDir::new("runbook-test");
         let port = free_port();
         let mut command = Command::new(workspace_binary("booking"));
         command
@@ -228,7 +176,7 @@ pub struct Alerting {
 
 impl Alerting {
     pub async fn start(rules: &str) -> Self {
-        let dir = TempDir::new();
+        let dir = TempDir::new("runbook-test");
         std::fs::write(dir.path("rules.yaml"), rules).expect("rules written");
         let port = free_port();
         let mut command = Command::new(workspace_binary("alerting"));
@@ -299,43 +247,26 @@ impl PrivateRedis {
     }
 }
 
-/// A database of the test's own on the shared PostgreSQL, dropped (with
-/// its sessions) on drop.
-pub struct TestDb {
-    pub name: String,
-    pub url: String,
-}
+/// A database of the test's own on the shared PostgreSQL (dropped with its
+/// sessions when the test ends).
+pub struct TestDb(testkit::Database);
 
-pub const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+impl std::ops::Deref for TestDb {
+    type Target = testkit::Database;
+
+    fn deref(&self) -> &testkit::Database {
+        &self.0
+    }
+}
 
 impl TestDb {
     pub async fn create() -> Self {
-        let name = format!("runbook_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = sqlx::PgConnection::connect(POSTGRES).await.expect("PostgreSQL on 127.0.0.1:5432");
-        admin.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).await.expect("database created");
-        let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
-        Self { name, url }
+        Self(testkit::Database::create("runbook").await)
     }
 
     /// A session with `application_name` set, so it is easy to tell apart.
     pub async fn session(&self, application_name: &str) -> sqlx::PgConnection {
         let options: PgConnectOptions = self.url.parse().expect("database URL");
         sqlx::PgConnection::connect_with(&options.application_name(application_name)).await.expect("session connects")
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop cannot await; a thread with its own runtime can.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            runtime.block_on(async {
-                if let Ok(mut admin) = sqlx::PgConnection::connect(POSTGRES).await {
-                    let _ = admin.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).await;
-                }
-            });
-        })
-        .join();
     }
 }
