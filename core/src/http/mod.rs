@@ -22,17 +22,15 @@ use axum::{
     middleware::{self, Next},
     response::Response,
 };
-use opentelemetry::trace::TraceContextExt;
 use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer};
 use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
     domain::{Clock, tokens::TokenKey},
     queue::Queue,
     settings::Settings,
     store::Store,
-    telemetry::metrics::Metrics,
+    telemetry::{ACCESS, metrics::Metrics, spans},
 };
 use error::{ErrorCode, InternalCause, error_response};
 
@@ -157,33 +155,33 @@ pub fn app(state: AppState) -> Router {
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
-    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", |p| p.as_str());
     let span = tracing::info_span!(
         "HTTP request",
-        otel.name = format!("{method} {route}"),
+        otel.name = %format_args!("{method} {route}"),
         otel.kind = "server",
-        http.request.method = %method,
-        http.route = %route,
+        http.request.method = method.as_str(),
+        http.route = route,
         url.path = req.uri().path(),
         http.response.status_code = tracing::field::Empty,
         error.type = tracing::field::Empty,
+        // The remote parent, if the caller sent one (see `spans`).
+        traceparent = req.headers().get("traceparent").and_then(|v| v.to_str().ok()),
         trace_id = tracing::field::Empty,
     );
-    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderCarrier(req.headers())));
-    if parent.span().span_context().is_remote() {
-        let _ = span.set_parent(parent);
-    }
-    let trace = {
-        let cx = span.context();
-        let sc = cx.span().span_context().clone();
-        sc.is_valid().then(|| (sc.trace_id(), sc.trace_id().to_string(), sc.is_sampled()))
-    };
-    if let Some((_, id, _)) = &trace {
-        span.record("trace_id", id.as_str());
+    let trace = spans::context_of(&span);
+    let trace_hex = trace.map(|cx| cx.trace_id.hex());
+    let trace_str = trace_hex.as_ref().map(|hex| std::str::from_utf8(hex).expect("hex digits are ASCII"));
+    // Loki's layer ships span fields, not the span's ids.
+    if let Some(id) = trace_str
+        && crate::telemetry::span_fields_shipped()
+    {
+        span.record("trace_id", id);
     }
     // Injected faults happen in here, so they are timed, logged and counted
     // like real ones.
-    let mut response = match state.chaos.fault_for(&route) {
+    let mut response = match state.chaos.fault_for(route) {
         None => next.run(req).instrument(span.clone()).await,
         Some(fault) => chaos::inject(fault, &state.metrics, req, next).instrument(span.clone()).await,
     };
@@ -194,10 +192,10 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     if status.is_server_error() {
         span.record("error.type", code.unwrap_or("INTERNAL"));
     }
-    let sampled = trace.as_ref().filter(|(_, _, sampled)| *sampled).map(|(t, _, _)| *t);
-    state.metrics.observe_http(method.as_str(), &route, status.as_str(), elapsed.as_secs_f64(), sampled);
-    if let Some((_, id, _)) = &trace
-        && let Ok(value) = header::HeaderValue::from_str(id)
+    let sampled = trace.filter(|cx| cx.sampled).map(|cx| cx.trace_id);
+    state.metrics.observe_http(method.as_str(), route, status.as_str(), elapsed.as_secs_f64(), sampled);
+    if let Some(hex) = &trace_hex
+        && let Ok(value) = header::HeaderValue::from_bytes(hex)
     {
         response.headers_mut().insert("x-trace-id", value);
     }
@@ -208,24 +206,12 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     // event: the span already holds the same attributes.
     let _entered = span.enter();
     if let Some(InternalCause(cause)) = response.extensions().get::<InternalCause>() {
-        tracing::error!(parent: None, method = %method, route, status = status.as_u16(), latency_ms, error_code = code, cause, "request failed");
+        tracing::error!(target: ACCESS, parent: None, method = %method, route, status = status.as_u16(), latency_ms, error_code = code, cause, "request failed");
     } else if route != "/metrics" && route != "/healthz" {
-        tracing::info!(parent: None, method = %method, route, status = status.as_u16(), latency_ms, error_code = code, "request");
+        tracing::info!(target: ACCESS, parent: None, method = %method, route, status = status.as_u16(), latency_ms, error_code = code, "request");
     }
     drop(_entered);
     response
-}
-
-/// Reads W3C trace context from request headers.
-struct HeaderCarrier<'a>(&'a axum::http::HeaderMap);
-
-impl opentelemetry::propagation::Extractor for HeaderCarrier<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(|k| k.as_str()).collect()
-    }
 }
 
 /// Errors raised outside our handlers (unknown method, a body over the

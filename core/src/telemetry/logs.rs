@@ -7,41 +7,96 @@
 //! request.
 
 use std::{
-    fmt::{self, Write as _},
+    fmt,
     io::Write as _,
 };
 
-use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
 use tracing::{Event, Subscriber, field::Field};
 use tracing_subscriber::{Layer, fmt::MakeWriter, layer::Context, registry::LookupSpan};
 
-/// The OpenTelemetry ids of a span known to the tracing registry.
-fn otel_ids(id: &tracing::span::Id) -> Option<(TraceId, SpanId)> {
-    tracing::dispatcher::get_default(|dispatch| {
-        let cx = tracing_opentelemetry::get_otel_context(id, dispatch)?;
-        let span = cx.span();
-        let sc = span.span_context();
-        sc.is_valid().then(|| (sc.trace_id(), sc.span_id()))
-    })
+use super::{
+    otlp,
+    spans::{self, FieldsAre, SpanContext},
+};
+
+/// Appends `value` as JSON string contents (no quotes), escaped.
+fn escape_into(out: &mut Vec<u8>, value: &str) {
+    let bytes = value.as_bytes();
+    let mut clean = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[clean..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.extend_from_slice(escape);
+        }
+        clean = i + 1;
+    }
+    out.extend_from_slice(&bytes[clean..]);
+}
+
+/// Escapes what is formatted into it (for `Debug` and `Display` values).
+struct Escaping<'a>(&'a mut Vec<u8>);
+
+impl fmt::Write for Escaping<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        escape_into(self.0, s);
+        Ok(())
+    }
+}
+
+/// Appends `,"key":`.
+fn put_key(out: &mut Vec<u8>, key: &str) {
+    out.extend_from_slice(b",\"");
+    escape_into(out, key);
+    out.extend_from_slice(b"\":");
 }
 
 /// Appends `"key":"escaped value"`.
-fn put_str(out: &mut String, key: &str, value: &str) {
-    out.push_str(",\"");
-    out.push_str(key);
-    out.push_str("\":");
-    out.push_str(&serde_json::to_string(value).unwrap_or_else(|_| "null".into()));
+fn put_str(out: &mut Vec<u8>, key: &str, value: &str) {
+    put_key(out, key);
+    out.push(b'"');
+    escape_into(out, value);
+    out.push(b'"');
 }
 
-fn put_hex(out: &mut String, key: &str, value: Option<impl fmt::Display>) {
+fn put_hex(out: &mut Vec<u8>, key: &str, value: Option<impl fmt::Display>) {
+    put_key(out, key);
     match value {
         Some(v) => {
-            let _ = write!(out, ",\"{key}\":\"{v}\"");
+            let _ = write!(out, "\"{v}\"");
         }
-        None => {
-            let _ = write!(out, ",\"{key}\":null");
-        }
+        None => out.extend_from_slice(b"null"),
     }
+}
+
+/// Appends the current time as RFC 3339 UTC with microseconds. The part up
+/// to the second is formatted once per second per thread.
+fn put_timestamp(out: &mut Vec<u8>) {
+    thread_local! {
+        static SECOND: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let (secs, micros) = (now.as_secs(), now.subsec_micros());
+    SECOND.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != secs {
+            let at = chrono::DateTime::from_timestamp(secs as i64, 0).unwrap_or_default();
+            cached.1 = at.format("%Y-%m-%dT%H:%M:%S").to_string();
+            cached.0 = secs;
+        }
+        out.extend_from_slice(cached.1.as_bytes());
+    });
+    let _ = write!(out, ".{micros:06}Z");
 }
 
 /// Stdout with one write(2) per batch of lines instead of per line.
@@ -150,26 +205,23 @@ impl<W> JsonLines<W> {
         Self { service_name: service_name.into(), writer }
     }
 
-    /// The event as one line, `\n` included.
-    fn render(&self, event: &Event<'_>, ids: Option<(TraceId, SpanId)>, parent: Option<SpanId>) -> String {
-        let mut line = String::with_capacity(384);
-        line.push_str("{\"timestamp\":\"");
-        // Not `format("%Y-…")`: that parses the format string on every line.
-        line.push_str(&chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
-        line.push('"');
-        put_str(&mut line, "level", event.metadata().level().as_str());
-        put_str(&mut line, "service_name", &self.service_name);
-        put_hex(&mut line, "trace_id", ids.map(|(t, _)| t));
-        put_hex(&mut line, "span_id", ids.map(|(_, s)| s));
-        put_hex(&mut line, "parent_span_id", parent);
-        put_str(&mut line, "target", event.metadata().target());
-        let mut fields = FieldWriter { out: &mut line, has_message: false };
+    /// Appends the event as one line, `\n` included.
+    fn render(&self, line: &mut Vec<u8>, event: &Event<'_>, cx: Option<SpanContext>) {
+        line.extend_from_slice(b"{\"timestamp\":\"");
+        put_timestamp(line);
+        line.push(b'"');
+        put_str(line, "level", event.metadata().level().as_str());
+        put_str(line, "service_name", &self.service_name);
+        put_hex(line, "trace_id", cx.map(|c| c.trace_id));
+        put_hex(line, "span_id", cx.map(|c| c.span_id));
+        put_hex(line, "parent_span_id", cx.and_then(|c| c.parent));
+        put_str(line, "target", event.metadata().target());
+        let mut fields = FieldWriter { out: line, has_message: false };
         event.record(&mut fields);
         if !fields.has_message {
-            line.push_str(",\"message\":null");
+            line.extend_from_slice(b",\"message\":null");
         }
-        line.push_str("}\n");
-        line
+        line.extend_from_slice(b"}\n");
     }
 }
 
@@ -179,26 +231,124 @@ where
     W: for<'w> MakeWriter<'w> + 'static,
 {
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let (mut ids, mut parent) = (None, None);
-        if let Some(current) = ctx.lookup_current() {
-            ids = otel_ids(&current.id());
-            parent = current.parent().and_then(|p| otel_ids(&p.id())).map(|(_, s)| s);
+        // One buffer per thread, reused: no allocation per line.
+        thread_local! {
+            static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        let line = self.render(event, ids, parent);
-        // One write per line: lines from concurrent requests never interleave.
-        let _ = self.writer.make_writer().write_all(line.as_bytes());
+        let cx = spans::current(&ctx);
+        LINE.with(|cell| {
+            // A line written while another is being rendered on this thread
+            // (a writer that logs) gets a buffer of its own.
+            let mut own = Vec::new();
+            let mut borrowed = cell.try_borrow_mut();
+            let line = borrowed.as_deref_mut().unwrap_or(&mut own);
+            line.clear();
+            self.render(line, event, cx);
+            // One write per line: lines from concurrent requests never interleave.
+            let _ = self.writer.make_writer().write_all(line);
+            if line.capacity() > 64 * 1024 {
+                *line = Vec::new();
+            }
+        });
+    }
+}
+
+/// The layer that sends each event as an OTLP log record, with the trace
+/// and span ids of the span it happens in.
+///
+/// One exception, when `spans_carry_access` is set (spans are exported):
+/// a request's access line (target [`super::ACCESS`], info level) is not
+/// sent when the request's span is sampled, since that span goes over the
+/// same OTLP connection with every field of the line (method, route, status,
+/// duration, error type) and the same ids. The line still goes to stdout and
+/// to Loki's direct path; failed requests' lines (error level) and every
+/// other event are always sent. At 100% sampling this halves what the
+/// collector has to take per request.
+pub struct OtlpLogs {
+    queue: otlp::Queue,
+    spans_carry_access: bool,
+}
+
+impl OtlpLogs {
+    pub fn new(queue: otlp::Queue, spans_carry_access: bool) -> Self {
+        Self { queue, spans_carry_access }
+    }
+}
+
+impl<S> Layer<S> for OtlpLogs
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        // Shipping a record must never produce another record to ship.
+        if super::from_exporter(event) {
+            return;
+        }
+        // One buffer per thread, reused, as for the JSON line.
+        thread_local! {
+            static RECORD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let cx = spans::current(&ctx);
+        let meta = event.metadata();
+        if self.spans_carry_access
+            && meta.target() == super::ACCESS
+            && *meta.level() != tracing::Level::ERROR
+            && cx.is_some_and(|c| c.sampled)
+        {
+            return;
+        }
+        RECORD.with(|cell| {
+            let mut buf = cell.try_borrow_mut().map(|mut b| std::mem::take(&mut *b)).unwrap_or_default();
+            buf.clear();
+            let buf = self.encode(buf, event, cx);
+            self.queue.push(&buf);
+            if let Ok(mut b) = cell.try_borrow_mut()
+                && buf.capacity() <= 64 * 1024
+            {
+                *b = buf;
+            }
+        });
+    }
+}
+
+impl OtlpLogs {
+    /// Appends the event to `buf` as an OTLP `LogRecord`.
+    fn encode(&self, buf: Vec<u8>, event: &Event<'_>, cx: Option<SpanContext>) -> Vec<u8> {
+        let mut fields = spans::Fields::new(buf, FieldsAre::LogRecord);
+        event.record(&mut fields);
+        let mut record = fields.buf;
+        let now = otlp::unix_nanos();
+        otlp::put_fixed64(&mut record, 1, now);
+        otlp::put_fixed64(&mut record, 11, now);
+        let level = *event.metadata().level();
+        let severity = match level {
+            tracing::Level::TRACE => 1,
+            tracing::Level::DEBUG => 5,
+            tracing::Level::INFO => 9,
+            tracing::Level::WARN => 13,
+            tracing::Level::ERROR => 17,
+        };
+        otlp::put_uint(&mut record, 2, severity);
+        otlp::put_bytes(&mut record, 3, level.as_str().as_bytes());
+        if let Some(cx) = cx {
+            otlp::put_fixed32(&mut record, 8, u32::from(cx.sampled));
+            otlp::put_bytes(&mut record, 9, &cx.trace_id.0.to_be_bytes());
+            otlp::put_bytes(&mut record, 10, &cx.span_id.0.to_be_bytes());
+        }
+        record
     }
 }
 
 struct FieldWriter<'a> {
-    out: &'a mut String,
+    out: &'a mut Vec<u8>,
     has_message: bool,
 }
 
 impl FieldWriter<'_> {
     fn raw(&mut self, field: &Field, value: impl fmt::Display) {
         self.has_message |= field.name() == "message";
-        let _ = write!(self.out, ",\"{}\":{value}", field.name());
+        put_key(self.out, field.name());
+        let _ = write!(self.out, "{value}");
     }
 }
 
@@ -224,10 +374,14 @@ impl tracing::field::Visit for FieldWriter<'_> {
         put_str(self.out, field.name(), value);
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.record_str(field, &value.to_string());
+        self.record_debug(field, &format_args!("{value}"));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.record_str(field, &format!("{value:?}"));
+        self.has_message |= field.name() == "message";
+        put_key(self.out, field.name());
+        self.out.push(b'"');
+        let _ = fmt::Write::write_fmt(&mut Escaping(self.out), format_args!("{value:?}"));
+        self.out.push(b'"');
     }
 }
 
@@ -243,7 +397,7 @@ mod tests {
         let layer = JsonLines::new("booking", move || Sink(sink.clone()));
         let subscriber = tracing_subscriber::registry().with(layer);
         tracing::subscriber::with_default(subscriber, || {
-            tracing::info!(route = "/v1/x", status = 201u64, latency_ms = 1.5, quote = "a\"b", "request");
+            tracing::info!(route = "/v1/x", status = 201u64, latency_ms = 1.5, quote = "a\"b", tricky = "line\nbreak\ttab\u{1}bell \\ \"é\"", debugged = ?Some("x\ny"), "request");
         });
         let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
         let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
@@ -253,6 +407,8 @@ mod tests {
         assert!(line["trace_id"].is_null() && line["span_id"].is_null() && line["parent_span_id"].is_null());
         assert_eq!((line["status"].as_u64(), line["latency_ms"].as_f64()), (Some(201), Some(1.5)));
         assert_eq!(line["quote"], "a\"b");
+        assert_eq!(line["tricky"], "line\nbreak\ttab\u{1}bell \\ \"é\"");
+        assert_eq!(line["debugged"], "Some(\"x\\ny\")", "Debug output is escaped too");
         assert!(chrono::DateTime::parse_from_rfc3339(line["timestamp"].as_str().unwrap()).is_ok());
     }
 

@@ -9,7 +9,7 @@
 
 use std::{collections::HashMap, sync::Mutex};
 
-use opentelemetry::trace::TraceId;
+use super::spans::TraceId;
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
@@ -339,7 +339,7 @@ mod tests {
     #[test]
     fn openmetrics_carries_the_latest_trace_of_a_bucket_and_renames_counter_families() {
         let m = Metrics::new();
-        let trace = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+        let trace = TraceId(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736);
         m.observe_http("GET", "/v1/x", "200", 0.003, Some(trace));
         let (text, kind) = m.render(true);
         assert!(kind.starts_with("application/openmetrics-text"));

@@ -1,12 +1,14 @@
 //! Logs, traces and metrics.
 //!
 //! - Logs: one JSON object per line on stdout with trace and span ids
-//!   ([`logs::JsonLines`]); also over OTLP logs when an OTLP endpoint is set,
-//!   and straight to Loki (`tracing-loki`) when `LOKI_URL` is set.
+//!   ([`logs::JsonLines`]); also over OTLP logs when an OTLP endpoint is set
+//!   ([`logs::OtlpLogs`]), and straight to Loki (`tracing-loki`) when
+//!   `LOKI_URL` is set.
 //! - Traces: OpenTelemetry spans for each request, database operation, Redis
-//!   call, admission tick, reservation and payment, exported over OTLP gRPC
-//!   or HTTP/protobuf as the standard `OTEL_*` variables say. Ids are made
-//!   even when nothing is exported, so log lines always carry them.
+//!   call, admission tick, reservation and payment ([`spans::Spans`]),
+//!   exported over OTLP gRPC or HTTP/protobuf as the standard `OTEL_*`
+//!   variables say ([`otlp`]). Ids are made even when nothing is exported,
+//!   so log lines always carry them.
 //! - Metrics: Prometheus text at `/metrics` ([`metrics`]).
 //!
 //! Export runs in background batches: a slow or absent collector never blocks
@@ -16,17 +18,11 @@
 pub mod limits;
 pub mod logs;
 pub mod metrics;
+pub mod otlp;
+pub mod spans;
 
-use std::sync::LazyLock;
+use std::{sync::LazyLock, time::Duration};
 
-use opentelemetry::{KeyValue, trace::TracerProvider as _};
-use opentelemetry_otlp::WithExportConfig;
-use opentelemetry_sdk::{
-    Resource,
-    logs::{LogBatch, LogExporter, SdkLoggerProvider},
-    trace::{SdkTracerProvider, SpanData, SpanExporter},
-    error::OTelSdkResult,
-};
 use prometheus::IntCounterVec;
 use tracing_subscriber::{Layer, filter::Targets, layer::SubscriberExt, util::SubscriberInitExt};
 
@@ -40,26 +36,41 @@ pub static DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("valid metric")
 });
 
-/// Runs one call to a backing service (database, Redis) inside a client span
-/// named "`system` `operation`", and times it into `histogram`.
+/// The target of the one log line each request writes (the access line).
+pub const ACCESS: &str = "booking::access";
+
+/// Whether span fields are shipped as part of log lines (Loki's layer does
+/// that). Only then does a request span carry its trace id as a field; the
+/// other log layers read the ids from the span itself.
+static SPAN_FIELDS_SHIPPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn span_fields_shipped() -> bool {
+    SPAN_FIELDS_SHIPPED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Runs one call to a backing service inside a client span named
+/// "`db|redis` `operation`" (a [`spans::Leaf`]: these calls never have
+/// children), and times it into `histogram`.
 pub async fn client_call<T>(
     system: &'static str,
     operation: &'static str,
     histogram: Option<&prometheus::HistogramVec>,
     call: impl Future<Output = T>,
 ) -> T {
-    use tracing::Instrument;
-    let span = tracing::info_span!(
-        "client",
-        otel.name = format!("{} {operation}", if system == "redis" { "redis" } else { "db" }),
-        otel.kind = "client",
-        db.system.name = system,
-        db.operation.name = operation,
-    );
+    let leaf = spans::Leaf::start();
     let started = std::time::Instant::now();
-    let result = call.instrument(span).await;
+    let result = call.await;
     if let Some(h) = histogram {
         h.with_label_values(&[operation]).observe(started.elapsed().as_secs_f64());
+    }
+    if let Some(leaf) = leaf {
+        use otlp::Value::Str;
+        let prefix = if system == "redis" { "redis" } else { "db" };
+        leaf.end(
+            format_args!("{prefix} {operation}"),
+            spans::KIND_CLIENT,
+            &[("db.system.name", Str(system)), ("db.operation.name", Str(operation))],
+        );
     }
     result
 }
@@ -71,13 +82,21 @@ pub struct TelemetryConfig {
     /// `OTEL_SDK_DISABLED=true` turns tracing off entirely (log lines then
     /// carry null ids). Used to measure what telemetry costs.
     pub disabled: bool,
-    /// `OTEL_EXPORTER_OTLP_ENDPOINT` (or the `_TRACES_`/`_LOGS_` variants).
-    pub otlp_endpoint: Option<String>,
-    /// `OTEL_EXPORTER_OTLP_PROTOCOL`: `grpc` (default) or `http/protobuf`.
-    pub otlp_http: bool,
-    /// `OTEL_LOGS_EXPORTER`: `otlp` (the default) also sends log records
-    /// over OTLP when an endpoint is set; `none` keeps them on stdout only.
-    pub otlp_logs: bool,
+    /// Where spans go: `OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT` and
+    /// `…_PROTOCOL` (`grpc`, the default, or `http/protobuf`); none when no
+    /// endpoint is set or `OTEL_TRACES_EXPORTER=none`.
+    pub traces: Option<otlp::Destination>,
+    /// Where log records go, the same way (`OTEL_LOGS_EXPORTER=none` keeps
+    /// them on stdout only).
+    pub logs: Option<otlp::Destination>,
+    /// `BOOKING_OTLP_ACCESS_LINES=true`: send each request's access line
+    /// over OTLP logs even when its span is exported (see [`logs::OtlpLogs`]).
+    pub otlp_access_lines: bool,
+    /// `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`.
+    pub sampler: spans::Sampler,
+    /// `service.name`, `deployment.environment` and the rest of
+    /// `OTEL_RESOURCE_ATTRIBUTES`.
+    pub resource: Vec<(String, String)>,
     /// `LOKI_URL`: push logs straight to Loki as well.
     pub loki_url: Option<String>,
     /// The `env` label of Loki streams: `deployment.environment` from
@@ -88,18 +107,44 @@ pub struct TelemetryConfig {
 impl TelemetryConfig {
     pub fn from_env() -> Self {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-        let environment = var("OTEL_RESOURCE_ATTRIBUTES")
-            .and_then(|attrs| {
-                attrs.split(',').find_map(|kv| kv.trim().strip_prefix("deployment.environment=").map(str::to_owned))
+        let mut resource: Vec<(String, String)> = var("OTEL_RESOURCE_ATTRIBUTES")
+            .map(|attrs| {
+                attrs
+                    .split(',')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                    .filter(|(k, _)| !k.is_empty())
+                    .collect()
             })
+            .unwrap_or_default();
+        let environment = resource
+            .iter()
+            .find(|(k, _)| k == "deployment.environment")
+            .map(|(_, v)| v.clone())
             .or_else(|| var("DEPLOY_ENV"))
             .unwrap_or_else(|| "local".into());
+        let service_name = var("OTEL_SERVICE_NAME")
+            .or_else(|| resource.iter().find(|(k, _)| k == "service.name").map(|(_, v)| v.clone()))
+            .unwrap_or_else(|| "booking".into());
+        resource.retain(|(k, _)| k != "service.name" && k != "deployment.environment");
+        resource.splice(
+            0..0,
+            [
+                ("service.name".to_owned(), service_name.clone()),
+                ("deployment.environment".to_owned(), environment.clone()),
+                ("telemetry.sdk.language".to_owned(), "rust".to_owned()),
+                ("telemetry.sdk.name".to_owned(), "booking".to_owned()),
+            ],
+        );
+        let exporter_on = |name: &str| var(name).is_none_or(|v| v.split(',').any(|e| e.trim() == "otlp"));
         Self {
-            service_name: var("OTEL_SERVICE_NAME").unwrap_or_else(|| "booking".into()),
+            service_name,
             disabled: var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")),
-            otlp_endpoint: var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT")),
-            otlp_http: var("OTEL_EXPORTER_OTLP_PROTOCOL").is_some_and(|p| p.starts_with("http")),
-            otlp_logs: var("OTEL_LOGS_EXPORTER").is_none_or(|v| v.split(',').any(|e| e.trim() == "otlp")),
+            traces: otlp::Destination::from_env(otlp::Signal::Traces).filter(|_| exporter_on("OTEL_TRACES_EXPORTER")),
+            logs: otlp::Destination::from_env(otlp::Signal::Logs).filter(|_| exporter_on("OTEL_LOGS_EXPORTER")),
+            otlp_access_lines: var("BOOKING_OTLP_ACCESS_LINES").is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1"),
+            sampler: spans::Sampler::from_env(),
+            resource,
             loki_url: var("LOKI_URL"),
             environment,
         }
@@ -109,19 +154,15 @@ impl TelemetryConfig {
 /// Keeps the exporters alive; flushes them on shutdown.
 #[derive(Default)]
 pub struct Telemetry {
-    tracer_provider: Option<SdkTracerProvider>,
-    logger_provider: Option<SdkLoggerProvider>,
+    exporters: Vec<otlp::Exporter>,
     stdout: Option<logs::BufferedStdout>,
 }
 
 impl Telemetry {
-    /// Flushes what is buffered, for at most a few seconds.
+    /// Ships what is queued, for at most a few seconds per signal.
     pub fn shutdown(mut self) {
-        if let Some(p) = self.tracer_provider.take() {
-            let _ = p.shutdown();
-        }
-        if let Some(p) = self.logger_provider.take() {
-            let _ = p.shutdown();
+        for exporter in self.exporters.drain(..) {
+            exporter.shutdown(Duration::from_secs(5));
         }
         // Dropping flushes the log lines.
     }
@@ -139,8 +180,8 @@ impl Drop for Telemetry {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
-    #[error("OTLP exporter: {0}")]
-    Otlp(#[from] opentelemetry_otlp::ExporterBuildError),
+    #[error(transparent)]
+    Otlp(#[from] otlp::SetupError),
     #[error("LOKI_URL: {0}")]
     Loki(String),
 }
@@ -198,49 +239,32 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     let filter = SplitFilter { spans, events: log_targets() };
     let buffered = logs::BufferedStdout::start();
     let stdout = logs::JsonLines::new(config.service_name.clone(), buffered.clone());
-    let mut telemetry = Telemetry { tracer_provider: None, logger_provider: None, stdout: Some(buffered) };
-    let resource = Resource::builder()
-        .with_service_name(config.service_name.clone())
-        .with_attribute(KeyValue::new("deployment.environment", config.environment.clone()))
-        .build();
-
-    let otel_traces = if config.disabled {
-        None
-    } else {
-        let mut builder = SdkTracerProvider::builder().with_resource(resource.clone());
-        if let Some(endpoint) = &config.otlp_endpoint {
-            builder = builder.with_batch_exporter(Counting { inner: span_exporter(endpoint, config.otlp_http)? });
-        }
-        let provider = builder.build();
-        let tracer = provider.tracer("booking");
-        opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
-        telemetry.tracer_provider = Some(provider);
-        // Spans carry their semantic-convention attributes only: the code
-        // location, thread and busy/idle timings would cost attributes and
-        // clock reads on every span of every request.
-        Some(
-            tracing_opentelemetry::layer()
-                .with_tracer(tracer)
-                .with_location(false)
-                .with_threads(false)
-                .with_tracked_inactivity(false)
-                .with_target(false)
-                .with_level(false),
-        )
+    let mut telemetry = Telemetry { exporters: Vec::new(), stdout: Some(buffered) };
+    let resource = otlp::resource(&config.resource);
+    let scope = otlp::scope("booking");
+    let mut exporter = |signal, to: &otlp::Destination, settings| -> Result<otlp::Queue, TelemetryError> {
+        let exporter = otlp::Exporter::start(signal, to.clone(), settings, resource.clone(), scope.clone())?;
+        let queue = exporter.queue();
+        telemetry.exporters.push(exporter);
+        Ok(queue)
     };
 
-    // The exporters' own chatter must not loop back into them: the SDK runs
-    // its exports with telemetry suppressed, and the OTLP log bridge and
-    // Loki skip what their HTTP clients log (see `Quiet`).
-    let otel_logs = match (&config.otlp_endpoint, config.disabled || !config.otlp_logs) {
-        (Some(endpoint), false) => {
-            let provider = SdkLoggerProvider::builder()
-                .with_resource(resource)
-                .with_batch_exporter(Counting { inner: log_exporter(endpoint, config.otlp_http)? })
-                .build();
-            let layer = opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(&provider);
-            telemetry.logger_provider = Some(provider);
-            Some(Quiet(layer))
+    let traces = if config.disabled {
+        None
+    } else {
+        let queue = match &config.traces {
+            Some(to) => Some(exporter(otlp::Signal::Traces, to, otlp::BatchSettings::from_env("OTEL_BSP", 5000))?),
+            None => None,
+        };
+        Some(spans::Spans::new(config.sampler.clone(), queue))
+    };
+
+    // The exporters' own chatter must not loop back into them: the OTLP log
+    // layer and Loki skip what the exporters' stacks log (see `Quiet`).
+    let otel_logs = match (&config.logs, config.disabled) {
+        (Some(to), false) => {
+            let queue = exporter(otlp::Signal::Logs, to, otlp::BatchSettings::from_env("OTEL_BLRP", 1000))?;
+            Some(logs::OtlpLogs::new(queue, config.traces.is_some() && !config.otlp_access_lines))
         }
         _ => None,
     };
@@ -254,12 +278,13 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
                 .and_then(|b| b.build_url(url))
                 .map_err(|e| TelemetryError::Loki(e.to_string()))?;
             tokio::spawn(task);
+            SPAN_FIELDS_SHIPPED.store(true, std::sync::atomic::Ordering::Relaxed);
             Some(Quiet(layer))
         }
         None => None,
     };
 
-    let _ = tracing_subscriber::registry().with(filter).with(otel_traces).with(stdout).with(otel_logs).with(loki).try_init();
+    let _ = tracing_subscriber::registry().with(filter).with(traces).with(stdout).with(otel_logs).with(loki).try_init();
     Ok(telemetry)
 }
 
@@ -284,8 +309,7 @@ where
     }
 
     fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
-        let target = event.metadata().target();
-        if !EXPORTER_TARGETS.iter().any(|t| target.starts_with(t)) {
+        if !from_exporter(event) {
             self.0.on_event(event, ctx)
         }
     }
@@ -309,60 +333,8 @@ pub fn init_logs() {
     let _ = tracing_subscriber::registry().with(log_targets()).with(stdout).try_init();
 }
 
-fn span_exporter(endpoint: &str, http: bool) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
-    let builder = opentelemetry_otlp::SpanExporter::builder();
-    Ok(if http {
-        builder.with_http().with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/'))).build()?
-    } else {
-        builder.with_tonic().with_endpoint(endpoint).build()?
-    })
-}
-
-fn log_exporter(endpoint: &str, http: bool) -> Result<opentelemetry_otlp::LogExporter, TelemetryError> {
-    let builder = opentelemetry_otlp::LogExporter::builder();
-    Ok(if http {
-        builder.with_http().with_endpoint(format!("{}/v1/logs", endpoint.trim_end_matches('/'))).build()?
-    } else {
-        builder.with_tonic().with_endpoint(endpoint).build()?
-    })
-}
-
-/// An exporter that counts what it failed to deliver.
-#[derive(Debug)]
-struct Counting<E> {
-    inner: E,
-}
-
-impl<E: SpanExporter> SpanExporter for Counting<E> {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let n = batch.len() as u64;
-        let result = self.inner.export(batch).await;
-        if result.is_err() {
-            DROPPED.with_label_values(&["spans"]).inc_by(n);
-        }
-        result
-    }
-    fn shutdown_with_timeout(&self, timeout: std::time::Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
-    }
-    fn set_resource(&mut self, resource: &Resource) {
-        self.inner.set_resource(resource);
-    }
-}
-
-impl<E: LogExporter> LogExporter for Counting<E> {
-    async fn export(&self, batch: LogBatch<'_>) -> OTelSdkResult {
-        let n = batch.iter().count() as u64;
-        let result = self.inner.export(batch).await;
-        if result.is_err() {
-            DROPPED.with_label_values(&["logs"]).inc_by(n);
-        }
-        result
-    }
-    fn shutdown_with_timeout(&self, timeout: std::time::Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
-    }
-    fn set_resource(&mut self, resource: &Resource) {
-        self.inner.set_resource(resource);
-    }
+/// Whether an event comes from the telemetry exporters' own stack.
+pub(crate) fn from_exporter(event: &tracing::Event<'_>) -> bool {
+    let target = event.metadata().target();
+    EXPORTER_TARGETS.iter().any(|t| target.starts_with(t))
 }
