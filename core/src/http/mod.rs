@@ -23,7 +23,6 @@ use axum::{
     response::Response,
 };
 use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer};
-use tracing::Instrument;
 
 use crate::{
     domain::{Clock, tokens::TokenKey},
@@ -157,60 +156,65 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     let method = req.method().clone();
     let matched = req.extensions().get::<MatchedPath>().cloned();
     let route = matched.as_ref().map_or("unmatched", |p| p.as_str());
-    let span = tracing::info_span!(
-        "HTTP request",
-        otel.name = %format_args!("{method} {route}"),
-        otel.kind = "server",
-        http.request.method = method.as_str(),
-        http.route = route,
-        url.path = req.uri().path(),
-        http.response.status_code = tracing::field::Empty,
-        error.type = tracing::field::Empty,
-        // The remote parent, if the caller sent one (see `spans`).
-        traceparent = req.headers().get("traceparent").and_then(|v| v.to_str().ok()),
-        trace_id = tracing::field::Empty,
-    );
-    let trace = spans::context_of(&span);
-    let trace_hex = trace.map(|cx| cx.trace_id.hex());
-    let trace_str = trace_hex.as_ref().map(|hex| std::str::from_utf8(hex).expect("hex digits are ASCII"));
-    // Loki's layer ships span fields, not the span's ids.
-    if let Some(id) = trace_str
-        && crate::telemetry::span_fields_shipped()
-    {
-        span.record("trace_id", id);
-    }
+    let path = req.uri().path().to_owned();
+    let span = spans::RequestSpan::start(req.headers().get("traceparent").and_then(|v| v.to_str().ok()));
     // Injected faults happen in here, so they are timed, logged and counted
     // like real ones.
-    let mut response = match state.chaos.fault_for(route) {
-        None => next.run(req).instrument(span.clone()).await,
-        Some(fault) => chaos::inject(fault, &state.metrics, req, next).instrument(span.clone()).await,
+    let serving = async {
+        match state.chaos.fault_for(route) {
+            None => next.run(req).await,
+            Some(fault) => chaos::inject(fault, &state.metrics, req, next).await,
+        }
+    };
+    let mut response = match &span {
+        Some(span) => span.serve(serving).await,
+        None => serving.await,
     };
     let elapsed = started.elapsed();
     let status = response.status();
     let code = response.extensions().get::<ErrorCode>().map(|c| c.0);
-    span.record("http.response.status_code", status.as_u16());
-    if status.is_server_error() {
-        span.record("error.type", code.unwrap_or("INTERNAL"));
-    }
+    let trace = span.as_ref().map(|s| s.cx);
     let sampled = trace.filter(|cx| cx.sampled).map(|cx| cx.trace_id);
     state.metrics.observe_http(method.as_str(), route, status.as_str(), elapsed.as_secs_f64(), sampled);
+    let trace_hex = trace.map(|cx| cx.trace_id.hex());
     if let Some(hex) = &trace_hex
         && let Ok(value) = header::HeaderValue::from_bytes(hex)
     {
         response.headers_mut().insert("x-trace-id", value);
     }
+    // The access line, written in the request's span so every log layer
+    // sees its ids. Loki's layer only ships fields, so it gets the trace id
+    // as one (the JSON and OTLP layers write their own).
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
-    // Written inside the request span (so the JSON line, the OTLP record
-    // and the Loki line carry its trace and span ids) but with no explicit
-    // parent, so it is not also copied into the exported span as a span
-    // event: the span already holds the same attributes.
-    let _entered = span.enter();
-    if let Some(InternalCause(cause)) = response.extensions().get::<InternalCause>() {
-        tracing::error!(target: ACCESS, parent: None, method = %method, route, status = status.as_u16(), latency_ms, error_code = code, cause, "request failed");
-    } else if route != "/metrics" && route != "/healthz" {
-        tracing::info!(target: ACCESS, parent: None, method = %method, route, status = status.as_u16(), latency_ms, error_code = code, "request");
+    let loki_trace_id = trace_hex
+        .as_ref()
+        .filter(|_| crate::telemetry::span_fields_shipped())
+        .and_then(|hex| std::str::from_utf8(hex).ok());
+    let write_line = || {
+        if let Some(InternalCause(cause)) = response.extensions().get::<InternalCause>() {
+            tracing::error!(target: ACCESS, method = %method, route, status = status.as_u16(), latency_ms, error_code = code, cause, trace_id = loki_trace_id, "request failed");
+        } else if route != "/metrics" && route != "/healthz" {
+            tracing::info!(target: ACCESS, method = %method, route, status = status.as_u16(), latency_ms, error_code = code, trace_id = loki_trace_id, "request");
+        }
+    };
+    match &span {
+        Some(span) => span.in_scope(write_line),
+        None => write_line(),
     }
-    drop(_entered);
+    if let Some(span) = span {
+        use crate::telemetry::otlp::Value::{Int, Str};
+        let failed = status.is_server_error();
+        let mut attributes = vec![
+            ("http.request.method", Str(method.as_str())),
+            ("http.route", Str(route)),
+            ("url.path", Str(&path)),
+            ("http.response.status_code", Int(i64::from(status.as_u16()))),
+        ];
+        if failed {
+            attributes.push(("error.type", Str(code.unwrap_or("INTERNAL"))));
+        }
+        span.end(format_args!("{method} {route}"), &attributes, failed);
+    }
     response
 }
 

@@ -133,7 +133,7 @@ async fn hold(
 pub(crate) fn remember_seat(s: &AppState, seat_id: i64, flag: SeatFlag) {
     let queue = s.queue.clone();
     let now = s.clock.now_ms();
-    tokio::spawn(async move {
+    crate::telemetry::spans::spawn_in_request(async move {
         if let Err(e) = queue.flag_seat(seat_id, flag, now).await {
             tracing::debug!(error = %e, "seat flag not stored");
         }
@@ -155,7 +155,7 @@ async fn release(State(s): State<AppState>, user: AuthUser, Path(raw): Path<Stri
     s.caches.forget_seat_map(r.performance_id);
     let queue = s.queue.clone();
     let seat_id = r.seat_id;
-    tokio::spawn(async move {
+    crate::telemetry::spans::spawn_in_request(async move {
         if let Err(e) = queue.unflag_seat(seat_id).await {
             tracing::debug!(error = %e, "seat flag not cleared");
         }

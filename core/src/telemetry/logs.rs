@@ -370,6 +370,10 @@ impl tracing::field::Visit for FieldWriter<'_> {
         self.raw(field, value);
     }
     fn record_str(&mut self, field: &Field, value: &str) {
+        // The line has its own `trace_id` (see `observe`'s access line).
+        if field.name() == "trace_id" {
+            return;
+        }
         self.has_message |= field.name() == "message";
         put_str(self.out, field.name(), value);
     }

@@ -167,13 +167,139 @@ pub fn context_of(span: &tracing::Span) -> Option<SpanContext> {
     .flatten()
 }
 
-/// The ids of the span an event happens in.
+/// The ids of the span an event happens in: the innermost `tracing` span,
+/// else the request being served (see [`RequestSpan`]).
 pub fn current<S>(ctx: &Context<'_, S>) -> Option<SpanContext>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    ctx.lookup_current().and_then(|span| span.extensions().get::<Building>().map(|b| b.cx))
+    match ctx.lookup_current() {
+        Some(span) => span.extensions().get::<Building>().map(|b| b.cx),
+        None => current_request(),
+    }
 }
+
+tokio::task_local! {
+    /// The request the current task serves.
+    static REQUEST: SpanContext;
+}
+
+/// The context of the request the current task serves, if any.
+pub fn current_request() -> Option<SpanContext> {
+    REQUEST.try_with(|cx| *cx).ok()
+}
+
+/// Spawns `task` as part of the current request: its calls' spans hang
+/// under the request's span, even if they end after it.
+pub fn spawn_in_request<F>(task: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    match current_request() {
+        Some(cx) => drop(tokio::spawn(REQUEST.scope(cx, task))),
+        None => drop(tokio::spawn(task)),
+    }
+}
+
+/// The server span of one HTTP request, kept outside the `tracing`
+/// registry: its context lives in a task-local for as long as the request
+/// is served ([`RequestSpan::serve`]), where log lines ([`current`]), leaf
+/// spans ([`Leaf`]) and any `tracing` span opened meanwhile find it. It
+/// never needs a registry slot, an extension, an enter/exit on every poll
+/// of the request, or a close.
+pub struct RequestSpan {
+    pub cx: SpanContext,
+    remote_parent: bool,
+    start_unix_nanos: u64,
+    started: std::time::Instant,
+}
+
+impl RequestSpan {
+    /// Starts a request's span; `traceparent` is the incoming header.
+    /// `None` when tracing is off (no [`Spans`] layer).
+    pub fn start(traceparent: Option<&str>) -> Option<Self> {
+        tracing::dispatcher::get_default(|dispatch| {
+            let spans = dispatch.downcast_ref::<Spans>()?;
+            let remote = traceparent.and_then(SpanContext::from_traceparent);
+            let trace_id = remote.map_or_else(|| TraceId(nonzero(rand::random::<u128>())), |r| r.trace_id);
+            let sampled = spans.sampler.sample(remote.map(|r| r.sampled), trace_id);
+            let cx = SpanContext { trace_id, span_id: SpanId(nonzero(rand::random::<u64>())), parent: remote.map(|r| r.span_id), sampled };
+            Some(Self { cx, remote_parent: remote.is_some(), start_unix_nanos: otlp::unix_nanos(), started: std::time::Instant::now() })
+        })
+    }
+
+    /// Runs `f` (a log statement) with this request as the current span.
+    pub fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        REQUEST.sync_scope(self.cx, f)
+    }
+
+    /// Serves the request with this span current.
+    pub async fn serve<F: std::future::Future>(&self, request: F) -> F::Output {
+        REQUEST.scope(self.cx, request).await
+    }
+
+    /// Ends the span and queues it for export (if sampled) as a server span
+    /// named `name` with `attributes`; `failed` sets its status to error.
+    pub fn end(self, name: fmt::Arguments<'_>, attributes: &[(&str, Value<'_>)], failed: bool) {
+        let remote_bit = if self.remote_parent { FLAG_IS_REMOTE } else { 0 };
+        let finished = Finished { cx: self.cx, name, kind: KIND_SERVER, start: self.start_unix_nanos, started: self.started, flags: 1 | FLAG_HAS_IS_REMOTE | remote_bit, failed };
+        finished.export(attributes);
+    }
+}
+
+/// A span that ended outside the registry, ready to encode.
+struct Finished<'a> {
+    cx: SpanContext,
+    name: fmt::Arguments<'a>,
+    kind: u64,
+    start: u64,
+    started: std::time::Instant,
+    flags: u32,
+    failed: bool,
+}
+
+impl Finished<'_> {
+    fn export(self, attributes: &[(&str, Value<'_>)]) {
+        if !self.cx.sampled {
+            return;
+        }
+        let end = self.start + self.started.elapsed().as_nanos() as u64;
+        tracing::dispatcher::get_default(|dispatch| {
+            let Some(queue) = dispatch.downcast_ref::<Spans>().and_then(|s| s.queue.as_ref()) else { return };
+            thread_local! {
+                static BUF: std::cell::RefCell<(Vec<u8>, String)> = const { std::cell::RefCell::new((Vec::new(), String::new())) };
+            }
+            BUF.with(|cell| {
+                let Ok(mut guard) = cell.try_borrow_mut() else { return };
+                let (buf, text) = &mut *guard;
+                buf.clear();
+                text.clear();
+                let _ = text.write_fmt(self.name);
+                let cx = &self.cx;
+                otlp::put_bytes(buf, 1, &cx.trace_id.0.to_be_bytes());
+                otlp::put_bytes(buf, 2, &cx.span_id.0.to_be_bytes());
+                if let Some(parent) = cx.parent {
+                    otlp::put_bytes(buf, 4, &parent.0.to_be_bytes());
+                }
+                otlp::put_bytes(buf, 5, text.as_bytes());
+                otlp::put_uint(buf, 6, self.kind);
+                otlp::put_fixed64(buf, 7, self.start);
+                otlp::put_fixed64(buf, 8, end);
+                for (key, value) in attributes {
+                    otlp::put_attribute(buf, 9, key, value);
+                }
+                if self.failed {
+                    otlp::put_bytes(buf, 15, &STATUS_ERROR);
+                }
+                otlp::put_fixed32(buf, 16, self.flags);
+                queue.push(buf);
+            });
+        });
+    }
+}
+
+/// `Status { code: STATUS_CODE_ERROR }`.
+const STATUS_ERROR: [u8; 2] = [0x18, 0x02];
 
 /// The layer that makes and exports spans.
 pub struct Spans {
@@ -200,7 +326,10 @@ where
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
-        let local_parent = span.parent().and_then(|p| p.extensions().get::<Building>().map(|b| b.cx));
+        let local_parent = match span.parent() {
+            Some(p) => p.extensions().get::<Building>().map(|b| b.cx),
+            None => current_request(),
+        };
         let mut fields = Fields::new(Vec::with_capacity(if self.queue.is_some() { 320 } else { 0 }), FieldsAre::SpanAttributes);
         attrs.record(&mut fields);
         let remote = if local_parent.is_none() { fields.remote.take() } else { None };
@@ -250,7 +379,7 @@ where
             otlp::put_fixed64(&mut building.buf, 8, otlp::unix_nanos());
             if building.error {
                 // Status { code: STATUS_CODE_ERROR }
-                otlp::put_bytes(&mut building.buf, 15, &[0x18, 0x02]);
+                otlp::put_bytes(&mut building.buf, 15, &STATUS_ERROR);
             }
             queue.push(&building.buf);
         }
@@ -272,48 +401,28 @@ pub struct Leaf {
 impl Leaf {
     /// Starts a leaf under the current span.
     pub fn start() -> Option<Self> {
-        tracing::dispatcher::get_default(|dispatch| {
+        let parent = tracing::dispatcher::get_default(|dispatch| {
             dispatch.downcast_ref::<Spans>()?.queue.as_ref()?;
             let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
-            let current = Subscriber::current_span(registry);
-            let parent = registry.span_data(current.id()?)?.extensions().get::<Building>()?.cx;
-            parent.sampled.then(|| Self { parent, start_unix_nanos: otlp::unix_nanos(), started: std::time::Instant::now() })
-        })
+            Some(match Subscriber::current_span(registry).id() {
+                Some(id) => registry.span_data(id)?.extensions().get::<Building>()?.cx,
+                None => current_request()?,
+            })
+        })?;
+        parent.sampled.then(|| Self { parent, start_unix_nanos: otlp::unix_nanos(), started: std::time::Instant::now() })
     }
 
     /// Ends the leaf and queues it for export as a span of `kind` (see
     /// `otel.kind`) named `name`, with `attributes`.
     pub fn end(self, name: fmt::Arguments<'_>, kind: u64, attributes: &[(&str, Value<'_>)]) {
-        let end = self.start_unix_nanos + self.started.elapsed().as_nanos() as u64;
-        tracing::dispatcher::get_default(|dispatch| {
-            let Some(queue) = dispatch.downcast_ref::<Spans>().and_then(|s| s.queue.as_ref()) else { return };
-            thread_local! {
-                static BUF: std::cell::RefCell<(Vec<u8>, String)> = const { std::cell::RefCell::new((Vec::new(), String::new())) };
-            }
-            BUF.with(|cell| {
-                let Ok(mut guard) = cell.try_borrow_mut() else { return };
-                let (buf, text) = &mut *guard;
-                buf.clear();
-                text.clear();
-                let _ = text.write_fmt(name);
-                let cx = &self.parent;
-                otlp::put_bytes(buf, 1, &cx.trace_id.0.to_be_bytes());
-                otlp::put_bytes(buf, 2, &nonzero(rand::random::<u64>()).to_be_bytes());
-                otlp::put_bytes(buf, 4, &cx.span_id.0.to_be_bytes());
-                otlp::put_bytes(buf, 5, text.as_bytes());
-                otlp::put_uint(buf, 6, kind);
-                otlp::put_fixed64(buf, 7, self.start_unix_nanos);
-                otlp::put_fixed64(buf, 8, end);
-                for (key, value) in attributes {
-                    otlp::put_attribute(buf, 9, key, value);
-                }
-                otlp::put_fixed32(buf, 16, 1 | FLAG_HAS_IS_REMOTE);
-                queue.push(buf);
-            });
-        });
+        let cx = SpanContext { span_id: SpanId(nonzero(rand::random::<u64>())), parent: Some(self.parent.span_id), ..self.parent };
+        let finished = Finished { cx, name, kind, start: self.start_unix_nanos, started: self.started, flags: 1 | FLAG_HAS_IS_REMOTE, failed: false };
+        finished.export(attributes);
     }
 }
 
+/// `otel.kind = "server"`.
+pub const KIND_SERVER: u64 = 2;
 /// `otel.kind = "client"`.
 pub const KIND_CLIENT: u64 = 3;
 
@@ -351,6 +460,8 @@ impl Fields {
         let name = field.name();
         match self.are {
             FieldsAre::LogRecord if name == "message" => otlp::put_any(&mut self.buf, 5, &value),
+            // The record has its own trace id field.
+            FieldsAre::LogRecord if name == "trace_id" => {}
             FieldsAre::LogRecord => otlp::put_attribute(&mut self.buf, 6, name, &value),
             FieldsAre::SpanAttributes => match (name, &value) {
                 ("otel.name", Value::Str(s)) => {
@@ -552,6 +663,41 @@ mod tests {
             assert!(Leaf::start().is_none(), "an unsampled parent records no leaf");
         });
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn a_request_span_lives_outside_the_registry_yet_parents_leaves_and_spans() {
+        let mut request = None;
+        let spans = spans_of(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)), || {
+            let span = RequestSpan::start(Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")).expect("tracing is on");
+            assert_eq!(current_request(), None, "only while it is served");
+            span.in_scope(|| {
+                assert_eq!(current_request(), Some(span.cx));
+                Leaf::start().unwrap().end(format_args!("redis gate"), KIND_CLIENT, &[]);
+                let _inner = tracing::info_span!("inner").entered();
+            });
+            request = Some(span.cx);
+            span.end(format_args!("POST /v1/x"), &[("http.response.status_code", Value::Int(503))], true);
+        });
+        let request = request.unwrap();
+        let by_name = |n: &str| spans.iter().find(|s| s.name == n).unwrap_or_else(|| panic!("no {n} span"));
+        let server = by_name("POST /v1/x");
+        assert_eq!(server.trace_id, 0x4bf92f3577b34da6a3ce929d0e0e4736u128.to_be_bytes());
+        assert_eq!(server.parent_span_id, 0x00f067aa0ba902b7u64.to_be_bytes());
+        assert_eq!(server.span_id, request.span_id.0.to_be_bytes());
+        assert_eq!((server.kind, server.flags), (2, 0x301));
+        assert_eq!(server.status.as_ref().map(|s| s.code), Some(2));
+        for child in ["redis gate", "inner"] {
+            assert_eq!(by_name(child).parent_span_id, request.span_id.0.to_be_bytes(), "{child} hangs under the request");
+            assert_eq!(by_name(child).trace_id, server.trace_id);
+        }
+        let unsampled = spans_of(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)), || {
+            let span = RequestSpan::start(Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")).unwrap();
+            assert!(!span.cx.sampled, "the caller's decision is followed");
+            span.in_scope(|| assert!(Leaf::start().is_none()));
+            span.end(format_args!("GET /"), &[], false);
+        });
+        assert!(unsampled.is_empty());
     }
 
     #[test]
