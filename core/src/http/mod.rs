@@ -213,7 +213,7 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         if failed {
             attributes.push(("error.type", Str(code.unwrap_or("INTERNAL"))));
         }
-        span.end(format_args!("{method} {route}"), &attributes, failed);
+        span.end(elapsed, format_args!("{method} {route}"), &attributes, failed);
     }
     response
 }

@@ -69,11 +69,14 @@ fn put_str(out: &mut Vec<u8>, key: &str, value: &str) {
     out.push(b'"');
 }
 
-fn put_hex(out: &mut Vec<u8>, key: &str, value: Option<impl fmt::Display>) {
+/// Appends `"key":"hex digits"`, or `"key":null`.
+fn put_hex(out: &mut Vec<u8>, key: &str, digits: Option<&[u8]>) {
     put_key(out, key);
-    match value {
-        Some(v) => {
-            let _ = write!(out, "\"{v}\"");
+    match digits {
+        Some(d) => {
+            out.push(b'"');
+            out.extend_from_slice(d);
+            out.push(b'"');
         }
         None => out.extend_from_slice(b"null"),
     }
@@ -212,9 +215,9 @@ impl<W> JsonLines<W> {
         line.push(b'"');
         put_str(line, "level", event.metadata().level().as_str());
         put_str(line, "service_name", &self.service_name);
-        put_hex(line, "trace_id", cx.map(|c| c.trace_id));
-        put_hex(line, "span_id", cx.map(|c| c.span_id));
-        put_hex(line, "parent_span_id", cx.and_then(|c| c.parent));
+        put_hex(line, "trace_id", cx.map(|c| c.trace_id.hex()).as_ref().map(|h| &h[..]));
+        put_hex(line, "span_id", cx.map(|c| c.span_id.hex()).as_ref().map(|h| &h[..]));
+        put_hex(line, "parent_span_id", cx.and_then(|c| c.parent).map(|p| p.hex()).as_ref().map(|h| &h[..]));
         put_str(line, "target", event.metadata().target());
         let mut fields = FieldWriter { out: line, has_message: false };
         event.record(&mut fields);

@@ -60,13 +60,15 @@ pub async fn client_call<T>(
     let leaf = spans::Leaf::start();
     let started = std::time::Instant::now();
     let result = call.await;
+    let took = started.elapsed();
     if let Some(h) = histogram {
-        h.with_label_values(&[operation]).observe(started.elapsed().as_secs_f64());
+        h.with_label_values(&[operation]).observe(took.as_secs_f64());
     }
     if let Some(leaf) = leaf {
         use otlp::Value::Str;
         let prefix = if system == "redis" { "redis" } else { "db" };
         leaf.end(
+            took,
             format_args!("{prefix} {operation}"),
             spans::KIND_CLIENT,
             &[("db.system.name", Str(system)), ("db.operation.name", Str(operation))],

@@ -40,15 +40,27 @@ impl fmt::Display for TraceId {
     }
 }
 
+/// The lowercase hex digits of `value`'s low `N * 4` bits, without allocating.
+fn hex_digits<const N: usize>(value: u128) -> [u8; N] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; N];
+    for (i, digit) in out.iter_mut().enumerate() {
+        *digit = DIGITS[((value >> (4 * (N - 1 - i))) & 0xf) as usize];
+    }
+    out
+}
+
 impl TraceId {
-    /// The 32 lowercase hex digits, without allocating.
+    /// The 32 lowercase hex digits.
     pub fn hex(self) -> [u8; 32] {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut out = [0u8; 32];
-        for (i, digit) in out.iter_mut().enumerate() {
-            *digit = DIGITS[((self.0 >> (124 - 4 * i)) & 0xf) as usize];
-        }
-        out
+        hex_digits(self.0)
+    }
+}
+
+impl SpanId {
+    /// The 16 lowercase hex digits.
+    pub fn hex(self) -> [u8; 16] {
+        hex_digits(u128::from(self.0))
     }
 }
 
@@ -211,7 +223,6 @@ pub struct RequestSpan {
     pub cx: SpanContext,
     remote_parent: bool,
     start_unix_nanos: u64,
-    started: std::time::Instant,
 }
 
 impl RequestSpan {
@@ -224,7 +235,7 @@ impl RequestSpan {
             let trace_id = remote.map_or_else(|| TraceId(nonzero(rand::random::<u128>())), |r| r.trace_id);
             let sampled = spans.sampler.sample(remote.map(|r| r.sampled), trace_id);
             let cx = SpanContext { trace_id, span_id: SpanId(nonzero(rand::random::<u64>())), parent: remote.map(|r| r.span_id), sampled };
-            Some(Self { cx, remote_parent: remote.is_some(), start_unix_nanos: otlp::unix_nanos(), started: std::time::Instant::now() })
+            Some(Self { cx, remote_parent: remote.is_some(), start_unix_nanos: otlp::unix_nanos() })
         })
     }
 
@@ -238,11 +249,13 @@ impl RequestSpan {
         REQUEST.scope(self.cx, request).await
     }
 
-    /// Ends the span and queues it for export (if sampled) as a server span
-    /// named `name` with `attributes`; `failed` sets its status to error.
-    pub fn end(self, name: fmt::Arguments<'_>, attributes: &[(&str, Value<'_>)], failed: bool) {
+    /// Ends the span `took` after it started (the caller times the request
+    /// anyway) and queues it for export (if sampled) as a server span named
+    /// `name` with `attributes`; `failed` sets its status to error.
+    pub fn end(self, took: std::time::Duration, name: fmt::Arguments<'_>, attributes: &[(&str, Value<'_>)], failed: bool) {
         let remote_bit = if self.remote_parent { FLAG_IS_REMOTE } else { 0 };
-        let finished = Finished { cx: self.cx, name, kind: KIND_SERVER, start: self.start_unix_nanos, started: self.started, flags: 1 | FLAG_HAS_IS_REMOTE | remote_bit, failed };
+        let (start, end) = (self.start_unix_nanos, self.start_unix_nanos + took.as_nanos() as u64);
+        let finished = Finished { cx: self.cx, name, kind: KIND_SERVER, start, end, flags: 1 | FLAG_HAS_IS_REMOTE | remote_bit, failed };
         finished.export(attributes);
     }
 }
@@ -253,7 +266,7 @@ struct Finished<'a> {
     name: fmt::Arguments<'a>,
     kind: u64,
     start: u64,
-    started: std::time::Instant,
+    end: u64,
     flags: u32,
     failed: bool,
 }
@@ -263,7 +276,6 @@ impl Finished<'_> {
         if !self.cx.sampled {
             return;
         }
-        let end = self.start + self.started.elapsed().as_nanos() as u64;
         tracing::dispatcher::get_default(|dispatch| {
             let Some(queue) = dispatch.downcast_ref::<Spans>().and_then(|s| s.queue.as_ref()) else { return };
             thread_local! {
@@ -284,7 +296,7 @@ impl Finished<'_> {
                 otlp::put_bytes(buf, 5, text.as_bytes());
                 otlp::put_uint(buf, 6, self.kind);
                 otlp::put_fixed64(buf, 7, self.start);
-                otlp::put_fixed64(buf, 8, end);
+                otlp::put_fixed64(buf, 8, self.end);
                 for (key, value) in attributes {
                     otlp::put_attribute(buf, 9, key, value);
                 }
@@ -395,7 +407,6 @@ where
 pub struct Leaf {
     parent: SpanContext,
     start_unix_nanos: u64,
-    started: std::time::Instant,
 }
 
 impl Leaf {
@@ -409,14 +420,15 @@ impl Leaf {
                 None => current_request()?,
             })
         })?;
-        parent.sampled.then(|| Self { parent, start_unix_nanos: otlp::unix_nanos(), started: std::time::Instant::now() })
+        parent.sampled.then(|| Self { parent, start_unix_nanos: otlp::unix_nanos() })
     }
 
-    /// Ends the leaf and queues it for export as a span of `kind` (see
-    /// `otel.kind`) named `name`, with `attributes`.
-    pub fn end(self, name: fmt::Arguments<'_>, kind: u64, attributes: &[(&str, Value<'_>)]) {
+    /// Ends the leaf `took` after it started and queues it for export as a
+    /// span of `kind` (see `otel.kind`) named `name`, with `attributes`.
+    pub fn end(self, took: std::time::Duration, name: fmt::Arguments<'_>, kind: u64, attributes: &[(&str, Value<'_>)]) {
         let cx = SpanContext { span_id: SpanId(nonzero(rand::random::<u64>())), parent: Some(self.parent.span_id), ..self.parent };
-        let finished = Finished { cx, name, kind, start: self.start_unix_nanos, started: self.started, flags: 1 | FLAG_HAS_IS_REMOTE, failed: false };
+        let (start, end) = (self.start_unix_nanos, self.start_unix_nanos + took.as_nanos() as u64);
+        let finished = Finished { cx, name, kind, start, end, flags: 1 | FLAG_HAS_IS_REMOTE, failed: false };
         finished.export(attributes);
     }
 }
@@ -537,6 +549,7 @@ mod tests {
         assert_eq!(cx.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(&cx.trace_id.hex(), b"4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(&TraceId(1).hex(), b"00000000000000000000000000000001");
+        assert_eq!(&cx.span_id.hex(), b"00f067aa0ba902b7");
         assert_eq!(cx.span_id.to_string(), "00f067aa0ba902b7");
         assert!(cx.sampled);
         assert!(!SpanContext::from_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap().sampled);
@@ -650,7 +663,7 @@ mod tests {
             parent = context_of(&server);
             let _in = server.enter();
             let leaf = Leaf::start().expect("a sampled current span");
-            leaf.end(format_args!("redis {}", "gate"), KIND_CLIENT, &[("db.system.name", Value::Str("redis"))]);
+            leaf.end(std::time::Duration::from_micros(3), format_args!("redis {}", "gate"), KIND_CLIENT, &[("db.system.name", Value::Str("redis"))]);
         });
         let parent = parent.unwrap();
         let leaf = spans.iter().find(|s| s.name == "redis gate").expect("the leaf was exported");
@@ -673,11 +686,11 @@ mod tests {
             assert_eq!(current_request(), None, "only while it is served");
             span.in_scope(|| {
                 assert_eq!(current_request(), Some(span.cx));
-                Leaf::start().unwrap().end(format_args!("redis gate"), KIND_CLIENT, &[]);
+                Leaf::start().unwrap().end(std::time::Duration::ZERO, format_args!("redis gate"), KIND_CLIENT, &[]);
                 let _inner = tracing::info_span!("inner").entered();
             });
             request = Some(span.cx);
-            span.end(format_args!("POST /v1/x"), &[("http.response.status_code", Value::Int(503))], true);
+            span.end(std::time::Duration::from_millis(1), format_args!("POST /v1/x"), &[("http.response.status_code", Value::Int(503))], true);
         });
         let request = request.unwrap();
         let by_name = |n: &str| spans.iter().find(|s| s.name == n).unwrap_or_else(|| panic!("no {n} span"));
@@ -695,7 +708,7 @@ mod tests {
             let span = RequestSpan::start(Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")).unwrap();
             assert!(!span.cx.sampled, "the caller's decision is followed");
             span.in_scope(|| assert!(Leaf::start().is_none()));
-            span.end(format_args!("GET /"), &[], false);
+            span.end(std::time::Duration::ZERO, format_args!("GET /"), &[], false);
         });
         assert!(unsampled.is_empty());
     }
