@@ -121,7 +121,9 @@ start_booking() { # start_booking on|off LOG-NAME
   BOOKING_PID=$!
   wait_for "booking service" 30 curl -sf "$BASE/readyz"
 }
-stop_booking() { kill -TERM "$BOOKING_PID"; wait "$BOOKING_PID" 2>/dev/null || true; BOOKING_PID=; }
+# `sync` after every run: an "on" run writes tens of MB of log lines, and
+# the next run must not pay for flushing them to disk.
+stop_booking() { kill -TERM "$BOOKING_PID"; wait "$BOOKING_PID" 2>/dev/null || true; BOOKING_PID=; sync; }
 
 start_booking on warmup
 log "admitting $USERS users"
