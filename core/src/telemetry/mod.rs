@@ -69,7 +69,7 @@ pub async fn client_call<T>(
         let prefix = if system == "redis" { "redis" } else { "db" };
         leaf.end(
             took,
-            format_args!("{prefix} {operation}"),
+            &[prefix, " ", operation],
             spans::KIND_CLIENT,
             &[("db.system.name", Str(system)), ("db.operation.name", Str(operation))],
         );

@@ -54,6 +54,15 @@ pub(crate) fn put_bytes(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
+/// A length-delimited field whose value is `parts` one after another.
+pub(crate) fn put_concat(out: &mut Vec<u8>, field: u32, parts: &[&str]) {
+    put_tag(out, field, LEN);
+    put_varint(out, parts.iter().map(|p| p.len() as u64).sum());
+    for part in parts {
+        out.extend_from_slice(part.as_bytes());
+    }
+}
+
 pub(crate) fn put_fixed64(out: &mut Vec<u8>, field: u32, v: u64) {
     put_tag(out, field, FIXED64);
     out.extend_from_slice(&v.to_le_bytes());

@@ -251,8 +251,9 @@ impl RequestSpan {
 
     /// Ends the span `took` after it started (the caller times the request
     /// anyway) and queues it for export (if sampled) as a server span named
-    /// `name` with `attributes`; `failed` sets its status to error.
-    pub fn end(self, took: std::time::Duration, name: fmt::Arguments<'_>, attributes: &[(&str, Value<'_>)], failed: bool) {
+    /// `name` (its parts joined as they are) with `attributes`; `failed` sets
+    /// its status to error.
+    pub fn end(self, took: std::time::Duration, name: &[&str], attributes: &[(&str, Value<'_>)], failed: bool) {
         let remote_bit = if self.remote_parent { FLAG_IS_REMOTE } else { 0 };
         let (start, end) = (self.start_unix_nanos, self.start_unix_nanos + took.as_nanos() as u64);
         let finished = Finished { cx: self.cx, name, kind: KIND_SERVER, start, end, flags: 1 | FLAG_HAS_IS_REMOTE | remote_bit, failed };
@@ -263,7 +264,8 @@ impl RequestSpan {
 /// A span that ended outside the registry, ready to encode.
 struct Finished<'a> {
     cx: SpanContext,
-    name: fmt::Arguments<'a>,
+    /// Joined as they are: no formatting on the request path.
+    name: &'a [&'a str],
     kind: u64,
     start: u64,
     end: u64,
@@ -279,21 +281,19 @@ impl Finished<'_> {
         tracing::dispatcher::get_default(|dispatch| {
             let Some(queue) = dispatch.downcast_ref::<Spans>().and_then(|s| s.queue.as_ref()) else { return };
             thread_local! {
-                static BUF: std::cell::RefCell<(Vec<u8>, String)> = const { std::cell::RefCell::new((Vec::new(), String::new())) };
+                static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
             }
             BUF.with(|cell| {
-                let Ok(mut guard) = cell.try_borrow_mut() else { return };
-                let (buf, text) = &mut *guard;
+                let Ok(mut buf) = cell.try_borrow_mut() else { return };
+                let buf = &mut *buf;
                 buf.clear();
-                text.clear();
-                let _ = text.write_fmt(self.name);
                 let cx = &self.cx;
                 otlp::put_bytes(buf, 1, &cx.trace_id.0.to_be_bytes());
                 otlp::put_bytes(buf, 2, &cx.span_id.0.to_be_bytes());
                 if let Some(parent) = cx.parent {
                     otlp::put_bytes(buf, 4, &parent.0.to_be_bytes());
                 }
-                otlp::put_bytes(buf, 5, text.as_bytes());
+                otlp::put_concat(buf, 5, self.name);
                 otlp::put_uint(buf, 6, self.kind);
                 otlp::put_fixed64(buf, 7, self.start);
                 otlp::put_fixed64(buf, 8, self.end);
@@ -424,8 +424,9 @@ impl Leaf {
     }
 
     /// Ends the leaf `took` after it started and queues it for export as a
-    /// span of `kind` (see `otel.kind`) named `name`, with `attributes`.
-    pub fn end(self, took: std::time::Duration, name: fmt::Arguments<'_>, kind: u64, attributes: &[(&str, Value<'_>)]) {
+    /// span of `kind` (see `otel.kind`) named `name` (its parts joined), with
+    /// `attributes`.
+    pub fn end(self, took: std::time::Duration, name: &[&str], kind: u64, attributes: &[(&str, Value<'_>)]) {
         let cx = SpanContext { span_id: SpanId(nonzero(rand::random::<u64>())), parent: Some(self.parent.span_id), ..self.parent };
         let (start, end) = (self.start_unix_nanos, self.start_unix_nanos + took.as_nanos() as u64);
         let finished = Finished { cx, name, kind, start, end, flags: 1 | FLAG_HAS_IS_REMOTE, failed: false };
@@ -663,7 +664,7 @@ mod tests {
             parent = context_of(&server);
             let _in = server.enter();
             let leaf = Leaf::start().expect("a sampled current span");
-            leaf.end(std::time::Duration::from_micros(3), format_args!("redis {}", "gate"), KIND_CLIENT, &[("db.system.name", Value::Str("redis"))]);
+            leaf.end(std::time::Duration::from_micros(3), &["redis ", "gate"], KIND_CLIENT, &[("db.system.name", Value::Str("redis"))]);
         });
         let parent = parent.unwrap();
         let leaf = spans.iter().find(|s| s.name == "redis gate").expect("the leaf was exported");
@@ -686,11 +687,11 @@ mod tests {
             assert_eq!(current_request(), None, "only while it is served");
             span.in_scope(|| {
                 assert_eq!(current_request(), Some(span.cx));
-                Leaf::start().unwrap().end(std::time::Duration::ZERO, format_args!("redis gate"), KIND_CLIENT, &[]);
+                Leaf::start().unwrap().end(std::time::Duration::ZERO, &["redis gate"], KIND_CLIENT, &[]);
                 let _inner = tracing::info_span!("inner").entered();
             });
             request = Some(span.cx);
-            span.end(std::time::Duration::from_millis(1), format_args!("POST /v1/x"), &[("http.response.status_code", Value::Int(503))], true);
+            span.end(std::time::Duration::from_millis(1), &["POST", " ", "/v1/x"], &[("http.response.status_code", Value::Int(503))], true);
         });
         let request = request.unwrap();
         let by_name = |n: &str| spans.iter().find(|s| s.name == n).unwrap_or_else(|| panic!("no {n} span"));
@@ -708,7 +709,7 @@ mod tests {
             let span = RequestSpan::start(Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")).unwrap();
             assert!(!span.cx.sampled, "the caller's decision is followed");
             span.in_scope(|| assert!(Leaf::start().is_none()));
-            span.end(std::time::Duration::ZERO, format_args!("GET /"), &[], false);
+            span.end(std::time::Duration::ZERO, &["GET /"], &[], false);
         });
         assert!(unsampled.is_empty());
     }
