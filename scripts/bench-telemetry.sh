@@ -13,6 +13,8 @@
 #   scripts/bench-telemetry.sh                          # 3 rounds of 8 s per side
 #   DURATION=5 ROUNDS=2 scripts/bench-telemetry.sh
 #   EXTRA_ON_ENV="OTEL_LOGS_EXPORTER=none" scripts/bench-telemetry.sh   # a variant of "on"
+#   EXTRA_ON_ENV="OTEL_EXPORTER_OTLP_PROTOCOL=grpc OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:14317" \
+#     scripts/bench-telemetry.sh                        # gRPC instead of the default HTTP/protobuf
 #   NO_BUILD=1 scripts/bench-telemetry.sh               # use what is in target/release
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -109,11 +111,11 @@ ROTEL=$(python3 -c 'import rotel, os; print(os.path.join(os.path.dirname(rotel._
   || { python3 -m pip install -q rotel; ROTEL=$(python3 -c 'import rotel, os; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))'); }
 $ON_CLIENT_CPU "$ROTEL" start --daemon --pid-file "$PWD/$RUN/rotel.pid" --log-file "$PWD/$RUN/rotel.log" \
   --otlp-grpc-endpoint 127.0.0.1:$OTLP_PORT --otlp-http-endpoint 127.0.0.1:$((OTLP_PORT + 1)) --exporter blackhole
-wait_for rotel 10 bash -c "echo > /dev/tcp/127.0.0.1/$OTLP_PORT"
+wait_for rotel 10 bash -c "echo > /dev/tcp/127.0.0.1/$((OTLP_PORT + 1))"
 ROTEL_PID=$(cat "$RUN/rotel.pid")
 start_booking() { # start_booking on|off LOG-NAME
   if [ "$1" = on ]; then
-    env RUST_LOG=info OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$OTLP_PORT ${EXTRA[@]+"${EXTRA[@]}"} \
+    env RUST_LOG=info OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$((OTLP_PORT + 1)) ${EXTRA[@]+"${EXTRA[@]}"} \
       $ON_SERVICE_CPU "$BIN/booking" serve > "$RUN/booking-$2.log" 2>&1 &
   else
     RUST_LOG=warn OTEL_SDK_DISABLED=true $ON_SERVICE_CPU "$BIN/booking" serve > "$RUN/booking-$2.log" 2>&1 &

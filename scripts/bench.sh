@@ -111,11 +111,11 @@ ROTEL=$(python3 -c 'import rotel, os; print(os.path.join(os.path.dirname(rotel._
 OTLP_PORT=${OTLP_PORT:-14317}
 "$ROTEL" start --daemon --pid-file "$PWD/$RUN/rotel.pid" --log-file "$PWD/$RUN/rotel.log" \
   --otlp-grpc-endpoint 127.0.0.1:$OTLP_PORT --otlp-http-endpoint 127.0.0.1:$((OTLP_PORT + 1)) --exporter blackhole
-wait_for rotel 10 bash -c "echo > /dev/tcp/127.0.0.1/$OTLP_PORT"
+wait_for rotel 10 bash -c "echo > /dev/tcp/127.0.0.1/$((OTLP_PORT + 1))"
 PIDS+=("$(cat "$RUN/rotel.pid")")
 start_booking() { # start_booking on|off
   if [ "$1" = on ]; then
-    RUST_LOG=info OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$OTLP_PORT "$BIN/booking" serve > "$RUN/booking-$1.log" 2>&1 &
+    RUST_LOG=info OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$((OTLP_PORT + 1)) "$BIN/booking" serve > "$RUN/booking-$1.log" 2>&1 &
   else
     RUST_LOG=warn OTEL_SDK_DISABLED=true "$BIN/booking" serve > "$RUN/booking-$1.log" 2>&1 &
   fi

@@ -85,7 +85,7 @@ pub struct TelemetryConfig {
     /// carry null ids). Used to measure what telemetry costs.
     pub disabled: bool,
     /// Where spans go: `OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT` and
-    /// `…_PROTOCOL` (`grpc`, the default, or `http/protobuf`); none when no
+    /// `…_PROTOCOL` (`http/protobuf`, the default, or `grpc`); none when no
     /// endpoint is set or `OTEL_TRACES_EXPORTER=none`.
     pub traces: Option<otlp::Destination>,
     /// Where log records go, the same way (`OTEL_LOGS_EXPORTER=none` keeps

@@ -317,7 +317,8 @@ pub struct Destination {
 impl Destination {
     /// The standard variables for `signal`: `OTEL_EXPORTER_OTLP_{TRACES,LOGS}_ENDPOINT`
     /// (used as given) or `OTEL_EXPORTER_OTLP_ENDPOINT` (plus `/v1/traces`
-    /// or `/v1/logs` over HTTP), `…_PROTOCOL` and `…_HEADERS`.
+    /// or `/v1/logs` over HTTP), `…_PROTOCOL` (`http/protobuf`, the
+    /// default, or `grpc`) and `…_HEADERS`.
     pub fn from_env(signal: Signal) -> Option<Self> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         let which = match signal {
@@ -325,7 +326,9 @@ impl Destination {
             Signal::Logs => "LOGS",
         };
         let protocol = var(&format!("OTEL_EXPORTER_OTLP_{which}_PROTOCOL")).or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL"));
-        let http = protocol.is_some_and(|p| p.trim().starts_with("http"));
+        // HTTP/protobuf unless gRPC is asked for: the specification's default,
+        // and the cheaper one for a collector to take (see README).
+        let http = protocol.is_none_or(|p| !p.trim().eq_ignore_ascii_case("grpc"));
         let url = match var(&format!("OTEL_EXPORTER_OTLP_{which}_ENDPOINT")) {
             Some(url) => url.trim().to_owned(),
             None => {

@@ -236,6 +236,7 @@ async fn one_booking_flow_ties_log_lines_traces_and_loki_entries_together_by_tra
     let stdout = dir.join("booking.out");
     let env = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{}", rotel.grpc)),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".into()),
         ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test".into()),
         ("LOKI_URL", format!("http://127.0.0.1:{loki_port}")),
         ("RUST_LOG", "info".into()),
@@ -375,14 +376,14 @@ async fn resources_seat(resources: &Resources) -> i64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn traces_also_export_over_otlp_http_protobuf() {
+async fn traces_export_over_otlp_http_protobuf_by_default() {
     let dir = std::env::temp_dir().join(format!("booking-otlp-http-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let rotel = Rotel::start(&dir);
     let resources = Resources::new(Backend::SqliteMemory).await;
     let env = [
+        // No protocol set: HTTP/protobuf is the default.
         ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{}", rotel.http)),
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".to_owned()),
     ];
     let mut server = Binary::serve(&resources, &env, Stdio::null());
     let r = reqwest::get(format!("{}/v1/concerts", server.base())).await.unwrap();
