@@ -393,19 +393,23 @@ impl Exporter {
     /// (see [`resource`], [`scope`]).
     pub fn start(signal: Signal, to: Destination, settings: BatchSettings, resource: Vec<u8>, scope: Vec<u8>) -> Result<Self, SetupError> {
         let queue = Queue::new(signal, settings);
-        let mut transport = Transport::new(&to, settings.timeout)?;
+        // The transport belongs to the exporter's own runtime: a gRPC
+        // channel spawns its connection task on the runtime it is made in,
+        // and on the caller's runtime that task would compete with requests
+        // (or never run, on a single-threaded runtime that is kept busy).
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| SetupError::Endpoint(to.url.clone(), format!("no runtime for the exporter: {e}")))?;
+        let mut transport = {
+            let _in_exporter_runtime = runtime.enter();
+            Transport::new(&to, settings.timeout)?
+        };
         let (done_tx, done) = std::sync::mpsc::channel();
         let shipper = queue.clone();
         std::thread::Builder::new()
             .name(format!("otlp-{}", signal.label()))
             .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        eprintln!("OTLP {} exporter: no runtime: {e}", signal.label());
-                        return;
-                    }
-                };
                 runtime.block_on(async {
                     let inner = &*shipper.inner;
                     loop {

@@ -394,6 +394,39 @@ async fn traces_export_over_otlp_http_protobuf_by_default() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The exporter ships from its own thread and runtime, whatever runtime
+/// started it: here the caller's runtime is single-threaded and never gets
+/// the thread back while the export is due (`shutdown` blocks it), so a
+/// gRPC channel made on it could never connect.
+#[tokio::test(flavor = "current_thread")]
+async fn grpc_export_does_not_depend_on_the_runtime_that_started_it() {
+    use booking::telemetry::otlp::{BatchSettings, Destination, Exporter, Signal};
+    let dir = std::env::temp_dir().join(format!("booking-otlp-runtime-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rotel = Rotel::start(&dir);
+    let to = Destination { url: format!("http://127.0.0.1:{}", rotel.grpc), http: false, headers: Vec::new() };
+    let settings = BatchSettings { max_queue: 16, max_batch: 16, delay: Duration::from_secs(60), timeout: Duration::from_secs(10) };
+    let exporter = Exporter::start(Signal::Traces, to, settings, Vec::new(), Vec::new()).unwrap();
+    let trace_id = uuid::Uuid::new_v4().as_bytes().to_vec();
+    let span = opentelemetry_proto::tonic::trace::v1::Span {
+        trace_id: trace_id.clone(),
+        span_id: vec![1; 8],
+        name: "from a busy runtime".into(),
+        start_time_unix_nano: 1,
+        end_time_unix_nano: 2,
+        ..Default::default()
+    };
+    exporter.queue().push(&span.encode_to_vec());
+    exporter.shutdown(Duration::from_secs(20));
+    rotel.stop();
+    let hex: String = trace_id.iter().map(|b| format!("{b:02x}")).collect();
+    assert!(
+        spans_in(&rotel.log()).iter().any(|s| s.trace_id == hex && s.name == "from a busy runtime"),
+        "the span reached the collector"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_collector_down_requests_still_succeed_and_dropped_spans_are_counted() {
     let resources = Resources::new(Backend::SqliteMemory).await;
