@@ -2,15 +2,19 @@
 # What telemetry costs on the hot reservation path, measured as an alternating
 # A/B on PostgreSQL + Redis. Set up exactly as scripts/bench.sh does (same
 # seed, same rotel collector discarding what it receives, same service
-# settings), the hot seats taken by one warm-up run, then ROUNDS times:
+# settings), every seat taken by a warm-up run, then ROUNDS times:
 # restart the service with telemetry on, hot-seat wrk, stop; restart with
 # telemetry off, the same wrk, stop (in ABBA order). Restarting for every run keeps both
 # sides equal; the queue lives in Redis, so the admitted users stay admitted
 # (for ACTIVE_WINDOW_SECS, default 600 s, after the admission).
 # CPU time of the service and of rotel is sampled around every run.
-# Prints a table (also written to .bench/<run>-telemetry/results.md).
+# Prints a table (also written to .bench/<run>-telemetry/results.md). Each
+# run's log is cut to its first 1,000 lines afterwards (an "on" run writes
+# 30-100 MB); KEEP_LOGS=1 keeps them whole.
+# Single rounds scatter by several points on a shared two-core machine; the
+# default of 10 rounds (about 4 minutes) gives a median worth quoting.
 #
-#   scripts/bench-telemetry.sh                          # 3 rounds of 8 s per side
+#   scripts/bench-telemetry.sh                          # 10 rounds of 8 s per side
 #   DURATION=5 ROUNDS=2 scripts/bench-telemetry.sh
 #   EXTRA_ON_ENV="OTEL_LOGS_EXPORTER=none" scripts/bench-telemetry.sh   # a variant of "on"
 #   EXTRA_ON_ENV="OTEL_EXPORTER_OTLP_PROTOCOL=grpc OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:14317" \
@@ -21,7 +25,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib/services.sh
 
 DURATION=${DURATION:-8}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-10}
 USERS=${USERS:-20000}
 EXTRA_ON_ENV=${EXTRA_ON_ENV:-}
 SEATS_PER_PERF=5000
@@ -117,15 +121,23 @@ start_booking() { # start_booking on|off LOG-NAME
   if [ "$1" = on ]; then
     env RUST_LOG=info OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$((OTLP_PORT + 1)) ${EXTRA[@]+"${EXTRA[@]}"} \
       $ON_SERVICE_CPU "$BIN/booking" serve > "$RUN/booking-$2.log" 2>&1 &
+    BOOKING_LOG=$RUN/booking-$2.log
   else
     RUST_LOG=warn OTEL_SDK_DISABLED=true $ON_SERVICE_CPU "$BIN/booking" serve > "$RUN/booking-$2.log" 2>&1 &
+    BOOKING_LOG=$RUN/booking-$2.log
   fi
   BOOKING_PID=$!
   wait_for "booking service" 30 curl -sf "$BASE/readyz"
 }
 # `sync` after every run: an "on" run writes tens of MB of log lines, and
 # the next run must not pay for flushing them to disk.
-stop_booking() { kill -TERM "$BOOKING_PID"; wait "$BOOKING_PID" 2>/dev/null || true; BOOKING_PID=; sync; }
+stop_booking() {
+  kill -TERM "$BOOKING_PID"; wait "$BOOKING_PID" 2>/dev/null || true; BOOKING_PID=
+  if [ "${KEEP_LOGS:-0}" != 1 ]; then
+    head -n 1000 "$BOOKING_LOG" > "$BOOKING_LOG.head" && mv "$BOOKING_LOG.head" "$BOOKING_LOG"
+  fi
+  sync
+}
 
 start_booking on warmup
 log "admitting $USERS users"
