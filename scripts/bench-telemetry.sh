@@ -118,13 +118,12 @@ $ON_CLIENT_CPU "$ROTEL" start --daemon --pid-file "$PWD/$RUN/rotel.pid" --log-fi
 wait_for rotel 10 bash -c "echo > /dev/tcp/127.0.0.1/$((OTLP_PORT + 1))"
 ROTEL_PID=$(cat "$RUN/rotel.pid")
 start_booking() { # start_booking on|off LOG-NAME
+  BOOKING_LOG=$RUN/booking-$2.log
   if [ "$1" = on ]; then
     env RUST_LOG=info OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$((OTLP_PORT + 1)) ${EXTRA[@]+"${EXTRA[@]}"} \
-      $ON_SERVICE_CPU "$BIN/booking" serve > "$RUN/booking-$2.log" 2>&1 &
-    BOOKING_LOG=$RUN/booking-$2.log
+      $ON_SERVICE_CPU "$BIN/booking" serve > "$BOOKING_LOG" 2>&1 &
   else
-    RUST_LOG=warn OTEL_SDK_DISABLED=true $ON_SERVICE_CPU "$BIN/booking" serve > "$RUN/booking-$2.log" 2>&1 &
-    BOOKING_LOG=$RUN/booking-$2.log
+    RUST_LOG=warn OTEL_SDK_DISABLED=true $ON_SERVICE_CPU "$BIN/booking" serve > "$BOOKING_LOG" 2>&1 &
   fi
   BOOKING_PID=$!
   wait_for "booking service" 30 curl -sf "$BASE/readyz"

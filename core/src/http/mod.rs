@@ -221,8 +221,8 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
             ("http.response.status_code", Int(i64::from(status.as_u16()))),
             ("error.type", Str(code.unwrap_or("INTERNAL"))),
         ];
-        // `error.type` only on failures.
-        let attributes = if failed { &attributes[..] } else { &attributes[..4] };
+        // `error.type`, the last, only on failures.
+        let attributes = if failed { &attributes[..] } else { &attributes[..attributes.len() - 1] };
         span.end(elapsed, &[method, " ", route], attributes, failed);
     }
     response

@@ -326,9 +326,15 @@ impl Destination {
             Signal::Logs => "LOGS",
         };
         let protocol = var(&format!("OTEL_EXPORTER_OTLP_{which}_PROTOCOL")).or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL"));
-        // HTTP/protobuf unless gRPC is asked for: the specification's default,
-        // and the cheaper one for a collector to take (see README).
-        let http = protocol.is_none_or(|p| !p.trim().eq_ignore_ascii_case("grpc"));
+        // HTTP/protobuf unless gRPC is asked for: the specification's default.
+        let http = match protocol.as_deref().map(str::trim) {
+            None | Some("http/protobuf") => true,
+            Some(p) if p.eq_ignore_ascii_case("grpc") => false,
+            Some(other) => {
+                eprintln!("OTEL_EXPORTER_OTLP_PROTOCOL={other:?}: only grpc and http/protobuf are supported; using http/protobuf");
+                true
+            }
+        };
         let url = match var(&format!("OTEL_EXPORTER_OTLP_{which}_ENDPOINT")) {
             Some(url) => url.trim().to_owned(),
             None => {

@@ -407,9 +407,9 @@ async fn grpc_export_does_not_depend_on_the_runtime_that_started_it() {
     let to = Destination { url: format!("http://127.0.0.1:{}", rotel.grpc), http: false, headers: Vec::new() };
     let settings = BatchSettings { max_queue: 16, max_batch: 16, delay: Duration::from_secs(60), timeout: Duration::from_secs(10) };
     let exporter = Exporter::start(Signal::Traces, to, settings, Vec::new(), Vec::new()).unwrap();
-    let trace_id = uuid::Uuid::new_v4().as_bytes().to_vec();
+    let trace_id = uuid::Uuid::new_v4();
     let span = opentelemetry_proto::tonic::trace::v1::Span {
-        trace_id: trace_id.clone(),
+        trace_id: trace_id.as_bytes().to_vec(),
         span_id: vec![1; 8],
         name: "from a busy runtime".into(),
         start_time_unix_nano: 1,
@@ -419,7 +419,7 @@ async fn grpc_export_does_not_depend_on_the_runtime_that_started_it() {
     exporter.queue().push(&span.encode_to_vec());
     exporter.shutdown(Duration::from_secs(20));
     rotel.stop();
-    let hex: String = trace_id.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = trace_id.simple().to_string();
     assert!(
         spans_in(&rotel.log()).iter().any(|s| s.trace_id == hex && s.name == "from a busy runtime"),
         "the span reached the collector"
