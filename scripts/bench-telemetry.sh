@@ -12,7 +12,8 @@
 # run's log is cut to its first 1,000 lines afterwards (an "on" run writes
 # 30-100 MB); KEEP_LOGS=1 keeps them whole.
 # Single rounds scatter by several points on a shared two-core machine; the
-# default of 10 rounds (about 4 minutes) gives a median worth quoting.
+# default of 10 rounds (about 4 minutes) gives a median worth quoting, printed
+# with a 95% bootstrap interval (rounds resampled) that says how sure it is.
 #
 #   scripts/bench-telemetry.sh                          # 10 rounds of 8 s per side
 #   DURATION=5 ROUNDS=2 scripts/bench-telemetry.sh
@@ -169,7 +170,7 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 python3 - "$RUN" "$ROUNDS" "$DURATION" "$USERS" "$COMMIT" "$DIRTY" "$BIN_TIME" "$EXTRA_ON_ENV" "${NO_BUILD:-0}" <<'PY' | tee "$RUN/results.md"
-import json, os, statistics, sys
+import json, os, random, statistics, sys
 
 run, rounds, duration, users, commit, dirty, bin_time, extra, no_build = sys.argv[1:]
 rounds = int(rounds)
@@ -204,6 +205,14 @@ for i in range(1, rounds + 1):
             problems.append(f"{name}: 409 share {share(r, '409'):.1%}, unexpected statuses {unexpected(r) or 'none'}, "
                             f"socket errors {r['socket_errors']}")
 print(f"| **median** | | | **{statistics.median(costs):+.1%}** | | |\n")
+
+# How sure the median is: rounds resampled with replacement (a fixed seed,
+# so the same data always gives the same interval).
+rng = random.Random(4)
+medians = sorted(statistics.median(rng.choices(costs, k=len(costs))) for _ in range(10_000))
+low, high = medians[249], medians[9_749]
+print(f"Cost: median {statistics.median(costs):+.1%} (95% bootstrap interval {low:+.1%} to {high:+.1%}), "
+      f"mean {statistics.mean(costs):+.1%}, spread of rounds {min(costs):+.1%} to {max(costs):+.1%}.\n")
 
 print("CPU seconds per 10k requests (user + system, sampled around each wrk run; machine = all busy CPU):\n")
 print("| side | booking | rotel | machine | req/s (mean) |\n|---|---|---|---|---|")
