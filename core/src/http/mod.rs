@@ -161,9 +161,9 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     let method = req.method().clone();
     let matched = req.extensions().get::<MatchedPath>().cloned();
     let route = matched.as_ref().map_or("unmatched", |p| p.as_str());
-    // A clone shares the request line's bytes: no copy of the path.
-    let uri = req.uri().clone();
     let span = spans::RequestSpan::start(req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()));
+    // For the span's `url.path`; a clone shares the request line's bytes.
+    let uri = span.as_ref().map(|_| req.uri().clone());
     // Injected faults happen in here, so they are timed, logged and counted
     // like real ones.
     // Pinned where it is: the request span's scope wraps a reference, so the
@@ -217,7 +217,7 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         let attributes = [
             ("http.request.method", Str(method)),
             ("http.route", Str(route)),
-            ("url.path", Str(uri.path())),
+            ("url.path", Str(uri.as_ref().map_or("/", |u| u.path()))),
             ("http.response.status_code", Int(i64::from(status.as_u16()))),
             ("error.type", Str(code.unwrap_or("INTERNAL"))),
         ];
