@@ -104,9 +104,10 @@ ensure_test_tools() {
 start_blackhole_rotel() {
   local dir=$1 port=$2 agent
   shift 2
+  case $dir in /*) ;; *) dir=$PWD/$dir ;; esac
   agent=${ROTEL_AGENT:-$(python3 -c 'import rotel, os; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))' 2>/dev/null)} \
     || { python3 -m pip install -q rotel; agent=$(python3 -c 'import rotel, os; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))'); }
-  "$@" "$agent" start --daemon --pid-file "$PWD/$dir/rotel.pid" --log-file "$PWD/$dir/rotel.log" \
+  "$@" "$agent" start --daemon --pid-file "$dir/rotel.pid" --log-file "$dir/rotel.log" \
     --otlp-grpc-endpoint "127.0.0.1:$port" --otlp-http-endpoint "127.0.0.1:$((port + 1))" --exporter blackhole
   wait_for rotel 10 bash -c "echo > /dev/tcp/127.0.0.1/$((port + 1))"
 }
