@@ -3,6 +3,7 @@
 //! with Redis (production).
 
 mod support;
+mod claims;
 mod controls;
 mod k6;
 mod observability;
