@@ -211,13 +211,13 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         Some(span) => span.in_scope(write_line),
         None => write_line(),
     }
-    if let Some(span) = span {
+    if let (Some(span), Some(uri)) = (span, uri) {
         use crate::telemetry::otlp::Value::{Int, Str};
         let failed = status.is_server_error();
         let attributes = [
             ("http.request.method", Str(method)),
             ("http.route", Str(route)),
-            ("url.path", Str(uri.as_ref().map_or("/", |u| u.path()))),
+            ("url.path", Str(uri.path())),
             ("http.response.status_code", Int(i64::from(status.as_u16()))),
             ("error.type", Str(code.unwrap_or("INTERNAL"))),
         ];
