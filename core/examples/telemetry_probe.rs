@@ -19,30 +19,15 @@ use std::time::Duration;
 use axum::body::Body;
 use tower::ServiceExt as _;
 
-/// Thread and process CPU clocks, read from /proc (no libc binding needed).
-mod clock {
-    use std::time::Duration;
-
-    pub enum Id {
-        Thread,
-        Process,
-    }
-
-    pub fn now(id: Id) -> Duration {
-        let path = match id {
-            Id::Thread => "/proc/thread-self/stat",
-            Id::Process => "/proc/self/stat",
-        };
-        let stat = std::fs::read_to_string(path).unwrap_or_default();
-        // Fields after the command name (which ends at the last ')'):
-        // utime and stime are the 12th and 13th.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-            + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-        // USER_HZ is 100 on Linux.
-        Duration::from_millis(ticks * 10)
-    }
+/// CPU time (user + system) so far of the thread or process whose `stat`
+/// file this is: `/proc/thread-self/stat` or `/proc/self/stat`.
+fn cpu_time(stat_path: &str) -> Duration {
+    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
+    // Fields after the command name (which ends at the last ')'): utime and
+    // stime are the 12th and 13th, in clock ticks (USER_HZ, 100 on Linux).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: u64 = rest.split_whitespace().skip(11).take(2).filter_map(|v| v.parse::<u64>().ok()).sum();
+    Duration::from_millis(ticks * 10)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,13 +46,13 @@ fn main() -> anyhow::Result<()> {
         for _ in 0..n / 10 {
             app.clone().oneshot(request()).await?;
         }
-        let (thread0, process0, wall0) = (clock::now(clock::Id::Thread), clock::now(clock::Id::Process), std::time::Instant::now());
+        let (thread0, process0, wall0) = (cpu_time("/proc/thread-self/stat"), cpu_time("/proc/self/stat"), std::time::Instant::now());
         for _ in 0..n {
             let response = app.clone().oneshot(request()).await?;
             std::hint::black_box(response);
         }
         let (thread, process, wall) =
-            (clock::now(clock::Id::Thread) - thread0, clock::now(clock::Id::Process) - process0, wall0.elapsed());
+            (cpu_time("/proc/thread-self/stat") - thread0, cpu_time("/proc/self/stat") - process0, wall0.elapsed());
         let per = |d: Duration| d.as_secs_f64() * 1e6 / f64::from(n);
         eprintln!(
             "{n} requests: request path {:.2} us CPU each, process {:.2} us CPU each, wall {:.2} us each",

@@ -36,14 +36,12 @@ async fn a_claim_reads_only_the_claimants_holds_whatever_plan_was_cached_first()
         .execute(store.pool())
         .await
         .unwrap();
-    let ids = |sql: &'static str| {
-        let pool = store.pool().clone();
-        async move {
-            sqlx::query(sql).bind(performance_id).fetch_all(&pool).await.unwrap().iter().map(|r| r.get::<i64, _>(0)).collect::<Vec<_>>()
-        }
-    };
-    let seat_ids = ids("SELECT id FROM seats WHERE performance_id = $1 ORDER BY id").await;
-    let user_ids = ids("SELECT id FROM users WHERE $1 > 0 ORDER BY id").await;
+    let pool = store.pool();
+    let column = |rows: Vec<sqlx::any::AnyRow>| rows.iter().map(|r| r.get::<i64, _>(0)).collect::<Vec<_>>();
+    let seat_ids = column(
+        sqlx::query("SELECT id FROM seats WHERE performance_id = $1 ORDER BY id").bind(performance_id).fetch_all(pool).await.unwrap(),
+    );
+    let user_ids = column(sqlx::query("SELECT id FROM users ORDER BY id").fetch_all(pool).await.unwrap());
     let claim = |i: usize| HoldRequest {
         user_id: user_ids[i],
         concert_id,
