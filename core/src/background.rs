@@ -37,8 +37,42 @@ pub fn spawn(state: AppState, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>
     vec![
         tokio::spawn(admission(state.clone(), stop.clone())),
         tokio::spawn(sweeper(state.clone(), stop.clone())),
+        tokio::spawn(retention(state.clone(), stop.clone())),
         tokio::spawn(sampler(state, stop)),
     ]
+}
+
+/// How often stored data past its retention is deleted.
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
+/// Rows deleted per statement, so one pass never holds long locks.
+const RETENTION_BATCH: i64 = 1000;
+
+/// Deletes idempotency keys older than `IDEMPOTENCY_KEY_TTL_SECS`.
+pub async fn retention(state: AppState, stop: watch::Receiver<bool>) {
+    every(RETENTION_EVERY, stop, || async {
+        prune_once(&state).await;
+    })
+    .await;
+}
+
+/// One retention pass; returns how many keys went.
+pub async fn prune_once(state: &AppState) -> u64 {
+    let before = state.clock.now_ms() - state.settings.idempotency_ttl.as_millis() as i64;
+    let mut pruned = 0;
+    loop {
+        match state.store.prune_idempotency_keys(before, RETENTION_BATCH).await {
+            Ok(n) => {
+                pruned += n;
+                if (n as i64) < RETENTION_BATCH {
+                    return pruned;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "pruning idempotency keys failed");
+                return pruned;
+            }
+        }
+    }
 }
 
 /// Runs `step` every `period` until `stop` is raised.

@@ -13,14 +13,14 @@ pub mod settings;
 pub mod store;
 pub mod telemetry;
 
-use std::{future::IntoFuture, sync::Arc};
+use std::sync::Arc;
 
 use tokio::{net::TcpListener, sync::watch};
 
 pub use http::{AppState, app};
 
 use crate::{
-    domain::{Clock, tokens::TokenKey},
+    domain::Clock,
     queue::{AdmissionTuning, Queue, QueueError},
     settings::{Settings, SettingsError},
     store::{Store, StoreError},
@@ -59,8 +59,9 @@ pub async fn build_state(settings: Settings, clock: Clock) -> Result<AppState, B
     Ok(AppState::new(http::Services {
         store,
         queue,
-        keys: TokenKey::new(settings.token_secret.expose().as_bytes()),
+        keys: settings.token_key(),
         entry_limit: http::EntryRateLimit::new(settings.queue_entry_rate_limit, clock.now_ms()),
+        client_limits: http::ClientLimits::new(settings.signup_rate_per_minute),
         settings: Arc::new(settings),
         clock,
         metrics,
@@ -98,13 +99,11 @@ impl Application {
         let (stop_tx, stop_rx) = watch::channel(false);
         let loops = background::spawn(state.clone(), stop_rx.clone());
         let grace = state.settings.shutdown_grace;
-        let server = axum::serve(listener, app(state.clone()))
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down: draining in-flight requests");
-                let _ = stop_tx.send(true);
-            })
-            .into_future();
+        let server = serving::serve(listener, app(state.clone()), state.settings.http, state.metrics.connections.clone(), async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining in-flight requests");
+            let _ = stop_tx.send(true);
+        });
         let mut drain = stop_rx;
         let result = tokio::select! {
             r = server => r,
@@ -116,6 +115,7 @@ impl Application {
         for handle in loops {
             let _ = tokio::time::timeout(grace, handle).await;
         }
+        state.queue.settle(grace).await;
         state.store.close().await;
         result
     }

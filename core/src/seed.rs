@@ -10,7 +10,7 @@ use serde::Serialize;
 use sqlx::{Connection, Row};
 
 use crate::{
-    domain::{Clock, tokens::{TokenKey, UserClaims}},
+    domain::{Clock, tokens::UserClaims},
     settings::Settings,
     store::{Dialect, Store, StoreError},
 };
@@ -160,7 +160,7 @@ pub async fn run(settings: &Settings, args: &SeedArgs) -> Result<SeedSummary, Se
 
 /// Users with a charged balance (and its ledger row, so money adds up).
 async fn seed_users(store: &Store, settings: &Settings, args: &SeedArgs, now: i64) -> Result<Vec<(i64, String)>, SeedError> {
-    let keys = TokenKey::new(settings.token_secret.expose().as_bytes());
+    let keys = settings.token_key();
     let expires_at = now + settings.user_token_ttl.as_millis() as i64;
     let bar = progress(args.users as u64, "users");
     let mut tokens = Vec::with_capacity(args.users as usize);

@@ -6,6 +6,8 @@
 
 use std::{fmt, net::SocketAddr, time::Duration};
 
+use crate::domain::{client_ip::TrustedProxies, tokens::TokenKey};
+
 /// A value that must never appear in logs or `Debug` output.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -42,6 +44,11 @@ pub struct Settings {
     pub admin_key: Secret,
     /// `TOKEN_SECRET`, the HMAC key for user and queue tokens.
     pub token_secret: Secret,
+    /// `TOKEN_SECRET_PREVIOUS`: the key `TOKEN_SECRET` replaced. Tokens it
+    /// signed still verify; only `TOKEN_SECRET` signs. A leaked key is
+    /// rotated without logging everyone out: move it here, set a new one,
+    /// and remove it once the longest token lifetime has passed.
+    pub token_secret_previous: Option<Secret>,
     /// `USER_TOKEN_TTL_SECS`, default 24 h.
     pub user_token_ttl: Duration,
     /// `HOLD_SECS`, default 300.
@@ -67,12 +74,43 @@ pub struct Settings {
     /// `QUEUE_ENTRY_RATE_LIMIT`: queue entries per second this instance
     /// accepts; unset means no limit. Changeable at run time.
     pub queue_entry_rate_limit: Option<u32>,
+    /// `HTTP_HEADER_READ_TIMEOUT_SECS` (10), `HTTP_BODY_READ_TIMEOUT_SECS`
+    /// (5), `HTTP_IDLE_TIMEOUT_SECS` (60) and `HTTP_MAX_CONNECTIONS`
+    /// (10000): what the listener allows a client (see the `serving` crate).
+    pub http: serving::Limits,
+    /// `SIGNUP_RATE_PER_MINUTE`: sign-ups per client IP and minute (bursts
+    /// of as many), default 20; `off` lifts the limit.
+    pub signup_rate_per_minute: Option<u32>,
+    /// `TRUSTED_PROXIES`: addresses or CIDRs whose `X-Forwarded-For` names
+    /// the real client; unset, the peer address is the client.
+    pub trusted_proxies: TrustedProxies,
+    /// `IDEMPOTENCY_KEY_TTL_SECS`: how long a stored `Idempotency-Key`
+    /// replays its first result, default 24 h. Older keys are deleted and
+    /// may be used afresh.
+    pub idempotency_ttl: Duration,
 }
 
 /// The development defaults are public knowledge, so a server refuses to use
 /// them outside `127.0.0.1` (see `Settings::validate`).
 pub const DEV_ADMIN_KEY: &str = "dev-admin-key";
 pub const DEV_TOKEN_SECRET: &str = "dev-token-secret-change-me";
+
+/// Off loopback, `ADMIN_KEY` and `TOKEN_SECRET` must be at least this long:
+/// 32 random bytes (`openssl rand -base64 32` gives 44 characters) cannot be
+/// guessed, a word can.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Every value of `ADMIN_KEY` or `TOKEN_SECRET` this repository publishes
+/// (the dev defaults, old compose placeholders, examples in docs). Anyone who
+/// has read the repository knows them, so they are refused off loopback
+/// whatever their length. A test scans the repository for secrets it does
+/// not list.
+pub const PUBLIC_SECRETS: &[&str] = &[
+    DEV_ADMIN_KEY,
+    DEV_TOKEN_SECRET,
+    "change-me-admin",
+    "change-me-secret",
+];
 
 impl Default for Settings {
     fn default() -> Self {
@@ -84,6 +122,7 @@ impl Default for Settings {
             redis_key_prefix: "booking".into(),
             admin_key: Secret::new(DEV_ADMIN_KEY),
             token_secret: Secret::new(DEV_TOKEN_SECRET),
+            token_secret_previous: None,
             user_token_ttl: Duration::from_secs(24 * 3600),
             hold_duration: Duration::from_secs(300),
             max_holds_per_user: 4,
@@ -96,6 +135,10 @@ impl Default for Settings {
             shutdown_grace: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
             queue_entry_rate_limit: None,
+            http: serving::Limits::default(),
+            signup_rate_per_minute: Some(20),
+            trusted_proxies: TrustedProxies::default(),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -136,6 +179,7 @@ impl Settings {
         if let Some(v) = get("TOKEN_SECRET") {
             s.token_secret = Secret::new(v);
         }
+        s.token_secret_previous = get("TOKEN_SECRET_PREVIOUS").map(Secret::new);
         let secs = |name: &'static str, into: &mut Duration| -> Result<(), SettingsError> {
             if let Some(v) = get(name) {
                 *into = Duration::from_secs(positive::<u64>(&v, name)?);
@@ -149,6 +193,19 @@ impl Settings {
         secs("SWEEP_INTERVAL_SECS", &mut s.sweep_interval)?;
         secs("SHUTDOWN_GRACE_SECS", &mut s.shutdown_grace)?;
         secs("REQUEST_TIMEOUT_SECS", &mut s.request_timeout)?;
+        secs("HTTP_HEADER_READ_TIMEOUT_SECS", &mut s.http.header_read_timeout)?;
+        secs("HTTP_BODY_READ_TIMEOUT_SECS", &mut s.http.body_read_timeout)?;
+        secs("HTTP_IDLE_TIMEOUT_SECS", &mut s.http.idle_timeout)?;
+        secs("IDEMPOTENCY_KEY_TTL_SECS", &mut s.idempotency_ttl)?;
+        if let Some(v) = get("HTTP_MAX_CONNECTIONS") {
+            s.http.max_connections = positive(&v, "HTTP_MAX_CONNECTIONS")?;
+        }
+        if let Some(v) = get("SIGNUP_RATE_PER_MINUTE") {
+            s.signup_rate_per_minute = if v.trim().eq_ignore_ascii_case("off") { None } else { Some(positive(&v, "SIGNUP_RATE_PER_MINUTE")?) };
+        }
+        if let Some(v) = get("TRUSTED_PROXIES") {
+            s.trusted_proxies = v.parse().map_err(|problem| SettingsError { name: "TRUSTED_PROXIES", problem })?;
+        }
         let int = |name: &'static str, into: &mut i64| -> Result<(), SettingsError> {
             if let Some(v) = get(name) {
                 *into = positive(&v, name)?;
@@ -165,18 +222,58 @@ impl Settings {
         Ok(s)
     }
 
-    /// Refuses the published development secrets on a non-loopback address.
+    /// The token key: `TOKEN_SECRET` signs, it or `TOKEN_SECRET_PREVIOUS` verifies.
+    pub fn token_key(&self) -> TokenKey {
+        let key = TokenKey::new(self.token_secret.expose().as_bytes());
+        match &self.token_secret_previous {
+            Some(previous) => key.with_previous(previous.expose().as_bytes()),
+            None => key,
+        }
+    }
+
+    /// Off loopback, refuses secrets that are short or published; always,
+    /// a body deadline the request deadline would cut short.
     pub fn validate(&self) -> Result<(), SettingsError> {
         if !self.listen.ip().is_loopback() {
-            if self.admin_key.expose() == DEV_ADMIN_KEY {
-                return Err(SettingsError { name: "ADMIN_KEY", problem: "must be set when listening beyond loopback".into() });
+            let secrets = [("ADMIN_KEY", Some(&self.admin_key)), ("TOKEN_SECRET", Some(&self.token_secret)), ("TOKEN_SECRET_PREVIOUS", self.token_secret_previous.as_ref())];
+            for (name, secret) in secrets {
+                if let Some(secret) = secret {
+                    check_secret(name, secret)?;
+                }
             }
-            if self.token_secret.expose() == DEV_TOKEN_SECRET {
-                return Err(SettingsError { name: "TOKEN_SECRET", problem: "must be set when listening beyond loopback".into() });
-            }
+        }
+        // A body still arriving when the request timeout fires would be
+        // answered 503 (our fault, counted by the error-rate SLI) instead of
+        // 408 (the client's).
+        if self.http.body_read_timeout >= self.request_timeout {
+            return Err(SettingsError {
+                name: "HTTP_BODY_READ_TIMEOUT_SECS",
+                problem: format!("must be shorter than REQUEST_TIMEOUT_SECS ({} s)", self.request_timeout.as_secs()),
+            });
         }
         Ok(())
     }
+}
+
+/// A secret fit for a listener others can reach. The message never quotes it.
+fn check_secret(name: &'static str, secret: &Secret) -> Result<(), SettingsError> {
+    let value = secret.expose().trim();
+    if PUBLIC_SECRETS.iter().any(|p| p.eq_ignore_ascii_case(value)) {
+        return Err(SettingsError {
+            name,
+            problem: "is a value published in this repository; generate one (openssl rand -base64 32) when listening beyond loopback".into(),
+        });
+    }
+    if value.len() < MIN_SECRET_BYTES {
+        return Err(SettingsError {
+            name,
+            problem: format!(
+                "must be at least {MIN_SECRET_BYTES} bytes when listening beyond loopback (it has {}); generate one with openssl rand -base64 32",
+                value.len()
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn parse<T: std::str::FromStr>(v: &str, name: &'static str) -> Result<T, SettingsError>
@@ -219,10 +316,50 @@ mod tests {
         assert!(Settings::from_lookup(env(&[("BOOKING_LISTEN", "nope")])).is_err());
     }
 
+    /// A fresh 64-character secret: no value written in the repository
+    /// may pass the guard.
+    fn strong() -> String {
+        format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+    }
+
+    fn public(admin: &str, token: &str) -> Settings {
+        Settings {
+            listen: "0.0.0.0:8080".parse().unwrap(),
+            admin_key: Secret::new(admin),
+            token_secret: Secret::new(token),
+            ..Settings::default()
+        }
+    }
+
     #[test]
     fn development_secrets_are_refused_off_loopback() {
         let s = Settings { listen: "0.0.0.0:8080".parse().unwrap(), ..Settings::default() };
         assert_eq!(s.validate().unwrap_err().name, "ADMIN_KEY");
         assert!(format!("{:?}", s.token_secret).contains("***"));
+        assert!(Settings::default().validate().is_ok(), "loopback keeps the dev defaults");
+    }
+
+    #[test]
+    fn off_loopback_every_secret_is_long_and_unpublished() {
+        let (a, b) = (strong(), strong());
+        assert!(public(&a, &b).validate().is_ok());
+        for placeholder in PUBLIC_SECRETS {
+            let err = public(placeholder, &b).validate().unwrap_err();
+            assert_eq!(err.name, "ADMIN_KEY", "{placeholder}");
+            let err = public(&a, placeholder).validate().unwrap_err();
+            assert_eq!(err.name, "TOKEN_SECRET", "{placeholder}");
+            assert!(err.problem.contains("published"), "{}", err.problem);
+        }
+        let short = public("change-me-please-0123456789", &b).validate().unwrap_err();
+        assert_eq!(short.name, "ADMIN_KEY");
+        assert!(short.problem.contains("at least 32 bytes") && !short.problem.contains("change-me"), "{}", short.problem);
+        let rotated = Settings { token_secret_previous: Some(Secret::new("old")), ..public(&a, &b) };
+        assert_eq!(rotated.validate().unwrap_err().name, "TOKEN_SECRET_PREVIOUS");
+    }
+
+    #[test]
+    fn the_body_deadline_must_come_before_the_request_deadline() {
+        let s = Settings { request_timeout: Duration::from_secs(5), ..Settings::default() };
+        assert_eq!(s.validate().unwrap_err().name, "HTTP_BODY_READ_TIMEOUT_SECS");
     }
 }

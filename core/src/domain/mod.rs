@@ -1,6 +1,7 @@
 //! Plain types and rules of the booking domain. Nothing here does I/O, so each
 //! rule can be read and tested on its own.
 
+pub mod client_ip;
 pub mod clock;
 pub mod money;
 pub mod queue;

@@ -3,6 +3,10 @@
 //! Both are `kind.fields….signature`, where the signature is HMAC-SHA256 over
 //! everything before it. Checking one costs a hash and no I/O, and the
 //! comparison is constant-time (`Mac::verify_slice`).
+//!
+//! Keys rotate: the current key signs, and the key it replaced still
+//! verifies (`TOKEN_SECRET_PREVIOUS`), so a leaked key is replaced without
+//! logging everyone out.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
@@ -13,7 +17,10 @@ use super::clock::Millis;
 type HmacSha256 = Hmac<Sha256>;
 
 #[derive(Clone)]
-pub struct TokenKey(HmacSha256);
+pub struct TokenKey {
+    current: HmacSha256,
+    previous: Option<HmacSha256>,
+}
 
 impl std::fmt::Debug for TokenKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -52,11 +59,17 @@ const QUEUE: &str = "q";
 
 impl TokenKey {
     pub fn new(secret: &[u8]) -> Self {
-        Self(HmacSha256::new_from_slice(secret).expect("HMAC accepts keys of any length"))
+        Self { current: mac(secret), previous: None }
+    }
+
+    /// Also accepts tokens signed with `previous` (never signs with it).
+    pub fn with_previous(mut self, previous: &[u8]) -> Self {
+        self.previous = Some(mac(previous));
+        self
     }
 
     fn sign(&self, payload: &str) -> String {
-        let mut mac = self.0.clone();
+        let mut mac = self.current.clone();
         mac.update(payload.as_bytes());
         let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
         format!("{payload}.{sig}")
@@ -66,9 +79,14 @@ impl TokenKey {
     fn open<'t>(&self, token: &'t str, kind: &str) -> Result<Vec<&'t str>, TokenError> {
         let (payload, sig) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
         let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| TokenError::Malformed)?;
-        let mut mac = self.0.clone();
-        mac.update(payload.as_bytes());
-        mac.verify_slice(&sig).map_err(|_| TokenError::BadSignature)?;
+        let verifies = |key: &HmacSha256| {
+            let mut mac = key.clone();
+            mac.update(payload.as_bytes());
+            mac.verify_slice(&sig).is_ok()
+        };
+        if !verifies(&self.current) && !self.previous.as_ref().is_some_and(verifies) {
+            return Err(TokenError::BadSignature);
+        }
         let mut fields = payload.split('.');
         if fields.next() != Some(kind) {
             return Err(TokenError::Malformed);
@@ -96,6 +114,19 @@ impl TokenKey {
         let [concert_id, user_id, seq] = numbers(&self.open(token, QUEUE)?)?;
         Ok(QueueClaims { concert_id, user_id, seq })
     }
+}
+
+/// Whether `given` is `expected`, in time that depends on neither their
+/// contents nor their lengths: both are hashed to 32 bytes first, and the
+/// digests are compared in constant time.
+pub fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    use sha2::Digest as _;
+    let (a, b) = (Sha256::digest(given), Sha256::digest(expected));
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn mac(secret: &[u8]) -> HmacSha256 {
+    HmacSha256::new_from_slice(secret).expect("HMAC accepts keys of any length")
 }
 
 fn numbers<const N: usize>(fields: &[&str]) -> Result<[i64; N], TokenError> {
@@ -127,6 +158,27 @@ mod tests {
         assert_eq!(TokenKey::new(b"other").verify_user(&token, 0), Err(TokenError::BadSignature));
         assert_eq!(key().verify_user("garbage", 0), Err(TokenError::Malformed));
         assert_eq!(key().verify_user("", 0), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn after_a_rotation_old_tokens_verify_and_new_ones_are_signed_with_the_new_key() {
+        let old = key().issue_user(UserClaims { user_id: 7, expires_at: 1_000 });
+        let rotated = TokenKey::new(b"new-secret").with_previous(b"test-secret");
+        assert_eq!(rotated.verify_user(&old, 0).map(|c| c.user_id), Ok(7));
+        let fresh = rotated.issue_user(UserClaims { user_id: 8, expires_at: 1_000 });
+        assert_eq!(key().verify_user(&fresh, 0), Err(TokenError::BadSignature), "the old key does not sign");
+        assert_eq!(TokenKey::new(b"new-secret").verify_user(&fresh, 0).map(|c| c.user_id), Ok(8));
+        assert_eq!(TokenKey::new(b"new-secret").verify_user(&old, 0), Err(TokenError::BadSignature), "once dropped, old tokens end");
+        let q = key().issue_queue(QueueClaims { concert_id: 1, user_id: 2, seq: 3 });
+        assert!(rotated.verify_queue(&q).is_ok());
+    }
+
+    #[test]
+    fn secrets_compare_by_content_only() {
+        assert!(same_secret(b"right-key", b"right-key"));
+        assert!(!same_secret(b"right-kez", b"right-key"));
+        assert!(!same_secret(b"right", b"right-key"), "a prefix is not the key");
+        assert!(!same_secret(b"", b"right-key"));
     }
 
     #[test]

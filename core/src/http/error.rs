@@ -118,6 +118,10 @@ impl From<StoreError> for ApiError {
                 ApiError::conflict("RESERVATION_NOT_PAYABLE", "the reservation is not a live hold of yours")
             }
             StoreError::NotHeld => ApiError::conflict("RESERVATION_NOT_HELD", "the reservation is no longer held"),
+            StoreError::OtherConcert => ApiError::forbidden(
+                "QUEUE_TOKEN_WRONG_CONCERT",
+                "the queue token admits to another concert than this reservation's; pay with that concert's queue token",
+            ),
             StoreError::InsufficientBalance { balance, price } => ApiError::new(
                 StatusCode::PAYMENT_REQUIRED,
                 "INSUFFICIENT_BALANCE",

@@ -7,8 +7,8 @@ use axum::{
 };
 use serde::de::DeserializeOwned;
 
-use super::{AppState, error::ApiError};
-use crate::domain::tokens::QueueClaims;
+use super::{AppState, ClientIp, error::ApiError};
+use crate::domain::tokens::{QueueClaims, same_secret};
 
 /// The user named by a valid `Authorization: Bearer` token.
 #[derive(Debug, Clone, Copy)]
@@ -86,17 +86,22 @@ pub struct Admin;
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
+    /// A client that sent too many wrong keys lately is refused before its
+    /// key is even looked at (see [`super::ADMIN_FAILURES_PER_MINUTE`]).
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let client = ClientIp::of(parts, &state.settings.trusted_proxies);
+        let now = state.clock.now_ms();
+        if let Err(refused) = state.client_limits.admin_allowed(client, now) {
+            state.metrics.client_limited.with_label_values(&["admin_key"]).inc();
+            return Err(refused);
+        }
         let given = header(parts, "x-admin-key").unwrap_or_default();
-        if !constant_time_eq(given.as_bytes(), state.settings.admin_key.expose().as_bytes()) {
+        if !same_secret(given.as_bytes(), state.settings.admin_key.expose().as_bytes()) {
+            state.client_limits.admin_failed(client, now);
             return Err(ApiError::unauthorized("INVALID_ADMIN_KEY", "send a valid X-Admin-Key header"));
         }
         Ok(Admin)
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn header<'p>(parts: &'p Parts, name: &str) -> Option<&'p str> {

@@ -5,6 +5,7 @@ pub mod error;
 pub mod extract;
 
 mod chaos;
+mod clients;
 mod concerts;
 mod controls;
 mod ops;
@@ -34,6 +35,7 @@ use crate::{
 use error::{ErrorCode, InternalCause, error_response};
 
 pub use chaos::{Chaos, ChaosPlan};
+pub use clients::{ADMIN_FAILURES_PER_MINUTE, ClientIp, ClientLimits};
 pub use queue::EntryRateLimit;
 
 /// Everything a handler may use. Extractors and middleware clone it for
@@ -69,6 +71,8 @@ pub struct Services {
     pub admission: tokio::sync::watch::Sender<crate::queue::AdmissionTuning>,
     /// The process-wide limit on queue entries; off unless set.
     pub entry_limit: EntryRateLimit,
+    /// Sign-ups and wrong admin keys, per client.
+    pub client_limits: ClientLimits,
 }
 
 /// Read caches that spare the database the hottest reads of a sale.
@@ -158,7 +162,7 @@ const TRACEPARENT: header::HeaderName = header::HeaderName::from_static("tracepa
 /// the response so a user's report can be found.
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = req.method().clone();
+    let method = known_method(req.method());
     let matched = req.extensions().get::<MatchedPath>().cloned();
     let route = matched.as_ref().map_or("unmatched", |p| p.as_str());
     let span = spans::RequestSpan::start(req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()));
@@ -183,7 +187,7 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     let code = response.extensions().get::<ErrorCode>().map(|c| c.0);
     let trace = span.as_ref().map(|s| s.cx);
     let sampled = trace.filter(|cx| cx.sampled).map(|cx| cx.trace_id);
-    state.metrics.observe_http(method.as_str(), route, status.as_str(), elapsed.as_secs_f64(), sampled);
+    state.metrics.observe_http(method, route, status.as_str(), elapsed.as_secs_f64(), sampled);
     let trace_hex = trace.map(|cx| cx.trace_id.hex());
     if let Some(hex) = &trace_hex
         && let Ok(value) = header::HeaderValue::from_bytes(hex)
@@ -191,20 +195,14 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         response.headers_mut().insert(X_TRACE_ID, value);
     }
     // The access line, written in the request's span so every log layer
-    // sees its ids. Loki's layer only ships fields, so it gets the trace id
-    // as one (the JSON and OTLP layers write their own).
-    // To the microsecond: finer is noise, and the line stays short.
+    // sees its ids. To the microsecond: finer is noise, and the line stays
+    // short.
     let latency_ms = elapsed.as_micros() as f64 / 1000.0;
-    let method = method.as_str();
-    let loki_trace_id = trace_hex
-        .as_ref()
-        .filter(|_| crate::telemetry::span_fields_shipped())
-        .and_then(|hex| std::str::from_utf8(hex).ok());
     let write_line = || {
         if let Some(InternalCause(cause)) = response.extensions().get::<InternalCause>() {
-            tracing::error!(target: ACCESS, method, route, status = status.as_u16(), latency_ms, error_code = code, cause, trace_id = loki_trace_id, "request failed");
+            tracing::error!(target: ACCESS, method, route, status = status.as_u16(), latency_ms, error_code = code, cause, "request failed");
         } else if route != "/metrics" && route != "/healthz" {
-            tracing::info!(target: ACCESS, method, route, status = status.as_u16(), latency_ms, error_code = code, trace_id = loki_trace_id, "request");
+            tracing::info!(target: ACCESS, method, route, status = status.as_u16(), latency_ms, error_code = code, "request");
         }
     };
     match &span {
@@ -223,15 +221,44 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         ];
         // `error.type`, the last, only on failures.
         let attributes = if failed { &attributes[..] } else { &attributes[..attributes.len() - 1] };
-        span.end(elapsed, &[method, " ", route], attributes, failed);
+        // The semantic conventions name an unknown method's span "HTTP".
+        let name = if method == OTHER_METHOD { "HTTP" } else { method };
+        span.end(elapsed, &[name, " ", route], attributes, failed);
     }
     response
+}
+
+/// What the metrics, the span and the log line call a method the HTTP
+/// specification does not define: hyper accepts any token as a method, and
+/// each new one would otherwise add label values that are never freed (the
+/// OpenTelemetry semantic conventions' `_OTHER`).
+const OTHER_METHOD: &str = "_OTHER";
+
+fn known_method(method: &axum::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "CONNECT" => "CONNECT",
+        "OPTIONS" => "OPTIONS",
+        "TRACE" => "TRACE",
+        "PATCH" => "PATCH",
+        _ => OTHER_METHOD,
+    }
 }
 
 /// Errors raised outside our handlers (unknown method, a body over the
 /// limit, a timeout) arrive without a JSON body; give them one.
 async fn json_errors(req: Request, next: Next) -> Response {
+    let body_deadline = req.extensions().get::<serving::BodyTimedOut>().cloned();
     let response = next.run(req).await;
+    // The client did not send its body in time: whatever the extractor made
+    // of the failed read, it is the client's 408, not our 5xx.
+    if body_deadline.is_some_and(|d| d.fired()) {
+        return error_response(StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT", "the request body did not arrive in time");
+    }
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) || response.extensions().get::<ErrorCode>().is_some() {
         return response;
@@ -246,7 +273,8 @@ async fn json_errors(req: Request, next: Next) -> Response {
     let (code, message) = match status {
         StatusCode::METHOD_NOT_ALLOWED => ("METHOD_NOT_ALLOWED", "this route does not take that method"),
         StatusCode::PAYLOAD_TOO_LARGE => ("PAYLOAD_TOO_LARGE", "the request body is too large"),
-        StatusCode::SERVICE_UNAVAILABLE | StatusCode::REQUEST_TIMEOUT => ("TIMEOUT", "the request took too long"),
+        StatusCode::SERVICE_UNAVAILABLE => ("TIMEOUT", "the request took too long"),
+        StatusCode::REQUEST_TIMEOUT => ("REQUEST_TIMEOUT", "the request did not arrive in time"),
         StatusCode::NOT_FOUND => ("ROUTE_NOT_FOUND", "no such route"),
         s if s.is_server_error() => ("INTERNAL", "an unexpected error occurred"),
         _ => ("BAD_REQUEST", "the request is invalid"),

@@ -39,7 +39,7 @@ async fn pay(
     // with an expired place: let the store replay it before refusing.
     let active = s.require_active(place, None).await;
     let result = match active {
-        Ok(_) => s.store.pay(user.0, &key, &body.reservation_id, s.clock.now_ms()).await,
+        Ok(_) => s.store.pay(user.0, &key, &body.reservation_id, place.concert_id, s.clock.now_ms()).await,
         Err(refusal) => match s.store.replay_payment(user.0, &key, &body.reservation_id).await? {
             Some(first) => Ok(first),
             None => return Err(refusal),

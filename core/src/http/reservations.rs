@@ -128,16 +128,9 @@ async fn hold(
     }
 }
 
-/// Tells the fast path about a seat, off the request's critical path. A
-/// lost update only costs a later request one database round trip.
+/// Tells the fast path about a seat (see [`crate::queue::Queue::remember_seat`]).
 pub(crate) fn remember_seat(s: &AppState, seat_id: i64, flag: SeatFlag) {
-    let queue = s.queue.clone();
-    let now = s.clock.now_ms();
-    crate::telemetry::spans::spawn_in_request(async move {
-        if let Err(e) = queue.flag_seat(seat_id, flag, now).await {
-            tracing::debug!(error = %e, "seat flag not stored");
-        }
-    });
+    s.queue.remember_seat(seat_id, flag, s.clock.now_ms());
 }
 
 fn reservation_id(raw: &str) -> Result<&str> {
@@ -153,12 +146,6 @@ async fn show(State(s): State<AppState>, user: AuthUser, Path(raw): Path<String>
 async fn release(State(s): State<AppState>, user: AuthUser, Path(raw): Path<String>) -> Result<Json<Value>> {
     let r = s.store.release(reservation_id(&raw)?, user.0, s.clock.now_ms()).await?;
     s.caches.forget_seat_map(r.performance_id);
-    let queue = s.queue.clone();
-    let seat_id = r.seat_id;
-    crate::telemetry::spans::spawn_in_request(async move {
-        if let Err(e) = queue.unflag_seat(seat_id).await {
-            tracing::debug!(error = %e, "seat flag not cleared");
-        }
-    });
+    s.queue.forget_seat(r.seat_id).await;
     Ok(Json(reservation_json(&r)))
 }

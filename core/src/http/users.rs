@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use super::{
     AppState, ts,
     error::{ApiError, Result},
+    ClientIp,
     extract::{ApiJson, AuthUser, IdempotencyKey},
 };
 use crate::domain::{Won, tokens::UserClaims};
@@ -27,7 +28,13 @@ struct NewUser {
     name: String,
 }
 
-async fn create(State(s): State<AppState>, ApiJson(body): ApiJson<NewUser>) -> Result<(StatusCode, Json<Value>)> {
+/// Signs up. Limited per client (`SIGNUP_RATE_PER_MINUTE`): identities are
+/// free, and many of them could hoard seats.
+async fn create(State(s): State<AppState>, client: ClientIp, ApiJson(body): ApiJson<NewUser>) -> Result<(StatusCode, Json<Value>)> {
+    if let Err(refused) = s.client_limits.signup(client, s.clock.now_ms()) {
+        s.metrics.client_limited.with_label_values(&["signup"]).inc();
+        return Err(refused);
+    }
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > 100 {
         return Err(ApiError::bad_request("INVALID_NAME", "name must be 1 to 100 characters"));

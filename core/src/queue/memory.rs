@@ -48,6 +48,21 @@ impl Line {
     }
 }
 
+impl Line {
+    /// Drops the places whose window has ended, and with them what the line
+    /// remembered of their users: a user who has left costs nothing.
+    fn forget_lapsed(&mut self, now: Millis) {
+        let Self { active, current, waiting, .. } = self;
+        active.retain(|user, until| {
+            let live = *until > now;
+            if !live && current.get(user).is_some_and(|seq| !waiting.contains_key(seq)) {
+                current.remove(user);
+            }
+            live
+        });
+    }
+}
+
 impl MemoryQueue {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the queue half-changed
@@ -93,7 +108,7 @@ impl MemoryQueue {
         state.seats.retain(|_, flag| flag.is_taken(now));
         let mut admitted = 0;
         for line in state.lines.values_mut() {
-            line.active.retain(|_, until| *until > now);
+            line.forget_lapsed(now);
             let room = policy.batch.min(policy.max_active - line.active.len() as i64);
             for _ in 0..room.max(0) {
                 let Some((_, user_id)) = line.waiting.pop_first() else { break };
@@ -120,6 +135,13 @@ impl MemoryQueue {
 
     pub fn unflag_seat(&self, seat_id: i64) {
         self.state().seats.remove(&seat_id);
+    }
+
+    /// Per-user entries held (places, admissions, place numbers): the figure
+    /// that must not grow with users who have paid or lapsed.
+    pub fn entries(&self) -> usize {
+        let state = self.state();
+        state.lines.values().map(|l| l.waiting.len() + l.active.len() + l.current.len()).sum()
     }
 
     pub fn depth(&self, now: Millis) -> QueueDepth {

@@ -6,6 +6,8 @@
 //! truth for seats: the seat flags only let a request for a taken seat be
 //! refused without a database round trip. They never grant a seat.
 
+mod fallback;
+mod flags;
 mod memory;
 mod redis;
 
@@ -159,23 +161,38 @@ impl Queue {
         }
     }
 
-    pub async fn flag_seat(&self, seat_id: i64, flag: SeatFlag, now: Millis) -> QueueResult<()> {
+    /// Tells the fast path about a seat, off the request's critical path;
+    /// writes for one seat land in the order they were made (see
+    /// `flags.rs`). A lost write only costs a later request one database
+    /// round trip.
+    pub fn remember_seat(&self, seat_id: i64, flag: SeatFlag, now: Millis) {
         match self {
-            Queue::Memory(q) => {
-                q.flag_seat(seat_id, flag);
-                Ok(())
-            }
-            Queue::Redis(q) => q.flag_seat(seat_id, flag, now).await,
+            Queue::Memory(q) => q.flag_seat(seat_id, flag),
+            Queue::Redis(q) => q.remember_seat(seat_id, flag, now),
         }
     }
 
-    pub async fn unflag_seat(&self, seat_id: i64) -> QueueResult<()> {
+    /// Clears a seat's flag (after a release), after any write queued before.
+    pub async fn forget_seat(&self, seat_id: i64) {
         match self {
-            Queue::Memory(q) => {
-                q.unflag_seat(seat_id);
-                Ok(())
-            }
-            Queue::Redis(q) => q.unflag_seat(seat_id).await,
+            Queue::Memory(q) => q.unflag_seat(seat_id),
+            Queue::Redis(q) => q.forget_seat(seat_id).await,
+        }
+    }
+
+    /// Waits until the seat-flag writes queued so far have landed (at most
+    /// `within`): on shutdown, and in tests that read the flags.
+    pub async fn settle(&self, within: std::time::Duration) {
+        if let Queue::Redis(q) = self {
+            q.settle(within).await;
+        }
+    }
+
+    /// Per-user entries the queue holds (see `MemoryQueue::entries`).
+    pub async fn entries(&self) -> QueueResult<usize> {
+        match self {
+            Queue::Memory(q) => Ok(q.entries()),
+            Queue::Redis(q) => q.entries().await,
         }
     }
 

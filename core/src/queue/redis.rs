@@ -12,14 +12,12 @@ use std::{
 
 use redis::{AsyncTypedCommands, Script, aio::ConnectionManager, aio::ConnectionManagerConfig};
 
-use super::{AdmissionPolicy, Gate, Place, PlaceStatus, QueueDepth, QueueResult, SeatFlag};
+use super::{AdmissionPolicy, Gate, Place, PlaceStatus, QueueDepth, QueueResult, SeatFlag, fallback::Remembered, flags::FlagLanes};
 use crate::{
     domain::{clock::Millis, queue::tick_of, tokens::QueueClaims},
     telemetry::metrics::RedisMetrics,
 };
 
-/// How long a held seat's flag outlives the hold, before Redis drops it.
-const FLAG_SLACK_MS: i64 = 60_000;
 /// Bounds the fallback memory of admitted places.
 const FALLBACK_CAPACITY: usize = 200_000;
 
@@ -35,7 +33,9 @@ pub struct RedisQueue {
     last_info: Mutex<HashMap<&'static str, u64>>,
     /// Places this instance has seen active, kept so that admitted users can
     /// still book and pay while Redis is away. Only read when Redis fails.
-    admitted: Mutex<HashMap<(i64, i64), (i64, Millis)>>,
+    admitted: Mutex<Remembered>,
+    /// Seat-flag writes, in order per seat.
+    flags: FlagLanes,
 }
 
 impl std::fmt::Debug for RedisQueue {
@@ -55,14 +55,16 @@ impl RedisQueue {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_with_config(client, config).await?;
+        let base = format!("{{{prefix}}}");
         Ok(Self {
+            flags: FlagLanes::start(conn.clone(), base.clone(), metrics.clone()),
             conn,
-            base: format!("{{{prefix}}}"),
+            base,
             enter: Script::new(include_str!("lua/enter.lua")),
             gate: Script::new(include_str!("lua/gate.lua")),
             admit: Script::new(include_str!("lua/admit.lua")),
             depth: Script::new(include_str!("lua/depth.lua")),
-            admitted: Mutex::new(HashMap::new()),
+            admitted: Mutex::new(Remembered::new(FALLBACK_CAPACITY)),
             metrics,
             last_info: Mutex::new(HashMap::new()),
         })
@@ -149,7 +151,7 @@ impl RedisQueue {
         let key = (place.concert_id, place.user_id);
         match result {
             Ok((1, until, taken)) => {
-                self.remember_admitted(key, place.seq, until);
+                self.fallback().remember(key, place.seq, until, now);
                 Ok(Gate { status: PlaceStatus::Active { until }, seat_taken: taken == 1 })
             }
             Ok((0, position, _)) => Ok(Gate { status: PlaceStatus::Waiting { position }, seat_taken: false }),
@@ -158,32 +160,20 @@ impl RedisQueue {
                 // Redis is away: a place this instance saw active stays
                 // active until its window ends. The database still decides
                 // every seat, so correctness does not depend on this.
-                let known = self.admitted.lock().unwrap_or_else(|p| p.into_inner()).get(&key).copied();
-                match known {
-                    Some((seq, until)) if seq == place.seq && until > now => {
-                        Ok(Gate { status: PlaceStatus::Active { until }, seat_taken: false })
-                    }
-                    _ => Err(e.into()),
+                match self.fallback().active_until(key, place.seq, now) {
+                    Some(until) => Ok(Gate { status: PlaceStatus::Active { until }, seat_taken: false }),
+                    None => Err(e.into()),
                 }
             }
         }
     }
 
-    fn remember_admitted(&self, key: (i64, i64), seq: i64, until: Millis) {
-        let mut admitted = self.admitted.lock().unwrap_or_else(|p| p.into_inner());
-        if admitted.get(&key) == Some(&(seq, until)) {
-            return;
-        }
-        if admitted.len() >= FALLBACK_CAPACITY {
-            admitted.retain(|_, (_, u)| *u > until - 1);
-            if admitted.len() >= FALLBACK_CAPACITY {
-                admitted.clear();
-            }
-        }
-        admitted.insert(key, (seq, until));
+    fn fallback(&self) -> std::sync::MutexGuard<'_, Remembered> {
+        self.admitted.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub async fn admit(&self, policy: AdmissionPolicy, now: Millis) -> QueueResult<Option<u64>> {
+        self.fallback().forget_lapsed(now);
         let mut conn = self.conn.clone();
         let mut invocation = self.admit.key(format!("{}:tick", self.base));
         invocation
@@ -199,7 +189,7 @@ impl RedisQueue {
     }
 
     pub async fn finish(&self, place: QueueClaims) -> QueueResult<()> {
-        self.admitted.lock().unwrap_or_else(|p| p.into_inner()).remove(&(place.concert_id, place.user_id));
+        self.fallback().forget((place.concert_id, place.user_id));
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         pipe.atomic()
@@ -209,26 +199,34 @@ impl RedisQueue {
         Ok(())
     }
 
-    pub async fn flag_seat(&self, seat_id: i64, flag: SeatFlag, now: Millis) -> QueueResult<()> {
-        let mut conn = self.conn.clone();
-        let key = self.seat(seat_id);
-        self.timed("flag", async {
-            match flag {
-                SeatFlag::Sold => conn.set(key, "S").await,
-                SeatFlag::HeldUntil(until) => {
-                    let ttl = (until - now + FLAG_SLACK_MS).max(1) as u64;
-                    conn.pset_ex(key, until, ttl).await
-                }
-            }
-        })
-        .await?;
-        Ok(())
+    /// Queues a seat's flag (see [`FlagLanes`]).
+    pub fn remember_seat(&self, seat_id: i64, flag: SeatFlag, now: Millis) {
+        self.flags.set(seat_id, flag, now);
     }
 
-    pub async fn unflag_seat(&self, seat_id: i64) -> QueueResult<()> {
+    /// Queues the clearing of a seat's flag.
+    pub async fn forget_seat(&self, seat_id: i64) {
+        self.flags.clear(seat_id).await;
+    }
+
+    /// Waits until queued flag writes have landed, for at most `within`.
+    pub async fn settle(&self, within: Duration) {
+        self.flags.settle(within).await;
+    }
+
+    /// Per-user entries held across every line (place numbers, waiting and
+    /// active places) plus the fallback memory: the figure that must not
+    /// grow with users who have paid or lapsed.
+    pub async fn entries(&self) -> QueueResult<usize> {
         let mut conn = self.conn.clone();
-        self.timed("flag", conn.del(self.seat(seat_id))).await?;
-        Ok(())
+        let concerts: Vec<i64> = conn.smembers(self.lines()).await?.iter().filter_map(|c| c.parse().ok()).collect();
+        let mut total = self.fallback().len();
+        for concert in concerts {
+            total += conn.hlen(self.line(concert, "current")).await?;
+            total += conn.zcard(self.line(concert, "waiting")).await?;
+            total += conn.zcard(self.line(concert, "active")).await?;
+        }
+        Ok(total)
     }
 
     pub async fn depth(&self, now: Millis) -> QueueResult<QueueDepth> {

@@ -56,6 +56,8 @@ pub enum StoreError {
     NotPayable,
     #[error("the reservation is not held")]
     NotHeld,
+    #[error("the reservation is of another concert than the queue place")]
+    OtherConcert,
     #[error("the balance does not cover the price")]
     InsufficientBalance { balance: i64, price: i64 },
     #[error("the idempotency key was used for a different request")]
@@ -123,7 +125,7 @@ impl Store {
             // transaction serial instead of failing with SQLITE_BUSY.
             (Dialect::Sqlite, url, 1)
         } else {
-            (Dialect::Postgres, url.to_owned(), max_connections)
+            (Dialect::Postgres, with_application_name(url), max_connections)
         };
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
@@ -317,6 +319,20 @@ impl Store {
             balances_total: q("SELECT CAST(sum(balance) AS BIGINT) FROM users").await?,
         })
     }
+}
+
+/// The name booking's sessions carry in `pg_stat_activity`, so operators
+/// (and the runbooks' terminate step, which touches no other sessions) can
+/// tell them from a backup's or a DBA's.
+pub const APPLICATION_NAME: &str = "booking";
+
+/// `url` with `application_name=booking`, unless it names one already.
+fn with_application_name(url: &str) -> String {
+    if url.contains("application_name=") {
+        return url.to_owned();
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}application_name={APPLICATION_NAME}")
 }
 
 /// The `status = 'HELD'` literal is what lets the planner use the partial

@@ -68,11 +68,15 @@ impl Store {
     /// seat SOLD, and the balance drops by the price, all or nothing. The
     /// conditional UPDATE of the reservation races the hold's expiry and a
     /// re-claim of the seat; exactly one of them wins.
-    pub async fn pay(&self, user_id: i64, key: &str, reservation_id: &str, now: Millis) -> StoreResult<Idempotent<PaymentReceipt>> {
-        self.timed("pay", self.pay_hold(user_id, key, reservation_id, now)).await
+    ///
+    /// The hold must be of a performance of `concert_id`, the concert the
+    /// payer's queue place admits to: a place won in one concert's line does
+    /// not pay for a seat of another.
+    pub async fn pay(&self, user_id: i64, key: &str, reservation_id: &str, concert_id: i64, now: Millis) -> StoreResult<Idempotent<PaymentReceipt>> {
+        self.timed("pay", self.pay_hold(user_id, key, reservation_id, concert_id, now)).await
     }
 
-    async fn pay_hold(&self, user_id: i64, key: &str, reservation_id: &str, now: Millis) -> StoreResult<Idempotent<PaymentReceipt>> {
+    async fn pay_hold(&self, user_id: i64, key: &str, reservation_id: &str, concert_id: i64, now: Millis) -> StoreResult<Idempotent<PaymentReceipt>> {
         let mut tx = self.begin().await?;
         let fingerprint = pay_fingerprint(reservation_id);
         if let Some(first) = claim_key(&mut tx, user_id, "payment", key, &fingerprint, now).await? {
@@ -81,15 +85,17 @@ impl Store {
         let paid = sqlx::query(
             "UPDATE reservations SET status = 'PAID', paid_at = $1
              WHERE id = $2 AND user_id = $3 AND status = 'HELD' AND expires_at > $1
+               AND performance_id IN (SELECT id FROM performances WHERE concert_id = $4)
              RETURNING seat_id, price",
         )
         .bind(now)
         .bind(reservation_id)
         .bind(user_id)
+        .bind(concert_id)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(paid) = paid else {
-            return Err(why_unpayable(&mut tx, reservation_id, user_id, now).await);
+            return Err(why_unpayable(&mut tx, reservation_id, user_id, concert_id, now).await);
         };
         let seat_id: i64 = paid.try_get(0)?;
         let price: i64 = paid.try_get(1)?;
@@ -132,13 +138,43 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Deletes up to `batch` idempotency keys stored before `before`: past
+    /// their retention a key no longer replays, and may be used afresh.
+    /// Returns how many went.
+    pub async fn prune_idempotency_keys(&self, before: Millis, batch: i64) -> StoreResult<u64> {
+        self.timed("prune_idempotency_keys", async {
+            let done = sqlx::query(
+                "DELETE FROM idempotency_keys WHERE (user_id, scope, key) IN
+                     (SELECT user_id, scope, key FROM idempotency_keys WHERE created_at < $1 ORDER BY created_at LIMIT $2)",
+            )
+            .bind(before)
+            .bind(batch)
+            .execute(&self.pool)
+            .await?;
+            Ok(done.rows_affected())
+        })
+        .await
+    }
+}
+
 fn pay_fingerprint(reservation_id: &str) -> String {
     format!("pay:{reservation_id}")
 }
 
-async fn why_unpayable(tx: &mut Transaction<'static, Any>, reservation_id: &str, user_id: i64, now: Millis) -> StoreError {
+async fn why_unpayable(tx: &mut Transaction<'static, Any>, reservation_id: &str, user_id: i64, concert_id: i64, now: Millis) -> StoreError {
     match fetch_reservation(&mut **tx, reservation_id, user_id, now).await {
         Ok(r) if r.status == ReservationStatus::Expired => StoreError::HoldExpired,
+        Ok(r) if r.status == ReservationStatus::Held => {
+            // A live hold of the payer's that the UPDATE did not take: it is
+            // of another concert than the queue place.
+            let concert = sqlx::query("SELECT concert_id FROM performances WHERE id = $1").bind(r.performance_id).fetch_optional(&mut **tx).await;
+            match concert {
+                Ok(Some(row)) if row.try_get::<i64, _>(0).is_ok_and(|c| c != concert_id) => StoreError::OtherConcert,
+                Ok(_) => StoreError::NotPayable,
+                Err(e) => e.into(),
+            }
+        }
         Ok(_) => StoreError::NotPayable,
         Err(StoreError::NotFound(_)) => {
             // Someone else's reservation: it exists, but it is not payable by this user.

@@ -220,24 +220,28 @@ impl<W> JsonLines<W> {
         Self { service_name: service_name.into(), writer }
     }
 
-    /// Appends the event as one line, `\n` included.
     fn render(&self, line: &mut Vec<u8>, event: &Event<'_>, cx: Option<SpanContext>) {
-        line.extend_from_slice(b"{\"timestamp\":\"");
-        put_timestamp(line);
-        line.push(b'"');
-        put_str(line, "level", event.metadata().level().as_str());
-        put_str(line, "service_name", &self.service_name);
-        put_hex(line, "trace_id", cx.map(|c| c.trace_id.hex()).as_ref().map(|h| &h[..]));
-        put_hex(line, "span_id", cx.map(|c| c.span_id.hex()).as_ref().map(|h| &h[..]));
-        put_hex(line, "parent_span_id", cx.and_then(|c| c.parent).map(|p| p.hex()).as_ref().map(|h| &h[..]));
-        put_str(line, "target", event.metadata().target());
-        let mut fields = FieldWriter { out: line, has_message: false };
-        event.record(&mut fields);
-        if !fields.has_message {
-            line.extend_from_slice(b",\"message\":null");
-        }
-        line.extend_from_slice(b"}\n");
+        render(&self.service_name, line, event, cx);
     }
+}
+
+/// Appends the event as one line, `\n` included: what stdout and Loki get.
+pub(crate) fn render(service_name: &str, line: &mut Vec<u8>, event: &Event<'_>, cx: Option<SpanContext>) {
+    line.extend_from_slice(b"{\"timestamp\":\"");
+    put_timestamp(line);
+    line.push(b'"');
+    put_str(line, "level", event.metadata().level().as_str());
+    put_str(line, "service_name", service_name);
+    put_hex(line, "trace_id", cx.map(|c| c.trace_id.hex()).as_ref().map(|h| &h[..]));
+    put_hex(line, "span_id", cx.map(|c| c.span_id.hex()).as_ref().map(|h| &h[..]));
+    put_hex(line, "parent_span_id", cx.and_then(|c| c.parent).map(|p| p.hex()).as_ref().map(|h| &h[..]));
+    put_str(line, "target", event.metadata().target());
+    let mut fields = FieldWriter { out: line, has_message: false };
+    event.record(&mut fields);
+    if !fields.has_message {
+        line.extend_from_slice(b",\"message\":null");
+    }
+    line.extend_from_slice(b"}\n");
 }
 
 impl<S, W> Layer<S> for JsonLines<W>

@@ -68,6 +68,10 @@ pub struct Metrics {
     pub memory_limit_bytes: IntGauge,
     pub store: StoreMetrics,
     pub redis: RedisMetrics,
+    /// The listener's connections and the limits it enforced.
+    pub connections: serving::ConnectionMetrics,
+    /// Requests refused by a per-client limit, by which: `signup`, `admin_key`.
+    pub client_limited: IntCounterVec,
     exemplars: Exemplars,
 }
 
@@ -149,6 +153,12 @@ impl Metrics {
                 keyspace_hits: counter("redis_keyspace_hits_total", "Redis keyspace_hits"),
                 keyspace_misses: counter("redis_keyspace_misses_total", "Redis keyspace_misses"),
             },
+            connections: serving::ConnectionMetrics::new(),
+            client_limited: counter_vec(
+                "booking_client_limited_total",
+                "Requests refused with 429 by a per-client limit: signup (POST /v1/users) or admin_key (too many wrong X-Admin-Key)",
+                &["limit"],
+            ),
             exemplars: Exemplars::default(),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -180,6 +190,7 @@ impl Metrics {
             Box::new(m.redis.commands_processed.clone()),
             Box::new(m.redis.keyspace_hits.clone()),
             Box::new(m.redis.keyspace_misses.clone()),
+            Box::new(m.client_limited.clone()),
             Box::new(super::DROPPED.clone()),
         ];
         for c in collectors {
@@ -188,13 +199,17 @@ impl Metrics {
         // Every label value shows from the start, so a rate over it is 0,
         // not absent: the alert rules must not read a fresh instance as
         // "no data".
+        m.connections.register(&m.registry).expect("metric names are unique");
         for kind in ["error", "latency"] {
             m.chaos_injected.with_label_values(&[kind]);
+        }
+        for limit in ["signup", "admin_key"] {
+            m.client_limited.with_label_values(&[limit]);
         }
         for outcome in ["paid", "replayed", "insufficient_balance", "hold_expired", "refused", "error"] {
             m.payments.with_label_values(&[outcome]);
         }
-        for signal in ["spans", "logs", "stdout"] {
+        for signal in ["spans", "logs", "stdout", super::loki::SIGNAL] {
             super::DROPPED.with_label_values(&[signal]);
         }
         #[cfg(target_os = "linux")]

@@ -2,8 +2,8 @@
 //!
 //! - Logs: one JSON object per line on stdout with trace and span ids
 //!   ([`logs::JsonLines`]); also over OTLP logs when an OTLP endpoint is set
-//!   ([`logs::OtlpLogs`]), and straight to Loki (`tracing-loki`) when
-//!   `LOKI_URL` is set.
+//!   ([`logs::OtlpLogs`]), and straight to Loki ([`loki`]) when `LOKI_URL`
+//!   is set.
 //! - Traces: OpenTelemetry spans for each request, database operation, Redis
 //!   call, admission tick, reservation and payment ([`spans::Spans`]),
 //!   exported over OTLP gRPC or HTTP/protobuf as the standard `OTEL_*`
@@ -17,6 +17,7 @@
 
 pub mod limits;
 pub mod logs;
+pub mod loki;
 pub mod metrics;
 pub mod otlp;
 pub mod spans;
@@ -38,15 +39,6 @@ pub static DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 
 /// The target of the one log line each request writes (the access line).
 pub const ACCESS: &str = "booking::access";
-
-/// Whether span fields are shipped as part of log lines (Loki's layer does
-/// that). Only then does a request span carry its trace id as a field; the
-/// other log layers read the ids from the span itself.
-static SPAN_FIELDS_SHIPPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-pub fn span_fields_shipped() -> bool {
-    SPAN_FIELDS_SHIPPED.load(std::sync::atomic::Ordering::Relaxed)
-}
 
 /// Runs one call to a backing service inside a client span named
 /// "`db|redis` `operation`" (a [`spans::Leaf`]: these calls never have
@@ -157,6 +149,7 @@ impl TelemetryConfig {
 #[derive(Default)]
 pub struct Telemetry {
     exporters: Vec<otlp::Exporter>,
+    loki: Option<loki::LokiShipper>,
     stdout: Option<logs::BufferedStdout>,
 }
 
@@ -165,6 +158,9 @@ impl Telemetry {
     pub fn shutdown(mut self) {
         for exporter in self.exporters.drain(..) {
             exporter.shutdown(Duration::from_secs(5));
+        }
+        if let Some(loki) = self.loki.take() {
+            loki.shutdown(Duration::from_secs(5));
         }
         // Dropping flushes the log lines.
     }
@@ -239,9 +235,10 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         .parse()
         .expect("valid directives");
     let filter = SplitFilter { spans, events: log_targets() };
+    otlp::set_value_length_limit_from_env();
     let buffered = logs::BufferedStdout::start();
     let stdout = logs::JsonLines::new(config.service_name.clone(), buffered.clone());
-    let mut telemetry = Telemetry { exporters: Vec::new(), stdout: Some(buffered) };
+    let mut telemetry = Telemetry { exporters: Vec::new(), loki: None, stdout: Some(buffered) };
     let resource = otlp::resource(&config.resource);
     let scope = otlp::scope("booking");
     let mut exporter = |signal, to: &otlp::Destination, settings| -> Result<otlp::Queue, TelemetryError> {
@@ -262,7 +259,7 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     };
 
     // The exporters' own chatter must not loop back into them: the OTLP log
-    // layer and Loki skip what the exporters' stacks log (see `Quiet`).
+    // layer and Loki skip what the exporters' stacks log (see `from_exporter`).
     let otel_logs = match (&config.logs, config.disabled) {
         (Some(to), false) => {
             let queue = exporter(otlp::Signal::Logs, to, otlp::BatchSettings::from_env("OTEL_BLRP", 1000))?;
@@ -273,15 +270,9 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
 
     let loki = match &config.loki_url {
         Some(url) => {
-            let url = tracing_loki::url::Url::parse(url).map_err(|e| TelemetryError::Loki(e.to_string()))?;
-            let (layer, task) = tracing_loki::builder()
-                .label("service_name", config.service_name.clone())
-                .and_then(|b| b.label("env", config.environment.clone()))
-                .and_then(|b| b.build_url(url))
-                .map_err(|e| TelemetryError::Loki(e.to_string()))?;
-            tokio::spawn(task);
-            SPAN_FIELDS_SHIPPED.store(true, std::sync::atomic::Ordering::Relaxed);
-            Some(Quiet(layer))
+            let (layer, shipper) = loki::Loki::start(url, &config.service_name, &config.environment).map_err(TelemetryError::Loki)?;
+            telemetry.loki = Some(shipper);
+            Some(layer)
         }
         None => None,
     };
@@ -290,44 +281,9 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     Ok(telemetry)
 }
 
-/// A log-shipping layer that ignores events from the telemetry exporters'
-/// own stack, so shipping a line can never produce another line to ship.
-/// An `on_event` check, not a per-layer filter (see [`SplitFilter`]).
-struct Quiet<L>(L);
-
-const EXPORTER_TARGETS: [&str; 6] = ["opentelemetry", "tonic", "h2", "hyper", "reqwest", "tracing_loki"];
-
-impl<S, L> Layer<S> for Quiet<L>
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-    L: Layer<S>,
-{
-    fn on_new_span(&self, attrs: &tracing::span::Attributes<'_>, id: &tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
-        self.0.on_new_span(attrs, id, ctx)
-    }
-
-    fn on_record(&self, id: &tracing::span::Id, values: &tracing::span::Record<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
-        self.0.on_record(id, values, ctx)
-    }
-
-    fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
-        if !from_exporter(event) {
-            self.0.on_event(event, ctx)
-        }
-    }
-
-    fn on_enter(&self, id: &tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
-        self.0.on_enter(id, ctx)
-    }
-
-    fn on_exit(&self, id: &tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
-        self.0.on_exit(id, ctx)
-    }
-
-    fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
-        self.0.on_close(id, ctx)
-    }
-}
+/// The targets of the telemetry exporters' own stacks: shipping a line or
+/// a record must never produce another one to ship.
+const EXPORTER_TARGETS: [&str; 6] = ["opentelemetry", "tonic", "h2", "hyper", "reqwest", "loki_push"];
 
 /// Logs only, for commands that are not the server.
 pub fn init_logs() {

@@ -86,10 +86,39 @@ pub enum Value<'a> {
     Double(f64),
 }
 
+/// The longest string value an attribute (or a log body) may carry, in
+/// characters; longer ones are cut at a character boundary. The standard
+/// `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`, by default [`DEFAULT_VALUE_LENGTH_LIMIT`]
+/// (the specification leaves it unlimited, but values such as `url.path`
+/// come from clients, and a span must not grow with what they send).
+static VALUE_LENGTH_LIMIT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(DEFAULT_VALUE_LENGTH_LIMIT);
+pub const DEFAULT_VALUE_LENGTH_LIMIT: usize = 1024;
+
+/// Sets the limit from `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`, if set.
+pub fn set_value_length_limit_from_env() {
+    if let Some(limit) = std::env::var("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT").ok().and_then(|v| v.trim().parse::<usize>().ok()) {
+        VALUE_LENGTH_LIMIT.store(limit, Ordering::Relaxed);
+    }
+}
+
+/// `s`, cut to the value length limit.
+fn limited(s: &str) -> &str {
+    let limit = VALUE_LENGTH_LIMIT.load(Ordering::Relaxed);
+    // A string of at most `limit` bytes has at most `limit` characters.
+    if s.len() <= limit {
+        return s;
+    }
+    match s.char_indices().nth(limit) {
+        Some((cut, _)) => &s[..cut],
+        None => s,
+    }
+}
+
 /// Appends `AnyValue` as field `field`.
 pub(crate) fn put_any(out: &mut Vec<u8>, field: u32, value: &Value<'_>) {
     match value {
         Value::Str(s) => {
+            let s = limited(s);
             put_tag(out, field, LEN);
             put_varint(out, (1 + varint_len(s.len() as u64) + s.len()) as u64);
             put_bytes(out, 1, s.as_bytes());
@@ -114,7 +143,10 @@ pub(crate) fn put_any(out: &mut Vec<u8>, field: u32, value: &Value<'_>) {
 
 fn any_len(value: &Value<'_>) -> usize {
     match value {
-        Value::Str(s) => 1 + varint_len(s.len() as u64) + s.len(),
+        Value::Str(s) => {
+            let s = limited(s);
+            1 + varint_len(s.len() as u64) + s.len()
+        }
         Value::Bool(_) => 2,
         Value::Int(i) => 1 + varint_len(*i as u64),
         Value::Double(_) => 9,
@@ -212,6 +244,9 @@ pub(crate) fn scope(name: &str) -> Vec<u8> {
 pub struct BatchSettings {
     /// Items waiting beyond this are dropped (and counted).
     pub max_queue: usize,
+    /// Bytes waiting beyond this are dropped (and counted) too, however few
+    /// the items: `OTLP_MAX_QUEUE_BYTES`, default 8 MiB per signal.
+    pub max_queue_bytes: usize,
     /// An export starts once this many items wait...
     pub max_batch: usize,
     /// ...or this long after the previous one.
@@ -229,6 +264,7 @@ impl BatchSettings {
         let max_queue = ms(&format!("{prefix}_MAX_QUEUE_SIZE"), 2048).max(1) as usize;
         Self {
             max_queue,
+            max_queue_bytes: ms("OTLP_MAX_QUEUE_BYTES", 8 * 1024 * 1024).max(1024) as usize,
             max_batch: (ms(&format!("{prefix}_MAX_EXPORT_BATCH_SIZE"), 512).max(1) as usize).min(max_queue),
             delay: Duration::from_millis(ms(&format!("{prefix}_SCHEDULE_DELAY"), default_delay_ms)),
             // The signal's own variable wins over the general one.
@@ -277,7 +313,7 @@ impl Queue {
     pub fn push(&self, item: &[u8]) {
         let inner = &*self.inner;
         let mut pending = inner.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if pending.count >= inner.settings.max_queue {
+        if pending.count >= inner.settings.max_queue || pending.bytes.len() + item.len() > inner.settings.max_queue_bytes {
             drop(pending);
             DROPPED.with_label_values(&[inner.signal.label()]).inc();
             return;
@@ -640,8 +676,34 @@ mod tests {
     }
 
     #[test]
+    fn a_queue_full_of_bytes_drops_and_counts_however_few_its_items() {
+        let settings = BatchSettings { max_queue: 100, max_queue_bytes: 1024, max_batch: 100, delay: Duration::from_secs(1), timeout: Duration::from_secs(1) };
+        let queue = Queue::new(Signal::Traces, settings);
+        let dropped = || DROPPED.with_label_values(&["spans"]).get();
+        let before = dropped();
+        queue.push(&[0u8; 600]);
+        queue.push(&[0u8; 600]);
+        assert_eq!(dropped(), before + 1, "the second 600 bytes do not fit in 1 KiB");
+        assert_eq!(queue.take().count, 1);
+    }
+
+    #[test]
+    fn long_string_values_are_cut_to_the_limit_at_a_character_boundary() {
+        let long = "é".repeat(DEFAULT_VALUE_LENGTH_LIMIT + 10);
+        let mut span = Vec::new();
+        put_attribute(&mut span, 9, "url.path", &Value::Str(&long));
+        let mut items = Vec::new();
+        put_bytes(&mut items, 2, &span);
+        let decoded = ExportTraceServiceRequest::decode(wrap(&resource(&[]), &scope("booking"), &items).as_slice()).expect("lengths agree");
+        let value = decoded.resource_spans[0].scope_spans[0].spans[0].attributes[0].value.clone().unwrap().value.unwrap();
+        let any_value::Value::StringValue(cut) = value else { panic!("a string") };
+        assert_eq!(cut.chars().count(), DEFAULT_VALUE_LENGTH_LIMIT);
+        assert!(long.starts_with(&cut));
+    }
+
+    #[test]
     fn a_full_queue_drops_and_counts_instead_of_growing() {
-        let settings = BatchSettings { max_queue: 2, max_batch: 2, delay: Duration::from_secs(1), timeout: Duration::from_secs(1) };
+        let settings = BatchSettings { max_queue: 2, max_queue_bytes: 1 << 20, max_batch: 2, delay: Duration::from_secs(1), timeout: Duration::from_secs(1) };
         let queue = Queue::new(Signal::Logs, settings);
         let dropped = || DROPPED.with_label_values(&["logs"]).get();
         let before = dropped();

@@ -201,15 +201,13 @@ pub fn current_request() -> Option<SpanContext> {
     REQUEST.try_with(|cx| *cx).ok()
 }
 
-/// Spawns `task` as part of the current request: its calls' spans hang
-/// under the request's span, even if they end after it.
-pub fn spawn_in_request<F>(task: F)
-where
-    F: std::future::Future<Output = ()> + Send + 'static,
-{
-    match current_request() {
-        Some(cx) => drop(tokio::spawn(REQUEST.scope(cx, task))),
-        None => drop(tokio::spawn(task)),
+/// Runs `task` as part of the request `cx` (taken earlier with
+/// [`current_request`]) on whichever task polls it: its calls' spans hang
+/// under that request's span.
+pub async fn in_request<F: std::future::Future>(cx: Option<SpanContext>, task: F) -> F::Output {
+    match cx {
+        Some(cx) => REQUEST.scope(cx, task).await,
+        None => task.await,
     }
 }
 
@@ -593,6 +591,7 @@ mod tests {
     fn spans_of(sampler: Sampler, f: impl FnOnce()) -> Vec<opentelemetry_proto::tonic::trace::v1::Span> {
         let settings = otlp::BatchSettings {
             max_queue: 100,
+            max_queue_bytes: 1 << 20,
             max_batch: 100,
             delay: std::time::Duration::from_secs(60),
             timeout: std::time::Duration::from_secs(1),

@@ -7,7 +7,9 @@ use std::process::{Command, Stdio};
 use super::support::{Backend, Binary, Resources};
 
 fn serve(resources: &Resources) -> Binary {
-    Binary::serve(resources, &[("ADMISSION_BATCH", "1000".into()), ("OTEL_SDK_DISABLED", "true".into())], Stdio::null())
+    // Every virtual user signs up from this one address.
+    let env = [("ADMISSION_BATCH", "1000".into()), ("OTEL_SDK_DISABLED", "true".into()), ("SIGNUP_RATE_PER_MINUTE", "off".into())];
+    Binary::serve(resources, &env, Stdio::null())
 }
 
 fn k6(script: &str, port: u16, env: &[(&str, &str)]) {

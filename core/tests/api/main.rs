@@ -5,6 +5,7 @@
 mod support;
 mod claims;
 mod controls;
+mod hardening;
 mod k6;
 mod observability;
 mod telemetry;
@@ -22,6 +23,10 @@ use controls::{
     the_chaos_switch_fails_only_the_chosen_route_and_counts_every_fault,
     the_gauges_alert_rules_read_are_exposed_with_sane_values,
     the_queue_entry_rate_limit_answers_429_with_retry_after_only_when_on,
+};
+use hardening::{
+    a_queue_place_of_another_concert_cannot_pay_for_a_seat, idempotency_keys_past_their_retention_are_deleted,
+    the_flags_of_one_seat_land_in_the_order_they_were_made, users_who_paid_or_lapsed_leave_nothing_in_the_queue,
 };
 use support::{Backend, TestApp, bearer, spawn_app, spawn_instance};
 
@@ -66,6 +71,10 @@ on_every_backend!(
     flushing_the_caches_drops_seat_maps_and_known_concerts,
     the_queue_entry_rate_limit_answers_429_with_retry_after_only_when_on,
     the_gauges_alert_rules_read_are_exposed_with_sane_values,
+    a_queue_place_of_another_concert_cannot_pay_for_a_seat,
+    users_who_paid_or_lapsed_leave_nothing_in_the_queue,
+    the_flags_of_one_seat_land_in_the_order_they_were_made,
+    idempotency_keys_past_their_retention_are_deleted,
 );
 
 async fn ok(app: &TestApp) -> (Vec<support::User>, support::Concert) {

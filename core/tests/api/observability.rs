@@ -185,11 +185,22 @@ async fn a_real_prometheus_scraping_the_service_answers_every_dashboard_query_an
 
 #[test]
 fn the_compose_file_and_the_collector_config_are_valid() {
-    let status = Command::new("docker-compose")
-        .args(["-f", repo("compose/docker-compose.yml").to_str().unwrap(), "config", "-q"])
-        .status()
-        .expect("docker-compose is installed (scripts/test.sh installs it)");
-    assert!(status.success(), "docker-compose config rejects compose/docker-compose.yml");
+    let compose = |secrets: &[(&str, &str)]| {
+        let mut cmd = Command::new("docker-compose");
+        cmd.args(["-f", repo("compose/docker-compose.yml").to_str().unwrap(), "config", "-q"]);
+        for name in ["ADMIN_KEY", "TOKEN_SECRET", "ALERTING_API_KEY"] {
+            cmd.env_remove(name);
+        }
+        cmd.envs(secrets.iter().copied()).output().expect("docker-compose is installed (scripts/test.sh installs it)")
+    };
+    // Made up here: no secret that passes the guards is written in the repository.
+    let key = &format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let out = compose(&[("ADMIN_KEY", key), ("TOKEN_SECRET", key), ("ALERTING_API_KEY", key)]);
+    assert!(out.status.success(), "docker-compose config rejects compose/docker-compose.yml: {}", String::from_utf8_lossy(&out.stderr));
+    // Without its secrets the stack does not start on placeholders.
+    let out = compose(&[("TOKEN_SECRET", key), ("ALERTING_API_KEY", key)]);
+    assert!(!out.status.success(), "the compose file must require ADMIN_KEY");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("set ADMIN_KEY"), "{}", String::from_utf8_lossy(&out.stderr));
 
     let config: serde_norway::Value =
         serde_norway::from_str(&std::fs::read_to_string(repo("otel/collector.yaml")).unwrap()).expect("collector.yaml parses");

@@ -128,6 +128,55 @@ pub async fn spawn_instance(
     TestApp { router: app(state.clone()), state, clock, resources }
 }
 
+/// A test app served over a real socket by the production accept loop
+/// (`serving::serve` with the app's settings), for what happens on the wire:
+/// timeouts, connection limits, per-client limits. Stops when dropped.
+pub struct Served {
+    pub addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Served {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn serve(&self) -> Served {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let settings = &self.state.settings;
+        tokio::spawn(serving::serve(listener, self.router.clone(), settings.http, self.state.metrics.connections.clone(), async move {
+            let _ = stopped.await;
+        }));
+        Served { addr, stop: Some(stop) }
+    }
+
+    /// `/metrics` as Prometheus text.
+    pub async fn metrics_text(&self) -> String {
+        let (status, body) = self.call("GET", "/metrics", &[], None).await;
+        assert_eq!(status, StatusCode::OK);
+        body.as_str().unwrap_or_default().to_owned()
+    }
+}
+
+/// The value of the series `name{labels}` (labels in the exposition's
+/// order, e.g. `method="GET",route="/v1/x"`), 0 when absent.
+pub fn series_value(metrics: &str, name: &str, labels: &str) -> f64 {
+    let prefix = if labels.is_empty() { format!("{name} ") } else { format!("{name}{{{labels}}} ") };
+    metrics.lines().find_map(|l| l.strip_prefix(prefix.as_str())).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
+}
+
 /// A user of the API: bearer token and, once in line, a queue token.
 #[derive(Debug, Clone)]
 pub struct User {

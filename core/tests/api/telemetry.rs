@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::support::{Backend, Binary, Resources, free_port};
 
-/// Loki's push request (pkg/push/push.proto), as tracing-loki sends it.
+/// Loki's push request (pkg/push/push.proto), as Loki's own clients send it.
 #[derive(Clone, PartialEq, Message)]
 struct PushRequest {
     #[prost(message, repeated, tag = "1")]
@@ -405,7 +405,7 @@ async fn grpc_export_does_not_depend_on_the_runtime_that_started_it() {
     std::fs::create_dir_all(&dir).unwrap();
     let rotel = Rotel::start(&dir);
     let to = Destination { url: format!("http://127.0.0.1:{}", rotel.grpc), http: false, headers: Vec::new() };
-    let settings = BatchSettings { max_queue: 16, max_batch: 16, delay: Duration::from_secs(60), timeout: Duration::from_secs(10) };
+    let settings = BatchSettings { max_queue: 16, max_queue_bytes: 1 << 20, max_batch: 16, delay: Duration::from_secs(60), timeout: Duration::from_secs(10) };
     let exporter = Exporter::start(Signal::Traces, to, settings, Vec::new(), Vec::new()).unwrap();
     let trace_id = uuid::Uuid::new_v4();
     let span = opentelemetry_proto::tonic::trace::v1::Span {

@@ -13,6 +13,13 @@ local admitted = 0
 for _, concert in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   local waiting = ARGV[6] .. concert .. ':waiting'
   local active = ARGV[6] .. concert .. ':active'
+  local current = ARGV[6] .. concert .. ':current'
+  -- Places whose window ended leave, and so does their user's place number
+  -- (unless the user is back in line with a new one): nothing per user is
+  -- kept for someone who has left.
+  for _, user in ipairs(redis.call('ZRANGEBYSCORE', active, '-inf', now)) do
+    if not redis.call('ZSCORE', waiting, user) then redis.call('HDEL', current, user) end
+  end
   redis.call('ZREMRANGEBYSCORE', active, '-inf', now)
   local room = math.min(batch, max_active - redis.call('ZCARD', active))
   if room > 0 then
