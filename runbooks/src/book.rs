@@ -110,6 +110,12 @@ impl Step {
         }
         out
     }
+
+    /// What the step would do, for the dry run and the confirmation:
+    /// the action's own words where it has them, else its call.
+    pub fn plan(&self) -> String {
+        self.action.plan().unwrap_or_else(|| format!("run {}", self.call()))
+    }
 }
 
 /// A problem in a runbook file, at a line.
@@ -409,6 +415,9 @@ impl Runbook {
                     if let Some(c) = &step.problem_if {
                         out.push_str(&format!("; problem if {c}"));
                     }
+                    if let Some(plan) = step.action.plan() {
+                        out.push_str(&format!("; would {plan}"));
+                    }
                     if !step.when.is_empty() {
                         out.push_str(&format!("; when {} found a problem", step.when.join(" or ")));
                     }
@@ -493,6 +502,9 @@ Call the DBA.
         assert!(prose.contains("[diagnose step `long-queries`] postgres.long_queries min_seconds=30 — Long queries; problem if count > 0"), "{prose}");
         assert!(!prose.contains("action: postgres"), "{prose}");
         assert!(prose.contains("-- not a step"), "{prose}");
+        assert_eq!(book.steps[1].plan(), "terminate queries of application booking active longer than 60s in the current database (at most 50)");
+        assert!(prose.contains("Terminate them; would terminate queries of application booking active longer than 60s"), "{prose}");
+        assert_eq!(book.steps[0].plan(), "run postgres.long_queries min_seconds=30");
     }
 
     #[test]
@@ -513,6 +525,8 @@ Call the DBA.
         assert!(e.contains("unknown field `min_secs`"), "{e}");
         let e = error(&GOOD.replace("args: { min_seconds: 60 }\n", ""));
         assert!(e.contains("min_seconds is required"), "{e}");
+        let e = error(&GOOD.replace("args: { min_seconds: 60 }", "args: { min_seconds: 60, application_name: pg_dump }"));
+        assert!(e.contains("only ever terminates booking's own sessions"), "{e}");
         let e = error(&GOOD.replace("title: Long queries\n", "title: Long queries\ntitel: x\n"));
         assert!(e.contains("unknown field `titel`"), "{e}");
     }

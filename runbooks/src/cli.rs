@@ -14,7 +14,7 @@ use crate::{
     book::{self, Phase, Runbook, Step},
     catalog::{Catalog, CatalogError},
     run::{self, EXIT_USAGE, Observer, Options, Preflight, Report, Status, StepResult},
-    target::{Ctx, Endpoints, Redactor, Target},
+    target::{Ctx, Endpoints, Redactor, Target, url_secrets},
     timeline::{Timeline, TimelineError},
 };
 
@@ -247,6 +247,7 @@ async fn run_command(catalog: &Catalog, args: &RunArgs, as_json: bool) -> u8 {
     let endpoints = args.targets.endpoints();
     let mut secrets = endpoints.secrets();
     secrets.extend(args.targets.alerting_api_key.clone());
+    secrets.extend(url_secrets(&args.targets.alerting_url));
     let redactor = Redactor::new(secrets);
 
     // The incident must exist before anything runs.
@@ -262,7 +263,13 @@ async fn run_command(catalog: &Catalog, args: &RunArgs, as_json: bool) -> u8 {
         },
     };
 
-    let mut ctx = Ctx::new(endpoints);
+    let mut ctx = match Ctx::new(endpoints) {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            eprintln!("runbook: {}; nothing was run", redactor.text(&e));
+            return run::Outcome::StepFailed.code();
+        }
+    };
     let options = Options { apply: args.apply, yes: args.yes, skip: args.skip.clone() };
     let mut console = Console { json: as_json, redactor: &redactor, timeline: timeline.as_ref(), runbook: book.id.clone(), record_errors: Vec::new() };
     if !as_json {
@@ -372,7 +379,11 @@ impl Observer for Console<'_> {
 
     fn confirm(&mut self, step: &Step, target: &str) -> bool {
         let mut err = std::io::stderr();
-        let _ = write!(err, "apply `{}`: {}\n  {} on {target}\nproceed? [y/N] ", step.id, step.title, step.call());
+        let _ = write!(err, "apply `{}`: {}\n  {} on {target}\n", step.id, step.title, step.call());
+        if let Some(plan) = step.action.plan() {
+            let _ = writeln!(err, "  it would {plan}");
+        }
+        let _ = write!(err, "proceed? [y/N] ");
         let _ = err.flush();
         let mut answer = String::new();
         // End of input (a pipe, no terminal) is a no.

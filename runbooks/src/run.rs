@@ -293,7 +293,7 @@ pub async fn run<O: Observer>(book: &Runbook, ctx: &mut Ctx, options: &Options, 
             let why = if step.when.is_empty() { "no diagnosis step found a problem".to_string() } else { format!("not needed: {} found no problem", step.when.join(" / ")) };
             result(step, target, Status::NotNeeded, why, None)
         } else if !options.apply {
-            result(step, target, Status::Listed, format!("would run {}", step.call()), None)
+            result(step, target, Status::Listed, format!("would {}", step.plan()), None)
         } else if stopped {
             result(step, target, Status::NotRun, "not applied: an earlier step failed", None)
         } else if let Some(why) = excluded(step, target, options, ctx) {

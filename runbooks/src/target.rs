@@ -5,10 +5,14 @@
 //! configured skips its steps; one that is configured but unreachable fails
 //! them. Credentials never leave this module unredacted: [`Redactor`] masks
 //! them in everything printed or recorded.
+//!
+//! The HTTP client ([`http_client`]) speaks http and https (rustls on
+//! ring, Mozilla's roots) and follows a redirect only within the origin it
+//! was sent to, so the admin key never travels to another host.
 
 use std::{fmt, time::Duration};
 
-use reqwest::{Method, StatusCode, Url};
+use reqwest_tls::{Method, StatusCode, Url, header::LOCATION, redirect};
 use serde_json::Value;
 use sqlx::{ConnectOptions, Connection, postgres::PgConnectOptions};
 
@@ -108,10 +112,19 @@ fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
-/// The password and any `password=` query value of a URL.
-fn url_secrets(url: &str) -> Vec<String> {
+fn is_http(url: &Url) -> bool {
+    matches!(url.scheme(), "http" | "https")
+}
+
+/// The password and any `password=` query value of a URL; for http(s), the
+/// user name too when it is the only credential (`https://TOKEN@host`).
+pub fn url_secrets(url: &str) -> Vec<String> {
     let Ok(parsed) = Url::parse(url) else { return Vec::new() };
     let mut out: Vec<String> = parsed.password().map(|p| p.to_string()).into_iter().collect();
+    if is_http(&parsed) && parsed.password().is_none() && !parsed.username().is_empty() {
+        out.push(parsed.username().to_string());
+        out.push(percent_decode(parsed.username()));
+    }
     out.extend(parsed.query_pairs().filter(|(k, _)| is_secret_param(k)).map(|(_, v)| v.into_owned()));
     // Decoded too: that is what a driver's error message would quote.
     if let Some(p) = parsed.password() {
@@ -145,7 +158,11 @@ fn is_secret_param(key: &str) -> bool {
     matches!(key.to_ascii_lowercase().as_str(), "password" | "pass" | "sslpassword" | "token" | "key")
 }
 
-/// A URL with its password (and password-like query values) replaced by `***`.
+/// A URL with its password (and password-like query values) replaced by
+/// `***`. For http(s) the whole user-info goes (`https://***@host/`): both
+/// halves are the Basic credential there, and a token is often the user
+/// name. Elsewhere the user stays, since a database role is what an
+/// operator needs to see (`postgres://booking:***@db/booking`).
 pub fn redact_url(url: &str) -> String {
     let Ok(mut parsed) = Url::parse(url) else {
         // Not a URL we can parse: show the scheme only, it may hold anything.
@@ -154,7 +171,10 @@ pub fn redact_url(url: &str) -> String {
             None => "***".into(),
         };
     };
-    if parsed.password().is_some() {
+    if is_http(&parsed) && (!parsed.username().is_empty() || parsed.password().is_some()) {
+        let _ = parsed.set_password(None);
+        let _ = parsed.set_username("***");
+    } else if parsed.password().is_some() {
         let _ = parsed.set_password(Some("***"));
     }
     if parsed.query_pairs().any(|(k, _)| is_secret_param(&k)) {
@@ -229,23 +249,63 @@ impl TargetError {
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// reqwest's own default limit, which a custom policy must enforce itself.
+const MAX_REDIRECTS: usize = 10;
+
+/// The crate's HTTP client, for the targets and for the alerting API.
+///
+/// A redirect is followed only when it stays on the origin (scheme, host,
+/// port) the request was first sent to. One that leaves it is not followed,
+/// rather than followed with the credentials stripped: a booking URL that
+/// sends us elsewhere is a misconfiguration (an http→https upgrade, a
+/// proxy, a moved host), and a runbook that carried on would read state
+/// from, or change, a service nobody chose; saying so lets the operator fix
+/// the URL. reqwest drops `Authorization` across hosts, but not our
+/// `X-Admin-Key`. Callers see the 3xx and report it ([`left_origin`]).
+pub fn http_client(connect_timeout: Duration, timeout: Duration) -> Result<reqwest_tls::Client, String> {
+    let policy = redirect::Policy::custom(|attempt| {
+        let same_origin = attempt.previous().first().is_some_and(|first| first.origin() == attempt.url().origin());
+        if !same_origin {
+            attempt.stop()
+        } else if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error("too many redirects")
+        } else {
+            attempt.follow()
+        }
+    });
+    reqwest_tls::Client::builder()
+        .connect_timeout(connect_timeout)
+        .timeout(timeout)
+        .redirect(policy)
+        .build()
+        .map_err(|e| format!("cannot set up the HTTP client: {}", plain(e)))
+}
+
+/// For a redirect [`http_client`] did not follow: where it pointed, as an
+/// origin only (a Location may carry user-info or a token in its query).
+pub fn left_origin(response: &reqwest_tls::Response) -> Option<String> {
+    if !response.status().is_redirection() {
+        return None;
+    }
+    let location = response.headers().get(LOCATION).and_then(|l| l.to_str().ok());
+    Some(match location.and_then(|l| response.url().join(l).ok()) {
+        Some(next) => next.origin().ascii_serialization(),
+        None => "no usable Location".into(),
+    })
+}
 
 /// Open connections, made on first use and reused by later steps.
 pub struct Ctx {
     pub endpoints: Endpoints,
-    http: reqwest::Client,
+    http: reqwest_tls::Client,
     pg: Option<sqlx::PgConnection>,
     redis: Option<redis::aio::MultiplexedConnection>,
 }
 
 impl Ctx {
-    pub fn new(endpoints: Endpoints) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .expect("an HTTP client without TLS settings always builds");
-        Self { endpoints, http, pg: None, redis: None }
+    pub fn new(endpoints: Endpoints) -> Result<Self, String> {
+        let http = http_client(CONNECT_TIMEOUT, REQUEST_TIMEOUT)?;
+        Ok(Self { endpoints, http, pg: None, redis: None })
     }
 
     fn unreachable(&self, target: Target, message: impl fmt::Display) -> TargetError {
@@ -294,7 +354,7 @@ impl Ctx {
         self.configured(Target::Prometheus)?;
         let base = self.endpoints.prometheus_url.clone().unwrap_or_default();
         let url = format!("{}{path}", base.trim_end_matches('/'));
-        let response = self.http.get(&url).query(query).send().await.map_err(|e| self.unreachable(Target::Prometheus, plain(&e)))?;
+        let response = self.send(Target::Prometheus, self.http.get(&url).query(query)).await?;
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if body["status"] != "success" {
@@ -307,10 +367,25 @@ impl Ctx {
     /// A plain GET on the booking service (no admin key): status and body.
     pub async fn booking_get(&self, path: &str) -> Result<(StatusCode, String), TargetError> {
         let url = format!("{}{path}", self.endpoints.booking_url.trim_end_matches('/'));
-        let response = self.http.get(&url).send().await.map_err(|e| self.unreachable(Target::Booking, plain(&e)))?;
+        let response = self.send(Target::Booking, self.http.get(&url)).await?;
         let status = response.status();
-        let body = response.text().await.map_err(|e| self.unreachable(Target::Booking, plain(&e)))?;
+        let body = response.text().await.map_err(|e| self.unreachable(Target::Booking, plain(e)))?;
         Ok((status, body))
+    }
+
+    /// Sends `request` to `target`; a redirect off its origin is an error
+    /// that says where it pointed.
+    async fn send(&self, target: Target, request: reqwest_tls::RequestBuilder) -> Result<reqwest_tls::Response, TargetError> {
+        let response = request.send().await.map_err(|e| self.unreachable(target, plain(e)))?;
+        match left_origin(&response) {
+            None => Ok(response),
+            Some(to) => Err(TargetError::failed(format!(
+                "{target} at {} redirected ({}) to another origin, {to}; not followed, so no credentials went there: {} to the service's own address",
+                self.endpoints.describe(target).unwrap_or_default(),
+                response.status(),
+                target.hint()
+            ))),
+        }
     }
 
     /// A call to booking's admin API with `X-Admin-Key`; the JSON answer.
@@ -320,7 +395,7 @@ impl Ctx {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.map_err(|e| self.unreachable(Target::Booking, plain(&e)))?;
+        let response = self.send(Target::Booking, request).await?;
         let status = response.status();
         let json: Value = response.json().await.unwrap_or(Value::Null);
         match status {
@@ -365,10 +440,24 @@ impl Ctx {
     }
 }
 
-/// A reqwest error without the URL it carries (the target is named anyway).
-fn plain(e: &reqwest::Error) -> String {
+/// A reqwest error without the URL it carries (the target is named anyway,
+/// redacted), so user-info in it cannot reach the output.
+pub(crate) fn plain(e: reqwest_tls::Error) -> String {
+    let e = e.without_url();
+    let mut source = std::error::Error::source(&e);
+    let mut detail = String::new();
+    // Connecting over plain TCP reads nothing, so bad or missing data while
+    // connecting is the TLS handshake (rustls reports through io::Error).
+    let mut handshake = false;
+    while let Some(s) = source {
+        detail = s.to_string();
+        handshake |= s.downcast_ref::<std::io::Error>().is_some_and(bad_data);
+        source = s.source();
+    }
     let kind = if e.is_timeout() {
         "timed out"
+    } else if e.is_connect() && handshake {
+        "connection failed: TLS handshake failed"
     } else if e.is_connect() {
         "connection failed"
     } else if e.is_decode() {
@@ -376,13 +465,14 @@ fn plain(e: &reqwest::Error) -> String {
     } else {
         "request failed"
     };
-    let mut source = std::error::Error::source(e);
-    let mut detail = String::new();
-    while let Some(s) = source {
-        detail = s.to_string();
-        source = s.source();
-    }
     if detail.is_empty() { kind.to_string() } else { format!("{kind}: {detail}") }
+}
+
+/// Whether an I/O error is, or wraps, bad or missing data. An io::Error
+/// wrapping another is skipped by `source()`, hence the walk by hand.
+fn bad_data(io: &std::io::Error) -> bool {
+    matches!(io.kind(), std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof)
+        || io.get_ref().and_then(|inner| inner.downcast_ref::<std::io::Error>()).is_some_and(bad_data)
 }
 
 #[cfg(test)]
@@ -395,6 +485,8 @@ mod tests {
         assert_eq!(redact_url("redis://:hunter22@127.0.0.1:6379/0"), "redis://:***@127.0.0.1:6379/0");
         assert_eq!(redact_url("postgres://db/booking?user=a&password=xyz1"), "postgres://db/booking?user=a&password=***");
         assert_eq!(redact_url("http://127.0.0.1:8080"), "http://127.0.0.1:8080/");
+        assert_eq!(redact_url("https://ops:pa55word@booking:8443/x"), "https://***@booking:8443/x");
+        assert_eq!(redact_url("https://tok3n-abc@booking/"), "https://***@booking/");
         assert_eq!(redact_url("weird://user:pa ss@[bad"), "weird://***");
     }
 
@@ -413,6 +505,8 @@ mod tests {
         assert_eq!(v, serde_json::json!({"e": ["***"], "n": 1}));
         assert!(!format!("{endpoints:?}").contains("s3cret"));
         assert!(!format!("{endpoints:?}").contains("admin-key-123"));
+        assert!(url_secrets("https://tok3n-abc@booking/").contains(&"tok3n-abc".to_string()));
+        assert!(!url_secrets("https://ops:pa55word@booking/").contains(&"ops".to_string()), "a user beside a password is a name");
     }
 
     #[test]

@@ -4,8 +4,10 @@
 
 use std::time::Duration;
 
-use reqwest::StatusCode;
+use reqwest_tls::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
+
+use crate::target::{http_client, left_origin, plain, redact_url};
 
 /// The alerting API caps event data at 256 KiB; stay well below.
 const MAX_DATA_BYTES: usize = 200 * 1024;
@@ -22,8 +24,10 @@ pub enum TimelineError {
 }
 
 pub struct Timeline {
-    client: reqwest::Client,
+    client: reqwest_tls::Client,
     base: String,
+    /// `base` as it may be printed.
+    shown: String,
     api_key: Option<String>,
     pub incident: i64,
 }
@@ -31,22 +35,19 @@ pub struct Timeline {
 impl Timeline {
     /// Checks the incident exists, before any step runs.
     pub async fn open(url: &str, api_key: Option<String>, incident: i64) -> Result<Self, TimelineError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(15))
-            .build()
-            .expect("an HTTP client without TLS settings always builds");
-        let timeline = Self { client, base: url.trim_end_matches('/').to_string(), api_key, incident };
+        let shown = redact_url(url);
+        let client = http_client(Duration::from_secs(5), Duration::from_secs(15)).map_err(|message| TimelineError::Unreachable { url: shown.clone(), message })?;
+        let timeline = Self { client, base: url.trim_end_matches('/').to_string(), shown, api_key, incident };
         let path = format!("/v1/incidents/{incident}");
-        let response = timeline.request(reqwest::Method::GET, &path).send().await.map_err(|e| timeline.unreachable(&e))?;
+        let response = timeline.request(Method::GET, &path).send().await.map_err(|e| timeline.unreachable(e))?;
         match response.status() {
             s if s.is_success() => Ok(timeline),
-            StatusCode::NOT_FOUND => Err(TimelineError::NotFound { incident, url: timeline.base.clone() }),
+            StatusCode::NOT_FOUND => Err(TimelineError::NotFound { incident, url: timeline.shown.clone() }),
             status => Err(timeline.refused(status, response).await),
         }
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let mut request = self.client.request(method, format!("{}{path}", self.base));
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key);
@@ -54,15 +55,18 @@ impl Timeline {
         request
     }
 
-    fn unreachable(&self, e: &reqwest::Error) -> TimelineError {
-        let kind = if e.is_timeout() { "timed out" } else if e.is_connect() { "connection failed" } else { "request failed" };
-        TimelineError::Unreachable { url: self.base.clone(), message: kind.to_string() }
+    fn unreachable(&self, e: reqwest_tls::Error) -> TimelineError {
+        TimelineError::Unreachable { url: self.shown.clone(), message: plain(e) }
     }
 
-    async fn refused(&self, status: StatusCode, response: reqwest::Response) -> TimelineError {
+    async fn refused(&self, status: StatusCode, response: Response) -> TimelineError {
+        if let Some(to) = left_origin(&response) {
+            let message = format!("a redirect to another origin, {to}, which is not followed so the API key stays here");
+            return TimelineError::Refused { url: self.shown.clone(), status, message };
+        }
         let body: Value = response.json().await.unwrap_or(Value::Null);
         let message = body["error"]["message"].as_str().unwrap_or("no message").to_string();
-        TimelineError::Refused { url: self.base.clone(), status, message }
+        TimelineError::Refused { url: self.shown.clone(), status, message }
     }
 
     /// Records one event; `text` is the one-line summary, `data` the step's
@@ -79,10 +83,10 @@ impl Timeline {
         };
         let body = json!({ "kind": "runbook_step", "text": text, "by": "runbook", "data": data });
         let path = format!("/v1/incidents/{}/events", self.incident);
-        let response = self.request(reqwest::Method::POST, &path).json(&body).send().await.map_err(|e| self.unreachable(&e))?;
+        let response = self.request(Method::POST, &path).json(&body).send().await.map_err(|e| self.unreachable(e))?;
         match response.status() {
             s if s.is_success() => Ok(()),
-            StatusCode::NOT_FOUND => Err(TimelineError::NotFound { incident: self.incident, url: self.base.clone() }),
+            StatusCode::NOT_FOUND => Err(TimelineError::NotFound { incident: self.incident, url: self.shown.clone() }),
             status => Err(self.refused(status, response).await),
         }
     }

@@ -3,36 +3,12 @@
 
 mod support;
 
-use std::time::Duration;
-
-use support::{Alerting, eventually, runbook};
-
-/// One rule that fires at once: the scrape target is down, so the
-/// synthesized `up{job="booking"}` is 0.
-const RULES: &str = r#"
-evaluation_interval: 1s
-rules:
-  - id: telemetry-pipeline-down
-    kind: promql
-    expr: up{job="booking"}
-    summary: Booking cannot be scraped
-    owner: infra
-    runbook: telemetry-pipeline-down
-    critical: { below: 0.5, for: 0s, clear_above: 0.9 }
-"#;
-
-async fn open_incident(alerting: &Alerting) -> i64 {
-    eventually("an open incident", Duration::from_secs(30), || async {
-        let list = alerting.get("/v1/incidents?state=open").await;
-        list["incidents"].as_array()?.first()?["id"].as_i64()
-    })
-    .await
-}
+use support::{Alerting, FIRING_RULES, runbook};
 
 #[tokio::test]
 async fn each_step_is_recorded_on_the_incident_timeline() {
-    let alerting = Alerting::start(RULES).await;
-    let incident = open_incident(&alerting).await;
+    let alerting = Alerting::start(FIRING_RULES).await;
+    let incident = alerting.open_incident().await;
     let id = incident.to_string();
     // Nothing listens on port 1: booking is "down", which the probes report.
     let outcome = runbook(&["run", "telemetry-pipeline-down", "--incident", &id, "--alerting-url", &alerting.url, "--booking-url", "http://127.0.0.1:1", "--json"], "").await;
@@ -55,7 +31,7 @@ async fn each_step_is_recorded_on_the_incident_timeline() {
 
 #[tokio::test]
 async fn an_unknown_incident_fails_before_anything_runs() {
-    let alerting = Alerting::start(RULES).await;
+    let alerting = Alerting::start(FIRING_RULES).await;
     let outcome = runbook(&["run", "telemetry-pipeline-down", "--incident", "999999", "--alerting-url", &alerting.url, "--booking-url", "http://127.0.0.1:1"], "").await;
     assert_eq!(outcome.code, 2, "{}\n{}", outcome.stdout, outcome.stderr);
     assert!(outcome.stderr.contains("incident 999999 does not exist"), "{}", outcome.stderr);

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::Method;
+use reqwest_tls::Method;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 

@@ -65,7 +65,7 @@ pub const REGISTRY: &[Spec] = &[
         name: "postgres.long_queries",
         target: Target::Postgres,
         effect: Read,
-        summary: "Client queries active for longer than min_seconds, oldest first",
+        summary: "Client queries active for longer than min_seconds, oldest first (SQL text for booking's sessions only)",
         args: &["min_seconds", "database", "application_name", "limit"],
         outputs: &["count", "queries", "min_seconds"],
     },
@@ -73,7 +73,7 @@ pub const REGISTRY: &[Spec] = &[
         name: "postgres.lock_waits",
         target: Target::Postgres,
         effect: Read,
-        summary: "Sessions waiting on a lock, with the sessions blocking them",
+        summary: "Sessions waiting on a lock, with the sessions blocking them (SQL text for booking's sessions only)",
         args: &["database", "limit"],
         outputs: &["count", "waits", "blockers"],
     },
@@ -81,9 +81,9 @@ pub const REGISTRY: &[Spec] = &[
         name: "postgres.terminate_long_queries",
         target: Target::Postgres,
         effect: Change,
-        summary: "pg_terminate_backend on client queries active for longer than min_seconds (never system, replication, autovacuum or its own session)",
-        args: &["min_seconds", "database", "application_name", "limit"],
-        outputs: &["count", "terminated", "min_seconds"],
+        summary: "pg_terminate_backend on booking's own queries (application_name booking) active for longer than min_seconds; never another application's, a system, replication or autovacuum process, or its own session",
+        args: &["min_seconds", "database", "limit"],
+        outputs: &["count", "terminated", "min_seconds", "application_name", "other_applications"],
     },
     Spec {
         name: "redis.memory",
@@ -264,7 +264,7 @@ pub enum Action {
     PgConnections(postgres::Scope),
     PgLongQueries(postgres::LongQueries),
     PgLockWaits(postgres::LockWaits),
-    PgTerminate(postgres::LongQueries),
+    PgTerminate(postgres::Terminate),
     RedisMemory,
     RedisFragmentation,
     RedisEvictionPolicy,
@@ -302,9 +302,9 @@ impl Action {
         let none = || typed::<NoArgs>(args).map(drop);
         let action = match name {
             "postgres.connections" => Action::PgConnections(typed(args)?),
-            "postgres.long_queries" => Action::PgLongQueries(typed::<postgres::LongQueries>(args)?.checked(false)?),
+            "postgres.long_queries" => Action::PgLongQueries(typed::<postgres::LongQueries>(args)?.checked()?),
             "postgres.lock_waits" => Action::PgLockWaits(typed(args)?),
-            "postgres.terminate_long_queries" => Action::PgTerminate(typed::<postgres::LongQueries>(args)?.checked(true)?),
+            "postgres.terminate_long_queries" => Action::PgTerminate(postgres::Terminate::try_from(typed::<postgres::LongQueries>(args)?)?),
             "redis.memory" => none().map(|_| Action::RedisMemory)?,
             "redis.fragmentation" => none().map(|_| Action::RedisFragmentation)?,
             "redis.eviction_policy" => none().map(|_| Action::RedisEvictionPolicy)?,
@@ -394,6 +394,16 @@ impl Action {
             Action::BookingFlushCaches => booking::flush_caches(ctx).await,
             Action::BookingChaos => booking::chaos(ctx).await,
             Action::BookingClearChaos => booking::clear_chaos(ctx).await,
+        }
+    }
+
+    /// What applying the action would do, in words, where its call alone
+    /// (`postgres.terminate_long_queries min_seconds=60`) would hide a
+    /// limit the operator should see before saying yes.
+    pub fn plan(&self) -> Option<String> {
+        match self {
+            Action::PgTerminate(a) => Some(a.plan()),
+            _ => None,
         }
     }
 

@@ -7,6 +7,15 @@
 //! other background processes are never listed or terminated, nor is the
 //! runbook's own session. By default only the database of `DATABASE_URL`
 //! is looked at; `database: "*"` means all of them.
+//!
+//! Two rules keep the runbook to the booking service's own sessions
+//! (`application_name = booking`, set on booking's pool):
+//! - termination only ever touches those: a pg_dump, a migration tool or a
+//!   DBA's psql is somebody else's to stop, whatever a runbook says;
+//! - only their query text is read. Other sessions' SQL may quote data or
+//!   credentials, so the server blanks it (`query` is null) before it
+//!   reaches the runbook, and they are shown by pid, application, state,
+//!   wait event and age only. Booking's SQL is our own, parameterised.
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -25,22 +34,39 @@ macro_rules! db_filter {
     };
 }
 
-macro_rules! session_columns {
+/// The `application_name` booking's pool connects with: the one name
+/// whose sessions this module terminates or shows the SQL of. A literal,
+/// so it is part of the static SQL rather than a bind a caller could vary.
+macro_rules! booking_application {
     () => {
-        "pid, datname, usename, application_name, state, wait_event_type, wait_event, \
-         extract(epoch FROM clock_timestamp() - query_start)::float8 AS seconds, left(query, 300) AS query"
+        "booking"
     };
 }
 
-/// Client queries active longer than $1 seconds, in database $2, with
-/// application name $3 if set; never this session, never a non-client backend.
+/// [`booking_application!`] as a value, for messages and outputs.
+pub const BOOKING_APPLICATION: &str = booking_application!();
+
+/// `query` is null unless the session is booking's (see the module doc).
+macro_rules! session_columns {
+    () => {
+        concat!(
+            "pid, datname, usename, application_name, state, wait_event_type, wait_event, \
+             extract(epoch FROM clock_timestamp() - query_start)::float8 AS seconds, \
+             CASE WHEN application_name = '",
+            booking_application!(),
+            "' THEN left(query, 300) END AS query"
+        )
+    };
+}
+
+/// Client queries active longer than $1 seconds, in database $2; never this
+/// session, never a non-client backend.
 macro_rules! long_filter {
     () => {
         concat!(
             "backend_type = 'client backend' AND pid <> pg_backend_pid() AND state = 'active' \
              AND query_start < clock_timestamp() - make_interval(secs => $1) AND ",
-            db_filter!("$2"),
-            " AND ($3::text IS NULL OR application_name = $3)"
+            db_filter!("$2")
         )
     };
 }
@@ -52,12 +78,13 @@ const CONNECTIONS: &str = concat!(
     " GROUP BY 1, 2"
 );
 
+/// With application name $3 if set.
 const LONG_QUERIES: &str = concat!(
     "SELECT ",
     session_columns!(),
     ", count(*) OVER () AS total FROM pg_stat_activity WHERE ",
     long_filter!(),
-    " ORDER BY query_start LIMIT $4"
+    " AND ($3::text IS NULL OR application_name = $3) ORDER BY query_start LIMIT $4"
 );
 
 const LOCK_WAITS: &str = concat!(
@@ -71,15 +98,28 @@ const LOCK_WAITS: &str = concat!(
 
 const BLOCKERS: &str = concat!("SELECT ", session_columns!(), " FROM pg_stat_activity WHERE pid = ANY($1) ORDER BY query_start");
 
-// Chosen first (MATERIALIZED, with the limit), terminated second: the limit
-// bounds what one run can terminate. The 5 s wait (PostgreSQL 14+) lets the
-// verify step see the sessions gone.
+// Chosen first (MATERIALIZED, with the limit $3), terminated second: the
+// limit bounds what one run can terminate. The application is fixed in the
+// SQL text, not bound, so no argument can widen it. The 5 s wait
+// (PostgreSQL 14+) lets the verify step see the sessions gone.
 const TERMINATE: &str = concat!(
     "WITH victims AS MATERIALIZED (SELECT ",
     session_columns!(),
     " FROM pg_stat_activity WHERE ",
     long_filter!(),
-    " ORDER BY query_start LIMIT $4) SELECT v.*, pg_terminate_backend(v.pid, 5000) AS terminated FROM victims v"
+    " AND application_name = '",
+    booking_application!(),
+    "' ORDER BY query_start LIMIT $3) SELECT v.*, pg_terminate_backend(v.pid, 5000) AS terminated FROM victims v"
+);
+
+/// The long queries [`TERMINATE`] leaves alone because they are not
+/// booking's: counted, so the step can say so.
+const SPARED: &str = concat!(
+    "SELECT count(*) FROM pg_stat_activity WHERE ",
+    long_filter!(),
+    " AND application_name IS DISTINCT FROM '",
+    booking_application!(),
+    "'"
 );
 
 fn scope_text(database: &Option<String>) -> String {
@@ -97,7 +137,8 @@ pub struct Scope {
     pub database: Option<String>,
 }
 
-/// Arguments of `long_queries` and `terminate_long_queries`.
+/// Arguments of `long_queries`, and as written for `terminate_long_queries`
+/// (which [`Terminate`] checks).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LongQueries {
@@ -112,22 +153,22 @@ pub struct LongQueries {
     pub limit: Option<u32>,
 }
 
+fn checked_limit(limit: Option<u32>, default: u32) -> Result<u32, String> {
+    let limit = limit.unwrap_or(default);
+    if !(1..=1000).contains(&limit) {
+        return Err(format!("limit must be 1 to 1000, not {limit}"));
+    }
+    Ok(limit)
+}
+
 impl LongQueries {
-    /// Terminating needs an explicit threshold of at least a second: a
-    /// default or a zero would terminate every busy session.
-    pub fn checked(mut self, terminate: bool) -> Result<Self, String> {
+    pub fn checked(mut self) -> Result<Self, String> {
         match self.min_seconds {
-            None if terminate => return Err("min_seconds is required (terminate queries active longer than this)".into()),
             None => self.min_seconds = Some(30.0),
-            Some(s) if terminate && (s.is_nan() || s < 1.0) => return Err(format!("min_seconds must be at least 1, not {s}")),
             Some(s) if s.is_nan() || s < 0.0 => return Err(format!("min_seconds must be 0 or more, not {s}")),
             Some(_) => {}
         }
-        let limit = self.limit.unwrap_or(if terminate { 50 } else { 20 });
-        if !(1..=1000).contains(&limit) {
-            return Err(format!("limit must be 1 to 1000, not {limit}"));
-        }
-        self.limit = Some(limit);
+        self.limit = Some(checked_limit(self.limit, 20)?);
         Ok(self)
     }
 
@@ -137,6 +178,50 @@ impl LongQueries {
 
     fn limit(&self) -> i64 {
         i64::from(self.limit.unwrap_or(20))
+    }
+}
+
+/// Arguments of `terminate_long_queries`. There is no application to
+/// choose: only booking's sessions are ever terminated. That is a fixed
+/// rule rather than a default a runbook could narrow, because below one
+/// application there is nothing left to narrow, and any other value would
+/// be the widening the rule exists to forbid.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Terminate {
+    pub min_seconds: f64,
+    pub database: Option<String>,
+    pub limit: u32,
+}
+
+impl TryFrom<LongQueries> for Terminate {
+    type Error = String;
+
+    /// Terminating needs an explicit threshold of at least a second: a
+    /// default or a zero would terminate every busy session.
+    fn try_from(args: LongQueries) -> Result<Self, String> {
+        if args.application_name.is_some() {
+            return Err(format!(
+                "application_name cannot be set: terminate_long_queries only ever terminates booking's own sessions (application_name = {BOOKING_APPLICATION})"
+            ));
+        }
+        let min_seconds = match args.min_seconds {
+            None => return Err("min_seconds is required (terminate queries active longer than this)".into()),
+            Some(s) if s.is_nan() || s < 1.0 => return Err(format!("min_seconds must be at least 1, not {s}")),
+            Some(s) => s,
+        };
+        Ok(Terminate { min_seconds, database: args.database, limit: checked_limit(args.limit, 50)? })
+    }
+}
+
+impl Terminate {
+    /// What applying the step would do, for the dry run and the prompt.
+    pub fn plan(&self) -> String {
+        format!(
+            "terminate queries of application {BOOKING_APPLICATION} active longer than {}s in {} (at most {})",
+            self.min_seconds,
+            scope_text(&self.database),
+            self.limit
+        )
     }
 }
 
@@ -241,10 +326,24 @@ fn session(row: &sqlx::postgres::PgRow) -> Result<Value, TargetError> {
     }))
 }
 
-fn one_line(query: &Value) -> String {
-    let q = query["query"].as_str().unwrap_or("").split_whitespace().collect::<Vec<_>>().join(" ");
-    let q: String = q.chars().take(80).collect();
-    format!("pid {} {}s: {q}", query["pid"], query["seconds"].as_f64().map_or("?".into(), |s| format!("{s:.0}")))
+/// `pid 4242 booking active 95s: UPDATE seats …`; a session of another
+/// application has no query text to show (see [`session_columns!`]).
+fn one_line(session: &Value) -> String {
+    let app = match session["application_name"].as_str() {
+        Some("") | None => "(no application_name)",
+        Some(app) => app,
+    };
+    let mut out = format!("pid {} {app} {}", session["pid"], session["state"].as_str().unwrap_or("?"));
+    if let Some(wait) = session["wait_event"].as_str() {
+        out.push_str(&format!(" ({wait})"));
+    }
+    out.push_str(&format!(" {}s", session["seconds"].as_f64().map_or("?".into(), |s| format!("{s:.0}"))));
+    if let Some(query) = session["query"].as_str() {
+        let q = query.split_whitespace().collect::<Vec<_>>().join(" ");
+        out.push_str(": ");
+        out.extend(q.chars().take(80));
+    }
+    out
 }
 
 pub async fn long_queries(ctx: &mut Ctx, args: &LongQueries) -> Result<Finding, TargetError> {
@@ -262,11 +361,12 @@ pub async fn long_queries(ctx: &mut Ctx, args: &LongQueries) -> Result<Finding, 
         None => 0,
     };
     let queries = rows.iter().map(session).collect::<Result<Vec<_>, _>>()?;
+    let of = args.application_name.as_deref().map_or(String::new(), |app| format!(" of application {app}"));
     let summary = if count == 0 {
-        format!("no query active longer than {}s in {}", args.min_seconds(), scope_text(&args.database))
+        format!("no query{of} active longer than {}s in {}", args.min_seconds(), scope_text(&args.database))
     } else {
         let shown: Vec<String> = queries.iter().take(3).map(one_line).collect();
-        format!("{count} quer{} active longer than {}s: {}", if count == 1 { "y" } else { "ies" }, args.min_seconds(), shown.join("; "))
+        format!("{count} quer{}{of} active longer than {}s: {}", if count == 1 { "y" } else { "ies" }, args.min_seconds(), shown.join("; "))
     };
     Ok(Finding { summary, output: json!({ "count": count, "min_seconds": args.min_seconds(), "queries": queries }) })
 }
@@ -306,16 +406,16 @@ pub async fn lock_waits(ctx: &mut Ctx, args: &LockWaits) -> Result<Finding, Targ
     Ok(Finding { summary, output: json!({ "count": count, "waits": waits, "blockers": blockers }) })
 }
 
-pub async fn terminate(ctx: &mut Ctx, args: &LongQueries) -> Result<Finding, TargetError> {
+pub async fn terminate(ctx: &mut Ctx, args: &Terminate) -> Result<Finding, TargetError> {
     let conn = ctx.pg().await?;
     let rows = sqlx::query(TERMINATE)
-        .bind(args.min_seconds())
+        .bind(args.min_seconds)
         .bind(args.database.as_deref())
-        .bind(args.application_name.as_deref())
-        .bind(args.limit())
+        .bind(i64::from(args.limit))
         .fetch_all(&mut *conn)
         .await
         .map_err(failed)?;
+    let spared: i64 = sqlx::query_scalar(SPARED).bind(args.min_seconds).bind(args.database.as_deref()).fetch_one(&mut *conn).await.map_err(failed)?;
     let mut terminated = Vec::new();
     for row in &rows {
         let mut victim = session(row)?;
@@ -323,13 +423,26 @@ pub async fn terminate(ctx: &mut Ctx, args: &LongQueries) -> Result<Finding, Tar
         terminated.push(victim);
     }
     let done = terminated.iter().filter(|v| v["terminated"] == true).count();
-    let summary = if terminated.is_empty() {
-        format!("nothing to terminate: no client query active longer than {}s in {}", args.min_seconds(), scope_text(&args.database))
+    let what = format!("quer{} of application {BOOKING_APPLICATION} active longer than {}s", if terminated.len() == 1 { "y" } else { "ies" }, args.min_seconds);
+    let mut summary = if terminated.is_empty() {
+        format!("nothing to terminate: no query of application {BOOKING_APPLICATION} active longer than {}s in {}", args.min_seconds, scope_text(&args.database))
     } else {
         let shown: Vec<String> = terminated.iter().take(3).map(one_line).collect();
-        format!("terminated {done} of {} client quer{} active longer than {}s: {}", terminated.len(), if terminated.len() == 1 { "y" } else { "ies" }, args.min_seconds(), shown.join("; "))
+        format!("terminated {done} of {} {what}: {}", terminated.len(), shown.join("; "))
     };
-    Ok(Finding { summary, output: json!({ "count": done, "min_seconds": args.min_seconds(), "terminated": terminated }) })
+    if spared > 0 {
+        summary.push_str(&format!("; left alone {spared} long quer{} of other applications", if spared == 1 { "y" } else { "ies" }));
+    }
+    Ok(Finding {
+        summary,
+        output: json!({
+            "count": done,
+            "min_seconds": args.min_seconds,
+            "application_name": BOOKING_APPLICATION,
+            "terminated": terminated,
+            "other_applications": spared,
+        }),
+    })
 }
 
 #[cfg(test)]
@@ -343,14 +456,40 @@ mod tests {
         assert_eq!(snake("active"), "active");
     }
 
+    fn args(min_seconds: Option<f64>) -> LongQueries {
+        LongQueries { min_seconds, database: None, application_name: None, limit: None }
+    }
+
     #[test]
     fn terminating_needs_an_explicit_threshold_of_at_least_a_second() {
-        let args = |min: Option<f64>| LongQueries { min_seconds: min, database: None, application_name: None, limit: None };
-        assert!(args(None).checked(true).unwrap_err().contains("required"));
-        assert!(args(Some(0.5)).checked(true).is_err());
-        assert!(args(Some(f64::NAN)).checked(true).is_err());
-        assert_eq!(args(Some(60.0)).checked(true).unwrap().limit, Some(50));
-        assert_eq!(args(None).checked(false).unwrap().min_seconds, Some(30.0));
-        assert!(args(Some(-1.0)).checked(false).is_err());
+        let terminate = |min| Terminate::try_from(args(min));
+        assert!(terminate(None).unwrap_err().contains("required"));
+        assert!(terminate(Some(0.5)).is_err());
+        assert!(terminate(Some(f64::NAN)).is_err());
+        assert_eq!(terminate(Some(60.0)).unwrap().limit, 50);
+        assert_eq!(args(None).checked().unwrap().min_seconds, Some(30.0));
+        assert!(args(Some(-1.0)).checked().is_err());
+    }
+
+    #[test]
+    fn termination_is_never_widened_beyond_bookings_sessions() {
+        for app in ["booking", "pg_dump", "psql", ""] {
+            let err = Terminate::try_from(LongQueries { application_name: Some(app.into()), ..args(Some(60.0)) }).unwrap_err();
+            assert!(err.contains("only ever terminates booking's own sessions"), "{app}: {err}");
+        }
+        let plan = Terminate::try_from(args(Some(60.0))).unwrap().plan();
+        assert_eq!(plan, "terminate queries of application booking active longer than 60s in the current database (at most 50)");
+        assert!(TERMINATE.contains("application_name = 'booking'"), "{TERMINATE}");
+    }
+
+    #[test]
+    fn other_applications_are_shown_by_ids_without_query_text() {
+        let other = json!({"pid": 7, "application_name": "pg_dump", "state": "active", "wait_event": "Client:ClientRead", "seconds": 612.4, "query": null});
+        assert_eq!(one_line(&other), "pid 7 pg_dump active (Client:ClientRead) 612s");
+        let ours = json!({"pid": 8, "application_name": "booking", "state": "active", "wait_event": null, "seconds": 31.0, "query": "UPDATE seats\n  SET x = $1"});
+        assert_eq!(one_line(&ours), "pid 8 booking active 31s: UPDATE seats SET x = $1");
+        for sql in [LONG_QUERIES, LOCK_WAITS, BLOCKERS, TERMINATE] {
+            assert!(sql.contains("CASE WHEN application_name = 'booking' THEN left(query, 300) END AS query"), "{sql}");
+        }
     }
 }

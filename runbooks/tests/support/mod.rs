@@ -204,7 +204,30 @@ impl Alerting {
         let response = http().get(format!("{}{path}", self.url)).send().await.expect("alerting answers");
         response.json().await.expect("alerting answers JSON")
     }
+
+    /// The first open incident, once [`FIRING_RULES`] have opened one.
+    pub async fn open_incident(&self) -> i64 {
+        eventually("an open incident", Duration::from_secs(30), || async {
+            let list = self.get("/v1/incidents?state=open").await;
+            list["incidents"].as_array()?.first()?["id"].as_i64()
+        })
+        .await
+    }
 }
+
+/// One rule that fires at once: the scrape target is down, so the
+/// synthesized `up{job="booking"}` is 0. An incident to record runs on.
+pub const FIRING_RULES: &str = r#"
+evaluation_interval: 1s
+rules:
+  - id: telemetry-pipeline-down
+    kind: promql
+    expr: up{job="booking"}
+    summary: Booking cannot be scraped
+    owner: infra
+    runbook: telemetry-pipeline-down
+    critical: { below: 0.5, for: 0s, clear_above: 0.9 }
+"#;
 
 /// A redis-server of the test's own, so filling it and changing its
 /// configuration cannot disturb tests sharing the machine's Redis.
