@@ -219,14 +219,10 @@ impl<W> JsonLines<W> {
     pub fn new(service_name: impl Into<String>, writer: W) -> Self {
         Self { service_name: service_name.into(), writer }
     }
-
-    fn render(&self, line: &mut Vec<u8>, event: &Event<'_>, cx: Option<SpanContext>) {
-        render(&self.service_name, line, event, cx);
-    }
 }
 
 /// Appends the event as one line, `\n` included: what stdout and Loki get.
-pub(crate) fn render(service_name: &str, line: &mut Vec<u8>, event: &Event<'_>, cx: Option<SpanContext>) {
+fn render(service_name: &str, line: &mut Vec<u8>, event: &Event<'_>, cx: Option<SpanContext>) {
     line.extend_from_slice(b"{\"timestamp\":\"");
     put_timestamp(line);
     line.push(b'"');
@@ -250,26 +246,32 @@ where
     W: for<'w> MakeWriter<'w> + 'static,
 {
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        // One buffer per thread, reused: no allocation per line.
-        thread_local! {
-            static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
-        let cx = spans::current(&ctx);
-        LINE.with(|cell| {
-            // A line written while another is being rendered on this thread
-            // (a writer that logs) gets a buffer of its own.
-            let mut own = Vec::new();
-            let mut borrowed = cell.try_borrow_mut();
-            let line = borrowed.as_deref_mut().unwrap_or(&mut own);
-            line.clear();
-            self.render(line, event, cx);
-            // One write per line: lines from concurrent requests never interleave.
+        // One write per line: lines from concurrent requests never interleave.
+        with_rendered_line(&self.service_name, event, spans::current(&ctx), |line| {
             let _ = self.writer.make_writer().write_all(line);
-            if line.capacity() > 64 * 1024 {
-                *line = Vec::new();
-            }
         });
     }
+}
+
+/// Renders `event` as its JSON line (`\n` included) into this thread's
+/// buffer, reused so that no line allocates, and hands it to `sink`.
+pub(crate) fn with_rendered_line(service_name: &str, event: &Event<'_>, cx: Option<SpanContext>, sink: impl FnOnce(&[u8])) {
+    thread_local! {
+        static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    LINE.with(|cell| {
+        // A line written while another is being rendered on this thread
+        // (a writer that logs) gets a buffer of its own.
+        let mut own = Vec::new();
+        let mut borrowed = cell.try_borrow_mut();
+        let line = borrowed.as_deref_mut().unwrap_or(&mut own);
+        line.clear();
+        render(service_name, line, event, cx);
+        sink(line);
+        if line.capacity() > 64 * 1024 {
+            *line = Vec::new();
+        }
+    });
 }
 
 /// The layer that sends each event as an OTLP log record, with the trace

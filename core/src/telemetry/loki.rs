@@ -173,22 +173,9 @@ where
         if super::from_exporter(event) {
             return;
         }
-        thread_local! {
-            static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
-        let cx = spans::current(&ctx);
-        LINE.with(|cell| {
-            let mut own = Vec::new();
-            let mut borrowed = cell.try_borrow_mut();
-            let line = borrowed.as_deref_mut().unwrap_or(&mut own);
-            line.clear();
-            logs::render(&self.service_name, line, event, cx);
+        logs::with_rendered_line(&self.service_name, event, spans::current(&ctx), |line| {
             // Loki's line is the object without the newline.
-            let trimmed = line.strip_suffix(b"\n").unwrap_or(line);
-            self.push(*event.metadata().level(), trimmed);
-            if line.capacity() > 64 * 1024 {
-                *line = Vec::new();
-            }
+            self.push(*event.metadata().level(), line.strip_suffix(b"\n").unwrap_or(line));
         });
     }
 }
