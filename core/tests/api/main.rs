@@ -4,6 +4,7 @@
 
 mod support;
 mod claims;
+mod contract;
 mod controls;
 mod hardening;
 mod k6;
