@@ -26,7 +26,7 @@ pids+=($!)
 python3 -m aiosmtpd -n -l 127.0.0.1:$sp -c aiosmtpd.handlers.Mailbox "$work/mail" >/dev/null 2>&1 &
 pids+=($!)
 ALERTING_LISTEN=127.0.0.1:$ap ALERTING_DATABASE_URL="sqlite://$work/alerting.db" \
-  ALERTING_SCRAPE="booking=http://127.0.0.1:$bp/metrics" SMTP_HOST=127.0.0.1 SMTP_PORT=$sp \
+  ALERTING_SCRAPE="booking=http://127.0.0.1:$bp/metrics" SMTP_HOST=127.0.0.1 SMTP_PORT=$sp SMTP_TLS=none \
   ALERTING_CONSOLE_FILE="$work/console.jsonl" RUST_LOG=warn target/release/alerting serve >/dev/null 2>&1 &
 pids+=($!)
 wait_for booking 30 curl -fsS -o /dev/null "http://127.0.0.1:$bp/healthz"

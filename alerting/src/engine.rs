@@ -126,6 +126,13 @@ impl Engine {
         self.no_data_since.contains_key(rule_id)
     }
 
+    /// Whether the alert with this fingerprint is pending or firing. Its
+    /// incident is not closed by hand while it is: the engine resolves it
+    /// once its clear conditions hold.
+    pub fn is_active(&self, fingerprint: &str) -> bool {
+        self.statuses().iter().any(|s| s.fingerprint == fingerprint && s.phase != Phase::Inactive)
+    }
+
     pub fn statuses(&self) -> Vec<AlertStatus> {
         let mut out: Vec<AlertStatus> = self
             .alerts

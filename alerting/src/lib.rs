@@ -12,5 +12,6 @@ pub mod metrics;
 pub mod notify;
 pub mod export;
 pub mod service;
+pub mod auth;
 pub mod http;
 pub mod server;

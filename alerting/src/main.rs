@@ -77,6 +77,26 @@ enum Command {
         #[command(subcommand)]
         command: SilenceCommand,
     },
+    /// API keys for ALERTING_KEYS_FILE.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a random key: its keys-file entry goes to stdout (append it:
+    /// `alerting keys new --name kim --role responder >> keys.yaml`), the
+    /// key itself to stderr, once. The file holds only the key's SHA-256.
+    New {
+        /// The name the timeline shows for changes made with this key.
+        #[arg(long)]
+        name: String,
+        /// read (GET routes) or responder (changes too).
+        #[arg(long)]
+        role: alerting::auth::Role,
+    },
 }
 
 #[derive(Subcommand)]
@@ -145,6 +165,10 @@ enum SilenceCommand {
         /// A maintenance window rather than an ad-hoc silence.
         #[arg(long)]
         maintenance: bool,
+        /// Needed when no matcher is `rule_id` or `alertname`: such a
+        /// silence mutes every alert whose labels match.
+        #[arg(long)]
+        force: bool,
         #[arg(long)]
         comment: String,
         #[arg(long, env = "USER", default_value = "cli")]
@@ -168,6 +192,8 @@ struct Api {
     /// The alerting service's URL.
     #[arg(long, env = "ALERTING_URL", default_value = "http://127.0.0.1:9095")]
     url: String,
+    /// Sent as `Authorization: Bearer`: a responder key, or a read key for
+    /// the commands that only read.
     #[arg(long, env = "ALERTING_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
     /// Print the raw JSON.
@@ -303,7 +329,7 @@ async fn main() -> anyhow::Result<()> {
             api.print(&v, |_| println!("noted on incident #{id}"));
         }
         Command::Silence { command } => match command {
-            SilenceCommand::Add { matchers, duration, starts_at, maintenance, comment, by, api } => {
+            SilenceCommand::Add { matchers, duration, starts_at, maintenance, force, comment, by, api } => {
                 let body = json!({
                     "matchers": matchers.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
                     "duration": duration,
@@ -311,6 +337,7 @@ async fn main() -> anyhow::Result<()> {
                     "kind": if maintenance { "maintenance" } else { "silence" },
                     "comment": comment,
                     "created_by": by,
+                    "force": force,
                 });
                 let v = api.call(reqwest::Method::POST, "/v1/silences", Some(body)).await?;
                 api.print(&v, |v| println!("silence #{} until {}", v["silence"]["id"], ms(&v["silence"]["ends_at"])));
@@ -328,6 +355,12 @@ async fn main() -> anyhow::Result<()> {
                 println!("silence #{id} expired");
             }
         },
+        Command::Keys { command: KeysCommand::New { name, role } } => {
+            let made = alerting::auth::new_key(&name, role).map_err(anyhow::Error::msg)?;
+            print!("{}", made.entry);
+            eprintln!("# {name}'s key ({}), shown only now; the keys file holds only its SHA-256:", role.as_str());
+            eprintln!("{}", made.key);
+        }
     }
     Ok(())
 }

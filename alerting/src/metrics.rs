@@ -2,7 +2,7 @@
 //! visible: evaluations and their duration, rule states, and pages by
 //! channel and outcome with delivery latency.
 
-use prometheus::{Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -15,6 +15,11 @@ pub struct Metrics {
     pub delivery_seconds: HistogramVec,
     pub outbox_pending: IntGauge,
     pub incidents_open: IntGauge,
+    pub retention_deleted: IntCounterVec,
+    /// Series the embedded scrape store refused, over its cap.
+    pub scrape_series_dropped: IntCounter,
+    /// The listener's connections and the limits it enforced.
+    pub connections: serving::ConnectionMetrics,
 }
 
 impl Default for Metrics {
@@ -56,6 +61,11 @@ impl Metrics {
         .expect("valid metric");
         let outbox_pending = IntGauge::new("alerting_outbox_pending", "Pages written but not yet delivered").expect("valid metric");
         let incidents_open = IntGauge::new("alerting_incidents_open", "Incidents not yet resolved").expect("valid metric");
+        let retention_deleted = IntCounterVec::new(
+            Opts::new("alerting_retention_deleted_total", "Rows deleted by retention, by table (incidents, timeline, outbox, silences)"),
+            &["table"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(evaluations.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(evaluation_seconds.clone()),
@@ -65,6 +75,7 @@ impl Metrics {
             Box::new(delivery_seconds.clone()),
             Box::new(outbox_pending.clone()),
             Box::new(incidents_open.clone()),
+            Box::new(retention_deleted.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -82,7 +93,31 @@ impl Metrics {
         for source in ["prometheus", "scrape"] {
             evaluation_seconds.with_label_values(&[source]);
         }
-        Self { registry, evaluations, evaluation_seconds, rule_state, source_up, pages, delivery_seconds, outbox_pending, incidents_open }
+        for table in ["incidents", "timeline", "outbox", "silences"] {
+            retention_deleted.with_label_values(&[table]);
+        }
+        let scrape_series_dropped = IntCounter::new(
+            "alerting_scrape_series_dropped_total",
+            "Samples of new series the embedded scrape store refused because it holds its maximum series (a target's labels ran away)",
+        )
+        .expect("valid metric");
+        registry.register(Box::new(scrape_series_dropped.clone())).expect("unique metric");
+        let connections = serving::ConnectionMetrics::new();
+        connections.register(&registry).expect("unique metric");
+        Self {
+            registry,
+            evaluations,
+            evaluation_seconds,
+            rule_state,
+            source_up,
+            pages,
+            delivery_seconds,
+            outbox_pending,
+            incidents_open,
+            retention_deleted,
+            scrape_series_dropped,
+            connections,
+        }
     }
 
     pub fn render(&self) -> String {

@@ -268,9 +268,15 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, ParseError> {
     Ok(out)
 }
 
+/// The longest duration [`parse_duration`] accepts: ten years. Every
+/// duration becomes milliseconds added to a timestamp somewhere (a rule's
+/// `for`, a silence's end), and this keeps that arithmetic far from
+/// overflowing `i64`.
+pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 86_400);
+
 /// `30s`, `5m`, `1h`, `3d`, or a combination like `1h30m` (largest unit
-/// first, each once), as PromQL writes them. The one duration syntax of
-/// rule files, ranges, intervals and silences.
+/// first, each once), as PromQL writes them, up to [`MAX_DURATION`]. The
+/// one duration syntax of rule files, ranges, intervals and silences.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if text.is_empty() {
         return Err("empty".to_string());
@@ -299,7 +305,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         total = number.checked_mul(unit).and_then(|s| total.checked_add(s)).ok_or_else(|| "number too large".to_string())?;
         rest = &rest[digits + unit_char.len_utf8()..];
     }
-    Ok(Duration::from_secs(total))
+    let duration = Duration::from_secs(total);
+    if duration > MAX_DURATION {
+        return Err("longer than 3650d (ten years)".to_string());
+    }
+    Ok(duration)
 }
 
 /// PromQL words outside the subset, with what to write instead.

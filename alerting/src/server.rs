@@ -1,16 +1,26 @@
-//! `alerting serve`: settings, start-up checks, and the three loops
-//! (evaluate, deliver, HTTP). Every setting is a flag and an environment
-//! variable; with none, it scrapes a local booking service and pages the
-//! console, keeping incidents in `alerting.db`.
+//! `alerting serve`: settings, start-up checks, and the loops (evaluate,
+//! one delivery lane per channel, retention, HTTP). Every setting is a flag
+//! and an environment variable; with none, it scrapes a local booking
+//! service and pages the console, keeping incidents in `alerting.db`.
+//!
+//! Start-up refuses settings that would expose something: an API off
+//! loopback without any key, a key shorter than 32 bytes, SMTP credentials
+//! sent in plain text to another machine.
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
 
 use chrono::Utc;
 
 use crate::{
+    auth::Keys,
     engine::{Engine, Phase},
-    http::{self, AppState},
-    incidents,
+    http::{self, AppState, Shared},
+    incidents::{self, Retention},
     metrics::Metrics,
     notify::{Channel, Notifier, console::Console, email, slack::Slack},
     oncall::Roster,
@@ -20,7 +30,8 @@ use crate::{
     source::{Source, scrape::Target},
 };
 
-#[derive(clap::Args, Debug, Clone)]
+/// Secrets are in here, so there is no `Debug`.
+#[derive(clap::Args, Clone)]
 pub struct ServeArgs {
     /// Address of the HTTP API and /metrics.
     #[arg(long, env = "ALERTING_LISTEN", default_value = "127.0.0.1:9095")]
@@ -51,12 +62,13 @@ pub struct ServeArgs {
     pub smtp_host: Option<String>,
     #[arg(long, env = "SMTP_PORT", default_value_t = 25)]
     pub smtp_port: u16,
-    /// none, starttls or tls.
-    #[arg(long, env = "SMTP_TLS", default_value = "none")]
+    /// starttls, tls or none. `none` with SMTP_USERNAME/SMTP_PASSWORD is
+    /// refused unless SMTP_HOST is this machine (127.0.0.0/8, ::1, localhost).
+    #[arg(long, env = "SMTP_TLS", default_value = "starttls")]
     pub smtp_tls: String,
     #[arg(long, env = "SMTP_FROM", default_value = "alerting@localhost")]
     pub smtp_from: String,
-    #[arg(long, env = "SMTP_USERNAME")]
+    #[arg(long, env = "SMTP_USERNAME", hide_env_values = true)]
     pub smtp_username: Option<String>,
     #[arg(long, env = "SMTP_PASSWORD", hide_env_values = true)]
     pub smtp_password: Option<String>,
@@ -71,15 +83,56 @@ pub struct ServeArgs {
     /// First retry delay; doubles per attempt up to a minute.
     #[arg(long, env = "ALERTING_RETRY_BASE_MS", default_value_t = 1000)]
     pub retry_base_ms: u64,
+    /// The longest `Retry-After` (Slack's rate limit) waited for; a channel
+    /// asking for more fails over to ALERTING_FALLBACK at once.
+    #[arg(long, env = "ALERTING_RETRY_AFTER_MAX", default_value = "60s")]
+    pub retry_after_max: String,
     /// Base URL of the runbooks (`<base>/<id>.md`). Default: the rule file's.
     #[arg(long, env = "RUNBOOK_BASE_URL")]
     pub runbook_base_url: Option<String>,
     /// Grafana's URL, for dashboard links. Default: the rule file's.
     #[arg(long, env = "GRAFANA_URL")]
     pub grafana_url: Option<String>,
-    /// When set, changes through the API need `Authorization: Bearer <key>`.
+    /// A responder key (reads and changes), named `api-key` on timelines.
+    /// With any key set, every API route but /healthz, /metrics and
+    /// /openapi.json needs `Authorization: Bearer <key>`. At least 32 bytes.
     #[arg(long, env = "ALERTING_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// A read-only key (the GET routes), named `read-key`. At least 32 bytes.
+    #[arg(long, env = "ALERTING_READ_KEY", hide_env_values = true)]
+    pub read_key: Option<String>,
+    /// Named keys: a YAML list of `{name, role: read|responder, sha256}`,
+    /// as `alerting keys new` prints them. The file holds no secret.
+    #[arg(long, env = "ALERTING_KEYS_FILE")]
+    pub keys_file: Option<PathBuf>,
+    /// The longest silence or maintenance window.
+    #[arg(long, env = "ALERTING_SILENCE_MAX", default_value = "7d")]
+    pub silence_max: String,
+    /// Resolved incidents (timelines and pages included) and ended
+    /// silences older than this many days are deleted; 0 keeps them.
+    #[arg(long, env = "ALERTING_RETENTION_DAYS", default_value_t = 90)]
+    pub retention_days: u32,
+    /// Delivered and failed pages of resolved incidents older than this
+    /// many days are deleted; 0 keeps them (until ALERTING_RETENTION_DAYS).
+    #[arg(long, env = "ALERTING_OUTBOX_RETENTION_DAYS", default_value_t = 7)]
+    pub outbox_retention_days: u32,
+    /// A request running longer is answered 503 TIMEOUT.
+    #[arg(long, env = "ALERTING_REQUEST_TIMEOUT", default_value = "10s")]
+    pub request_timeout: String,
+    /// The request head must arrive within this (and a kept-alive
+    /// connection may wait this long for its next request).
+    #[arg(long, env = "ALERTING_HTTP_HEADER_READ_TIMEOUT", default_value = "10s")]
+    pub http_header_read_timeout: String,
+    /// The request body must arrive within this after the head, else 408.
+    /// Shorter than ALERTING_REQUEST_TIMEOUT.
+    #[arg(long, env = "ALERTING_HTTP_BODY_READ_TIMEOUT", default_value = "5s")]
+    pub http_body_read_timeout: String,
+    /// A connection on which no byte moves either way for this long is closed.
+    #[arg(long, env = "ALERTING_HTTP_IDLE_TIMEOUT", default_value = "60s")]
+    pub http_idle_timeout: String,
+    /// Connections served at once; more wait to be accepted.
+    #[arg(long, env = "ALERTING_HTTP_MAX_CONNECTIONS", default_value_t = 1000)]
+    pub http_max_connections: usize,
     /// Test hook: `after-outbox-write` exits right after a page is stored.
     #[arg(long, env = "ALERTING_FAILPOINT", hide = true)]
     pub failpoint: Option<String>,
@@ -127,15 +180,40 @@ pub struct Server {
     exprs: Vec<String>,
     interval: Duration,
     listener: tokio::net::TcpListener,
+    limits: serving::Limits,
+    retention: Retention,
+    /// One delivery worker per channel; off only under the test failpoint,
+    /// which must exit between storing a page and sending it.
+    lanes: bool,
 }
 
 impl Server {
     pub async fn build(mut args: ServeArgs) -> Result<Self, StartError> {
         // An empty variable (compose's `${SLACK_WEBHOOK_URL:-}`) means unset.
-        for value in [&mut args.prometheus_url, &mut args.slack_webhook_url, &mut args.smtp_host] {
+        for value in [
+            &mut args.prometheus_url,
+            &mut args.slack_webhook_url,
+            &mut args.smtp_host,
+            &mut args.smtp_username,
+            &mut args.smtp_password,
+            &mut args.api_key,
+            &mut args.read_key,
+        ] {
             if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
                 *value = None;
             }
+        }
+        if args.keys_file.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            args.keys_file = None;
+        }
+        let keys = Keys::load(args.api_key.as_deref(), args.read_key.as_deref(), args.keys_file.as_deref()).map_err(|e| StartError::Config(e.to_string()))?;
+        if !args.listen.ip().to_canonical().is_loopback() && !keys.required() {
+            return Err(StartError::Config(format!(
+                "ALERTING_LISTEN {} is not a loopback address, and no key is set: anyone who reaches it could ack, resolve and silence. \
+                 Set ALERTING_API_KEY (a responder key; `alerting keys new` makes one), ALERTING_READ_KEY or ALERTING_KEYS_FILE, \
+                 or listen on 127.0.0.1",
+                args.listen
+            )));
         }
         let (set, roster) = load_config(args.rules.as_deref(), args.roster.as_deref())?;
         for warning in &set.warnings {
@@ -146,6 +224,23 @@ impl Server {
             None => set.evaluation_interval,
         }
         .max(Duration::from_secs(1));
+        let duration = |setting: &str, text: &str| promql::parse_duration(text).map_err(|why| StartError::Config(format!("{setting} `{text}`: {why}")));
+        let silence_max = duration("ALERTING_SILENCE_MAX", &args.silence_max)?;
+        let retry_after_max = duration("ALERTING_RETRY_AFTER_MAX", &args.retry_after_max)?;
+        let request_timeout = duration("ALERTING_REQUEST_TIMEOUT", &args.request_timeout)?;
+        let limits = serving::Limits {
+            header_read_timeout: duration("ALERTING_HTTP_HEADER_READ_TIMEOUT", &args.http_header_read_timeout)?,
+            body_read_timeout: duration("ALERTING_HTTP_BODY_READ_TIMEOUT", &args.http_body_read_timeout)?,
+            idle_timeout: duration("ALERTING_HTTP_IDLE_TIMEOUT", &args.http_idle_timeout)?,
+            max_connections: args.http_max_connections.max(1),
+        };
+        // A body still arriving when the request times out would be our 503
+        // instead of the client's 408.
+        if limits.body_read_timeout >= request_timeout || [limits.header_read_timeout, limits.body_read_timeout, limits.idle_timeout, request_timeout].contains(&Duration::ZERO) {
+            return Err(StartError::Config(
+                "the HTTP timeouts must be above zero, and ALERTING_HTTP_BODY_READ_TIMEOUT shorter than ALERTING_REQUEST_TIMEOUT".into(),
+            ));
+        }
         let engine = Engine::new(set.rules.clone());
         let exprs: Vec<String> = engine.expressions().into_iter().map(str::to_owned).collect();
         let timeout = interval.min(Duration::from_secs(10));
@@ -156,38 +251,18 @@ impl Server {
                     .scrape
                     .iter()
                     .map(|t| {
-                        let (job, url) = t.split_once('=').ok_or_else(|| StartError::Config(format!("ALERTING_SCRAPE entry {t:?} is not job=url")))?;
+                        // Only the job: the URL may hold credentials.
+                        let (job, url) = t.split_once('=').ok_or_else(|| StartError::Config("ALERTING_SCRAPE entries must be job=url, comma separated".into()))?;
                         Ok(Target { job: job.trim().into(), url: url.trim().into() })
                     })
                     .collect::<Result<Vec<_>, StartError>>()?;
                 Source::scrape(targets, &exprs.iter().map(String::as_str).collect::<Vec<_>>(), timeout).map_err(|e| StartError::Config(e.to_string()))?
             }
         };
-        let channel = |name: &str| match name {
-            "console" => Ok(Channel::Console),
-            "email" => Ok(Channel::Email),
-            "slack" => Ok(Channel::Slack),
-            other => Err(StartError::Config(format!("unknown channel {other:?} (console, email or slack)"))),
-        };
         let channels = Channels {
             slack: args.slack_webhook_url.as_ref().map(|url| Notifier::Slack(Slack::new(url, Duration::from_secs(10)))),
             email: match &args.smtp_host {
-                Some(host) => Some(Notifier::Email(
-                    email::Email::new(email::EmailConfig {
-                        host: host.clone(),
-                        port: args.smtp_port,
-                        tls: match args.smtp_tls.as_str() {
-                            "none" => email::Tls::None,
-                            "starttls" => email::Tls::StartTls,
-                            "tls" => email::Tls::Tls,
-                            other => return Err(StartError::Config(format!("SMTP_TLS must be none, starttls or tls, not {other:?}"))),
-                        },
-                        from: args.smtp_from.clone(),
-                        username: args.smtp_username.clone(),
-                        password: args.smtp_password.clone(),
-                    })
-                    .map_err(|e| StartError::Config(format!("email: {e}")))?,
-                )),
+                Some(host) => Some(Notifier::Email(email::Email::new(email_config(&args, host)?).map_err(|e| StartError::Config(format!("email: {e}")))?)),
                 None => None,
             },
             console: Notifier::Console(match &args.console_file {
@@ -195,34 +270,43 @@ impl Server {
                 None => Console::stdout(),
             }),
         };
-        let fallback = channel(&args.fallback)?;
+        let fallback = Channel::parse(&args.fallback)
+            .ok_or_else(|| StartError::Config(format!("ALERTING_FALLBACK must be console, email or slack, not {:?}", args.fallback)))?;
+        if !channels.configured().contains(&fallback) {
+            return Err(StartError::Config(format!(
+                "ALERTING_FALLBACK is {fallback}, which is not configured (set {})",
+                if fallback == Channel::Email { "SMTP_HOST" } else { "SLACK_WEBHOOK_URL" }
+            )));
+        }
+        let failpoint = args.failpoint.as_deref() == Some("after-outbox-write");
         let config = Config {
             runbook_base_url: args.runbook_base_url.clone().unwrap_or_else(|| set.runbook_base_url.clone()),
             dashboard_base_url: args.grafana_url.clone().unwrap_or_else(|| set.dashboard_base_url.clone()),
             max_attempts: args.max_attempts.max(1),
             retry_base: Duration::from_millis(args.retry_base_ms.max(1)),
             retry_max: Duration::from_secs(60),
+            retry_after_max,
             fallback,
-            exit_after_outbox_write: args.failpoint.as_deref() == Some("after-outbox-write"),
+            exit_after_outbox_write: failpoint,
         };
+        let days = |n: u32| (n > 0).then(|| Duration::from_secs(u64::from(n) * 86_400));
+        let retention = Retention { incidents: days(args.retention_days), outbox: days(args.outbox_retention_days) };
         let store = incidents::Store::connect(&args.database_url).await?;
         let service = Service::new(store, roster, set.rules.clone(), channels, config, Metrics::new());
         let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| StartError::Bind(args.listen, e))?;
-        let state = Arc::new(AppState {
-            service,
-            engine: std::sync::Mutex::new(engine),
-            wake: tokio::sync::Notify::new(),
-            api_key: args.api_key.clone(),
-        });
-        Ok(Self { state, source, exprs, interval, listener })
+        let state = Arc::new(AppState { service, engine: std::sync::Mutex::new(engine), wake: tokio::sync::Notify::new(), keys, silence_max, request_timeout });
+        Ok(Self { state, source, exprs, interval, listener, limits, retention, lanes: !failpoint })
     }
 
     pub fn port(&self) -> u16 {
         self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
     }
 
+    /// Evaluates, delivers and serves the API until `shutdown` completes;
+    /// then stops taking connections, lets requests in flight finish, stops
+    /// the loops, and closes the store (which waits for sends in flight).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let Server { state, mut source, exprs, interval, listener } = self;
+        let Server { state, mut source, exprs, interval, listener, limits, retention, lanes } = self;
         let source_kind = source.kind();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let evaluator = {
@@ -239,34 +323,138 @@ impl Server {
                 }
             })
         };
-        let deliverer = {
-            let state = state.clone();
-            let mut stop = stop_rx.clone();
-            tokio::spawn(async move {
-                loop {
-                    let now = Utc::now().timestamp_millis();
-                    if let Err(e) = state.service.deliver(now).await {
-                        tracing::error!(error = %e, "delivering pages");
-                    }
-                    let next = state.service.store.next_due().await.ok().flatten();
-                    let wait = next.map_or(Duration::from_secs(1), |t| Duration::from_millis((t - Utc::now().timestamp_millis()).clamp(0, 1000) as u64));
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = state.wake.notified() => {}
-                        _ = stop.changed() => break,
-                    }
-                }
-            })
-        };
+        if lanes {
+            spawn_lanes(&state);
+        } else {
+            spawn_serial_delivery(&state, stop_rx.clone());
+        }
+        spawn_retention(&state, retention);
         tracing::info!(addr = %listener.local_addr()?, source = source_kind, "alerting service listening");
-        let app = http::router(state.clone());
-        let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+        let served = serving::serve(listener, http::router(state.clone()), limits, state.service.metrics.connections.clone(), shutdown).await;
         let _ = stop_tx.send(true);
         let _ = evaluator.await;
-        let _ = deliverer.await;
         state.service.store.close().await;
         served
     }
+}
+
+/// Under the test failpoint only: one loop delivers every channel's pages
+/// after each wake, so the process exits between storing a page and
+/// sending it (a lane could send it in between).
+fn spawn_serial_delivery(state: &Shared, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        loop {
+            let now = Utc::now().timestamp_millis();
+            if let Err(e) = state.service.deliver(now).await {
+                tracing::error!(error = %e, "delivering pages");
+            }
+            let next = state.service.store.next_due().await.ok().flatten();
+            let wait = next.map_or(Duration::from_secs(1), |t| Duration::from_millis((t - Utc::now().timestamp_millis()).clamp(0, 1000) as u64));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = state.wake.notified() => {}
+                _ = stop.changed() => break,
+            }
+        }
+    });
+}
+
+/// The email settings, refusing credentials in plain text to another
+/// machine: SMTP AUTH over `none` hands the password to the network.
+fn email_config(args: &ServeArgs, host: &str) -> Result<email::EmailConfig, StartError> {
+    let tls = match args.smtp_tls.as_str() {
+        "none" => email::Tls::None,
+        "starttls" => email::Tls::StartTls,
+        "tls" => email::Tls::Tls,
+        other => return Err(StartError::Config(format!("SMTP_TLS must be starttls, tls or none, not {other:?}"))),
+    };
+    let credentials = args.smtp_username.is_some() || args.smtp_password.is_some();
+    if tls == email::Tls::None && credentials && !is_this_machine(host) {
+        return Err(StartError::Config(format!(
+            "SMTP_TLS is none but SMTP_USERNAME/SMTP_PASSWORD are set: the password would cross the network to {host} in plain text. \
+             Use SMTP_TLS=starttls or tls (plain text is allowed only to 127.0.0.0/8, ::1 or localhost)"
+        )));
+    }
+    Ok(email::EmailConfig {
+        host: host.to_owned(),
+        port: args.smtp_port,
+        tls,
+        from: args.smtp_from.clone(),
+        username: args.smtp_username.clone(),
+        password: args.smtp_password.clone(),
+    })
+}
+
+/// `localhost`, 127.0.0.0/8 or ::1 (bracketed or not).
+fn is_this_machine(host: &str) -> bool {
+    let host = host.trim();
+    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    bare.eq_ignore_ascii_case("localhost") || bare.parse::<IpAddr>().is_ok_and(|ip| ip.to_canonical().is_loopback())
+}
+
+/// How long an idle lane sleeps when nothing is due: its bell wakes it
+/// for new pages, this only bounds how late a retry can be picked up.
+const LANE_IDLE: Duration = Duration::from_secs(1);
+/// How often retention runs (and once at start).
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+/// One worker per channel, each sending only its own pages, so a channel
+/// that hangs delays nobody else. They stop when the store closes
+/// (the end of [`Server::run`]), which waits for their sends in flight.
+fn spawn_lanes(state: &Shared) {
+    state.service.use_lane_workers();
+    for channel in Channel::ALL {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = &state.service;
+            loop {
+                if let Err(e) = service.deliver_channel(channel, Utc::now().timestamp_millis()).await {
+                    tracing::error!(channel = channel.as_str(), error = %e, "delivering pages");
+                }
+                let next = service.store.next_due_on(channel.as_str()).await.ok().flatten();
+                let wait = next.map_or(LANE_IDLE, |t| {
+                    let ms = t.saturating_sub(Utc::now().timestamp_millis()).clamp(0, LANE_IDLE.as_millis() as i64);
+                    Duration::from_millis(ms as u64)
+                });
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = service.rung(channel) => {}
+                    _ = service.store.closed() => break,
+                }
+            }
+        });
+    }
+}
+
+/// Deletes old incidents, timelines, pages and silences, at start and then
+/// hourly, until the store closes.
+fn spawn_retention(state: &Shared, policy: Retention) {
+    if policy.incidents.is_none() && policy.outbox.is_none() {
+        return;
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        let service = &state.service;
+        loop {
+            match service.store.purge(&policy, Utc::now().timestamp_millis()).await {
+                Ok(purged) => {
+                    let counted = [("incidents", purged.incidents), ("timeline", purged.timeline), ("outbox", purged.outbox), ("silences", purged.silences)];
+                    for (table, n) in counted {
+                        service.metrics.retention_deleted.with_label_values(&[table]).inc_by(n);
+                    }
+                    if counted.iter().any(|(_, n)| *n > 0) {
+                        tracing::info!(?purged, "retention deleted old rows");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "retention"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(RETENTION_EVERY) => {}
+                _ = service.store.closed() => break,
+            }
+        }
+    });
 }
 
 /// One evaluation: query, step the state machine, record, page.
@@ -296,6 +484,7 @@ pub async fn evaluate_once(state: &AppState, source: &mut Source, exprs: &[Strin
         Err(_) => return,
     };
     state.service.metrics.evaluation_seconds.with_label_values(&[source.kind()]).observe(started.elapsed().as_secs_f64());
+    state.service.metrics.scrape_series_dropped.inc_by(source.take_dropped_series());
     let metrics = &state.service.metrics;
     for (id, without_data) in &rules {
         let phase = statuses.iter().filter(|s| &s.key.rule_id == id).map(|s| s.phase).max().unwrap_or(Phase::Inactive);
@@ -313,4 +502,19 @@ pub async fn evaluate_once(state: &AppState, source: &mut Source, exprs: &[Strin
         tracing::error!(error = %e, "recording incidents");
     }
     state.wake.notify_one();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_this_machine;
+
+    #[test]
+    fn only_loopback_hosts_are_this_machine() {
+        for host in ["localhost", "LOCALHOST", "127.0.0.1", "127.3.2.1", "::1", "[::1]", "::ffff:127.0.0.1"] {
+            assert!(is_this_machine(host), "{host}");
+        }
+        for host in ["smtp.example.com", "10.0.0.1", "0.0.0.0", "::", "localhost.example.com", "128.0.0.1"] {
+            assert!(!is_this_machine(host), "{host}");
+        }
+    }
 }

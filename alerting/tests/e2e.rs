@@ -140,6 +140,8 @@ async fn a_chaos_error_spike_pages_slack_and_email_with_the_runbook_then_ack_and
             .env("SLACK_WEBHOOK_URL", &slack.url)
             .env("SMTP_HOST", "127.0.0.1")
             .env("SMTP_PORT", smtp_server.port.to_string())
+            // aiosmtpd on loopback speaks no TLS; no credentials go over it.
+            .env("SMTP_TLS", "none")
             .env("ALERTING_CONSOLE_FILE", dir.0.join("console.jsonl"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())

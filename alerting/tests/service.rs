@@ -247,6 +247,7 @@ async fn a_silence_suppresses_pages_but_keeps_the_incident() {
             ends_at: T0 + 30 * MIN,
             created_by: "test".into(),
             comment: "database upgrade".into(),
+            key: None,
         })
         .await
         .unwrap();
@@ -256,4 +257,31 @@ async fn a_silence_suppresses_pages_but_keeps_the_incident() {
     let incident = h.service.store.list(None, 1).await.unwrap().remove(0);
     let timeline = h.service.store.timeline(incident.id).await.unwrap();
     assert!(timeline.iter().any(|e| e.kind == "silenced" && e.text.contains("database upgrade")), "{timeline:?}");
+}
+
+#[tokio::test]
+async fn a_retry_after_beyond_the_cap_fails_over_at_once_and_one_within_it_is_waited_for() {
+    // u64::MAX seconds: far beyond the cap, and it must not wrap into "now".
+    let rx = SlackReceiver::start(vec![Reply::TooMany { retry_after_secs: u64::MAX }, Reply::TooMany { retry_after_secs: 30 }]).await;
+    let config = Config { retry_after_max: Duration::from_secs(60), ..Config::default() };
+    let h = harness(Some(&rx.url), config).await;
+    h.service.apply(vec![fired(Severity::Critical)], T0).await.unwrap();
+    h.service.deliver(T0).await.unwrap();
+    h.service.deliver(T0).await.unwrap();
+    let pages = console_pages(&h);
+    assert_eq!(pages.iter().filter(|p| p["page"]["kind"]["type"] == "delivery_failed").count(), 1, "{pages:?}");
+    let incident = h.service.store.list(None, 1).await.unwrap().remove(0);
+    let timeline = h.service.store.timeline(incident.id).await.unwrap();
+    assert!(timeline.iter().any(|e| e.kind == "delivery_failed" && e.text.contains("Retry-After")), "{timeline:?}");
+    assert_eq!(rx.attempts(), 1);
+
+    // The resolution notice is told to wait 30 s: it is retried at 30 s, not before.
+    let resolved = Transition::Resolved { key: AlertKey { rule_id: "high-error-rate".into(), labels: Default::default() }, value: 0.0 };
+    h.service.apply(vec![resolved], T0 + MIN).await.unwrap();
+    h.service.deliver(T0 + MIN).await.unwrap();
+    assert_eq!(rx.attempts(), 2);
+    h.service.deliver(T0 + MIN + 29_999).await.unwrap();
+    assert_eq!(rx.attempts(), 2);
+    h.service.deliver(T0 + MIN + 30_000).await.unwrap();
+    assert_eq!((rx.attempts(), rx.delivered().len()), (3, 1));
 }

@@ -1,8 +1,10 @@
 //! The incident store, one suite for both backends: SQLite (the default)
 //! and PostgreSQL (a database of this test's own on the local server).
 
+use std::time::Duration;
+
 use alerting::{
-    incidents::{IncidentError, NewIncident, Silence, SilenceKind, State, Store},
+    incidents::{IncidentError, NewIncident, Retention, Silence, SilenceKind, State, Store},
     rules::{Op, Severity},
 };
 /// A store on `backend`, and what removes it when dropped.
@@ -93,6 +95,7 @@ async fn lifecycle(backend: &str) {
             ends_at: 40_000,
             created_by: "kim".into(),
             comment: "upgrade".into(),
+            key: None,
         })
         .await
         .unwrap();
@@ -104,6 +107,85 @@ async fn lifecycle(backend: &str) {
     assert!(matches!(store.expire_silence(silence.id, 37_000).await, Err(IncidentError::SilenceNotFound(_))));
     store.close().await;
     drop(cleanup);
+}
+
+const DAY: i64 = 86_400_000;
+
+fn silence(ends_at: i64) -> Silence {
+    Silence {
+        id: 0,
+        kind: SilenceKind::Silence,
+        matchers: [("rule_id".to_string(), "x".to_string())].into(),
+        starts_at: ends_at - DAY,
+        ends_at,
+        created_by: "kim".into(),
+        comment: "c".into(),
+        key: None,
+    }
+}
+
+/// Retention at an injected `now`: what is older than the policy goes, the
+/// rest (and every open incident, and every page still to send) stays.
+async fn retention(backend: &str) {
+    let (store, cleanup) = store(backend).await;
+    let now = 1_900_000_000_000;
+    let resolved = async |fingerprint: &str, resolved_at: i64| {
+        let (i, _) = store.open(&new_incident(fingerprint, resolved_at - DAY)).await.unwrap();
+        store.record(i.id, resolved_at - DAY, "note", Some("kim"), "runbook output", None).await.unwrap();
+        assert!(store.enqueue(i.id, &format!("{fingerprint}:page"), "console", "[]", "{}", resolved_at - DAY).await.unwrap());
+        store.resolve(i.id, "alerting", resolved_at).await.unwrap();
+        i.id
+    };
+    let old = resolved("old{}", now - 91 * DAY).await;
+    let recent = resolved("recent{}", now - 30 * DAY).await;
+    let fresh = resolved("fresh{}", now - DAY).await;
+    // A page still pending keeps its incident, however old.
+    let (stuck, _) = store.open(&new_incident("stuck{}", now - 200 * DAY)).await.unwrap();
+    store.enqueue(stuck.id, "stuck:page", "slack", "[]", "{}", now - 200 * DAY).await.unwrap();
+    store.resolve(stuck.id, "alerting", now - 199 * DAY).await.unwrap();
+    let (open, _) = store.open(&new_incident("open{}", now - 300 * DAY)).await.unwrap();
+    store.enqueue(open.id, "open:page", "console", "[]", "{}", now - 300 * DAY).await.unwrap();
+    // Every console page was delivered as soon as it was written.
+    for row in store.due(now, 100).await.unwrap().into_iter().filter(|r| r.channel == "console") {
+        store.delivered(row.id, 1, row.created_at).await.unwrap();
+    }
+    store.add_silence(&silence(now - 100 * DAY)).await.unwrap();
+    store.add_silence(&silence(now + DAY)).await.unwrap();
+
+    let policy = Retention { incidents: Some(Duration::from_secs(90 * 86_400)), outbox: Some(Duration::from_secs(7 * 86_400)) };
+    let purged = store.purge(&policy, now).await.unwrap();
+    assert_eq!((purged.incidents, purged.timeline, purged.silences), (1, 2, 1), "{purged:?}");
+    assert!(matches!(store.get(old).await, Err(IncidentError::NotFound(_))));
+    assert!(store.timeline(old).await.unwrap().is_empty());
+    for kept in [recent, fresh, stuck.id, open.id] {
+        assert!(store.get(kept).await.is_ok(), "incident {kept} is kept");
+    }
+    // Pages: the old incident's went with it; the 30-day-old resolved one's
+    // delivered page is past the outbox retention; the fresh one's is not;
+    // the open incident's pages say who hears of its resolution, so stay.
+    assert_eq!(purged.outbox, 2, "{purged:?}");
+    assert!(store.paged(recent).await.unwrap().is_empty());
+    assert_eq!(store.paged(fresh).await.unwrap().len(), 1);
+    assert_eq!(store.paged(open.id).await.unwrap().len(), 1);
+    assert_eq!(store.paged(stuck.id).await.unwrap().len(), 1, "pending pages are never deleted");
+    assert_eq!(store.timeline(recent).await.unwrap().len(), 2, "timelines stay until the incident goes");
+    assert_eq!(store.silences(now - 200 * DAY).await.unwrap().len(), 1, "only the silence that ended long ago went");
+    assert_eq!(store.purge(&policy, now).await.unwrap(), Default::default(), "a second run finds nothing");
+    // No policy, nothing deleted.
+    let keep = Retention { incidents: None, outbox: None };
+    assert_eq!(store.purge(&keep, now + 1000 * DAY).await.unwrap(), Default::default());
+    store.close().await;
+    drop(cleanup);
+}
+
+#[tokio::test]
+async fn retention_deletes_only_what_is_older_than_the_policy_on_sqlite() {
+    retention("sqlite").await;
+}
+
+#[tokio::test]
+async fn retention_deletes_only_what_is_older_than_the_policy_on_postgres() {
+    retention("postgres").await;
 }
 
 #[tokio::test]

@@ -24,29 +24,46 @@ pub struct Watched {
 }
 
 /// When a byte last moved, as milliseconds since the connection opened
-/// (one atomic store per read or write that made progress).
+/// (one atomic store per read or write that made progress), and how many
+/// requests the connection has carried.
 #[derive(Clone)]
 pub struct Activity {
     opened: Instant,
-    last_ms: Arc<AtomicU64>,
+    shared: Arc<Counters>,
+}
+
+#[derive(Default)]
+struct Counters {
+    last_ms: AtomicU64,
+    requests: AtomicU64,
 }
 
 impl Watched {
     pub fn new(stream: TcpStream) -> (Self, Activity) {
-        let activity = Activity { opened: Instant::now(), last_ms: Arc::new(AtomicU64::new(0)) };
+        let activity = Activity { opened: Instant::now(), shared: Arc::default() };
         (Self { stream, activity: activity.clone() }, activity)
     }
 }
 
 impl Activity {
     fn touch(&self) {
-        self.last_ms.store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.shared.last_ms.store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Counts a request whose head arrived.
+    pub fn request(&self) {
+        self.shared.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests whose head arrived on this connection.
+    pub fn requests(&self) -> u64 {
+        self.shared.requests.load(Ordering::Relaxed)
     }
 
     /// Completes once no byte has moved for `idle`.
     pub async fn idle_for(&self, idle: Duration) {
         loop {
-            let due = self.opened + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle;
+            let due = self.opened + Duration::from_millis(self.shared.last_ms.load(Ordering::Relaxed)) + idle;
             if Instant::now() >= due {
                 return;
             }

@@ -74,7 +74,11 @@ pub struct ConnectionMetrics {
     pub max: IntGauge,
     /// Accepts the cap held back: the cap was reached.
     pub limit_reached: IntCounter,
-    /// Connections we closed, by reason: `header_timeout`, `idle_timeout`.
+    /// Connections we closed, by reason: `header_timeout` (a new
+    /// connection sent no complete request head in time: a slow or stalled
+    /// client), `keepalive_timeout` (a kept-alive connection sent no next
+    /// request in time: an idle client, usually harmless), `idle_timeout`
+    /// (nothing moved either way, e.g. a client not reading its response).
     pub closed: IntCounterVec,
 }
 
@@ -82,11 +86,14 @@ impl ConnectionMetrics {
     pub fn new() -> Self {
         let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("valid metric");
         let closed = IntCounterVec::new(
-            Opts::new("http_server_connections_closed_total", "Connections the server closed on a limit, by reason"),
+            Opts::new(
+                "http_server_connections_closed_total",
+                "Connections the server closed on a limit, by reason: header_timeout (no first request head in time), keepalive_timeout (no next request in time), idle_timeout (nothing moved)",
+            ),
             &["reason"],
         )
         .expect("valid metric");
-        for reason in [CLOSED_HEADER_TIMEOUT, CLOSED_IDLE_TIMEOUT] {
+        for reason in [CLOSED_HEADER_TIMEOUT, CLOSED_KEEPALIVE_TIMEOUT, CLOSED_IDLE_TIMEOUT] {
             closed.with_label_values(&[reason]);
         }
         Self {
@@ -117,6 +124,7 @@ impl Default for ConnectionMetrics {
 }
 
 const CLOSED_HEADER_TIMEOUT: &str = "header_timeout";
+const CLOSED_KEEPALIVE_TIMEOUT: &str = "keepalive_timeout";
 const CLOSED_IDLE_TIMEOUT: &str = "idle_timeout";
 
 /// Serves `router` on `listener` until `shutdown` completes, then stops
@@ -168,7 +176,9 @@ pub async fn serve(
         let (io, activity) = io::Watched::new(stream);
         let service = hyper::service::service_fn({
             let router = router.clone();
+            let activity = activity.clone();
             move |req: hyper::Request<hyper::body::Incoming>| {
+                activity.request();
                 let router = router.clone();
                 let timed_out = BodyTimedOut::default();
                 let mut req = req.map(|incoming| axum::body::Body::new(TimedBody::new(incoming, limits.body_read_timeout, timed_out.clone())));
@@ -190,7 +200,8 @@ pub async fn serve(
                     done = connection.as_mut() => {
                         if let Err(e) = done {
                             if e.is_timeout() {
-                                metrics.closed.with_label_values(&[CLOSED_HEADER_TIMEOUT]).inc();
+                                let reason = if activity.requests() == 0 { CLOSED_HEADER_TIMEOUT } else { CLOSED_KEEPALIVE_TIMEOUT };
+                                metrics.closed.with_label_values(&[reason]).inc();
                             }
                             tracing::debug!(error = %e, %peer, "connection ended with an error");
                         }

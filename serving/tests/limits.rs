@@ -120,7 +120,8 @@ async fn a_kept_alive_connection_is_closed_when_no_request_follows() {
     let mut stream = server.connect().await;
     assert!(request(&mut stream, "/hello").await.contains("hello"));
     read_to_close(&mut stream).await;
-    assert_eq!(server.metrics.active.get(), 0);
+    assert_eq!(server.metrics.closed.with_label_values(&["keepalive_timeout"]).get(), 1);
+    assert_eq!(server.metrics.closed.with_label_values(&["header_timeout"]).get(), 0, "an idle client is not a slow one");
 }
 
 #[tokio::test]

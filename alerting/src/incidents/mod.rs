@@ -3,12 +3,19 @@
 //!
 //! Times are Unix milliseconds. One open incident per alert fingerprint is
 //! enforced by a partial unique index, so a retried evaluation or a second
-//! process cannot open a duplicate.
+//! process cannot open a duplicate. The outbox lives in [`outbox`], the
+//! deletion of old rows in [`retention`].
 
-use std::{collections::BTreeMap, time::Duration};
+mod outbox;
+mod retention;
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyPool, Row, any::AnyPoolOptions};
+
+pub use outbox::Claim;
+pub use retention::{Purged, Retention};
 
 use crate::rules::{Op, Severity};
 
@@ -81,9 +88,28 @@ pub struct Incident {
 pub struct Event {
     pub at: i64,
     pub kind: String,
+    /// Who the client said it was (`by`), or `alerting` for the engine.
     pub actor: Option<String>,
+    /// The name of the API key the change was made with; `None` for the
+    /// engine's own events and on an API without keys.
+    pub key: Option<String>,
     pub text: String,
     pub data: Option<serde_json::Value>,
+}
+
+/// Who makes a change: the name the client gives (`by`, which nothing
+/// checks) and the name of the key it authenticated with (which the server
+/// vouches for).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Who {
+    pub by: String,
+    pub key: Option<String>,
+}
+
+impl From<&str> for Who {
+    fn from(by: &str) -> Self {
+        Who { by: by.to_owned(), key: None }
+    }
 }
 
 /// What opens an incident.
@@ -130,6 +156,9 @@ pub struct Silence {
     pub ends_at: i64,
     pub created_by: String,
     pub comment: String,
+    /// The API key it was added with (see [`Event::key`]).
+    #[serde(default)]
+    pub key: Option<String>,
 }
 
 impl Silence {
@@ -141,6 +170,20 @@ impl Silence {
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    life: Arc<Lifecycle>,
+}
+
+/// Closing is two-step so no page is sent whose outcome cannot be written:
+/// `closing` stops new outbox claims and wakes the loops waiting on
+/// [`Store::closed`], then `close` waits for the claims in flight (each
+/// holds a read guard of `sending`) before closing the pool.
+struct Lifecycle {
+    closing: tokio::sync::watch::Sender<bool>,
+    sending: Arc<tokio::sync::RwLock<()>>,
+    /// Channels with a claim open (and how many): their pages are being
+    /// sent, so [`Store::next_due`] looks past them instead of saying "now"
+    /// while one hangs.
+    busy: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
 
 const INCIDENT_COLUMNS: &str = "id, fingerprint, rule_id, alert, severity, summary, labels, value, threshold, op, state, \
@@ -214,11 +257,33 @@ impl Store {
         } else {
             sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         }
-        Ok(Self { pool })
+        let life = Lifecycle {
+            closing: tokio::sync::watch::Sender::new(false),
+            sending: Arc::new(tokio::sync::RwLock::new(())),
+            busy: Default::default(),
+        };
+        Ok(Self { pool, life: Arc::new(life) })
     }
 
+    /// Stops new outbox claims, waits for the sends in flight to record
+    /// their outcome (each is bounded by its channel's timeout), then
+    /// closes the pool.
     pub async fn close(&self) {
+        self.life.closing.send_replace(true);
+        let _no_sends = self.life.sending.write().await;
         self.pool.close().await;
+    }
+
+    /// Whether [`Store::close`] has begun.
+    pub fn is_closing(&self) -> bool {
+        *self.life.closing.borrow()
+    }
+
+    /// Resolves once [`Store::close`] has begun: the background loops'
+    /// signal to stop.
+    pub async fn closed(&self) {
+        let mut closing = self.life.closing.subscribe();
+        let _ = closing.wait_for(|c| *c).await;
     }
 
     /// Opens an incident, or returns the open one with the same
@@ -308,7 +373,7 @@ impl Store {
     }
 
     pub async fn timeline(&self, id: i64) -> Result<Vec<Event>> {
-        let rows = sqlx::query("SELECT at, kind, actor, text, data FROM timeline WHERE incident_id = $1 ORDER BY id")
+        let rows = sqlx::query("SELECT at, kind, actor, key_name, text, data FROM timeline WHERE incident_id = $1 ORDER BY id")
             .bind(id)
             .fetch_all(&self.pool)
             .await?;
@@ -319,6 +384,7 @@ impl Store {
                     at: r.try_get("at")?,
                     kind: r.try_get("kind")?,
                     actor: r.try_get("actor")?,
+                    key: r.try_get("key_name")?,
                     text: r.try_get("text")?,
                     data: data.and_then(|d| serde_json::from_str(&d).ok()),
                 })
@@ -326,12 +392,24 @@ impl Store {
             .collect()
     }
 
+    /// Adds an event that no API key is behind (the engine's, or one made
+    /// through an API without keys).
     pub async fn record(&self, id: i64, at: i64, kind: &str, actor: Option<&str>, text: &str, data: Option<&serde_json::Value>) -> Result<()> {
-        let done = sqlx::query("INSERT INTO timeline (incident_id, at, kind, actor, text, data) SELECT id, $2, $3, $4, $5, $6 FROM incidents WHERE id = $1")
+        self.insert_event(id, at, kind, Actor { by: actor, key: None }, text, data).await
+    }
+
+    /// Adds an event made by `who`, key name included.
+    pub async fn record_change(&self, id: i64, at: i64, kind: &str, who: &Who, text: &str, data: Option<&serde_json::Value>) -> Result<()> {
+        self.insert_event(id, at, kind, Actor { by: Some(&who.by), key: who.key.as_deref() }, text, data).await
+    }
+
+    async fn insert_event(&self, id: i64, at: i64, kind: &str, actor: Actor<'_>, text: &str, data: Option<&serde_json::Value>) -> Result<()> {
+        let done = sqlx::query("INSERT INTO timeline (incident_id, at, kind, actor, key_name, text, data) SELECT id, $2, $3, $4, $5, $6, $7 FROM incidents WHERE id = $1")
             .bind(id)
             .bind(at)
             .bind(kind)
-            .bind(actor)
+            .bind(actor.by)
+            .bind(actor.key)
             .bind(text)
             .bind(data.map(|d| d.to_string()))
             .execute(&self.pool)
@@ -364,7 +442,9 @@ impl Store {
         Ok(())
     }
 
-    pub async fn ack(&self, id: i64, by: &str, now: i64) -> Result<Incident> {
+    pub async fn ack(&self, id: i64, who: impl Into<Who>, now: i64) -> Result<Incident> {
+        let who = who.into();
+        let by = who.by.as_str();
         let current = self.get(id).await?;
         match current.state {
             State::Resolved => return Err(IncidentError::Resolved(id)),
@@ -377,12 +457,13 @@ impl Store {
             .bind(by)
             .execute(&self.pool)
             .await?;
-        self.record(id, now, "acked", Some(by), &format!("acknowledged by {by}"), None).await?;
+        self.record_change(id, now, "acked", &who, &format!("acknowledged by {by}"), None).await?;
         self.get(id).await
     }
 
     /// Resolves; `Ok(None)` when it already was.
-    pub async fn resolve(&self, id: i64, by: &str, now: i64) -> Result<Option<Incident>> {
+    pub async fn resolve(&self, id: i64, who: impl Into<Who>, now: i64) -> Result<Option<Incident>> {
+        let who = who.into();
         let done = sqlx::query("UPDATE incidents SET state = 'resolved', resolved_at = $2 WHERE id = $1 AND state <> 'resolved'")
             .bind(id)
             .bind(now)
@@ -392,109 +473,13 @@ impl Store {
             self.get(id).await?;
             return Ok(None);
         }
-        self.record(id, now, "resolved", Some(by), &format!("resolved by {by}"), None).await?;
+        self.record_change(id, now, "resolved", &who, &format!("resolved by {}", who.by), None).await?;
         Ok(Some(self.get(id).await?))
-    }
-
-    /// Writes a page to the outbox; `false` when a page with this dedup
-    /// key was already written.
-    pub async fn enqueue(&self, incident_id: i64, dedup_key: &str, channel: &str, recipients: &str, page: &str, now: i64) -> Result<bool> {
-        let done = sqlx::query(
-            "INSERT INTO outbox (incident_id, dedup_key, channel, recipients, page, status, attempts, next_attempt_at, created_at)
-             VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6) ON CONFLICT (dedup_key) DO NOTHING",
-        )
-        .bind(incident_id)
-        .bind(dedup_key)
-        .bind(channel)
-        .bind(recipients)
-        .bind(page)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    pub async fn due(&self, now: i64, limit: i64) -> Result<Vec<OutboxRow>> {
-        let rows = sqlx::query(
-            "SELECT id, incident_id, channel, recipients, page, attempts, created_at FROM outbox
-             WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT $2",
-        )
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(OutboxRow {
-                    id: r.try_get("id")?,
-                    incident_id: r.try_get("incident_id")?,
-                    channel: r.try_get("channel")?,
-                    recipients: r.try_get("recipients")?,
-                    page: r.try_get("page")?,
-                    attempts: r.try_get::<i64, _>("attempts")?,
-                    created_at: r.try_get("created_at")?,
-                })
-            })
-            .collect()
-    }
-
-    /// The next time any pending page is due, to sleep until then.
-    pub async fn next_due(&self) -> Result<Option<i64>> {
-        let row = sqlx::query("SELECT MIN(next_attempt_at) AS next FROM outbox WHERE status = 'pending'").fetch_one(&self.pool).await?;
-        Ok(row.try_get::<Option<i64>, _>("next")?)
-    }
-
-    pub async fn delivered(&self, id: i64, attempts: i64, now: i64) -> Result<()> {
-        sqlx::query("UPDATE outbox SET status = 'delivered', attempts = $2, delivered_at = $3, last_error = NULL WHERE id = $1")
-            .bind(id)
-            .bind(attempts)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn retry_later(&self, id: i64, attempts: i64, at: i64, error: &str) -> Result<()> {
-        sqlx::query("UPDATE outbox SET attempts = $2, next_attempt_at = $3, last_error = $4 WHERE id = $1")
-            .bind(id)
-            .bind(attempts)
-            .bind(at)
-            .bind(error)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn failed(&self, id: i64, attempts: i64, error: &str) -> Result<()> {
-        sqlx::query("UPDATE outbox SET status = 'failed', attempts = $2, last_error = $3 WHERE id = $1")
-            .bind(id)
-            .bind(attempts)
-            .bind(error)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// Everyone paged about an incident, per channel: who hears that it
-    /// resolved.
-    pub async fn paged(&self, incident_id: i64) -> Result<Vec<(String, String)>> {
-        let rows = sqlx::query("SELECT channel, recipients FROM outbox WHERE incident_id = $1 AND dedup_key NOT LIKE '%:resolved:%' ORDER BY id")
-            .bind(incident_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| Ok((r.try_get("channel")?, r.try_get("recipients")?))).collect()
-    }
-
-    /// Pages written but not yet delivered (the `outbox_due` index answers
-    /// it; delivered rows are never scanned).
-    pub async fn pending_pages(&self) -> Result<i64> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE status = 'pending'").fetch_one(&self.pool).await?;
-        Ok(row.try_get("n")?)
     }
 
     pub async fn add_silence(&self, s: &Silence) -> Result<Silence> {
         let row = sqlx::query(
-            "INSERT INTO silences (kind, matchers, starts_at, ends_at, created_by, comment) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            "INSERT INTO silences (kind, matchers, starts_at, ends_at, created_by, comment, key_name) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
         )
         .bind(match s.kind {
             SilenceKind::Silence => "silence",
@@ -505,6 +490,7 @@ impl Store {
         .bind(s.ends_at)
         .bind(&s.created_by)
         .bind(&s.comment)
+        .bind(s.key.as_deref())
         .fetch_one(&self.pool)
         .await?;
         Ok(Silence { id: row.try_get("id")?, ..s.clone() })
@@ -512,7 +498,7 @@ impl Store {
 
     /// Silences not yet ended at `now` (including future maintenance).
     pub async fn silences(&self, now: i64) -> Result<Vec<Silence>> {
-        let rows = sqlx::query("SELECT id, kind, matchers, starts_at, ends_at, created_by, comment FROM silences WHERE ends_at > $1 ORDER BY id")
+        let rows = sqlx::query("SELECT id, kind, matchers, starts_at, ends_at, created_by, comment, key_name FROM silences WHERE ends_at > $1 ORDER BY id")
             .bind(now)
             .fetch_all(&self.pool)
             .await?;
@@ -528,6 +514,7 @@ impl Store {
                     ends_at: r.try_get("ends_at")?,
                     created_by: r.try_get("created_by")?,
                     comment: r.try_get("comment")?,
+                    key: r.try_get("key_name")?,
                 })
             })
             .collect()
@@ -541,6 +528,12 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// The two columns of a timeline event that say who made it.
+struct Actor<'a> {
+    by: Option<&'a str>,
+    key: Option<&'a str>,
 }
 
 /// NaN and infinities cannot be stored portably; they read back as 0.

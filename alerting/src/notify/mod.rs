@@ -35,6 +35,14 @@ pub enum Channel {
 }
 
 impl Channel {
+    pub const ALL: [Channel; 3] = [Channel::Slack, Channel::Email, Channel::Console];
+
+    /// The channel an outbox row or a setting names; `None` for any other
+    /// word (never a default channel).
+    pub fn parse(name: &str) -> Option<Channel> {
+        Channel::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Channel::Slack => "slack",

@@ -1157,7 +1157,9 @@ rules:
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("3d"), Ok(Duration::from_secs(259_200)));
         assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
-        for bad in ["", "5", "m", "5x", "-5m", "30m1h", "5m5m"] {
+        assert_eq!(parse_duration("3650d"), Ok(crate::promql::MAX_DURATION));
+        // Just under i64::MAX milliseconds: any timestamp plus it would overflow.
+        for bad in ["", "5", "m", "5x", "-5m", "30m1h", "5m5m", "3650d1s", "106751991167d", "99999999999999999999d"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
         for (secs, text) in [(0, "0s"), (90, "1m30s"), (3600, "1h"), (259_200, "3d"), (93_784, "1d2h3m4s")] {

@@ -42,6 +42,14 @@ impl Source {
         Ok(Source::Scrape { store: Box::new(scrape::Store::new(targets, interest)), parsed, client })
     }
 
+    /// Samples of series the scrape store refused (over its cap) since the last call.
+    pub fn take_dropped_series(&mut self) -> u64 {
+        match self {
+            Source::Scrape { store, .. } => store.take_dropped(),
+            Source::Prometheus { .. } => 0,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Source::Prometheus { .. } => "prometheus",
@@ -94,13 +102,25 @@ impl Source {
     }
 }
 
+/// A scrape larger than this fails (its target counts as down): the body is
+/// held whole while it is parsed.
+const MAX_SCRAPE_BYTES: usize = 32 * 1024 * 1024;
+
 async fn fetch_metrics(client: &reqwest::Client, url: &str) -> Option<String> {
     // Plain text format: no exemplars to skip.
-    let response = client.get(url).header("accept", "text/plain; version=0.0.4").send().await.ok()?;
+    let mut response = client.get(url).header("accept", "text/plain; version=0.0.4").send().await.ok()?;
     if !response.status().is_success() {
         return None;
     }
-    response.text().await.ok()
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.ok()? {
+        if body.len() + chunk.len() > MAX_SCRAPE_BYTES {
+            tracing::warn!(max_bytes = MAX_SCRAPE_BYTES, "a scrape was larger than the limit; the target counts as down");
+            return None;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    String::from_utf8(body).ok()
 }
 
 enum QueryError {
@@ -145,12 +165,14 @@ async fn query_prometheus(client: &reqwest::Client, base: &str, expr: &str, now_
         .query(&[("query", expr), ("time", time.as_str())])
         .send()
         .await
-        .map_err(|e| QueryError::Unreachable(e.to_string()))?;
+        // The URL may carry credentials (`http://user:pass@host`): errors
+        // are logged, so they never include it.
+        .map_err(|e| QueryError::Unreachable(e.without_url().to_string()))?;
     let status = response.status();
     if status.is_server_error() && status.as_u16() != 503 && status.as_u16() != 422 {
         return Err(QueryError::Unreachable(format!("HTTP {status}")));
     }
-    let body: ApiResponse = response.json().await.map_err(|e| QueryError::Unreachable(e.to_string()))?;
+    let body: ApiResponse = response.json().await.map_err(|e| QueryError::Unreachable(e.without_url().to_string()))?;
     if body.status != "success" {
         return Err(QueryError::Rejected(body.error.unwrap_or_else(|| format!("HTTP {status}"))));
     }

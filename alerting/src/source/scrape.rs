@@ -17,6 +17,11 @@ use crate::promql::{Labels, PointVisitor, Sample, Selector, SeriesSource};
 
 const FINE: Duration = Duration::from_secs(15 * 60);
 const COARSE_STEP_MS: i64 = 60_000;
+/// The most series the store keeps. The rules select a few hundred from a
+/// healthy target; a target whose label values ran away (a raw path or id
+/// as a label) must not grow the pager without end. Series beyond it are
+/// dropped and their samples counted (`alerting_scrape_series_dropped_total`).
+pub const MAX_SERIES: usize = 100_000;
 
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -47,6 +52,9 @@ pub struct Store {
     last_ok: Vec<Option<i64>>,
     now_ms: i64,
     last_compaction_ms: i64,
+    max_series: usize,
+    /// Samples of new series refused since the last [`Store::take_dropped`].
+    dropped: u64,
 }
 
 impl Store {
@@ -68,6 +76,8 @@ impl Store {
             last_ok,
             now_ms: 0,
             last_compaction_ms: 0,
+            max_series: MAX_SERIES,
+            dropped: 0,
         }
     }
 
@@ -128,9 +138,24 @@ impl Store {
         self.interest.iter().any(|(s, _)| s.matches(name, labels))
     }
 
+    /// At most `max` series are kept (see [`MAX_SERIES`]).
+    pub fn with_max_series(mut self, max: usize) -> Self {
+        self.max_series = max;
+        self
+    }
+
+    /// How many samples of new series were refused since the last call.
+    pub fn take_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.dropped)
+    }
+
     fn push(&mut self, labels: Labels, target: usize, at: i64, value: f64) {
         let id = match self.ids.get(&labels) {
             Some(&id) => id,
+            None if self.series.len() >= self.max_series => {
+                self.dropped += 1;
+                return;
+            }
             None => {
                 let id = self.series.len();
                 self.index(id, &labels);
@@ -245,9 +270,12 @@ fn is_counter(name: &str) -> bool {
     ["_total", "_count", "_sum", "_bucket"].iter().any(|s| name.ends_with(s))
 }
 
+/// `host:port` of a target URL, as Prometheus labels it. Credentials in the
+/// URL (`user:pass@`) are dropped: labels reach pages, incidents and logs.
 fn instance_of(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    rest.split('/').next().unwrap_or(rest).to_owned()
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    authority.rsplit_once('@').map_or(authority, |(_, host)| host).to_owned()
 }
 
 /// One sample line of the Prometheus text format:
@@ -343,6 +371,19 @@ mod tests {
         assert!(query(&s, "req_total").is_empty(), "stale after a failed scrape");
         assert_eq!(query(&s, "up")[0].value, 0.0);
         assert_eq!(query(&s, "up")[0].labels["instance"], "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn series_beyond_the_cap_are_dropped_and_counted_while_known_ones_go_on() {
+        let mut s = store(&["sum(rate(req_total[5m]))"]).with_max_series(3);
+        let body = |n: usize| (0..n).map(|i| format!("req_total{{path=\"/p{i}\"}} 1\n")).collect::<String>();
+        s.ingest(0, 0, Some(&body(10)));
+        assert_eq!(s.series_count(), 3, "up and two request series");
+        assert_eq!(s.take_dropped(), 8);
+        s.ingest(0, 5_000, Some(&body(10)));
+        assert_eq!(s.series_count(), 3);
+        assert!(s.take_dropped() >= 8, "counted again at each scrape");
+        assert_eq!(s.take_dropped(), 0);
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub enum Reply {
     ServerError,
     /// Any other status, e.g. 404 `no_service` for a revoked webhook.
     Status(u16),
+    /// Never answers, as a Slack outage that accepts connections does; the
+    /// request stays open until the client gives up.
+    Hang,
 }
 
 #[derive(Default)]
@@ -38,6 +41,8 @@ struct State {
     script: Mutex<VecDeque<Reply>>,
     delivered: Mutex<Vec<Value>>,
     attempts: Mutex<usize>,
+    /// Requests received and not answered yet.
+    hanging: Mutex<usize>,
     violations: Mutex<Vec<String>>,
     changed: Notify,
 }
@@ -64,7 +69,13 @@ impl SlackReceiver {
         let app = Router::new().fallback({
             let state = state.clone();
             move |method: Method, headers: HeaderMap, body: Bytes| async move {
-                receive(&state, method, &headers, &body)
+                // The script is read once per POST, here, so concurrent
+                // requests each take their own reply.
+                let scripted = (method == Method::POST).then(|| state.script.lock().unwrap().pop_front().unwrap_or(Reply::Ok));
+                if matches!(scripted, Some(Reply::Hang)) {
+                    return hang(&state).await;
+                }
+                receive(&state, method, &headers, &body, scripted.unwrap_or(Reply::Ok))
             }
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -89,6 +100,11 @@ impl SlackReceiver {
     /// Every POST, whatever the answer.
     pub fn attempts(&self) -> usize {
         *self.state.attempts.lock().unwrap()
+    }
+
+    /// Requests it is holding open without an answer ([`Reply::Hang`]).
+    pub fn hanging(&self) -> usize {
+        *self.state.hanging.lock().unwrap()
     }
 
     /// What Slack would have rejected, one line per problem.
@@ -119,13 +135,30 @@ impl SlackReceiver {
     }
 }
 
-fn receive(state: &State, method: Method, headers: &HeaderMap, body: &[u8]) -> Response {
-    let response = answer(state, method, headers, body);
+/// Counts the attempt, then waits forever; the count of hanging requests
+/// drops when the client closes the connection and the handler is dropped.
+async fn hang(state: &Arc<State>) -> Response {
+    struct Open(Arc<State>);
+    impl Drop for Open {
+        fn drop(&mut self) {
+            *self.0.hanging.lock().unwrap() -= 1;
+        }
+    }
+    *state.attempts.lock().unwrap() += 1;
+    *state.hanging.lock().unwrap() += 1;
+    let _open = Open(state.clone());
+    state.changed.notify_waiters();
+    std::future::pending::<()>().await;
+    StatusCode::OK.into_response()
+}
+
+fn receive(state: &State, method: Method, headers: &HeaderMap, body: &[u8], scripted: Reply) -> Response {
+    let response = answer(state, method, headers, body, scripted);
     state.changed.notify_waiters();
     response
 }
 
-fn answer(state: &State, method: Method, headers: &HeaderMap, body: &[u8]) -> Response {
+fn answer(state: &State, method: Method, headers: &HeaderMap, body: &[u8], scripted: Reply) -> Response {
     if method != Method::POST {
         return (StatusCode::METHOD_NOT_ALLOWED, "invalid_method").into_response();
     }
@@ -138,12 +171,6 @@ fn answer(state: &State, method: Method, headers: &HeaderMap, body: &[u8]) -> Re
             .unwrap()
             .extend(problems.iter().cloned());
     }
-    let scripted = state
-        .script
-        .lock()
-        .unwrap()
-        .pop_front()
-        .unwrap_or(Reply::Ok);
     match (scripted, checked) {
         (Reply::TooMany { retry_after_secs }, _) => (
             StatusCode::TOO_MANY_REQUESTS,
@@ -158,6 +185,8 @@ fn answer(state: &State, method: Method, headers: &HeaderMap, body: &[u8]) -> Re
             let status = StatusCode::from_u16(code).expect("scripted status");
             (status, status.canonical_reason().unwrap_or("error")).into_response()
         }
+        // Taken by the handler before it gets here; answered as an outage.
+        (Reply::Hang, _) => (StatusCode::SERVICE_UNAVAILABLE, "hang").into_response(),
         (Reply::Ok, Err(_)) => (StatusCode::BAD_REQUEST, "invalid_blocks").into_response(),
         (Reply::Ok, Ok(payload)) => {
             state.delivered.lock().unwrap().push(payload);

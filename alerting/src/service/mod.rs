@@ -9,7 +9,10 @@
 //! the send loses nothing (the restarted worker sends it); only a crash in
 //! the instant between the channel's acceptance and our commit can repeat a
 //! page. Critical pages are never batched: each incident is paged on its own
-//! the moment it fires.
+//! the moment it fires. Sending is per channel ([`delivery`]), so a channel
+//! that is down or slow never holds up another.
+
+mod delivery;
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -17,9 +20,9 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use crate::{
     engine::{NO_DATA, Transition},
-    incidents::{self, Incident, IncidentError, NewIncident},
+    incidents::{self, Incident, IncidentError, NewIncident, Who},
     metrics::Metrics,
-    notify::{Channel, Notifier, Page, PageKind, Recipient, SendError},
+    notify::{Channel, Notifier, Page, PageKind, Recipient},
     oncall::{self, Roster},
     rules::{Rule, Severity, Unit},
 };
@@ -31,6 +34,9 @@ pub struct Config {
     pub max_attempts: i64,
     pub retry_base: Duration,
     pub retry_max: Duration,
+    /// The longest `Retry-After` waited for; a channel asking for more is
+    /// treated as failed, and the page goes to the fallback at once.
+    pub retry_after_max: Duration,
     pub fallback: Channel,
     /// Test hook: exit the process right after a page is committed to the
     /// outbox, before it is sent (`ALERTING_FAILPOINT=after-outbox-write`).
@@ -45,6 +51,7 @@ impl Default for Config {
             max_attempts: 6,
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(60),
+            retry_after_max: Duration::from_secs(60),
             fallback: Channel::Console,
             exit_after_outbox_write: false,
         }
@@ -67,6 +74,11 @@ impl Channels {
             Channel::Console => Some(&self.console),
         }
     }
+
+    /// The channels that can carry a page.
+    pub fn configured(&self) -> Vec<Channel> {
+        Channel::ALL.into_iter().filter(|c| self.get(*c).is_some()).collect()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +94,7 @@ pub struct Service {
     channels: Channels,
     config: Config,
     pub metrics: Metrics,
+    lanes: delivery::Lanes,
 }
 
 fn utc(ms: i64) -> DateTime<Utc> {
@@ -92,7 +105,7 @@ impl Service {
     pub fn new(store: incidents::Store, roster: Roster, rules: Vec<Rule>, channels: Channels, config: Config, metrics: Metrics) -> Self {
         let mut by_id: BTreeMap<String, Rule> = rules.into_iter().map(|r| (r.id.clone(), r)).collect();
         by_id.entry(NO_DATA.into()).or_insert_with(no_data_rule);
-        Self { store, roster, rules: by_id, channels, config, metrics }
+        Self { store, roster, rules: by_id, channels, config, metrics, lanes: delivery::Lanes::default() }
     }
 
     pub fn rule(&self, id: &str) -> Option<&Rule> {
@@ -260,18 +273,19 @@ impl Service {
             let recipients = serde_json::to_string(&reachable).unwrap_or_default();
             let key = format!("{tag}:{}", channel.as_str());
             self.store.enqueue(incident_id, &key, channel.as_str(), &recipients, &page_json, now).await?;
+            self.ring(channel);
             used.push(channel.as_str());
         }
         Ok(used)
     }
 
-    pub async fn ack(&self, id: i64, by: &str, now: i64) -> Result<Incident, ServiceError> {
-        Ok(self.store.ack(id, by, now).await?)
+    pub async fn ack(&self, id: i64, who: impl Into<Who>, now: i64) -> Result<Incident, ServiceError> {
+        Ok(self.store.ack(id, who, now).await?)
     }
 
     /// Resolves and tells everyone who was paged.
-    pub async fn resolve(&self, id: i64, by: &str, now: i64) -> Result<Incident, ServiceError> {
-        let Some(incident) = self.store.resolve(id, by, now).await? else {
+    pub async fn resolve(&self, id: i64, who: impl Into<Who>, now: i64) -> Result<Incident, ServiceError> {
+        let Some(incident) = self.store.resolve(id, who, now).await? else {
             return Ok(self.store.get(id).await?);
         };
         let rule = self.rules.get(&incident.rule_id).cloned().unwrap_or_else(no_data_rule);
@@ -290,77 +304,11 @@ impl Service {
         for (channel, recipients) in &by_channel {
             let key = format!("{id}:resolved:{channel}");
             self.store.enqueue(id, &key, channel, &serde_json::to_string(recipients).unwrap_or_default(), &page_json, now).await?;
-        }
-        Ok(incident)
-    }
-
-    fn backoff(&self, attempts: i64) -> Duration {
-        let factor = 2u32.saturating_pow(attempts.clamp(0, 16) as u32);
-        self.config.retry_base.saturating_mul(factor).min(self.config.retry_max)
-    }
-
-    /// One pass over the outbox: sends every page that is due. Returns how
-    /// many were delivered.
-    pub async fn deliver(&self, now: i64) -> Result<usize, ServiceError> {
-        let mut delivered = 0;
-        for row in self.store.due(now, 50).await? {
-            let channel = match row.channel.as_str() {
-                "slack" => Channel::Slack,
-                "email" => Channel::Email,
-                _ => Channel::Console,
-            };
-            let attempts = row.attempts + 1;
-            let page: Option<Page> = serde_json::from_str(&row.page).ok();
-            let recipients: Vec<Recipient> = serde_json::from_str(&row.recipients).unwrap_or_default();
-            let result = match (self.channels.get(channel), &page) {
-                (Some(notifier), Some(page)) => notifier.send(page, &recipients).await,
-                (None, _) => Err(SendError::Permanent(format!("channel {} is not configured", row.channel))),
-                (_, None) => Err(SendError::Permanent("unreadable page in the outbox".into())),
-            };
-            let label = channel.as_str();
-            match result {
-                Ok(()) => {
-                    self.store.delivered(row.id, attempts, now).await?;
-                    self.metrics.pages.with_label_values(&[label, "delivered"]).inc();
-                    self.metrics.delivery_seconds.with_label_values(&[label]).observe(((now - row.created_at).max(0)) as f64 / 1000.0);
-                    let names: Vec<&str> = recipients.iter().map(|r| r.name.as_str()).collect();
-                    let what = page.as_ref().map_or("page", |p| kind_name(&p.kind));
-                    let _ = self
-                        .store
-                        .record(row.incident_id, now, "delivered", None, &format!("{what} delivered over {label} to {} (attempt {attempts})", names.join(", ")), None)
-                        .await;
-                    delivered += 1;
-                }
-                Err(SendError::Retryable { reason, after }) if attempts < self.config.max_attempts => {
-                    let wait = after.unwrap_or_else(|| self.backoff(attempts - 1));
-                    self.store.retry_later(row.id, attempts, now + wait.as_millis() as i64, &reason).await?;
-                    self.metrics.pages.with_label_values(&[label, "retry"]).inc();
-                    tracing::warn!(channel = label, incident = row.incident_id, attempts, reason, "page delivery failed; retrying");
-                }
-                Err(e) => {
-                    let reason = e.to_string();
-                    self.store.failed(row.id, attempts, &reason).await?;
-                    self.metrics.pages.with_label_values(&[label, "failed"]).inc();
-                    tracing::error!(channel = label, incident = row.incident_id, attempts, reason, "page delivery failed; using the fallback channel");
-                    let _ = self
-                        .store
-                        .record(row.incident_id, now, "delivery_failed", None, &format!("{label} delivery failed after {attempts} attempt(s): {reason}"), None)
-                        .await;
-                    if channel != self.config.fallback
-                        && let Some(mut page) = page
-                    {
-                        page.kind = PageKind::DeliveryFailed;
-                        page.summary = format!("{} (could not be delivered over {label}: {reason})", page.summary);
-                        let key = format!("fallback:{}", row.id);
-                        self.store
-                            .enqueue(row.incident_id, &key, self.config.fallback.as_str(), &row.recipients, &serde_json::to_string(&page).unwrap_or_default(), now)
-                            .await?;
-                    }
-                }
+            if let Some(channel) = Channel::parse(channel) {
+                self.ring(channel);
             }
         }
-        self.metrics.outbox_pending.set(self.store.pending_pages().await?);
-        Ok(delivered)
+        Ok(incident)
     }
 }
 

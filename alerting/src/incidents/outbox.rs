@@ -1,0 +1,176 @@
+//! The durable page outbox: every page is written here before it is sent,
+//! and each channel's worker claims only its own channel's rows, so a slow
+//! channel never holds another's pages.
+
+use sqlx::Row;
+
+use super::{OutboxRow, Result, Store};
+
+/// Rows of one channel taken for sending. While a claim is alive the store
+/// does not close, so every send it covers can record its outcome, and the
+/// channel counts as busy; drop it as soon as the pass is over.
+pub struct Claim {
+    pub rows: Vec<OutboxRow>,
+    channel: String,
+    store: Store,
+    _sending: tokio::sync::OwnedRwLockReadGuard<()>,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut busy = self.store.life.busy.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = busy.get_mut(&self.channel) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                busy.remove(&self.channel);
+            }
+        }
+    }
+}
+
+const ROW_COLUMNS: &str = "id, incident_id, channel, recipients, page, attempts, created_at";
+
+fn row(r: &sqlx::any::AnyRow) -> Result<OutboxRow> {
+    Ok(OutboxRow {
+        id: r.try_get("id")?,
+        incident_id: r.try_get("incident_id")?,
+        channel: r.try_get("channel")?,
+        recipients: r.try_get("recipients")?,
+        page: r.try_get("page")?,
+        attempts: r.try_get::<i64, _>("attempts")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+impl Store {
+    /// Writes a page to the outbox; `false` when a page with this dedup
+    /// key was already written.
+    pub async fn enqueue(&self, incident_id: i64, dedup_key: &str, channel: &str, recipients: &str, page: &str, now: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO outbox (incident_id, dedup_key, channel, recipients, page, status, attempts, next_attempt_at, created_at)
+             VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6) ON CONFLICT (dedup_key) DO NOTHING",
+        )
+        .bind(incident_id)
+        .bind(dedup_key)
+        .bind(channel)
+        .bind(recipients)
+        .bind(page)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Pending rows of every channel that are due, oldest first.
+    pub async fn due(&self, now: i64, limit: i64) -> Result<Vec<OutboxRow>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ROW_COLUMNS} FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT $2"
+        )))
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(row).collect()
+    }
+
+    /// Takes up to `limit` due rows of `channel`, oldest first; `None` once
+    /// the store is closing (the rows stay for the next start).
+    pub async fn claim(&self, channel: &str, now: i64, limit: i64) -> Result<Option<Claim>> {
+        if self.is_closing() {
+            return Ok(None);
+        }
+        let sending = self.life.sending.clone().read_owned().await;
+        // `close` may have begun while this waited for the guard.
+        if self.is_closing() {
+            return Ok(None);
+        }
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ROW_COLUMNS} FROM outbox WHERE status = 'pending' AND channel = $1 AND next_attempt_at <= $2 ORDER BY id LIMIT $3"
+        )))
+        .bind(channel)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let rows = rows.iter().map(row).collect::<Result<Vec<_>>>()?;
+        *self.life.busy.lock().unwrap_or_else(|p| p.into_inner()).entry(channel.to_owned()).or_default() += 1;
+        Ok(Some(Claim { rows, channel: channel.to_owned(), store: self.clone(), _sending: sending }))
+    }
+
+    /// The next time a pending page is due on a channel that is not busy
+    /// sending, to sleep until then: a channel stuck in a hung send is not
+    /// "due now" (its worker comes back to it when the send ends).
+    pub async fn next_due(&self) -> Result<Option<i64>> {
+        self.next_due_where(None).await
+    }
+
+    /// [`Store::next_due`] for one channel's pages.
+    pub async fn next_due_on(&self, channel: &str) -> Result<Option<i64>> {
+        self.next_due_where(Some(channel)).await
+    }
+
+    async fn next_due_where(&self, only: Option<&str>) -> Result<Option<i64>> {
+        let rows = sqlx::query("SELECT channel, MIN(next_attempt_at) AS next FROM outbox WHERE status = 'pending' GROUP BY channel")
+            .fetch_all(&self.pool)
+            .await?;
+        let busy = self.life.busy.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut next: Option<i64> = None;
+        for r in &rows {
+            let channel: String = r.try_get("channel")?;
+            if only.is_some_and(|c| c != channel) || busy.contains_key(&channel) {
+                continue;
+            }
+            let at: i64 = r.try_get("next")?;
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
+        Ok(next)
+    }
+
+    pub async fn delivered(&self, id: i64, attempts: i64, now: i64) -> Result<()> {
+        sqlx::query("UPDATE outbox SET status = 'delivered', attempts = $2, delivered_at = $3, last_error = NULL WHERE id = $1")
+            .bind(id)
+            .bind(attempts)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn retry_later(&self, id: i64, attempts: i64, at: i64, error: &str) -> Result<()> {
+        sqlx::query("UPDATE outbox SET attempts = $2, next_attempt_at = $3, last_error = $4 WHERE id = $1")
+            .bind(id)
+            .bind(attempts)
+            .bind(at)
+            .bind(error)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn failed(&self, id: i64, attempts: i64, error: &str) -> Result<()> {
+        sqlx::query("UPDATE outbox SET status = 'failed', attempts = $2, last_error = $3 WHERE id = $1")
+            .bind(id)
+            .bind(attempts)
+            .bind(error)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Everyone paged about an incident, per channel: who hears that it
+    /// resolved. (Retention keeps these rows while the incident is open.)
+    pub async fn paged(&self, incident_id: i64) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT channel, recipients FROM outbox WHERE incident_id = $1 AND dedup_key NOT LIKE '%:resolved:%' ORDER BY id")
+            .bind(incident_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get("channel")?, r.try_get("recipients")?))).collect()
+    }
+
+    /// Pages written but not yet delivered (the `outbox_due` index answers
+    /// it; delivered rows are never scanned).
+    pub async fn pending_pages(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE status = 'pending'").fetch_one(&self.pool).await?;
+        Ok(row.try_get("n")?)
+    }
+}
