@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: makes sure PostgreSQL and Redis are installed and
 # running on loopback (installing or starting them when they are not), and
-# that Prometheus, docker-compose, k6 and rotel are installed, then runs
-# every test of the workspace against them.
+# that Prometheus, docker-compose, k6, rotel, aiosmtpd and schemathesis are
+# installed, then runs every test of the workspace against them.
 #
 #   scripts/test.sh            # everything
 #   scripts/test.sh some_name  # only tests whose name contains some_name
