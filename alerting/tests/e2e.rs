@@ -7,6 +7,7 @@
 //! sending it delivers it exactly once after restart.
 
 mod support {
+    pub mod serve;
     pub mod slack_receiver;
     pub mod smtp;
 }
@@ -19,6 +20,7 @@ use std::{
 
 use serde_json::{Value, json};
 use support::{
+    serve::{GAUGE_RULES, Gauge, wait_until},
     slack_receiver::{Reply, SlackReceiver},
     smtp::{self, SmtpServer},
 };
@@ -69,14 +71,6 @@ impl Drop for Backing {
             });
         })
         .join();
-    }
-}
-
-async fn wait_until<F: AsyncFnMut() -> bool>(what: &str, timeout: Duration, mut check: F) {
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -304,39 +298,10 @@ fn collect_exprs(v: &Value, out: &mut Vec<String>) {
     }
 }
 
-/// A `/metrics` endpoint of the test's own with one gauge it controls.
-async fn gauge_server(value: std::sync::Arc<std::sync::atomic::AtomicU64>) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let v = value.load(std::sync::atomic::Ordering::SeqCst);
-            async move { format!("# TYPE queue_depth gauge\nqueue_depth {v}\n") }
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    port
-}
-
-const GAUGE_RULES: &str = r#"
-evaluation_interval: 1s
-rules:
-  - id: queue-admission-stall
-    kind: promql
-    name: QueueDepth
-    summary: The queue is deep
-    owner: backend
-    runbook: queue-admission-stall
-    expr: max(queue_depth)
-    critical: { above: 10, for: 0s, clear_below: 5, clear_for: 1s }
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_between_writing_a_page_and_sending_it_delivers_it_once_after_restart() {
     let dir = TempDir::new("alerting-restart");
-    let depth = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(50));
-    let target = gauge_server(depth.clone()).await;
+    let gauge = Gauge::start(50).await;
     let slack = SlackReceiver::start(vec![Reply::Ok]).await;
     std::fs::write(dir.0.join("rules.yaml"), GAUGE_RULES).unwrap();
     let port = free_port();
@@ -346,7 +311,7 @@ async fn a_crash_between_writing_a_page_and_sending_it_delivers_it_once_after_re
             .env("ALERTING_LISTEN", format!("127.0.0.1:{port}"))
             .env("ALERTING_RULES", dir.0.join("rules.yaml"))
             .env("ALERTING_DATABASE_URL", format!("sqlite://{}", dir.0.join("incidents.db").display()))
-            .env("ALERTING_SCRAPE", format!("app=http://127.0.0.1:{target}/metrics"))
+            .env("ALERTING_SCRAPE", format!("app={}", gauge.url))
             .env("SLACK_WEBHOOK_URL", &slack.url)
             .env("ALERTING_CONSOLE_FILE", dir.0.join("console.jsonl"))
             .stdout(Stdio::null())

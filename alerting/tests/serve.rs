@@ -15,7 +15,7 @@ use std::{
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::serve::{Alerting, Gauge, Launch, READ_KEY, RESPONDER_KEY, wait_until};
-use testkit::{free_port, workspace_binary};
+use testkit::{exchange, free_port, workspace_binary};
 
 #[tokio::test]
 async fn off_loopback_without_a_key_the_service_refuses_to_start_and_names_the_setting() {
@@ -372,27 +372,6 @@ async fn the_retention_job_deletes_old_resolved_incidents_and_delivered_pages() 
     assert_eq!(status(old_open).await, 200, "open incidents are never deleted");
 }
 
-/// Sends `bytes` over a fresh connection and returns what the service
-/// answered before it closed the connection.
-async fn exchange(port: u16, bytes: &[u8]) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    stream.write_all(bytes).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), async {
-        let mut buf = [0u8; 4096];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => answer.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await
-    .expect("the service closed the connection");
-    String::from_utf8_lossy(&answer).into_owned()
-}
-
 #[tokio::test]
 async fn a_slow_client_gets_a_408_or_a_closed_connection_and_holds_nothing() {
     let alerting = Launch::new(None)
@@ -407,12 +386,12 @@ async fn a_slow_client_gets_a_408_or_a_closed_connection_and_holds_nothing() {
     let head = format!(
         "POST /v1/silences HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {RESPONDER_KEY}\r\ncontent-type: application/json\r\ncontent-length: 200\r\n\r\n{{\"matchers\""
     );
-    let answer = exchange(port, head.as_bytes()).await;
+    let answer = exchange(("127.0.0.1", port), head.as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     let body: Value = serde_json::from_str(&answer[answer.find("\r\n\r\n").unwrap() + 4..]).unwrap();
     assert_eq!(body["error"]["code"], "REQUEST_TIMEOUT");
     // A request head that never ends: the connection is closed, and counted.
-    let answer = exchange(port, b"GET /v1/alerts HTTP/1.1\r\nhost: t\r\n").await;
+    let answer = exchange(("127.0.0.1", port), b"GET /v1/alerts HTTP/1.1\r\nhost: t\r\n").await;
     assert!(!answer.contains("200 OK"), "{answer}");
     let metrics = alerting.http.get(format!("{}/metrics", alerting.url)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("http_server_connections_closed_total{reason=\"header_timeout\"} 1"), "{metrics}");

@@ -13,6 +13,7 @@ use axum::{
     routing::{get, post},
 };
 use serving::{BodyTimedOut, ConnectionMetrics, Limits};
+use testkit::read_to_close;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -76,24 +77,6 @@ fn limits() -> Limits {
         idle_timeout: Duration::from_millis(800),
         max_connections: 100,
     }
-}
-
-/// Reads until the peer closes; the bytes read. Fails the test if the peer
-/// keeps the connection open past [`PATIENCE`].
-async fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
-    let mut out = Vec::new();
-    tokio::time::timeout(PATIENCE, async {
-        let mut buf = [0u8; 4096];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await
-    .expect("the server closed the connection");
-    out
 }
 
 async fn request(stream: &mut TcpStream, path: &str) -> String {

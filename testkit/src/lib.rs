@@ -75,6 +75,35 @@ impl Drop for TempDir {
     }
 }
 
+/// Reads from `stream` until the peer closes it (or an error ends it), for
+/// at most 30 s; the bytes read. Panics if the peer keeps it open longer:
+/// tests of server limits wait for the server to hang up.
+pub async fn read_to_close(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .expect("the server closed the connection");
+    out
+}
+
+/// Sends `bytes` to `addr` on a fresh connection and returns, as text, all
+/// the server answered before it closed the connection.
+pub async fn exchange(addr: impl tokio::net::ToSocketAddrs, bytes: &[u8]) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("the server listens");
+    stream.write_all(bytes).await.expect("the request was sent");
+    String::from_utf8_lossy(&read_to_close(&mut stream).await).into_owned()
+}
+
 /// A child process killed (and reaped) on drop.
 pub struct Process(pub Child);
 

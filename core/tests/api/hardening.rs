@@ -3,15 +3,12 @@
 //! without paging anyone, per-client limits, and queue state that does not
 //! outlive its users. Tests about the wire go over a real socket.
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use booking::settings::{PUBLIC_SECRETS, Secret, Settings};
 use serde_json::{Value, json};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-};
+use testkit::exchange;
 
 use super::support::{Backend, TestApp, bearer, series_value, spawn_app, spawn_app_with, spawn_instance};
 
@@ -50,26 +47,6 @@ async fn ten_thousand_unknown_methods_are_one_other_and_add_no_series() {
     assert!(added.is_empty(), "10,000 new methods added series: {added:?}");
     let other = "method=\"_OTHER\",route=\"/v1/concerts\",status=\"405\"";
     assert_eq!(series_value(&after, "http_server_requests_total", other), 10_001.0);
-}
-
-/// Sends `head` and then `body` over a fresh connection and returns what
-/// the server answered before it closed the connection.
-async fn exchange(addr: SocketAddr, bytes: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(bytes).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(PATIENCE, async {
-        let mut buf = [0u8; 4096];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => answer.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await
-    .expect("the server closed the connection");
-    String::from_utf8_lossy(&answer).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
