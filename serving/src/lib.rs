@@ -147,12 +147,20 @@ pub async fn serve(
     let mut shutdown = std::pin::pin!(shutdown);
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
+    // Set while the cap holds accepts back, so a saturated listener logs once
+    // per episode rather than once per connection.
+    let mut capped = false;
     loop {
         let slot = match slots.clone().try_acquire_owned() {
-            Ok(slot) => slot,
+            Ok(slot) => {
+                capped = false;
+                slot
+            }
             Err(_) => {
                 metrics.limit_reached.inc();
-                tracing::warn!(max_connections = max, "connection cap reached; new connections wait");
+                if !std::mem::replace(&mut capped, true) {
+                    tracing::warn!(max_connections = max, "connection cap reached; new connections wait");
+                }
                 tokio::select! {
                     slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
                     _ = &mut shutdown => break,
