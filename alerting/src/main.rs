@@ -281,9 +281,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Oncall { command: OncallCommand::Who { at, rule, severity, owner, rules, roster } } => {
             let (set, roster) = server::load_config(rules.as_deref(), roster.as_deref())?;
             let at = at.unwrap_or_else(Utc::now);
-            let (severity, owner) = match rule {
+            let (severity, owner) = match &rule {
                 Some(id) => {
-                    let r = set.rules.iter().find(|r| r.id == id).with_context(|| format!("no rule {id:?}"))?;
+                    let r = set.rules.iter().find(|r| &r.id == id).with_context(|| format!("no rule {id:?}"))?;
                     (severity.unwrap_or(alerting::rules::Severity::Critical), r.owner.clone())
                 }
                 None => (severity.unwrap_or(alerting::rules::Severity::Warning), owner.unwrap_or_else(|| "incident-lead".into())),
@@ -291,6 +291,9 @@ async fn main() -> anyhow::Result<()> {
             if roster.role(&owner).is_none() {
                 bail!("no role {owner:?} in the roster");
             }
+            // What was assumed, so the table can be checked against a drill.
+            let what = rule.map_or_else(|| format!("owner {owner}"), |id| format!("rule {id} (owner {owner})"));
+            println!("{what}, severity {severity}, first page at {}; unacknowledged, each level is paged this long after it:", at.to_rfc3339());
             let who = alerting::http::who(&roster, severity, &owner, at);
             for step in who["steps"].as_array().into_iter().flatten() {
                 let people: Vec<String> = step["people"]

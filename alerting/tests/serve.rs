@@ -350,6 +350,7 @@ async fn the_retention_job_deletes_old_resolved_incidents_and_delivered_pages() 
                 threshold: 10.0,
                 op: alerting::rules::Op::Above,
                 started_at: at,
+                paged_at: at,
             };
             store.open(&new).await.unwrap().0.id
         };

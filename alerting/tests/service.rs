@@ -285,3 +285,34 @@ async fn a_retry_after_beyond_the_cap_fails_over_at_once_and_one_within_it_is_wa
     h.service.deliver(T0 + MIN + 30_000).await.unwrap();
     assert_eq!((rx.attempts(), rx.delivered().len()), (3, 1));
 }
+
+#[tokio::test]
+async fn escalation_counts_from_the_first_page_on_the_clock_oncall_who_prints() {
+    let h = harness(None, Config::default()).await;
+    // The alert went pending five minutes (its `for`) before it fired at T0.
+    let warning = Transition::Fired {
+        key: AlertKey { rule_id: "slow".into(), labels: Default::default() },
+        severity: Severity::Warning,
+        value: 0.7,
+        threshold: 0.5,
+        op: Op::Above,
+        since_ms: T0 - 5 * MIN,
+        detail: "P95 above 500 ms".into(),
+    };
+    h.service.apply(vec![warning], T0).await.unwrap();
+    let at = chrono::DateTime::from_timestamp_millis(T0).unwrap();
+    let who = alerting::http::who(&Roster::example(), Severity::Warning, "backend", at);
+    let after: Vec<i64> = who["steps"].as_array().unwrap().iter().map(|s| s["after_minutes"].as_i64().unwrap()).collect();
+    assert!(after.len() >= 2 && after[0] == 0, "{who}");
+    // Each level goes out when `oncall who` says, counted from the first
+    // page: the rule's `for` is not taken out of the on-call's time to ack.
+    for (level, minutes) in after.iter().enumerate().skip(1) {
+        let due = T0 + minutes * MIN;
+        h.service.escalate(due - 1).await.unwrap();
+        let paged = h.service.store.list(None, 1).await.unwrap().remove(0).steps_paged;
+        assert_eq!(paged as usize, level, "level {level} went out before +{minutes} min");
+        h.service.escalate(due).await.unwrap();
+        let paged = h.service.store.list(None, 1).await.unwrap().remove(0).steps_paged;
+        assert_eq!(paged as usize, level + 1, "level {level} is due at +{minutes} min");
+    }
+}

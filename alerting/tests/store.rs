@@ -35,6 +35,7 @@ fn new_incident(fingerprint: &str, at: i64) -> NewIncident {
         threshold: 0.01,
         op: Op::Above,
         started_at: at,
+        paged_at: at,
     }
 }
 

@@ -124,7 +124,12 @@ pub struct NewIncident {
     pub value: f64,
     pub threshold: f64,
     pub op: Op,
+    /// When the condition began (the alert went pending).
     pub started_at: i64,
+    /// When the incident fires and its first page goes out: the escalation
+    /// clock starts here, so the rule's `for` is not taken out of the
+    /// on-call's time to acknowledge.
+    pub paged_at: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -294,7 +299,7 @@ impl Store {
         }
         let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO incidents (fingerprint, rule_id, alert, severity, summary, labels, value, threshold, op, state, started_at, plan_started_at, steps_paged)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'firing', $10, $10, 0)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'firing', $10, $11, 0)
              ON CONFLICT DO NOTHING RETURNING {INCIDENT_COLUMNS}"
         )))
         .bind(&new.fingerprint)
@@ -307,6 +312,7 @@ impl Store {
         .bind(finite(new.threshold))
         .bind(op_str(new.op))
         .bind(new.started_at)
+        .bind(new.paged_at)
         .fetch_optional(&self.pool)
         .await?;
         match inserted {

@@ -132,6 +132,7 @@ impl Service {
                             threshold,
                             op,
                             started_at: since_ms,
+                            paged_at: now,
                         })
                         .await?;
                     if created {
