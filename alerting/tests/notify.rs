@@ -51,6 +51,8 @@ fn page(kind: PageKind) -> Page {
         runbook_command: "runbook run high-error-rate --incident 42".into(),
         dashboard_url: Some("https://grafana.example.test/d/booking".into()),
         ack_command: "alerting ack 42".into(),
+        resolved_value: None,
+        lasted_secs: None,
     }
 }
 

@@ -316,3 +316,21 @@ async fn escalation_counts_from_the_first_page_on_the_clock_oncall_who_prints() 
         assert_eq!(paged as usize, level + 1, "level {level} is due at +{minutes} min");
     }
 }
+
+#[tokio::test]
+async fn a_resolved_page_carries_the_value_at_resolution_and_how_long_it_lasted() {
+    let h = harness(None, Config::default()).await;
+    // Fired at 20 % (the condition began a minute before T0).
+    h.service.apply(vec![fired(Severity::Critical)], T0).await.unwrap();
+    let key = AlertKey { rule_id: "high-error-rate".into(), labels: Default::default() };
+    h.service.apply(vec![Transition::Resolved { key, value: 0.001 }], T0 + 12 * MIN).await.unwrap();
+    h.service.deliver(T0 + 12 * MIN).await.unwrap();
+    let pages = console_pages(&h);
+    let resolved = pages.iter().find(|p| p["page"]["kind"]["type"] == "resolved").expect("a resolved page");
+    assert_eq!(resolved["page"]["resolved_value"], 0.001);
+    assert_eq!(resolved["page"]["lasted_secs"], 13 * 60, "from the condition's start to the resolution");
+    let page: alerting::notify::Page = serde_json::from_value(resolved["page"].clone()).unwrap();
+    let text = page.text();
+    assert!(text.contains("0.10 %") && !text.contains("Value:     20.00 % (>"), "the value at resolution, not the old firing value:\n{text}");
+    assert!(text.contains("13 min"), "{text}");
+}

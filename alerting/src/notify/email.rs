@@ -166,6 +166,9 @@ fn html(page: &Page) -> String {
     };
     let mut rows = row("Value", &escape(&page.value_vs_threshold()));
     rows += &row("Since", &escape(&page.since_rfc3339()));
+    if let Some(lasted) = page.lasted_text() {
+        rows += &row("Lasted", &escape(&lasted));
+    }
     rows += &row("Severity", page.severity.as_str());
     rows += &row("Incident", &format!("#{}", page.incident_id));
     if !page.labels.is_empty() {

@@ -45,6 +45,15 @@ pub struct Page {
     pub dashboard_url: Option<String>,
     /// `alerting ack 42`
     pub ack_command: String,
+    /// On a resolved page: the rule's value when the engine saw it clear
+    /// (`None` when a person resolved it). `value` stays the value it fired
+    /// (or was last upgraded) with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_value: Option<f64>,
+    /// On a resolved page: how long the incident lasted, from `since` (the
+    /// condition's start) to its resolution, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lasted_secs: Option<i64>,
 }
 
 impl Page {
@@ -62,14 +71,29 @@ impl Page {
         }
     }
 
-    /// `1.52 % (> 1.00 %)`
+    /// `1.52 % (> 1.00 %)`; on a resolved page the value it resolved at,
+    /// with what it fired at: `0.10 % (> 1.00 % when it fired at 1.52 %)`.
     pub fn value_vs_threshold(&self) -> String {
-        format!(
-            "{} ({} {})",
-            format_value(self.value, self.unit),
-            self.op.promql(),
-            format_value(self.threshold, self.unit)
-        )
+        let threshold = format!("{} {}", self.op.promql(), format_value(self.threshold, self.unit));
+        let value = format_value(self.value, self.unit);
+        match (self.kind, self.resolved_value) {
+            (PageKind::Resolved, Some(at)) => format!("{} ({threshold} when it fired at {value})", format_value(at, self.unit)),
+            (PageKind::Resolved, None) => format!("{value} when it fired ({threshold})"),
+            _ => format!("{value} ({threshold})"),
+        }
+    }
+
+    /// `13 min 5 s`, `2 h 4 min`: how long a resolved incident lasted.
+    pub fn lasted_text(&self) -> Option<String> {
+        let secs = self.lasted_secs?.max(0);
+        let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+        Some(match (h, m, s) {
+            (0, 0, s) => format!("{s} s"),
+            (0, m, 0) => format!("{m} min"),
+            (0, m, s) => format!("{m} min {s} s"),
+            (h, 0, _) => format!("{h} h"),
+            (h, m, _) => format!("{h} h {m} min"),
+        })
     }
 
     /// RFC 3339 in UTC, whole seconds: unambiguous across time zones.
@@ -98,6 +122,9 @@ impl Page {
         let mut line = |name: &str, value: &str| out.push_str(&format!("{name:<11}{value}\n"));
         line("Value:", &self.value_vs_threshold());
         line("Since:", &self.since_rfc3339());
+        if let Some(lasted) = self.lasted_text() {
+            line("Lasted:", &lasted);
+        }
         line("Severity:", self.severity.as_str());
         line("Incident:", &format!("#{}", self.incident_id));
         if !self.labels.is_empty() {
@@ -152,6 +179,39 @@ pub fn format_value(value: f64, unit: Unit) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn resolved(resolved_value: Option<f64>, lasted_secs: Option<i64>) -> Page {
+        Page {
+            kind: PageKind::Resolved,
+            incident_id: 7,
+            alert: "HighErrorRate".into(),
+            rule_id: "high-error-rate".into(),
+            severity: Severity::Critical,
+            summary: String::new(),
+            value: 0.9595,
+            threshold: 0.01,
+            op: Op::Above,
+            unit: Unit::Ratio,
+            since: DateTime::from_timestamp(0, 0).unwrap(),
+            labels: BTreeMap::new(),
+            runbook_url: String::new(),
+            runbook_command: String::new(),
+            dashboard_url: None,
+            ack_command: String::new(),
+            resolved_value,
+            lasted_secs,
+        }
+    }
+
+    #[test]
+    fn a_resolved_page_says_what_it_resolved_at_and_what_it_fired_at() {
+        assert_eq!(resolved(Some(0.001), None).value_vs_threshold(), "0.10 % (> 1.00 % when it fired at 95.95 %)");
+        assert_eq!(resolved(None, None).value_vs_threshold(), "95.95 % when it fired (> 1.00 %)", "resolved by a person");
+        let lasted = |secs| resolved(None, Some(secs)).lasted_text().unwrap();
+        assert_eq!((lasted(45), lasted(13 * 60), lasted(13 * 60 + 5)), ("45 s".into(), "13 min".into(), "13 min 5 s".into()));
+        assert_eq!((lasted(2 * 3600), lasted(2 * 3600 + 4 * 60 + 9)), ("2 h".into(), "2 h 4 min".into()));
+        assert!(resolved(None, Some(60)).text().contains("Lasted:    1 min"));
+    }
 
     #[test]
     fn values_read_in_their_unit() {

@@ -162,13 +162,16 @@ fn section(page: &Page, mentions: &str) -> Value {
     } else {
         mentions.to_string()
     };
-    let fields: Vec<Value> = [
-        format!("*Value*\n{}", escape(&page.value_vs_threshold())),
-        format!("*Since*\n{since}"),
+    let mut fields = vec![format!("*Value*\n{}", escape(&page.value_vs_threshold())), format!("*Since*\n{since}")];
+    if let Some(lasted) = page.lasted_text() {
+        fields.push(format!("*Lasted*\n{lasted}"));
+    }
+    fields.extend([
         format!("*Severity*\n{}", page.severity.as_str()),
         format!("*Incident*\n#{}", page.incident_id),
         format!("*On call*\n{on_call}"),
-    ]
+    ]);
+    let fields: Vec<Value> = fields
     .iter()
     .take(MAX_FIELDS)
     .map(|f| mrkdwn(f, FIELD_TEXT))

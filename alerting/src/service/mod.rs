@@ -153,9 +153,9 @@ impl Service {
                         self.store.record(open.id, now, "upgraded", None, &format!("severity raised to {severity}"), None).await?;
                     }
                 }
-                Transition::Resolved { key, .. } => {
+                Transition::Resolved { key, value } => {
                     if let Some(open) = self.store.find_open(&key.fingerprint()).await? {
-                        self.resolve(open.id, "alerting", now).await?;
+                        self.resolve_at(open.id, "alerting", now, Some(value)).await?;
                     }
                 }
             }
@@ -224,6 +224,8 @@ impl Service {
             runbook_command: format!("runbook run {} --incident {}", rule.runbook, incident.id),
             dashboard_url: crate::rules::file::dashboard_url(&self.config.dashboard_base_url, rule),
             ack_command: format!("alerting ack {}", incident.id),
+            resolved_value: None,
+            lasted_secs: None,
         }
     }
 
@@ -286,11 +288,19 @@ impl Service {
 
     /// Resolves and tells everyone who was paged.
     pub async fn resolve(&self, id: i64, who: impl Into<Who>, now: i64) -> Result<Incident, ServiceError> {
+        self.resolve_at(id, who, now, None).await
+    }
+
+    /// [`Service::resolve`], with the rule's value when the engine saw it
+    /// clear (on the resolved page).
+    async fn resolve_at(&self, id: i64, who: impl Into<Who>, now: i64, value: Option<f64>) -> Result<Incident, ServiceError> {
         let Some(incident) = self.store.resolve(id, who, now).await? else {
             return Ok(self.store.get(id).await?);
         };
         let rule = self.rules.get(&incident.rule_id).cloned().unwrap_or_else(no_data_rule);
-        let page = self.page_for(&incident, &rule, PageKind::Resolved);
+        let mut page = self.page_for(&incident, &rule, PageKind::Resolved);
+        page.resolved_value = value.filter(|v| v.is_finite());
+        page.lasted_secs = Some(now.saturating_sub(incident.started_at) / 1000);
         let page_json = serde_json::to_string(&page).unwrap_or_default();
         let mut by_channel: BTreeMap<String, Vec<Recipient>> = BTreeMap::new();
         for (channel, recipients) in self.store.paged(id).await? {
