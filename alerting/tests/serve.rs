@@ -405,3 +405,19 @@ async fn a_body_deadline_the_request_deadline_would_cut_short_is_refused_at_star
     assert!(!status.success());
     assert!(logs.contains("ALERTING_HTTP_BODY_READ_TIMEOUT"), "{logs}");
 }
+
+#[tokio::test]
+async fn a_second_process_on_the_same_sqlite_file_is_refused_with_a_clear_error() {
+    let shared = testkit::TempDir::new("alerting-shared-sqlite");
+    let db = format!("sqlite://{}", shared.path("incidents.db").display());
+    let first = Launch::new(None).env("ALERTING_DATABASE_URL", &db).start().await;
+    let (status, logs) = Launch::new(None).env("ALERTING_DATABASE_URL", &db).refused().await;
+    assert!(!status.success());
+    assert!(logs.contains("already in use by another alerting process") && logs.contains("PostgreSQL"), "{logs}");
+    // The first keeps serving.
+    assert_eq!(first.call(Method::GET, "/v1/incidents", None, None).await.0, 200);
+    // Once it is gone (killed, not stopped), the file is free again.
+    drop(first);
+    let store = alerting::incidents::Store::connect(&db).await.expect("the lock died with the process");
+    store.close().await;
+}

@@ -31,6 +31,13 @@ pub enum IncidentError {
     Database(#[from] sqlx::Error),
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "{0} is already in use by another alerting process: a SQLite incident store serves one process. \
+         Stop the other one, give this one its own ALERTING_DATABASE_URL, or run a group of them on PostgreSQL"
+    )]
+    InUse(String),
+    #[error("cannot lock {0}: {1}")]
+    Lock(String, std::io::Error),
 }
 
 pub type Result<T, E = IncidentError> = std::result::Result<T, E>;
@@ -189,6 +196,9 @@ struct Lifecycle {
     /// sent, so [`Store::next_due`] looks past them instead of saying "now"
     /// while one hangs.
     busy: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// The lock on a SQLite file's `.lock` twin, held while the store is
+    /// open (and released by [`Store::close`]): one process per file.
+    file_lock: std::sync::Mutex<Option<std::fs::File>>,
 }
 
 const INCIDENT_COLUMNS: &str = "id, fingerprint, rule_id, alert, severity, summary, labels, value, threshold, op, state, \
@@ -227,11 +237,41 @@ fn op_str(op: Op) -> &'static str {
     }
 }
 
+/// The file of a `sqlite:` URL (`sqlite://alerting.db?mode=rwc` →
+/// `alerting.db`); `None` for an in-memory database or another backend.
+fn sqlite_file(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && !path.contains(":memory:") && !rest.contains("mode=memory")).then(|| path.to_owned())
+}
+
+/// Takes the lock on `path.lock`, or says which process holds it. The lock
+/// is an advisory `flock` the OS drops with the process, so a crash never
+/// leaves it behind.
+fn lock_file(path: &str) -> Result<std::fs::File> {
+    let lock_path = format!("{path}.lock");
+    if let Some(dir) = std::path::Path::new(&lock_path).parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| IncidentError::Lock(lock_path.clone(), e))?;
+    }
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(|e| IncidentError::Lock(lock_path.clone(), e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(IncidentError::InUse(path.to_owned())),
+        Err(std::fs::TryLockError::Error(e)) => Err(IncidentError::Lock(lock_path, e)),
+    }
+}
+
 impl Store {
     /// Connects and migrates. `sqlite:` URLs create the file when missing.
     pub async fn connect(url: &str) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let sqlite = url.starts_with("sqlite:");
+        // Before anything touches the file: a second process would page
+        // beside the first, each from its own in-memory alert states.
+        let file_lock = match sqlite_file(url) {
+            Some(path) => Some(lock_file(&path)?),
+            None => None,
+        };
         let url = if sqlite && !url.contains("mode=") && !url.contains(":memory:") {
             format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
         } else {
@@ -266,6 +306,7 @@ impl Store {
             closing: tokio::sync::watch::Sender::new(false),
             sending: Arc::new(tokio::sync::RwLock::new(())),
             busy: Default::default(),
+            file_lock: std::sync::Mutex::new(file_lock),
         };
         Ok(Self { pool, life: Arc::new(life) })
     }
@@ -277,6 +318,7 @@ impl Store {
         self.life.closing.send_replace(true);
         let _no_sends = self.life.sending.write().await;
         self.pool.close().await;
+        self.life.file_lock.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
     /// Whether [`Store::close`] has begun.
