@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     promql::{Labels, Sample},
@@ -65,13 +65,32 @@ impl Phase {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct AlertState {
     /// Per level: since when its fire conditions have held.
     pending_since: Vec<Option<i64>>,
     firing: Option<(Severity, i64)>,
     clear_since: Option<i64>,
+    /// NaN (a quiet service's ratio) is saved as null.
+    #[serde(serialize_with = "nan_as_null", deserialize_with = "null_as_nan")]
     value: f64,
+}
+
+fn nan_as_null<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if v.is_finite() { s.serialize_some(v) } else { s.serialize_none() }
+}
+
+fn null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+/// The engine's memory, as the group's evaluator saves it with each lease
+/// renewal and the next evaluator takes it over.
+#[derive(Default, Serialize, Deserialize)]
+struct Snapshot {
+    alerts: Vec<(String, Vec<(Labels, AlertState)>)>,
+    no_data_since: Vec<(String, i64)>,
+    no_data_firing: Option<(Severity, i64)>,
 }
 
 /// What `GET /v1/alerts` and the metrics show.
@@ -101,6 +120,44 @@ impl Engine {
 
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// Every pending timer, firing alert and clear clock, as JSON: what a
+    /// process taking over evaluation needs to carry on without restarting
+    /// or skipping a `for` or `clear_for`.
+    pub fn snapshot(&self) -> String {
+        let snapshot = Snapshot {
+            alerts: self.alerts.iter().map(|(id, states)| (id.clone(), states.iter().map(|(l, s)| (l.clone(), s.clone())).collect())).collect(),
+            no_data_since: self.no_data_since.iter().map(|(id, t)| (id.clone(), *t)).collect(),
+            no_data_firing: self.no_data_firing,
+        };
+        serde_json::to_string(&snapshot).unwrap_or_default()
+    }
+
+    /// Replaces the engine's memory with a [`Engine::snapshot`]. Rules this
+    /// process does not have are left out (the group should run one rule
+    /// file). `false`, and nothing changed, when the text is not a snapshot.
+    pub fn restore(&mut self, json: &str) -> bool {
+        let Ok(snapshot) = serde_json::from_str::<Snapshot>(json) else { return false };
+        let levels: HashMap<&str, usize> = self.rules.iter().map(|r| (r.id.as_str(), r.levels.len())).collect();
+        self.alerts = snapshot
+            .alerts
+            .into_iter()
+            .filter_map(|(id, states)| {
+                let n = *levels.get(id.as_str())?;
+                let states = states
+                    .into_iter()
+                    .map(|(labels, mut s)| {
+                        s.pending_since.resize(n, None);
+                        (labels, s)
+                    })
+                    .collect();
+                Some((id, states))
+            })
+            .collect();
+        self.no_data_since = snapshot.no_data_since.into_iter().filter(|(id, _)| levels.contains_key(id.as_str())).collect();
+        self.no_data_firing = snapshot.no_data_firing;
+        true
     }
 
     pub fn rule(&self, id: &str) -> Option<&Rule> {
@@ -479,6 +536,32 @@ mod tests {
         assert_eq!(e.statuses().iter().filter(|s| s.phase == Phase::Firing).count(), 2);
         let t = run(&mut e, &[(400, Some(0.0))]);
         assert!(matches!(&t[0].1, Transition::Resolved { key, .. } if key.rule_id == NO_DATA), "{t:?}");
+    }
+
+    #[test]
+    fn a_restored_snapshot_carries_timers_on_where_they_were() {
+        // One engine goes pending at 0 and fires the warning at 60; another
+        // takes over from its snapshot at 100 and upgrades at 120, as the
+        // first would have: the critical's `for` (120 s) is not restarted.
+        let mut first = Engine::new(vec![rule()]);
+        let t = run(&mut first, &[(0, Some(0.02)), (100, Some(0.02))]);
+        assert_eq!(t.len(), 1, "{t:?}");
+        let mut second = Engine::new(vec![rule()]);
+        assert!(second.restore(&first.snapshot()));
+        let t = run(&mut second, &[(100, Some(0.02)), (200, Some(0.02))]);
+        assert!(matches!(t.as_slice(), [(120, Transition::Upgraded { severity: Severity::Critical, .. })]), "{t:?}");
+        // ...and its clear clock.
+        let t = run(&mut second, &[(200, Some(0.001)), (250, Some(0.001))]);
+        assert!(t.is_empty(), "{t:?}");
+        let mut third = Engine::new(vec![rule()]);
+        assert!(third.restore(&second.snapshot()));
+        let t = run(&mut third, &[(250, Some(0.001)), (400, Some(0.001))]);
+        assert!(matches!(t.as_slice(), [(320, Transition::Resolved { .. })]), "clear_for counts from 200, not 250: {t:?}");
+        assert!(!third.restore("not json"));
+        // A NaN value (JSON has none) is saved as null and read back as NaN.
+        let state = AlertState { value: f64::NAN, ..Default::default() };
+        let back: AlertState = serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+        assert!(back.value.is_nan());
     }
 
     #[test]

@@ -20,6 +20,10 @@ pub struct Metrics {
     pub scrape_series_dropped: IntCounter,
     /// The listener's connections and the limits it enforced.
     pub connections: serving::ConnectionMetrics,
+    /// 1 while this process holds the evaluator lease; a group's sum is 1.
+    pub leader: IntGauge,
+    /// Times this process took the evaluator lease.
+    pub leader_changes: IntCounter,
 }
 
 impl Default for Metrics {
@@ -49,7 +53,7 @@ impl Metrics {
         .expect("valid metric");
         let source_up = Gauge::new("alerting_source_up", "1 when the last evaluation reached the metric source").expect("valid metric");
         let pages = IntCounterVec::new(
-            Opts::new("alerting_pages_total", "Page delivery attempts by channel and outcome (delivered, retry, failed, silenced)"),
+            Opts::new("alerting_pages_total", "Page delivery attempts by channel and outcome (delivered, retry, failed, silenced, claim_lost)"),
             &["channel", "outcome"],
         )
         .expect("valid metric");
@@ -83,7 +87,7 @@ impl Metrics {
         // them before the first page.
         for channel in ["slack", "email", "console"] {
             delivery_seconds.with_label_values(&[channel]);
-            for outcome in ["delivered", "retry", "failed", "silenced"] {
+            for outcome in ["delivered", "retry", "failed", "silenced", "claim_lost"] {
                 pages.with_label_values(&[channel, outcome]);
             }
         }
@@ -102,6 +106,14 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(scrape_series_dropped.clone())).expect("unique metric");
+        let leader = IntGauge::new(
+            "alerting_leader",
+            "1 while this process evaluates the rules (holds the group's evaluator lease), else 0; summed over a group it is 1",
+        )
+        .expect("valid metric");
+        let leader_changes = IntCounter::new("alerting_leader_acquired_total", "Times this process took the evaluator lease").expect("valid metric");
+        registry.register(Box::new(leader.clone())).expect("unique metric");
+        registry.register(Box::new(leader_changes.clone())).expect("unique metric");
         let connections = serving::ConnectionMetrics::new();
         connections.register(&registry).expect("unique metric");
         Self {
@@ -117,6 +129,8 @@ impl Metrics {
             retention_deleted,
             scrape_series_dropped,
             connections,
+            leader,
+            leader_changes,
         }
     }
 

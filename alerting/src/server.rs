@@ -20,13 +20,13 @@ use crate::{
     auth::Keys,
     engine::{Engine, Phase},
     http::{self, AppState, Shared},
-    incidents::{self, Retention},
+    incidents::{self, Fence, Retention},
     metrics::Metrics,
     notify::{Channel, Notifier, console::Console, email, slack::Slack},
     oncall::Roster,
     promql,
     rules::{self, file::RuleSet},
-    service::{Channels, Config, Service},
+    service::{Channels, Config, Service, ServiceError},
     source::{Source, scrape::Target},
 };
 
@@ -133,7 +133,18 @@ pub struct ServeArgs {
     /// Connections served at once; more wait to be accepted.
     #[arg(long, env = "ALERTING_HTTP_MAX_CONNECTIONS", default_value_t = 1000)]
     pub http_max_connections: usize,
-    /// Test hook: `after-outbox-write` exits right after a page is stored.
+    /// In a group on one PostgreSQL, how long the evaluator's lease lasts
+    /// unrenewed: a dead evaluator is replaced this long after its last
+    /// renewal (plus up to one interval). At least twice the interval.
+    #[arg(long, env = "ALERTING_LEASE_TTL", default_value = "15s")]
+    pub lease_ttl: String,
+    /// How long a process's claim on a page lasts: a sender that dies
+    /// mid-send leaves its page to another process after this. Longer
+    /// than a send's 10 s timeout.
+    #[arg(long, env = "ALERTING_CLAIM_TIMEOUT", default_value = "60s")]
+    pub claim_timeout: String,
+    /// Test hook: `after-outbox-write` exits right after a page is stored;
+    /// `after-claim` right after a page is claimed, before it is sent.
     #[arg(long, env = "ALERTING_FAILPOINT", hide = true)]
     pub failpoint: Option<String>,
 }
@@ -179,6 +190,7 @@ pub struct Server {
     /// while the service runs, so this is computed once.
     exprs: Vec<String>,
     interval: Duration,
+    lease_ttl: Duration,
     listener: tokio::net::TcpListener,
     limits: serving::Limits,
     retention: Retention,
@@ -260,7 +272,7 @@ impl Server {
             }
         };
         let channels = Channels {
-            slack: args.slack_webhook_url.as_ref().map(|url| Notifier::Slack(Slack::new(url, Duration::from_secs(10)))),
+            slack: args.slack_webhook_url.as_ref().map(|url| Notifier::Slack(Slack::new(url, SEND_TIMEOUT))),
             email: match &args.smtp_host {
                 Some(host) => Some(Notifier::Email(email::Email::new(email_config(&args, host)?).map_err(|e| StartError::Config(format!("email: {e}")))?)),
                 None => None,
@@ -279,6 +291,22 @@ impl Server {
             )));
         }
         let failpoint = args.failpoint.as_deref() == Some("after-outbox-write");
+        let lease_ttl = duration("ALERTING_LEASE_TTL", &args.lease_ttl)?;
+        if lease_ttl < interval * 2 {
+            return Err(StartError::Config(format!(
+                "ALERTING_LEASE_TTL ({} s) must be at least twice the evaluation interval ({} s): the evaluator renews its lease once per evaluation",
+                lease_ttl.as_secs_f64(),
+                interval.as_secs_f64()
+            )));
+        }
+        let claim_timeout = duration("ALERTING_CLAIM_TIMEOUT", &args.claim_timeout)?;
+        if claim_timeout <= SEND_TIMEOUT {
+            return Err(StartError::Config(format!(
+                "ALERTING_CLAIM_TIMEOUT ({} s) must be longer than a send's {} s timeout, or a slow send could be taken over and sent twice",
+                claim_timeout.as_secs_f64(),
+                SEND_TIMEOUT.as_secs()
+            )));
+        }
         let config = Config {
             runbook_base_url: args.runbook_base_url.clone().unwrap_or_else(|| set.runbook_base_url.clone()),
             dashboard_base_url: args.grafana_url.clone().unwrap_or_else(|| set.dashboard_base_url.clone()),
@@ -288,6 +316,8 @@ impl Server {
             retry_after_max,
             fallback,
             exit_after_outbox_write: failpoint,
+            exit_after_claim: args.failpoint.as_deref() == Some("after-claim"),
+            claim_timeout,
         };
         let days = |n: u32| (n > 0).then(|| Duration::from_secs(u64::from(n) * 86_400));
         let retention = Retention { incidents: days(args.retention_days), outbox: days(args.outbox_retention_days) };
@@ -295,7 +325,7 @@ impl Server {
         let service = Service::new(store, roster, set.rules.clone(), channels, config, Metrics::new());
         let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| StartError::Bind(args.listen, e))?;
         let state = Arc::new(AppState { service, engine: std::sync::Mutex::new(engine), wake: tokio::sync::Notify::new(), keys, silence_max, request_timeout });
-        Ok(Self { state, source, exprs, interval, listener, limits, retention, lanes: !failpoint })
+        Ok(Self { state, source, exprs, interval, lease_ttl, listener, limits, retention, lanes: !failpoint })
     }
 
     pub fn port(&self) -> u16 {
@@ -306,7 +336,7 @@ impl Server {
     /// then stops taking connections, lets requests in flight finish, stops
     /// the loops, and closes the store (which waits for sends in flight).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let Server { state, mut source, exprs, interval, listener, limits, retention, lanes } = self;
+        let Server { state, mut source, exprs, interval, lease_ttl, listener, limits, retention, lanes } = self;
         let source_kind = source.kind();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let evaluator = {
@@ -315,10 +345,18 @@ impl Server {
             tokio::spawn(async move {
                 let mut ticker = tokio::time::interval(interval);
                 ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut lease: Option<Fence> = None;
                 loop {
                     tokio::select! {
-                        _ = ticker.tick() => evaluate_once(&state, &mut source, &exprs).await,
+                        _ = ticker.tick() => tick(&state, &mut lease, lease_ttl, &mut source, &exprs).await,
                         _ = stop.changed() => break,
+                    }
+                }
+                // A clean stop hands evaluation over at once.
+                if let Some(fence) = lease {
+                    state.service.metrics.leader.set(0);
+                    if let Err(e) = state.service.store.release(&fence).await {
+                        tracing::warn!(error = %e, "releasing the evaluator lease");
                     }
                 }
             })
@@ -457,8 +495,94 @@ fn spawn_retention(state: &Shared, policy: Retention) {
     });
 }
 
-/// One evaluation: query, step the state machine, record, page.
-pub async fn evaluate_once(state: &AppState, source: &mut Source, exprs: &[String]) {
+/// The timeout of one send on any channel; claims must outlast it.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One tick of the evaluator loop. The process holding the lease evaluates
+/// and renews it (saving the engine's state); the others try to take it,
+/// and meanwhile mirror the evaluator's saved state, so `GET /v1/alerts`
+/// and the still-firing check answer the same on every instance.
+///
+/// Any failure to write or renew gives the lease up locally: the next tick
+/// takes it again (this process may, at once) from the last saved state, so
+/// transitions whose writes failed are made again rather than lost.
+async fn tick(state: &AppState, lease: &mut Option<Fence>, ttl: Duration, source: &mut Source, exprs: &[String]) {
+    let store = &state.service.store;
+    let metrics = &state.service.metrics;
+    if lease.is_none() {
+        match store.acquire(ttl, store.is_sqlite()).await {
+            Ok(Some(taken)) => {
+                if let (Some(saved), Ok(mut engine)) = (&taken.state, state.engine.lock()) {
+                    engine.restore(saved);
+                }
+                tracing::info!(epoch = taken.fence.epoch, instance = store.instance(), "this process now evaluates the rules");
+                metrics.leader.set(1);
+                metrics.leader_changes.inc();
+                *lease = Some(taken.fence);
+            }
+            Ok(None) => {
+                metrics.leader.set(0);
+                match store.evaluator().await {
+                    Ok(Some(current)) => {
+                        if let (Some(saved), Ok(mut engine)) = (&current.state, state.engine.lock()) {
+                            engine.restore(saved);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "reading the evaluator's state"),
+                }
+                publish_states(state);
+                return;
+            }
+            Err(e) => {
+                metrics.leader.set(0);
+                tracing::warn!(error = %e, "cannot reach the incident store to take the evaluator lease");
+                return;
+            }
+        }
+    }
+    let Some(fence) = lease.clone() else { return };
+    let outcome = match evaluate_once(state, source, exprs, Some(&fence)).await {
+        Ok(()) => {
+            let snapshot = state.engine.lock().map(|e| e.snapshot()).unwrap_or_default();
+            store.renew(&fence, ttl, &snapshot).await.map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    match outcome {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(epoch = fence.epoch, "the evaluator lease passed to another process; this one stops evaluating");
+            metrics.leader.set(0);
+            *lease = None;
+        }
+        Err(e) => {
+            tracing::warn!(epoch = fence.epoch, error = %e, "evaluation not recorded; giving the lease up to take it again from the last saved state");
+            metrics.leader.set(0);
+            *lease = None;
+        }
+    }
+}
+
+/// `alerting_rule_state` from the engine's current memory.
+fn publish_states(state: &AppState) {
+    let (statuses, rules) = match state.engine.lock() {
+        Ok(e) => (e.statuses(), e.rules().iter().map(|r| (r.id.clone(), e.without_data(&r.id))).collect::<Vec<_>>()),
+        Err(_) => return,
+    };
+    let metrics = &state.service.metrics;
+    for (id, without_data) in &rules {
+        let phase = statuses.iter().filter(|s| &s.key.rule_id == id).map(|s| s.phase).max().unwrap_or(Phase::Inactive);
+        let current = if *without_data { "no_data" } else { phase.as_str() };
+        for state_name in ["inactive", "pending", "firing", "no_data"] {
+            metrics.rule_state.with_label_values(&[id, state_name]).set(if state_name == current { 1.0 } else { 0.0 });
+        }
+    }
+}
+
+/// One evaluation: query, step the state machine, record, page. With a
+/// fence, every write holds only under that lease.
+pub async fn evaluate_once(state: &AppState, source: &mut Source, exprs: &[String], fence: Option<&Fence>) -> Result<(), ServiceError> {
     let started = std::time::Instant::now();
     let now = Utc::now().timestamp_millis();
     let refs: Vec<&str> = exprs.iter().map(String::as_str).collect();
@@ -475,33 +599,22 @@ pub async fn evaluate_once(state: &AppState, source: &mut Source, exprs: &[Strin
             Default::default()
         }
     };
-    let (transitions, statuses, rules) = match state.engine.lock() {
-        Ok(mut e) => {
-            let t = e.evaluate(&results, now);
-            let rules: Vec<(String, bool)> = e.rules().iter().map(|r| (r.id.clone(), e.without_data(&r.id))).collect();
-            (t, e.statuses(), rules)
-        }
-        Err(_) => return,
+    let transitions = match state.engine.lock() {
+        Ok(mut e) => e.evaluate(&results, now),
+        Err(_) => return Ok(()),
     };
     state.service.metrics.evaluation_seconds.with_label_values(&[source.kind()]).observe(started.elapsed().as_secs_f64());
     state.service.metrics.scrape_series_dropped.inc_by(source.take_dropped_series());
-    let metrics = &state.service.metrics;
-    for (id, without_data) in &rules {
-        let phase = statuses.iter().filter(|s| &s.key.rule_id == id).map(|s| s.phase).max().unwrap_or(Phase::Inactive);
-        let current = if *without_data { "no_data" } else { phase.as_str() };
-        for state_name in ["inactive", "pending", "firing", "no_data"] {
-            metrics.rule_state.with_label_values(&[id, state_name]).set(if state_name == current { 1.0 } else { 0.0 });
-        }
+    publish_states(state);
+    for t in &transitions {
+        tracing::info!(transition = ?t, "alert transition");
     }
-    if !transitions.is_empty() {
-        for t in &transitions {
-            tracing::info!(transition = ?t, "alert transition");
-        }
-    }
-    if let Err(e) = state.service.apply(transitions, now).await {
-        tracing::error!(error = %e, "recording incidents");
-    }
+    let applied = match fence {
+        Some(fence) => state.service.apply_fenced(fence, transitions, now).await,
+        None => state.service.apply(transitions, now).await,
+    };
     state.wake.notify_one();
+    applied.inspect_err(|e| tracing::error!(error = %e, "recording incidents"))
 }
 
 #[cfg(test)]

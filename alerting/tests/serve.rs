@@ -358,7 +358,7 @@ async fn the_retention_job_deletes_old_resolved_incidents_and_delivered_pages() 
         store.record(old, now - 200 * DAY, "note", Some("kim"), "old note", None).await.unwrap();
         store.enqueue(old, "old:page", "console", "[]", "{}", now - 200 * DAY).await.unwrap();
         let due = store.due(now, 10).await.unwrap();
-        store.delivered(due[0].id, 1, now - 200 * DAY).await.unwrap();
+        store.delivered(&due[0], now - 200 * DAY).await.unwrap();
         store.resolve(old, "alerting", now - 199 * DAY).await.unwrap();
         let recent = open("recent{}", now - 2 * DAY).await;
         store.resolve(recent, "alerting", now - DAY).await.unwrap();

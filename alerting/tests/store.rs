@@ -58,8 +58,8 @@ async fn lifecycle(backend: &str) {
     assert_eq!(store.due(6_000, 10).await.unwrap().len(), 1);
     let due = store.due(7_000, 10).await.unwrap();
     assert_eq!(due.iter().map(|r| r.channel.as_str()).collect::<Vec<_>>(), ["slack", "email"]);
-    store.retry_later(due[0].id, 1, 9_000, "429").await.unwrap();
-    store.delivered(due[1].id, 1, 7_500).await.unwrap();
+    store.retry_later(&due[0], 9_000, "429").await.unwrap();
+    store.delivered(&due[1], 7_500).await.unwrap();
     assert_eq!(store.next_due().await.unwrap(), Some(9_000));
     assert!(store.due(8_999, 10).await.unwrap().is_empty());
 
@@ -148,7 +148,7 @@ async fn retention(backend: &str) {
     store.enqueue(open.id, "open:page", "console", "[]", "{}", now - 300 * DAY).await.unwrap();
     // Every console page was delivered as soon as it was written.
     for row in store.due(now, 100).await.unwrap().into_iter().filter(|r| r.channel == "console") {
-        store.delivered(row.id, 1, row.created_at).await.unwrap();
+        store.delivered(&row, row.created_at).await.unwrap();
     }
     store.add_silence(&silence(now - 100 * DAY)).await.unwrap();
     store.add_silence(&silence(now + DAY)).await.unwrap();

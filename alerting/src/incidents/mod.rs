@@ -6,6 +6,7 @@
 //! process cannot open a duplicate. The outbox lives in [`outbox`], the
 //! deletion of old rows in [`retention`].
 
+mod lease;
 mod outbox;
 mod retention;
 
@@ -14,6 +15,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyPool, Row, any::AnyPoolOptions};
 
+pub use lease::{Fence, Lease};
 pub use outbox::Claim;
 pub use retention::{Purged, Retention};
 
@@ -38,6 +40,11 @@ pub enum IncidentError {
     InUse(String),
     #[error("cannot lock {0}: {1}")]
     Lock(String, std::io::Error),
+    /// A write made for an evaluator whose lease has passed to another
+    /// process (it was paused, or lost the database for longer than the
+    /// lease): nothing was written.
+    #[error("this process no longer holds the evaluator lease (epoch {0}); the write was refused")]
+    Fenced(i64),
 }
 
 pub type Result<T, E = IncidentError> = std::result::Result<T, E>;
@@ -146,8 +153,12 @@ pub struct OutboxRow {
     pub channel: String,
     pub recipients: String,
     pub page: String,
+    /// The number of the attempt this claim makes (counted when claimed,
+    /// so a page that kills its sender cannot be retried forever).
     pub attempts: i64,
     pub created_at: i64,
+    /// The claim's token: outcomes are written only under it.
+    pub claimed_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,6 +194,15 @@ impl Silence {
 pub struct Store {
     pool: AnyPool,
     life: Arc<Lifecycle>,
+    /// SQLite speaks a slightly different SQL (no `SKIP LOCKED`, another
+    /// clock function).
+    sqlite: bool,
+    /// This process among a group on one database: the lease holder and the
+    /// prefix of its outbox claims. Letters, digits and `-` only.
+    instance: Arc<str>,
+    /// Set on the evaluator's handle ([`Store::fenced`]): its writes that
+    /// open, change, page or resolve incidents hold only under this lease.
+    fence: Option<Fence>,
 }
 
 /// Closing is two-step so no page is sent whose outcome cannot be written:
@@ -196,6 +216,8 @@ struct Lifecycle {
     /// sent, so [`Store::next_due`] looks past them instead of saying "now"
     /// while one hangs.
     busy: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// Numbers this process's outbox claims.
+    claims: std::sync::atomic::AtomicU64,
     /// The lock on a SQLite file's `.lock` twin, held while the store is
     /// open (and released by [`Store::close`]): one process per file.
     file_lock: std::sync::Mutex<Option<std::fs::File>>,
@@ -306,9 +328,37 @@ impl Store {
             closing: tokio::sync::watch::Sender::new(false),
             sending: Arc::new(tokio::sync::RwLock::new(())),
             busy: Default::default(),
+            claims: Default::default(),
             file_lock: std::sync::Mutex::new(file_lock),
         };
-        Ok(Self { pool, life: Arc::new(life) })
+        let instance = format!("{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        Ok(Self { pool, life: Arc::new(life), sqlite, instance: instance.into(), fence: None })
+    }
+
+    /// This store, writing only while `fence`'s lease holds: the handle the
+    /// evaluator opens, pages and resolves incidents through.
+    pub fn fenced(&self, fence: Fence) -> Store {
+        Store { fence: Some(fence), ..self.clone() }
+    }
+
+    /// After a write that changed nothing: [`IncidentError::Fenced`] when it
+    /// was refused for a lost lease, else `Ok` (there was nothing to change).
+    async fn check_fence(&self) -> Result<()> {
+        let Some(fence) = &self.fence else { return Ok(()) };
+        let held = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT 1 AS held FROM evaluator WHERE {}", self.held(fence))))
+            .fetch_optional(&self.pool)
+            .await?;
+        if held.is_none() { Err(IncidentError::Fenced(fence.epoch)) } else { Ok(()) }
+    }
+
+    /// Whether this is an embedded (SQLite) store: one process only.
+    pub fn is_sqlite(&self) -> bool {
+        self.sqlite
+    }
+
+    /// This process's name in the group (lease holder, claim owner).
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
 
     /// Stops new outbox claims, waits for the sends in flight to record
@@ -341,8 +391,9 @@ impl Store {
         }
         let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO incidents (fingerprint, rule_id, alert, severity, summary, labels, value, threshold, op, state, started_at, plan_started_at, steps_paged)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'firing', $10, $11, 0)
-             ON CONFLICT DO NOTHING RETURNING {INCIDENT_COLUMNS}"
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, 'firing', $10, $11, 0 WHERE {}
+             ON CONFLICT DO NOTHING RETURNING {INCIDENT_COLUMNS}",
+            self.fence_sql()
         )))
         .bind(&new.fingerprint)
         .bind(&new.rule_id)
@@ -359,7 +410,13 @@ impl Store {
         .await?;
         match inserted {
             Some(row) => Ok((incident(&row)?, true)),
-            None => Ok((self.find_open(&new.fingerprint).await?.ok_or(IncidentError::NotFound(0))?, false)),
+            None => match self.find_open(&new.fingerprint).await? {
+                Some(open) => Ok((open, false)),
+                None => {
+                    self.check_fence().await?;
+                    Err(IncidentError::NotFound(0))
+                }
+            },
         }
     }
 
@@ -470,11 +527,12 @@ impl Store {
 
     /// A worse severity: the escalation plan starts over at step 0.
     pub async fn upgrade(&self, id: i64, severity: Severity, value: f64, threshold: f64, now: i64) -> Result<()> {
-        sqlx::query(
+        let done = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE incidents SET severity = $2, value = $3, threshold = $4, state = 'firing', acked_at = NULL, acked_by = NULL,
                  plan_started_at = $5, steps_paged = 0
-             WHERE id = $1 AND state <> 'resolved'",
-        )
+             WHERE id = $1 AND state <> 'resolved' AND {}",
+            self.fence_sql()
+        )))
         .bind(id)
         .bind(severity.as_str())
         .bind(finite(value))
@@ -482,12 +540,32 @@ impl Store {
         .bind(now)
         .execute(&self.pool)
         .await?;
+        if done.rows_affected() == 0 {
+            self.check_fence().await?;
+        }
         Ok(())
     }
 
-    pub async fn set_steps_paged(&self, id: i64, steps: i64) -> Result<()> {
-        sqlx::query("UPDATE incidents SET steps_paged = $2 WHERE id = $1").bind(id).bind(steps).execute(&self.pool).await?;
-        Ok(())
+    /// Claims the escalation steps `from..to` of `incident`'s current plan:
+    /// `true` for the one caller that moves `steps_paged` from `from` to
+    /// `to`; `false` when another did, or the incident was acknowledged,
+    /// upgraded (a new plan) or resolved meanwhile.
+    pub async fn claim_steps(&self, incident: &Incident, to: i64) -> Result<bool> {
+        let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE incidents SET steps_paged = $2 WHERE id = $1 AND steps_paged = $3 AND plan_started_at = $4 AND state = 'firing' AND {}",
+            self.fence_sql()
+        )))
+        .bind(incident.id)
+        .bind(to)
+        .bind(incident.steps_paged)
+        .bind(incident.plan_started_at)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            self.check_fence().await?;
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     pub async fn ack(&self, id: i64, who: impl Into<Who>, now: i64) -> Result<Incident> {
@@ -512,13 +590,17 @@ impl Store {
     /// Resolves; `Ok(None)` when it already was.
     pub async fn resolve(&self, id: i64, who: impl Into<Who>, now: i64) -> Result<Option<Incident>> {
         let who = who.into();
-        let done = sqlx::query("UPDATE incidents SET state = 'resolved', resolved_at = $2 WHERE id = $1 AND state <> 'resolved'")
-            .bind(id)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE incidents SET state = 'resolved', resolved_at = $2 WHERE id = $1 AND state <> 'resolved' AND {}",
+            self.fence_sql()
+        )))
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
         if done.rows_affected() == 0 {
             self.get(id).await?;
+            self.check_fence().await?;
             return Ok(None);
         }
         self.record_change(id, now, "resolved", &who, &format!("resolved by {}", who.by), None).await?;

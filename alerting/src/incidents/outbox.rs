@@ -1,6 +1,14 @@
 //! The durable page outbox: every page is written here before it is sent,
 //! and each channel's worker claims only its own channel's rows, so a slow
 //! channel never holds another's pages.
+//!
+//! A claim is a lease on rows. Claiming gives a row a token (`claimed_by`)
+//! and moves its `next_attempt_at` to the claim's deadline; rows claimed by
+//! one process are skipped by every other (`FOR UPDATE SKIP LOCKED` on
+//! PostgreSQL). A sender that dies mid-send leaves the row to come due again
+//! at the deadline, for any process to send. Before each send the sender
+//! renews its claim, and it writes the outcome only under its own token, so
+//! a sender paused past its deadline finds the row taken and sends nothing.
 
 use sqlx::Row;
 
@@ -28,7 +36,7 @@ impl Drop for Claim {
     }
 }
 
-const ROW_COLUMNS: &str = "id, incident_id, channel, recipients, page, attempts, created_at";
+const ROW_COLUMNS: &str = "id, incident_id, channel, recipients, page, attempts, created_at, claimed_by";
 
 fn row(r: &sqlx::any::AnyRow) -> Result<OutboxRow> {
     Ok(OutboxRow {
@@ -39,6 +47,7 @@ fn row(r: &sqlx::any::AnyRow) -> Result<OutboxRow> {
         page: r.try_get("page")?,
         attempts: r.try_get::<i64, _>("attempts")?,
         created_at: r.try_get("created_at")?,
+        claimed_by: r.try_get("claimed_by")?,
     })
 }
 
@@ -46,10 +55,11 @@ impl Store {
     /// Writes a page to the outbox; `false` when a page with this dedup
     /// key was already written.
     pub async fn enqueue(&self, incident_id: i64, dedup_key: &str, channel: &str, recipients: &str, page: &str, now: i64) -> Result<bool> {
-        let done = sqlx::query(
+        let done = sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO outbox (incident_id, dedup_key, channel, recipients, page, status, attempts, next_attempt_at, created_at)
-             VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6) ON CONFLICT (dedup_key) DO NOTHING",
-        )
+             SELECT $1, $2, $3, $4, $5, 'pending', 0, $6, $6 WHERE {} ON CONFLICT (dedup_key) DO NOTHING",
+            self.fence_sql()
+        )))
         .bind(incident_id)
         .bind(dedup_key)
         .bind(channel)
@@ -58,6 +68,9 @@ impl Store {
         .bind(now)
         .execute(&self.pool)
         .await?;
+        if done.rows_affected() == 0 {
+            self.check_fence().await?;
+        }
         Ok(done.rows_affected() == 1)
     }
 
@@ -73,9 +86,10 @@ impl Store {
         rows.iter().map(row).collect()
     }
 
-    /// Takes up to `limit` due rows of `channel`, oldest first; `None` once
-    /// the store is closing (the rows stay for the next start).
-    pub async fn claim(&self, channel: &str, now: i64, limit: i64) -> Result<Option<Claim>> {
+    /// Takes up to `limit` due rows of `channel` for `hold_ms`, oldest
+    /// first; `None` once the store is closing (the rows stay for the next
+    /// start, or another process).
+    pub async fn claim(&self, channel: &str, now: i64, limit: i64, hold_ms: i64) -> Result<Option<Claim>> {
         if self.is_closing() {
             return Ok(None);
         }
@@ -84,15 +98,23 @@ impl Store {
         if self.is_closing() {
             return Ok(None);
         }
+        let n = self.life.claims.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let token = format!("{}:{n}", self.instance);
+        let skip_locked = if self.sqlite { "" } else { "FOR UPDATE SKIP LOCKED" };
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {ROW_COLUMNS} FROM outbox WHERE status = 'pending' AND channel = $1 AND next_attempt_at <= $2 ORDER BY id LIMIT $3"
+            "UPDATE outbox SET claimed_by = $4, next_attempt_at = $5, attempts = attempts + 1
+             WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND channel = $1 AND next_attempt_at <= $2 ORDER BY id LIMIT $3 {skip_locked})
+             RETURNING {ROW_COLUMNS}"
         )))
         .bind(channel)
         .bind(now)
         .bind(limit)
+        .bind(&token)
+        .bind(now.saturating_add(hold_ms))
         .fetch_all(&self.pool)
         .await?;
-        let rows = rows.iter().map(row).collect::<Result<Vec<_>>>()?;
+        let mut rows = rows.iter().map(row).collect::<Result<Vec<_>>>()?;
+        rows.sort_by_key(|r| r.id);
         *self.life.busy.lock().unwrap_or_else(|p| p.into_inner()).entry(channel.to_owned()).or_default() += 1;
         Ok(Some(Claim { rows, channel: channel.to_owned(), store: self.clone(), _sending: sending }))
     }
@@ -126,20 +148,45 @@ impl Store {
         Ok(next)
     }
 
-    pub async fn delivered(&self, id: i64, attempts: i64, now: i64) -> Result<()> {
-        sqlx::query("UPDATE outbox SET status = 'delivered', attempts = $2, delivered_at = $3, last_error = NULL WHERE id = $1")
-            .bind(id)
-            .bind(attempts)
+    /// Right before sending `row`: extends its claim to `now + hold_ms`;
+    /// `false` when the claim was lost (its deadline passed and another
+    /// sender took the row, or it was sent): then it must not be sent.
+    pub async fn still_mine(&self, row: &OutboxRow, now: i64, hold_ms: i64) -> Result<bool> {
+        let done = sqlx::query("UPDATE outbox SET next_attempt_at = $3 WHERE id = $1 AND claimed_by = $2 AND status = 'pending'")
+            .bind(row.id)
+            .bind(row.claimed_by.as_deref())
+            .bind(now.saturating_add(hold_ms))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Gives a claimed row back unsent (the process is stopping), due now.
+    pub async fn unclaim(&self, row: &OutboxRow, now: i64) -> Result<()> {
+        sqlx::query("UPDATE outbox SET claimed_by = NULL, next_attempt_at = $3, attempts = attempts - 1 WHERE id = $1 AND claimed_by = $2 AND status = 'pending'")
+            .bind(row.id)
+            .bind(row.claimed_by.as_deref())
             .bind(now)
             .execute(&self.pool)
             .await?;
         Ok(())
     }
 
-    pub async fn retry_later(&self, id: i64, attempts: i64, at: i64, error: &str) -> Result<()> {
-        sqlx::query("UPDATE outbox SET attempts = $2, next_attempt_at = $3, last_error = $4 WHERE id = $1")
-            .bind(id)
-            .bind(attempts)
+    /// The row was sent; `false` when the claim had been lost meanwhile.
+    pub async fn delivered(&self, row: &OutboxRow, now: i64) -> Result<bool> {
+        let done = sqlx::query("UPDATE outbox SET status = 'delivered', delivered_at = $3, last_error = NULL WHERE id = $1 AND claimed_by IS NOT DISTINCT FROM $2")
+            .bind(row.id)
+            .bind(row.claimed_by.as_deref())
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn retry_later(&self, row: &OutboxRow, at: i64, error: &str) -> Result<()> {
+        sqlx::query("UPDATE outbox SET claimed_by = NULL, next_attempt_at = $3, last_error = $4 WHERE id = $1 AND claimed_by IS NOT DISTINCT FROM $2")
+            .bind(row.id)
+            .bind(row.claimed_by.as_deref())
             .bind(at)
             .bind(error)
             .execute(&self.pool)
@@ -147,10 +194,10 @@ impl Store {
         Ok(())
     }
 
-    pub async fn failed(&self, id: i64, attempts: i64, error: &str) -> Result<()> {
-        sqlx::query("UPDATE outbox SET status = 'failed', attempts = $2, last_error = $3 WHERE id = $1")
-            .bind(id)
-            .bind(attempts)
+    pub async fn failed(&self, row: &OutboxRow, error: &str) -> Result<()> {
+        sqlx::query("UPDATE outbox SET status = 'failed', last_error = $3 WHERE id = $1 AND claimed_by IS NOT DISTINCT FROM $2")
+            .bind(row.id)
+            .bind(row.claimed_by.as_deref())
             .bind(error)
             .execute(&self.pool)
             .await?;

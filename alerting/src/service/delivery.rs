@@ -94,12 +94,28 @@ impl Service {
     /// Returns how many were delivered.
     pub async fn deliver_channel(&self, channel: Channel, now: i64) -> Result<usize, ServiceError> {
         let _pass = self.lanes.get(channel).pass.lock().await;
-        let Some(claim) = self.store.claim(channel.as_str(), now, BATCH).await? else { return Ok(0) };
+        let hold = millis(self.config.claim_timeout);
+        let Some(claim) = self.store.claim(channel.as_str(), now, BATCH, hold).await? else { return Ok(0) };
         let mut delivered = 0;
-        for row in &claim.rows {
-            // Closing: leave the rest for the next start.
+        for (i, row) in claim.rows.iter().enumerate() {
+            // Closing: give the rest back, due now, for another process or
+            // the next start.
             if self.store.is_closing() {
+                for rest in &claim.rows[i..] {
+                    self.store.unclaim(rest, now).await?;
+                }
                 break;
+            }
+            // A claim held past its deadline (this process was paused, or
+            // the sends before took that long) may have passed to another
+            // sender: only a row still ours is sent.
+            if !self.store.still_mine(row, now, hold).await? {
+                self.metrics.pages.with_label_values(&[channel.as_str(), "claim_lost"]).inc();
+                continue;
+            }
+            if self.config.exit_after_claim {
+                eprintln!("failpoint after-claim: exiting before sending");
+                std::process::exit(87);
             }
             if self.deliver_row(channel, row, now).await? {
                 delivered += 1;
@@ -116,7 +132,7 @@ impl Service {
 
     /// One attempt at one row; `true` when it was delivered.
     async fn deliver_row(&self, channel: Channel, row: &OutboxRow, now: i64) -> Result<bool, ServiceError> {
-        let attempts = row.attempts + 1;
+        let attempts = row.attempts;
         let page: Option<Page> = serde_json::from_str(&row.page).ok();
         let recipients: Vec<Recipient> = serde_json::from_str(&row.recipients).unwrap_or_default();
         let result = match (self.channels.get(channel), &page) {
@@ -141,7 +157,12 @@ impl Service {
         let label = channel.as_str();
         match outcome {
             Outcome::Delivered => {
-                self.store.delivered(row.id, attempts, now).await?;
+                if !self.store.delivered(row, now).await? {
+                    // Sent, but the claim had passed to another sender,
+                    // which may send it too: the one duplicate this design
+                    // allows (a pause longer than the claim in mid-send).
+                    tracing::warn!(channel = label, incident = row.incident_id, "page sent after its claim was lost; it may arrive twice");
+                }
                 self.metrics.pages.with_label_values(&[label, "delivered"]).inc();
                 self.metrics.delivery_seconds.with_label_values(&[label]).observe(((now - row.created_at).max(0)) as f64 / 1000.0);
                 let names: Vec<&str> = recipients.iter().map(|r| r.name.as_str()).collect();
@@ -153,13 +174,13 @@ impl Service {
                 Ok(true)
             }
             Outcome::RetryAt(at, reason) => {
-                self.store.retry_later(row.id, attempts, at, &reason).await?;
+                self.store.retry_later(row, at, &reason).await?;
                 self.metrics.pages.with_label_values(&[label, "retry"]).inc();
                 tracing::warn!(channel = label, incident = row.incident_id, attempts, reason, "page delivery failed; retrying");
                 Ok(false)
             }
             Outcome::Failed(reason) => {
-                self.store.failed(row.id, attempts, &reason).await?;
+                self.store.failed(row, &reason).await?;
                 self.metrics.pages.with_label_values(&[label, "failed"]).inc();
                 tracing::error!(channel = label, incident = row.incident_id, attempts, reason, "page delivery failed; using the fallback channel");
                 let _ = self

@@ -20,7 +20,7 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use crate::{
     engine::{NO_DATA, Transition},
-    incidents::{self, Incident, IncidentError, NewIncident, Who},
+    incidents::{self, Fence, Incident, IncidentError, NewIncident, Who},
     metrics::Metrics,
     notify::{Channel, Notifier, Page, PageKind, Recipient},
     oncall::{self, Roster},
@@ -41,6 +41,12 @@ pub struct Config {
     /// Test hook: exit the process right after a page is committed to the
     /// outbox, before it is sent (`ALERTING_FAILPOINT=after-outbox-write`).
     pub exit_after_outbox_write: bool,
+    /// Test hook: exit right after claiming a page and renewing the claim,
+    /// in the instant before sending it (`ALERTING_FAILPOINT=after-claim`).
+    pub exit_after_claim: bool,
+    /// How long a sender's claim on a page lasts before another process may
+    /// send it: longer than any channel's send timeout.
+    pub claim_timeout: Duration,
 }
 
 impl Default for Config {
@@ -54,6 +60,8 @@ impl Default for Config {
             retry_after_max: Duration::from_secs(60),
             fallback: Channel::Console,
             exit_after_outbox_write: false,
+            exit_after_claim: false,
+            claim_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -115,12 +123,22 @@ impl Service {
     /// Opens, upgrades and resolves incidents for one evaluation's
     /// transitions, then pages whatever became due.
     pub async fn apply(&self, transitions: Vec<Transition>, now: i64) -> Result<(), ServiceError> {
+        self.apply_with(&self.store, transitions, now).await
+    }
+
+    /// [`Service::apply`] as the group's evaluator under `fence`: every
+    /// write is refused ([`IncidentError::Fenced`]) once the lease has
+    /// passed to another process.
+    pub async fn apply_fenced(&self, fence: &Fence, transitions: Vec<Transition>, now: i64) -> Result<(), ServiceError> {
+        self.apply_with(&self.store.fenced(fence.clone()), transitions, now).await
+    }
+
+    async fn apply_with(&self, store: &incidents::Store, transitions: Vec<Transition>, now: i64) -> Result<(), ServiceError> {
         for t in transitions {
             match t {
                 Transition::Fired { key, severity, value, threshold, op, since_ms, detail } => {
                     let Some(rule) = self.rules.get(&key.rule_id) else { continue };
-                    let (incident, created) = self
-                        .store
+                    let (incident, created) = store
                         .open(&NewIncident {
                             fingerprint: key.fingerprint(),
                             rule_id: rule.id.clone(),
@@ -144,29 +162,38 @@ impl Service {
                             op.promql(),
                             crate::notify::format_value(threshold, rule.unit)
                         );
-                        self.store.record(incident.id, now, "fired", None, &text, Some(&serde_json::json!({ "value": value, "threshold": threshold }))).await?;
+                        store.record(incident.id, now, "fired", None, &text, Some(&serde_json::json!({ "value": value, "threshold": threshold }))).await?;
                     }
                 }
                 Transition::Upgraded { key, severity, value, threshold, .. } => {
-                    if let Some(open) = self.store.find_open(&key.fingerprint()).await? {
-                        self.store.upgrade(open.id, severity, value, threshold, now).await?;
-                        self.store.record(open.id, now, "upgraded", None, &format!("severity raised to {severity}"), None).await?;
+                    if let Some(open) = store.find_open(&key.fingerprint()).await? {
+                        store.upgrade(open.id, severity, value, threshold, now).await?;
+                        store.record(open.id, now, "upgraded", None, &format!("severity raised to {severity}"), None).await?;
                     }
                 }
                 Transition::Resolved { key, value } => {
-                    if let Some(open) = self.store.find_open(&key.fingerprint()).await? {
-                        self.resolve_at(open.id, "alerting", now, Some(value)).await?;
+                    if let Some(open) = store.find_open(&key.fingerprint()).await? {
+                        self.resolve_at(store, open.id, "alerting", now, Some(value)).await?;
                     }
                 }
             }
         }
-        self.escalate(now).await
+        self.escalate_with(store, now).await
     }
 
     /// Pages every step of every unacknowledged incident's plan that is due.
     pub async fn escalate(&self, now: i64) -> Result<(), ServiceError> {
-        let open = self.store.unacked().await?;
-        self.metrics.incidents_open.set(self.store.count_open().await?);
+        self.escalate_with(&self.store, now).await
+    }
+
+    /// Each due step is written to the outbox (idempotent: its dedup key
+    /// names the incident, plan and step), then claimed by moving
+    /// `steps_paged` on; only the claim's winner records it on the
+    /// timeline. A crash between the two re-writes the same rows (no-ops)
+    /// and claims then; two evaluators at once write one set of rows.
+    async fn escalate_with(&self, store: &incidents::Store, now: i64) -> Result<(), ServiceError> {
+        let open = store.unacked().await?;
+        self.metrics.incidents_open.set(store.count_open().await?);
         for incident in open {
             let Some(rule) = self.rules.get(&incident.rule_id) else { continue };
             let plan = oncall::plan(&self.roster, incident.severity, &rule.owner);
@@ -175,18 +202,26 @@ impl Service {
                 continue;
             }
             if let Some(silence) = self.silenced_by(&incident, rule, now).await? {
-                self.store
-                    .record(incident.id, now, "silenced", None, &format!("page suppressed by {silence}"), None)
-                    .await?;
-                self.metrics.pages.with_label_values(&["console", "silenced"]).inc();
-                self.store.set_steps_paged(incident.id, due).await?;
+                if store.claim_steps(&incident, due).await? {
+                    store.record(incident.id, now, "silenced", None, &format!("page suppressed by {silence}"), None).await?;
+                    self.metrics.pages.with_label_values(&["console", "silenced"]).inc();
+                }
                 continue;
             }
+            let mut paged = Vec::new();
             for step in incident.steps_paged..due {
                 let kind = if step == 0 { PageKind::Firing } else { PageKind::Escalated { level: step as usize } };
-                self.page_step(&incident, rule, &plan[step as usize], step, kind, now).await?;
+                paged.push(self.page_step(store, &incident, rule, &plan[step as usize], step, kind, now).await?);
             }
-            self.store.set_steps_paged(incident.id, due).await?;
+            if store.claim_steps(&incident, due).await? {
+                for (kind, text, data) in paged {
+                    store.record(incident.id, now, kind, None, &text, Some(&data)).await?;
+                }
+            }
+            if self.config.exit_after_outbox_write {
+                eprintln!("failpoint after-outbox-write: exiting before sending");
+                std::process::exit(86);
+            }
         }
         Ok(())
     }
@@ -229,7 +264,19 @@ impl Service {
         }
     }
 
-    async fn page_step(&self, incident: &Incident, rule: &Rule, step: &oncall::Step, index: i64, kind: PageKind, now: i64) -> Result<(), ServiceError> {
+    /// Writes one step's pages to the outbox; returns its timeline event
+    /// (kind, text, data) for the caller to record once the step is claimed.
+    #[allow(clippy::too_many_arguments)]
+    async fn page_step(
+        &self,
+        store: &incidents::Store,
+        incident: &Incident,
+        rule: &Rule,
+        step: &oncall::Step,
+        index: i64,
+        kind: PageKind,
+        now: i64,
+    ) -> Result<(&'static str, String, serde_json::Value), ServiceError> {
         let targets = oncall::targets(&self.roster, step, utc(now));
         let recipients: Vec<Recipient> = targets
             .iter()
@@ -237,25 +284,18 @@ impl Service {
             .collect();
         let page = self.page_for(incident, rule, kind);
         let tag = format!("{}:{}:step{}", incident.id, incident.plan_started_at, index);
-        let channels = self.enqueue_everywhere(incident.id, &tag, &page, &recipients, now).await?;
+        let channels = self.enqueue_everywhere(store, incident.id, &tag, &page, &recipients, now).await?;
         let who: Vec<String> = recipients.iter().map(|r| r.name.clone()).collect();
         let text = if index == 0 {
             format!("paged {} via {}", who.join(", "), channels.join(", "))
         } else {
             format!("not acknowledged: escalated (level {index}) to {} via {}", who.join(", "), channels.join(", "))
         };
-        self.store
-            .record(incident.id, now, if index == 0 { "paged" } else { "escalated" }, None, &text, Some(&serde_json::json!({ "level": index, "recipients": who })))
-            .await?;
-        if self.config.exit_after_outbox_write {
-            eprintln!("failpoint after-outbox-write: exiting before sending");
-            std::process::exit(86);
-        }
-        Ok(())
+        Ok((if index == 0 { "paged" } else { "escalated" }, text, serde_json::json!({ "level": index, "recipients": who })))
     }
 
     /// Writes one outbox row per channel that can reach some recipient.
-    async fn enqueue_everywhere(&self, incident_id: i64, tag: &str, page: &Page, to: &[Recipient], now: i64) -> Result<Vec<&'static str>, ServiceError> {
+    async fn enqueue_everywhere(&self, store: &incidents::Store, incident_id: i64, tag: &str, page: &Page, to: &[Recipient], now: i64) -> Result<Vec<&'static str>, ServiceError> {
         let mut used = Vec::new();
         let page_json = serde_json::to_string(page).unwrap_or_default();
         for channel in [Channel::Slack, Channel::Email, Channel::Console] {
@@ -275,7 +315,7 @@ impl Service {
             }
             let recipients = serde_json::to_string(&reachable).unwrap_or_default();
             let key = format!("{tag}:{}", channel.as_str());
-            self.store.enqueue(incident_id, &key, channel.as_str(), &recipients, &page_json, now).await?;
+            store.enqueue(incident_id, &key, channel.as_str(), &recipients, &page_json, now).await?;
             self.ring(channel);
             used.push(channel.as_str());
         }
@@ -288,13 +328,13 @@ impl Service {
 
     /// Resolves and tells everyone who was paged.
     pub async fn resolve(&self, id: i64, who: impl Into<Who>, now: i64) -> Result<Incident, ServiceError> {
-        self.resolve_at(id, who, now, None).await
+        self.resolve_at(&self.store, id, who, now, None).await
     }
 
     /// [`Service::resolve`], with the rule's value when the engine saw it
     /// clear (on the resolved page).
-    async fn resolve_at(&self, id: i64, who: impl Into<Who>, now: i64, value: Option<f64>) -> Result<Incident, ServiceError> {
-        let Some(incident) = self.store.resolve(id, who, now).await? else {
+    async fn resolve_at(&self, store: &incidents::Store, id: i64, who: impl Into<Who>, now: i64, value: Option<f64>) -> Result<Incident, ServiceError> {
+        let Some(incident) = store.resolve(id, who, now).await? else {
             return Ok(self.store.get(id).await?);
         };
         let rule = self.rules.get(&incident.rule_id).cloned().unwrap_or_else(no_data_rule);
@@ -314,7 +354,7 @@ impl Service {
         }
         for (channel, recipients) in &by_channel {
             let key = format!("{id}:resolved:{channel}");
-            self.store.enqueue(id, &key, channel, &serde_json::to_string(recipients).unwrap_or_default(), &page_json, now).await?;
+            store.enqueue(id, &key, channel, &serde_json::to_string(recipients).unwrap_or_default(), &page_json, now).await?;
             if let Some(channel) = Channel::parse(channel) {
                 self.ring(channel);
             }
