@@ -198,3 +198,81 @@ async fn the_incident_lifecycle_on_sqlite() {
 async fn the_incident_lifecycle_on_postgres() {
     lifecycle("postgres").await;
 }
+
+/// Two processes on one database: the lease goes to one at a time, a
+/// holder whose lease passed on can write nothing, and two senders claim
+/// disjoint pages.
+#[tokio::test]
+async fn the_lease_fences_a_stale_evaluator_and_claims_split_the_outbox_on_postgres() {
+    let db = testkit::Database::create("alerting_store").await;
+    let (one, two) = (Store::connect(&db.url).await.unwrap(), Store::connect(&db.url).await.unwrap());
+    let ttl = Duration::from_millis(300);
+    let first = one.acquire(ttl, false).await.unwrap().expect("a free lease is taken");
+    assert!(two.acquire(ttl, false).await.unwrap().is_none(), "a held lease is not");
+    let stale = one.fenced(first.fence.clone());
+    let (held, created) = stale.open(&new_incident("a{}", 1_000)).await.unwrap();
+    assert!(created, "a write under a live lease is made");
+    assert!(one.renew(&first.fence, ttl, "{}").await.unwrap());
+
+    // The holder stalls past its lease; the other takes over.
+    let mut second = None;
+    while second.is_none() {
+        second = two.acquire(ttl, false).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = second.unwrap();
+    assert_eq!((second.fence.epoch, second.state.as_deref()), (first.fence.epoch + 1, Some("{}")), "the saved state is handed over");
+    let fenced = |r: Result<_, IncidentError>| matches!(r, Err(IncidentError::Fenced(e)) if e == first.fence.epoch);
+    assert!(fenced(stale.open(&new_incident("b{}", 2_000)).await.map(|_| ())));
+    assert!(fenced(stale.enqueue(held.id, "k", "slack", "[]", "{}", 2_000).await.map(|_| ())));
+    assert!(fenced(stale.claim_steps(&held, 1).await.map(|_| ())));
+    assert!(fenced(stale.upgrade(held.id, Severity::Critical, 1.0, 0.5, 2_000).await));
+    assert!(fenced(stale.resolve(held.id, "alerting", 2_000).await.map(|_| ())));
+    assert!(!one.renew(&first.fence, ttl, "stale").await.unwrap(), "nor can it renew");
+    let now = one.get(held.id).await.unwrap();
+    assert_eq!((now.state, now.severity, now.steps_paged), (State::Firing, Severity::Warning, 0), "nothing was written");
+    assert!(one.due(i64::MAX, 10).await.unwrap().is_empty());
+    assert!(one.find_open("b{}").await.unwrap().is_none());
+    // The new holder writes; a clean stop hands the lease straight back.
+    assert!(two.fenced(second.fence.clone()).claim_steps(&held, 1).await.unwrap());
+    assert!(!two.fenced(second.fence.clone()).claim_steps(&held, 1).await.unwrap(), "a step is claimed once");
+    two.release(&second.fence).await.unwrap();
+    assert_eq!(one.acquire(Duration::from_secs(30), false).await.unwrap().map(|l| l.fence.epoch), Some(second.fence.epoch + 1));
+
+    // Two senders claim disjoint rows; a claim that lapsed passes on, and
+    // its first holder may then neither send nor record.
+    for i in 0..10 {
+        one.enqueue(held.id, &format!("page{i}"), "slack", "[]", "{}", 10_000).await.unwrap();
+    }
+    let (a, b) = tokio::join!(one.claim("slack", 10_000, 6, 1_000), two.claim("slack", 10_000, 10, 1_000));
+    let (a, b) = (a.unwrap().unwrap(), b.unwrap().unwrap());
+    let mut ids: Vec<i64> = a.rows.iter().chain(&b.rows).map(|r| r.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!((ids.len(), a.rows.len() + b.rows.len()), (10, 10), "every row claimed once");
+    let row = a.rows.first().or(b.rows.first()).unwrap().clone();
+    let (owner, thief) = if a.rows.iter().any(|r| r.id == row.id) { (&one, &two) } else { (&two, &one) };
+    assert!(thief.claim("slack", 10_500, 10, 1_000).await.unwrap().unwrap().rows.is_empty(), "claimed rows are not due");
+    let taken = thief.claim("slack", 11_000, 10, 1_000).await.unwrap().unwrap();
+    assert_eq!(taken.rows.len(), 10, "lapsed claims are due again");
+    assert!(taken.rows.iter().all(|r| r.attempts == 2), "each claim counts an attempt");
+    assert!(!owner.still_mine(&row, 11_000, 1_000).await.unwrap());
+    assert!(!owner.delivered(&row, 11_000).await.unwrap());
+    let mine = taken.rows.iter().find(|r| r.id == row.id).unwrap();
+    assert!(thief.still_mine(mine, 11_000, 1_000).await.unwrap());
+    assert!(thief.delivered(mine, 11_100).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_single_sqlite_process_takes_its_lease_at_once_and_fences_its_old_epochs() {
+    let (store, _cleanup) = store("sqlite").await;
+    let ttl = Duration::from_secs(30);
+    let first = store.acquire(ttl, true).await.unwrap().unwrap();
+    // After a crash the file lock, not the lease, says who may evaluate.
+    let second = store.acquire(ttl, true).await.unwrap().unwrap();
+    assert_eq!(second.fence.epoch, first.fence.epoch + 1);
+    assert!(store.fenced(second.fence.clone()).open(&new_incident("a{}", 1_000)).await.unwrap().1);
+    assert!(matches!(store.fenced(first.fence.clone()).open(&new_incident("b{}", 1_000)).await, Err(IncidentError::Fenced(_))));
+    assert!(store.renew(&second.fence, ttl, "{\"alerts\":[]}").await.unwrap());
+    assert_eq!(store.evaluator().await.unwrap().and_then(|e| e.state).as_deref(), Some("{\"alerts\":[]}"));
+}

@@ -12,6 +12,9 @@ use std::{
 
 use sqlx::Connection;
 
+mod pg;
+pub use pg::PgCluster;
+
 /// The PostgreSQL tests create their databases on
 /// (`TEST_DATABASE_URL`, default the local server's `postgres` database).
 pub fn postgres_base() -> String {

@@ -15,7 +15,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyPool, Row, any::AnyPoolOptions};
 
-pub use lease::{Fence, Lease};
+pub use lease::{Evaluator, Fence, Lease};
 pub use outbox::Claim;
 pub use retention::{Purged, Retention};
 

@@ -38,6 +38,7 @@ rules:
 /// A `/metrics` endpoint with one gauge the test sets.
 pub struct Gauge {
     value: Arc<AtomicU64>,
+    scrapes: Arc<AtomicU64>,
     pub url: String,
     server: tokio::task::JoinHandle<()>,
 }
@@ -54,9 +55,12 @@ impl Gauge {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/metrics", listener.local_addr().unwrap());
         let read = cell.clone();
+        let scrapes = Arc::new(AtomicU64::new(0));
+        let counted = scrapes.clone();
         let app = axum::Router::new().route(
             "/metrics",
             axum::routing::get(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
                 let v = read.load(Ordering::SeqCst);
                 async move { format!("# TYPE queue_depth gauge\nqueue_depth {v}\n") }
             }),
@@ -64,11 +68,16 @@ impl Gauge {
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self { value: cell, url, server }
+        Self { value: cell, scrapes, url, server }
     }
 
     pub fn set(&self, value: u64) {
         self.value.store(value, Ordering::SeqCst);
+    }
+
+    /// How many times it was scraped.
+    pub fn scrapes(&self) -> u64 {
+        self.scrapes.load(Ordering::SeqCst)
     }
 }
 
@@ -220,6 +229,27 @@ impl Alerting {
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, `KILL`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill").arg(format!("-{signal}")).arg(self.pid().to_string()).status().unwrap();
+        assert!(sent.success(), "kill -{signal}");
+    }
+
+    /// Its exit status, once it has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.0.try_wait().ok().flatten()
+    }
+
+    /// Whether it now evaluates the rules (holds the group's lease); `false`
+    /// when it does not answer.
+    pub async fn is_leader(&self) -> bool {
+        self.metric("alerting_leader").await == Some(1.0)
     }
 
     /// A counter or gauge from its own `/metrics`, by its exact series text.
