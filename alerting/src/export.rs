@@ -66,13 +66,40 @@ pub fn prometheus_rules(set: &RuleSet) -> String {
         }
     }
     let file = RuleFile {
-        groups: vec![RuleGroup {
-            name: "booking".to_string(),
-            interval: format_duration(set.evaluation_interval),
-            rules,
-        }],
+        groups: vec![
+            RuleGroup { name: "booking".to_string(), interval: format_duration(set.evaluation_interval), rules },
+            RuleGroup { name: "alerting".to_string(), interval: format_duration(set.evaluation_interval), rules: vec![no_evaluator(set)] },
+        ],
     };
     serde_norway::to_string(&file).expect("a rule file always serializes")
+}
+
+/// The one page the pager cannot send about itself: no process of the
+/// alerting group evaluates (all down, or none can reach the incident
+/// store). Prometheus and Alertmanager watch for it from outside.
+fn no_evaluator(set: &RuleSet) -> AlertingRule {
+    let mut rule = crate::service::no_data_rule();
+    rule.id = "alerting-no-evaluator".into();
+    rule.runbook = rule.id.clone();
+    rule.dashboard = Some("/d/booking-alerts".into());
+    let mut annotations = BTreeMap::new();
+    annotations.insert("summary".to_string(), "No alerting process is evaluating the rules: nobody will be paged".to_string());
+    annotations.insert(
+        "description".to_string(),
+        "sum(alerting_leader) has been below 1 for 1m: every alerting process is down, or none can reach the incident store to take the evaluator lease.".to_string(),
+    );
+    annotations.insert("runbook_url".to_string(), set.runbook_url(&rule));
+    if let Some(url) = set.dashboard_url(&rule) {
+        annotations.insert("dashboard".to_string(), url);
+    }
+    AlertingRule {
+        alert: "AlertingNoEvaluator".into(),
+        // `or vector(0)`: with every process down there is no series to sum.
+        expr: "(sum(alerting_leader) or vector(0)) < 1".into(),
+        for_: "1m".into(),
+        labels: [("severity", "critical"), ("owner", "infra"), ("rule_id", "alerting-no-evaluator")].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        annotations,
+    }
 }
 
 /// `(expr) > threshold and (expr) > threshold`: every condition must hold.
@@ -449,7 +476,8 @@ mod tests {
     fn alerts(yaml: &str) -> Vec<Value> {
         let file: Value = serde_norway::from_str(yaml).unwrap();
         let groups = file["groups"].as_sequence().unwrap();
-        assert_eq!(groups.len(), 1);
+        assert_eq!(groups.len(), 2, "the booking rules and the pager's own");
+        assert_eq!(groups[1]["rules"][0]["alert"], "AlertingNoEvaluator");
         groups[0]["rules"].as_sequence().unwrap().clone()
     }
 

@@ -9,6 +9,7 @@ use crate::book::{self, BookError, Runbook};
 /// Every runbook, compiled in. The coverage test checks this list against
 /// the `*.md` files beside it, so a new runbook cannot be left out.
 pub const EMBEDDED: &[(&str, &str)] = &[
+    ("alerting-no-evaluator", include_str!("../alerting-no-evaluator.md")),
     ("cpu-high", include_str!("../cpu-high.md")),
     ("db-pool-saturation", include_str!("../db-pool-saturation.md")),
     ("error-budget-burn", include_str!("../error-budget-burn.md")),
