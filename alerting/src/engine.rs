@@ -320,7 +320,7 @@ impl Engine {
                         let clear = if lowest.clear.is_empty() {
                             !all_hold(&lowest.fire, &key.labels, &at)
                         } else {
-                            all_hold(&lowest.clear, &key.labels, &at)
+                            all_clear(&lowest.clear, &key.labels, &at)
                         };
                         let any_fire = state.pending_since.iter().any(Option::is_some);
                         if clear && !any_fire {
@@ -328,7 +328,11 @@ impl Engine {
                             if now_ms - since >= lowest.clear_for.as_millis() as i64 {
                                 state.firing = None;
                                 state.clear_since = None;
-                                out.push(Transition::Resolved { key: key.clone(), value: state.value });
+                                // The value it resolved at is the clear
+                                // condition's (the short window), not the
+                                // long window still full of the fault.
+                                let value = lowest.clear.first().and_then(|c| at(&c.expr).lookup(&key.labels)).unwrap_or(state.value);
+                                out.push(Transition::Resolved { key: key.clone(), value });
                             }
                         } else {
                             state.clear_since = None;
@@ -411,6 +415,13 @@ impl<'a> Indexed<'a> {
     fn lookup(&self, labels: &Labels) -> Option<f64> {
         self.only.or_else(|| self.by_labels.get(labels).copied())
     }
+}
+
+/// Whether every clear condition holds. A NaN counts as clear (a ratio over
+/// a quiet minute: no requests, so none failing), while a missing series
+/// does not (a vanished alert stays firing rather than looking resolved).
+fn all_clear<'a>(conditions: &[Condition], labels: &Labels, at: &impl Fn(&str) -> &'a Indexed<'a>) -> bool {
+    !conditions.is_empty() && conditions.iter().all(|c| at(&c.expr).lookup(labels).is_some_and(|v| v.is_nan() || c.op.holds(v, c.threshold)))
 }
 
 fn all_hold<'a>(conditions: &[Condition], labels: &Labels, at: &impl Fn(&str) -> &'a Indexed<'a>) -> bool {

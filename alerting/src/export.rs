@@ -524,7 +524,7 @@ mod tests {
         assert_eq!(
             describe(rule.unit, &rule.levels[1]),
             "Value {{ $value | humanizePercentage }}: fires above 1 % held for 2m; \
-             clears below 0.8 % held for 5m (alerting engine only)."
+             clears below 0.8 % held for 2m (alerting engine only)."
         );
     }
 

@@ -8,10 +8,13 @@
 //! `by (..)`/`without (..)`; `+ - * /` between vectors (one-to-one on equal
 //! label sets) or with scalars; numbers and parentheses.
 //!
-//! Differences from Prometheus, on purpose: `rate` is the reset-aware
-//! increase between the first and last samples in the window divided by
-//! their distance, without Prometheus's extrapolation to the window edges.
-//! For alerting on windows many scrapes long the two agree closely.
+//! `rate` and `increase` extrapolate as Prometheus does: the reset-aware
+//! increase between the first and last samples in the window, extended to
+//! the window's edges only where a sample is near them (else by half an
+//! interval, and never below zero), over the window's length. So a series
+//! younger than the window (every series just after a start, or an error
+//! series born with the fault) weighs what Prometheus weighs it, and the
+//! exported rules page on the same data.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -591,6 +594,8 @@ pub trait SeriesSource {
     /// `range`, oldest first (borrowed: evaluation allocates per result,
     /// not per point).
     fn range(&self, selector: &Selector, range: Duration, f: &mut PointVisitor<'_>);
+    /// The instant being evaluated (Unix ms): the end of every range.
+    fn now_ms(&self) -> i64;
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -612,12 +617,42 @@ impl Value {
 #[error("{0}")]
 pub struct EvalError(pub String);
 
+/// Prometheus's `extrapolatedRate` for a counter: the increase `delta`
+/// between the `first` and `last` of `n` samples, extended toward the edges
+/// of the window ending at `end_ms`. An edge within 1.1 average intervals of
+/// a sample is reached; a farther one (the series began, or stopped, inside
+/// the window) only by half an interval; and never back past the point
+/// where the counter would have been zero.
+fn extrapolated(delta: f64, first: (i64, f64), last: (i64, f64), n: usize, end_ms: i64, range: Duration) -> f64 {
+    let range_s = range.as_secs_f64();
+    let sampled = (last.0 - first.0) as f64 / 1000.0;
+    let mut to_start = (first.0 - (end_ms - range.as_millis() as i64)) as f64 / 1000.0;
+    let mut to_end = (end_ms - last.0) as f64 / 1000.0;
+    let average = sampled / (n - 1) as f64;
+    let threshold = average * 1.1;
+    if to_start >= threshold {
+        to_start = average / 2.0;
+    }
+    if delta > 0.0 && first.1 >= 0.0 {
+        let to_zero = sampled * (first.1 / delta);
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    if to_end >= threshold {
+        to_end = average / 2.0;
+    }
+    let covered = (sampled + to_start.max(0.0) + to_end.max(0.0)).min(range_s.max(sampled));
+    delta * covered / sampled
+}
+
 pub fn eval(expr: &Expr, source: &dyn SeriesSource) -> Result<Value, EvalError> {
     Ok(match expr {
         Expr::Number(n) => Value::Scalar(*n),
         Expr::Vector(sel) => Value::Vector(source.instant(sel)),
         Expr::Rate { selector, range, increase } => {
             let mut out = Vec::new();
+            let end = source.now_ms();
             source.range(selector, *range, &mut |labels, points| {
                 let Some(first) = points.next() else { return };
                 let (mut last, mut delta, mut n) = (first, 0.0, 1);
@@ -631,12 +666,8 @@ pub fn eval(expr: &Expr, source: &dyn SeriesSource) -> Result<Value, EvalError> 
                 if n < 2 || last.0 <= first.0 {
                     return;
                 }
-                let value = if *increase {
-                    // Scale to the whole window, as Prometheus does.
-                    delta * range.as_secs_f64() * 1000.0 / (last.0 - first.0) as f64
-                } else {
-                    delta * 1000.0 / (last.0 - first.0) as f64
-                };
+                let value = extrapolated(delta, first, last, n, end, *range);
+                let value = if *increase { value } else { value / range.as_secs_f64() };
                 out.push(Sample { labels: without_name(labels.clone()), value });
             });
             Value::Vector(out)
@@ -807,6 +838,10 @@ mod tests {
                 f(l, &mut p.iter().copied());
             }
         }
+
+        fn now_ms(&self) -> i64 {
+            self.0.iter().filter_map(|(_, _, p)| p.last().map(|x| x.0)).max().unwrap_or_default()
+        }
     }
 
     fn value(expr: &str, source: &Fixed) -> Vec<Sample> {
@@ -821,7 +856,23 @@ mod tests {
         ]);
         let v = value(r#"sum(rate(req{status=~"5.."}[1m])) / sum(rate(req[1m]))"#, &s);
         assert_eq!(v.len(), 1);
-        assert!((v[0].value - 10.0 / 100.0).abs() < 1e-9, "{v:?}");
+        // As Prometheus extrapolates: the 503 counter back half an interval
+        // (5 s, where it would have been 0), the 200 one not at all (it
+        // starts at 0): 15 of 105.
+        assert!((v[0].value - 15.0 / 105.0).abs() < 1e-9, "{v:?}");
+    }
+
+    #[test]
+    fn a_series_younger_than_the_window_is_not_stretched_over_it() {
+        // Two minutes of a steady 1/s counter in a 1h window: Prometheus
+        // extrapolates half an interval past each end, not to the window's
+        // start, and divides by the window.
+        let points: Vec<(i64, f64)> = (0..=24).map(|i| (i * 5_000, 1000.0 + i as f64 * 5.0)).collect();
+        let s = Fixed(vec![("c".into(), Labels::new(), points)]);
+        let v = value("rate(c[1h])", &s);
+        assert!((v[0].value - 122.5 / 3600.0).abs() < 1e-9, "{v:?}");
+        let v = value("increase(c[1h])", &s);
+        assert!((v[0].value - 122.5).abs() < 1e-9, "{v:?}");
     }
 
     #[test]

@@ -222,6 +222,8 @@ async fn the_lease_fences_a_stale_evaluator_and_claims_split_the_outbox_on_postg
     }
     let second = second.unwrap();
     assert_eq!((second.fence.epoch, second.state.as_deref()), (first.fence.epoch + 1, Some("{}")), "the saved state is handed over");
+    // (A long lease from here on, so the new holder's writes cannot lapse mid-test.)
+    assert!(two.renew(&second.fence, Duration::from_secs(30), "{}").await.unwrap());
     let fenced = |r: Result<_, IncidentError>| matches!(r, Err(IncidentError::Fenced(e)) if e == first.fence.epoch);
     assert!(fenced(stale.open(&new_incident("b{}", 2_000)).await.map(|_| ())));
     assert!(fenced(stale.enqueue(held.id, "k", "slack", "[]", "{}", 2_000).await.map(|_| ())));

@@ -23,9 +23,11 @@ pub struct BurnWindow {
     /// Fire when the error ratio over both windows exceeds `factor` × budget.
     pub factor: f64,
     pub for_: Duration,
-    /// Resolve when the short-window burn rate is below `clear_factor`: the
-    /// long window would keep the alert up for an hour after a fix.
+    /// Resolve when the burn rate over `clear_window` is below
+    /// `clear_factor`: the long window would keep the alert up for an hour
+    /// after a fix, and even the short one for its whole length.
     pub clear_factor: f64,
+    pub clear_window: Duration,
     pub clear_for: Duration,
 }
 
@@ -36,14 +38,16 @@ const DAY: u64 = 24 * HOUR;
 /// Page: 2 % of a 30-day budget in one hour.
 ///
 /// The short window already rides out a single bad scrape, so `for` is short:
-/// 2m, the same as the error-rate page.
+/// 2m, the same as the error-rate page. It resolves on the last minute's burn
+/// rate held below 10× for 2m: about three minutes after a fix.
 pub const PAGE_FAST: BurnWindow = BurnWindow {
     long: Duration::from_secs(HOUR),
     short: Duration::from_secs(5 * MINUTE),
     factor: 14.4,
     for_: Duration::from_secs(2 * MINUTE),
     clear_factor: 10.0,
-    clear_for: Duration::from_secs(5 * MINUTE),
+    clear_window: Duration::from_secs(MINUTE),
+    clear_for: Duration::from_secs(2 * MINUTE),
 };
 
 /// Page: 5 % of a 30-day budget in six hours.
@@ -53,7 +57,8 @@ pub const PAGE_SLOW: BurnWindow = BurnWindow {
     factor: 6.0,
     for_: Duration::from_secs(5 * MINUTE),
     clear_factor: 4.0,
-    clear_for: Duration::from_secs(10 * MINUTE),
+    clear_window: Duration::from_secs(5 * MINUTE),
+    clear_for: Duration::from_secs(5 * MINUTE),
 };
 
 /// Ticket: the budget runs out before the period ends (10 % in three days).
@@ -63,6 +68,7 @@ pub const TICKET: BurnWindow = BurnWindow {
     factor: 1.0,
     for_: Duration::from_secs(30 * MINUTE),
     clear_factor: 0.75,
+    clear_window: Duration::from_secs(6 * HOUR),
     clear_for: Duration::from_secs(30 * MINUTE),
 };
 
@@ -109,7 +115,7 @@ pub fn level(severity: Severity, window: &BurnWindow, slo: f64, min_requests: f6
         ],
         for_: window.for_,
         clear: vec![Condition {
-            expr: sli::error_ratio(window.short),
+            expr: sli::error_ratio(window.clear_window),
             op: Op::Below,
             threshold: ratio_threshold(window.clear_factor, slo),
         }],
@@ -156,7 +162,7 @@ mod tests {
     }
 
     #[test]
-    fn a_level_needs_both_windows_and_enough_traffic_and_clears_on_the_short_window() {
+    fn a_level_needs_both_windows_and_enough_traffic_and_clears_on_its_clear_window() {
         let level = level(Severity::Critical, &PAGE_FAST, 0.999, 100.0);
         assert_eq!(level.fire.len(), 3);
         assert!(level.fire[0].expr.contains("[1h]"));
@@ -165,7 +171,7 @@ mod tests {
         assert!(level.fire[2].expr.starts_with("(sum(increase(http_server_requests_total[1h]))"));
         assert_eq!(level.fire[2].threshold, 100.0);
         assert_eq!(level.clear.len(), 1);
-        assert!(level.clear[0].expr.contains("[5m]"));
+        assert!(level.clear[0].expr.contains("[1m]"));
         assert_eq!((level.clear[0].op, level.clear[0].threshold), (Op::Below, 0.01));
     }
 

@@ -136,6 +136,7 @@ pub fn parse(text: &str, origin: &str) -> Result<RuleSet, RulesError> {
         no_data_severity: spec.defaults.no_data_severity.unwrap_or(Severity::Warning),
         clear_for: spec.defaults.clear_for.map_or(DEFAULT_CLEAR_FOR, |d| d.0),
         window: spec.defaults.window.map_or(DEFAULT_WINDOW, |d| d.0),
+        short_window: spec.defaults.short_window.map_or(DEFAULT_SHORT_WINDOW, |d| d.0),
         dashboard: spec.defaults.dashboard,
     };
     if let Some(path) = &defaults.dashboard {
@@ -194,8 +195,9 @@ pub fn parse(text: &str, origin: &str) -> Result<RuleSet, RulesError> {
 }
 
 const DEFAULT_NO_DATA_FOR: Duration = Duration::from_secs(120);
-const DEFAULT_CLEAR_FOR: Duration = Duration::from_secs(300);
+const DEFAULT_CLEAR_FOR: Duration = Duration::from_secs(120);
 const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
+const DEFAULT_SHORT_WINDOW: Duration = Duration::from_secs(60);
 const DEFAULT_EVALUATION_INTERVAL: Duration = Duration::from_secs(15);
 const DEFAULT_RUNBOOK_BASE_URL: &str = "https://github.com/example/booking/blob/main/runbooks";
 const DEFAULT_DASHBOARD_BASE_URL: &str = "http://127.0.0.1:3000";
@@ -220,6 +222,7 @@ struct DefaultsSpec {
     no_data_severity: Option<Severity>,
     clear_for: Option<Dur>,
     window: Option<Dur>,
+    short_window: Option<Dur>,
     dashboard: Option<String>,
 }
 
@@ -263,6 +266,8 @@ struct RuleSpec {
     sli: Option<Sli>,
     window: Option<Dur>,
     min_requests: Option<f64>,
+    // sli and promql: the window paired with every range of the expression
+    short_window: Option<Dur>,
     // promql
     expr: Option<String>,
     and: Option<Vec<ConditionSpec>>,
@@ -308,6 +313,7 @@ struct BurnSpec {
     #[serde(rename = "for")]
     for_: Option<Dur>,
     clear_factor: Option<f64>,
+    clear_window: Option<Dur>,
     clear_for: Option<Dur>,
 }
 
@@ -363,6 +369,7 @@ struct Defaults {
     no_data_severity: Severity,
     clear_for: Duration,
     window: Duration,
+    short_window: Duration,
     dashboard: Option<String>,
 }
 
@@ -427,6 +434,7 @@ fn check_fields(spec: &RuleSpec, kind: Kind) -> Result<(), String> {
         ("sli", spec.sli.is_some(), &[Kind::Sli, Kind::BurnRate]),
         ("window", spec.window.is_some(), &[Kind::Sli]),
         ("min_requests", spec.min_requests.is_some(), &[Kind::Sli, Kind::BurnRate]),
+        ("short_window", spec.short_window.is_some(), &[Kind::Sli, Kind::Promql]),
         ("expr", spec.expr.is_some(), &[Kind::Promql]),
         ("and", spec.and.is_some(), &[Kind::Sli, Kind::Promql]),
         ("warning", spec.warning.is_some(), &[Kind::Sli, Kind::Promql]),
@@ -460,6 +468,9 @@ fn build_threshold(
                 .ok_or("missing `sli` (error_rate, p95_latency, db_pool_saturation, redis_memory, cpu or memory)")?;
             if spec.window.is_some() && !sli.uses_window() {
                 return Err(format!("`window` does not apply to `{}` (it reads gauges)", sli.as_str()));
+            }
+            if spec.short_window.is_some() && !sli.uses_window() {
+                return Err(format!("`short_window` does not apply to `{}` (it reads gauges)", sli.as_str()));
             }
             let window = spec.window.map_or(defaults.window, |d| d.0);
             if window.is_zero() {
@@ -499,7 +510,9 @@ fn build_threshold(
         guards.push(Condition { expr: condition.expr.trim().to_string(), op, threshold });
     }
 
-    let context = Levels { expr: expr.as_deref(), unit, guards: &guards, clear_for: defaults.clear_for, kind };
+    let short = spec.short_window.map_or(defaults.short_window, |d| d.0);
+    let explicit_short = spec.short_window.is_some();
+    let context = Levels { expr: expr.as_deref(), unit, guards: &guards, clear_for: defaults.clear_for, kind, short, explicit_short };
     let mut levels = Vec::new();
     for (severity, level) in [(Severity::Warning, spec.warning), (Severity::Critical, spec.critical)] {
         if let Some(level) = level {
@@ -529,6 +542,10 @@ struct Levels<'a> {
     guards: &'a [Condition],
     clear_for: Duration,
     kind: Kind,
+    /// Paired with every longer range of the expression (0: none).
+    short: Duration,
+    /// Whether the rule asked for `short_window` itself (then it must apply).
+    explicit_short: bool,
 }
 
 impl Levels<'_> {
@@ -570,7 +587,20 @@ impl Levels<'_> {
         if self.unit == Unit::Ratio {
             ratio_warning(op, threshold, warnings, severity);
         }
+        // The multi-window pattern of the SRE workbook: pending only while
+        // both the window and the short window exceed the threshold, so a
+        // fault that ended stops the clock within the short window; and it
+        // resolves on the short window, minutes after a fix, not a whole
+        // window later.
+        let short = match shorten(&expr, self.short) {
+            Ok(short) => short,
+            Err(why) if self.explicit_short => return Err(fail(format!("short_window: {why}"))),
+            Err(_) => None,
+        };
         let mut fire = vec![Condition { expr: expr.clone(), op, threshold }];
+        if let Some(short) = &short {
+            fire.push(Condition { expr: short.clone(), op, threshold });
+        }
         fire.extend(self.guards.iter().cloned());
         let clear_op = match op {
             Op::Above => Op::Below,
@@ -580,10 +610,49 @@ impl Levels<'_> {
             severity,
             fire,
             for_,
-            clear: vec![Condition { expr, op: clear_op, threshold: clear }],
+            clear: vec![Condition { expr: short.unwrap_or(expr), op: clear_op, threshold: clear }],
             clear_for: spec.clear_for.map_or(self.clear_for, |d| d.0),
         })
     }
+}
+
+/// Functions whose value grows with the range: shortening their range would
+/// change what the threshold means.
+const RANGE_SCALED: [&str; 5] = ["increase(", "sum_over_time(", "count_over_time(", "changes(", "resets("];
+
+/// `expr` with every range longer than `short` cut to `short`: the same
+/// signal over the last `short` only. `Ok(None)` when `short` is 0 (off);
+/// an error when no range is longer, or a range feeds a function whose value
+/// scales with it (`increase`, ...): a rule that asked for `short_window`
+/// hears why, a default one simply has none.
+fn shorten(expr: &str, short: Duration) -> Result<Option<String>, String> {
+    if short.is_zero() {
+        return Ok(None);
+    }
+    let ranges = regex::Regex::new(r"\[([0-9a-z]+)\]").expect("valid regex");
+    let mut changed = false;
+    let mut failed = None;
+    let out = ranges.replace_all(expr, |c: &regex::Captures<'_>| match crate::promql::parse_duration(&c[1]) {
+        Ok(range) if range > short => {
+            changed = true;
+            format!("[{}]", format_duration(short))
+        }
+        Ok(_) => c[0].to_string(),
+        Err(e) => {
+            failed = Some(e);
+            c[0].to_string()
+        }
+    });
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if !changed {
+        return Err(format!("no range in the expression is longer than {}", format_duration(short)));
+    }
+    if let Some(f) = RANGE_SCALED.iter().find(|f| expr.contains(*f)) {
+        return Err(format!("the expression uses {}…), whose value grows with its range; write the short window as an `and` condition", f));
+    }
+    Ok(Some(out.into_owned()))
 }
 
 fn ratio_warning(op: Op, threshold: f64, warnings: &mut Vec<String>, severity: Severity) {
@@ -702,9 +771,17 @@ fn burn_window(
             factor: spec.factor.unwrap_or(default.factor),
             for_: spec.for_.map_or(default.for_, |d| d.0),
             clear_factor: spec.clear_factor.unwrap_or(default.clear_factor),
+            clear_window: spec.clear_window.map_or(default.clear_window, |d| d.0),
             clear_for: spec.clear_for.map_or(default.clear_for, |d| d.0),
         },
     };
+    if window.clear_window.is_zero() || window.clear_window > window.long {
+        return Err(format!(
+            "{key}: clear_window {} must be above 0s and no longer than the long window {}",
+            format_duration(window.clear_window),
+            format_duration(window.long)
+        ));
+    }
     if window.short.is_zero() || window.short >= window.long {
         return Err(format!(
             "{key}: the short window {} must be above 0s and shorter than the long window {}",
@@ -905,6 +982,36 @@ rules:
 
     fn error(text: &str) -> String {
         parse(text, "rules.yaml").expect_err("the file should be rejected").to_string()
+    }
+
+    #[test]
+    fn every_rate_is_paired_with_its_short_window_and_resolves_on_it() {
+        let set = shipped();
+        let rule = set.get("high-error-rate").unwrap();
+        let critical = &rule.levels[1];
+        let exprs: Vec<&str> = critical.fire.iter().map(|c| c.expr.as_str()).collect();
+        assert!(exprs[0].contains("[5m]") && !exprs[0].contains("[1m]"), "{exprs:?}");
+        assert_eq!(exprs[1], exprs[0].replace("[5m]", "[1m]"), "the same SLI over the short window");
+        assert_eq!((critical.fire[1].op, critical.fire[1].threshold), (Op::Above, 0.01));
+        assert!(exprs[2].contains("increase(") && exprs[2].contains("[5m]"), "the traffic guard keeps the long window");
+        assert_eq!(critical.clear.len(), 1);
+        assert_eq!((critical.clear[0].expr.as_str(), critical.clear[0].threshold), (exprs[1], 0.008), "resolves on the short window");
+        // Gauges have no window to pair; a promql rate does.
+        assert_eq!(set.get("db-pool-saturation").unwrap().levels[0].fire.len(), 1);
+        let payments = &set.get("payment-failures").unwrap().levels[0];
+        assert!(payments.fire[1].expr.contains("[1m]") && payments.fire[2].expr.contains("increase(booking_payments_total[5m])"), "{:?}", payments.fire);
+        // increase() grows with its range: left alone by default, refused when asked for.
+        let stall = &set.get("queue-admission-stall").unwrap().levels[0];
+        assert_eq!(stall.fire.len(), 1);
+        let text = VALID.replace("expr: max(booking_holds_overdue)", "expr: sum(increase(x_total[10m]))\n    short_window: 2m");
+        assert_eq!(
+            error(&text),
+            "rules.yaml:22: rule `holds-overdue`: short_window: the expression uses increase(…), whose value grows with its range; write the short window as an `and` condition (critical)"
+        );
+        let text = VALID.replace("sli: p95_latency", "sli: db_pool_saturation\n    short_window: 1m");
+        assert!(error(&text).contains("`short_window` does not apply to `db_pool_saturation` (it reads gauges)"), "{}", error(&text));
+        let off = VALID.replace("  no_data_for: 3m", "  no_data_for: 3m\n  short_window: 0s");
+        assert_eq!(parse(&off, "rules.yaml").unwrap().rules[0].levels[1].fire.len(), 1, "0s turns it off");
     }
 
     #[test]

@@ -262,6 +262,10 @@ impl SeriesSource for Store {
             }
         }
     }
+
+    fn now_ms(&self) -> i64 {
+        self.now_ms
+    }
 }
 
 /// Counters by the naming convention (and histogram parts), the only
@@ -365,8 +369,10 @@ mod tests {
         s.ingest(0, 0, Some("req_total{status=\"500\"} 1\nreq_total{status=\"200\"} 9\nother 1\n"));
         assert_eq!(s.series_count(), 2, "the 500 series and up");
         s.ingest(0, 5_000, Some("req_total{status=\"500\"} 6\n"));
+        // 5 more in 5 s, extrapolated back 1 s (to where the counter was 0),
+        // over the 5-minute window, as Prometheus computes it.
         let r = query(&s, "sum(rate(req_total{status=~\"5..\"}[5m]))");
-        assert!((r[0].value - 1.0).abs() < 1e-9, "{r:?}");
+        assert!((r[0].value - 6.0 / 300.0).abs() < 1e-9, "{r:?}");
         s.ingest(0, 10_000, None);
         assert!(query(&s, "req_total").is_empty(), "stale after a failed scrape");
         assert_eq!(query(&s, "up")[0].value, 0.0);
@@ -392,7 +398,7 @@ mod tests {
         s.ingest(0, 0, Some("req_total{status=\"200\"} 10\n"));
         s.ingest(0, 5_000, Some("req_total{status=\"200\"} 20\nreq_total{status=\"503\"} 50\n"));
         let r = query(&s, "sum(rate(req_total{status=~\"5..\"}[5m]))");
-        assert!((r[0].value - 10.0).abs() < 1e-9, "50 errors in 5 s, visible at the first scrape that has them: {r:?}");
+        assert!((r[0].value - 50.0 / 300.0).abs() < 1e-9, "50 errors in the 5m window, visible at the first scrape that has them: {r:?}");
         // Not on the very first scrape: nothing says the series was 0.
         let mut fresh = store(&["sum(rate(req_total[5m]))"]);
         fresh.ingest(0, 0, Some("req_total 50\n"));
