@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     promql::{Labels, Sample},
-    rules::{Condition, Op, Rule, Severity},
+    rules::{Condition, InhibitRule, Op, Rule, Severity},
     source::Results,
 };
 
@@ -44,6 +44,9 @@ pub enum Transition {
     /// A firing warning became critical.
     Upgraded { key: AlertKey, severity: Severity, value: f64, threshold: f64, op: Op, detail: String },
     Resolved { key: AlertKey, value: f64 },
+    /// A firing alert is muted by an inhibition: not paged (or not upgraded)
+    /// while `by` (a fingerprint) is active or within the rule's hold.
+    Inhibited { key: AlertKey, severity: Severity, by: String },
 }
 
 /// Ordered by urgency: a rule's phase is its most urgent alert's.
@@ -71,6 +74,12 @@ struct AlertState {
     pending_since: Vec<Option<i64>>,
     firing: Option<(Severity, i64)>,
     clear_since: Option<i64>,
+    /// The inhibiting alert's fingerprint while this one is muted.
+    #[serde(default)]
+    muted_by: Option<String>,
+    /// The severity the service was last told of (`None`: never paged).
+    #[serde(default)]
+    notified: Option<Severity>,
     /// NaN (a quiet service's ratio) is saved as null.
     #[serde(serialize_with = "nan_as_null", deserialize_with = "null_as_nan")]
     value: f64,
@@ -91,6 +100,8 @@ struct Snapshot {
     alerts: Vec<(String, Vec<(Labels, AlertState)>)>,
     no_data_since: Vec<(String, i64)>,
     no_data_firing: Option<(Severity, i64)>,
+    #[serde(default)]
+    last_active: Vec<(String, Labels, i64, bool)>,
 }
 
 /// What `GET /v1/alerts` and the metrics show.
@@ -102,6 +113,9 @@ pub struct AlertStatus {
     pub severity: Option<Severity>,
     pub value: f64,
     pub since_ms: Option<i64>,
+    /// The fingerprint of the alert inhibiting this one (then it is not paged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inhibited_by: Option<String>,
 }
 
 pub struct Engine {
@@ -111,11 +125,22 @@ pub struct Engine {
     /// Per rule id: since when its primary expression has returned nothing.
     no_data_since: HashMap<String, i64>,
     no_data_firing: Option<(Severity, i64)>,
+    inhibitions: Vec<InhibitRule>,
+    /// Per fingerprint: the labels inhibitions match on, when the alert was
+    /// last pending or firing (kept for the longest hold), and whether it
+    /// was paged then (an inhibitor with an incident is named first).
+    last_active: HashMap<String, (Labels, i64, bool)>,
 }
 
 impl Engine {
     pub fn new(rules: Vec<Rule>) -> Self {
-        Self { rules, alerts: BTreeMap::new(), no_data_since: HashMap::new(), no_data_firing: None }
+        Self { rules, alerts: BTreeMap::new(), no_data_since: HashMap::new(), no_data_firing: None, inhibitions: Vec::new(), last_active: HashMap::new() }
+    }
+
+    /// The same engine, muting alerts by `inhibitions`.
+    pub fn with_inhibitions(mut self, inhibitions: Vec<InhibitRule>) -> Self {
+        self.inhibitions = inhibitions;
+        self
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -130,6 +155,7 @@ impl Engine {
             alerts: self.alerts.iter().map(|(id, states)| (id.clone(), states.iter().map(|(l, s)| (l.clone(), s.clone())).collect())).collect(),
             no_data_since: self.no_data_since.iter().map(|(id, t)| (id.clone(), *t)).collect(),
             no_data_firing: self.no_data_firing,
+            last_active: self.last_active.iter().map(|(f, (l, t, p))| (f.clone(), l.clone(), *t, *p)).collect(),
         };
         serde_json::to_string(&snapshot).unwrap_or_default()
     }
@@ -157,6 +183,7 @@ impl Engine {
             .collect();
         self.no_data_since = snapshot.no_data_since.into_iter().filter(|(id, _)| levels.contains_key(id.as_str())).collect();
         self.no_data_firing = snapshot.no_data_firing;
+        self.last_active = snapshot.last_active.into_iter().map(|(f, l, t, p)| (f, (l, t, p))).collect();
         true
     }
 
@@ -211,6 +238,7 @@ impl Engine {
                     severity: s.firing.map(|f| f.0),
                     value: s.value,
                     since_ms: s.firing.map(|f| f.1).or(pending),
+                    inhibited_by: s.muted_by.clone(),
                 }
             })
             .collect();
@@ -223,6 +251,7 @@ impl Engine {
                 severity: Some(severity),
                 value: self.no_data_since.len() as f64,
                 since_ms: Some(since),
+                inhibited_by: None,
             });
         }
         out
@@ -342,12 +371,111 @@ impl Engine {
                 }
             }
         }
+        out.extend(self.no_data_transition(now_ms));
+        self.inhibit(&mut out, now_ms);
         // Forget quiet series so label churn cannot grow the map forever.
         for states in self.alerts.values_mut() {
             states.retain(|_, s| s.firing.is_some() || s.pending_since.iter().any(Option::is_some));
         }
-        out.extend(self.no_data_transition(now_ms));
         out
+    }
+
+    /// Applies the inhibitions to this evaluation's transitions: a firing
+    /// alert whose inhibitor is active (or within its hold) is muted (its
+    /// `Fired` or `Upgraded` held back); once it is not, the service hears
+    /// what it missed (a `Fired`, or an `Upgraded` to the severity it
+    /// reached); an alert that was never paged resolves silently.
+    fn inhibit(&mut self, out: &mut Vec<Transition>, now_ms: i64) {
+        if self.inhibitions.is_empty() {
+            return;
+        }
+        let Engine { rules, alerts, no_data_firing, inhibitions, last_active, .. } = self;
+        for rule in rules.iter() {
+            let Some(states) = alerts.get(&rule.id) else { continue };
+            for (labels, s) in states {
+                let pending = rule.levels.iter().zip(&s.pending_since).filter(|(_, p)| p.is_some()).map(|(l, _)| l.severity).max();
+                let Some(severity) = s.firing.map(|f| f.0).max(pending) else { continue };
+                let mut matched = crate::rules::file::match_labels(rule, severity);
+                matched.extend(labels.clone());
+                let key = AlertKey { rule_id: rule.id.clone(), labels: labels.clone() };
+                let paged = s.notified.is_some() && s.muted_by.is_none();
+                last_active.insert(key.fingerprint(), (matched, now_ms, paged));
+            }
+        }
+        if let Some((severity, _)) = *no_data_firing {
+            let key = AlertKey { rule_id: NO_DATA.into(), labels: Labels::new() };
+            let matched: Labels = [("alertname", "NoData"), ("rule_id", NO_DATA), ("severity", severity.as_str()), ("no_data", "true")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            last_active.insert(key.fingerprint(), (matched, now_ms, true));
+        }
+        let longest = inhibitions.iter().map(|r| r.hold.as_millis() as i64).max().unwrap_or(0);
+        last_active.retain(|_, (_, at, _)| now_ms - *at <= longest);
+
+        let mut late = Vec::new();
+        for rule in rules.iter() {
+            let Some(states) = alerts.get_mut(&rule.id) else { continue };
+            for (labels, s) in states.iter_mut() {
+                let key = AlertKey { rule_id: rule.id.clone(), labels: labels.clone() };
+                let ours = |t: &Transition| match t {
+                    Transition::Fired { key: k, .. } | Transition::Upgraded { key: k, .. } | Transition::Resolved { key: k, .. } => k == &key,
+                    Transition::Inhibited { .. } => false,
+                };
+                let Some((severity, since)) = s.firing else {
+                    // Resolved now: silently, if it was never paged.
+                    if s.notified.is_none() {
+                        out.retain(|t| !ours(t));
+                    }
+                    s.notified = None;
+                    s.muted_by = None;
+                    continue;
+                };
+                let fingerprint = key.fingerprint();
+                let mut matched = crate::rules::file::match_labels(rule, severity);
+                matched.extend(labels.clone());
+                let by = inhibitions.iter().filter(|r| r.is_target(&matched)).find_map(|r| {
+                    let hold = r.hold.as_millis() as i64;
+                    last_active
+                        .iter()
+                        .filter(|(f, (source, at, _))| **f != fingerprint && now_ms - *at <= hold && r.is_source(source) && r.equal_on(source, &matched))
+                        .min_by_key(|(f, (_, _, paged))| (!*paged, (*f).clone()))
+                        .map(|(f, _)| f.clone())
+                });
+                if let Some(by) = by {
+                    // Said once, and only when it holds a page back (an
+                    // alert paged already stays paged).
+                    let held_back = s.notified.is_none() || out.iter().any(&ours);
+                    out.retain(|t| !ours(t));
+                    if held_back && s.muted_by.as_ref() != Some(&by) {
+                        late.push(Transition::Inhibited { key: key.clone(), severity, by: by.clone() });
+                    }
+                    s.muted_by = Some(by);
+                    continue;
+                }
+                s.muted_by = None;
+                let announced = out.iter().any(&ours);
+                let level = rule.levels.iter().position(|l| l.severity == severity).unwrap_or(0);
+                let (threshold, op) = rule.levels.get(level).and_then(|l| l.fire.first()).map_or((f64::NAN, Op::Above), |c| (c.threshold, c.op));
+                match s.notified {
+                    None if !announced => late.push(Transition::Fired {
+                        key,
+                        severity,
+                        value: s.value,
+                        threshold,
+                        op,
+                        since_ms: s.pending_since.get(level).copied().flatten().unwrap_or(since),
+                        detail: rule.summary.clone(),
+                    }),
+                    Some(told) if told < severity && !announced => {
+                        late.push(Transition::Upgraded { key, severity, value: s.value, threshold, op, detail: rule.summary.clone() })
+                    }
+                    _ => {}
+                }
+                s.notified = Some(severity);
+            }
+        }
+        out.extend(late);
     }
 
     fn no_data_transition(&mut self, now_ms: i64) -> Option<Transition> {
@@ -537,11 +665,7 @@ mod tests {
         let t = run(&mut e, &[(0, Some(0.02)), (200, None), (400, None)]);
         let kinds: Vec<_> = t
             .iter()
-            .map(|(s, x)| match x {
-                Transition::Fired { key, .. } => format!("{s} fired {}", key.rule_id),
-                Transition::Upgraded { key, .. } => format!("{s} upgraded {}", key.rule_id),
-                Transition::Resolved { key, .. } => format!("{s} resolved {}", key.rule_id),
-            })
+            .map(|(s, x)| format!("{s} {}", what(x)))
             .collect();
         assert_eq!(kinds, ["60 fired high-error-rate", "120 upgraded high-error-rate", "320 fired no-data"]);
         assert_eq!(e.statuses().iter().filter(|s| s.phase == Phase::Firing).count(), 2);
@@ -573,6 +697,81 @@ mod tests {
         let state = AlertState { value: f64::NAN, ..Default::default() };
         let back: AlertState = serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
         assert!(back.value.is_nan());
+    }
+
+    /// A transition in a word or three, for assertions.
+    fn what(t: &Transition) -> String {
+        match t {
+            Transition::Fired { key, .. } => format!("fired {}", key.rule_id),
+            Transition::Upgraded { key, .. } => format!("upgraded {}", key.rule_id),
+            Transition::Resolved { key, .. } => format!("resolved {}", key.rule_id),
+            Transition::Inhibited { key, by, .. } => format!("{} inhibited by {by}", key.rule_id),
+        }
+    }
+
+    /// Two rules on the gauges `a` (the inhibitor) and `b`, firing above 1
+    /// after 30 s and clearing below 1 after 10 s; `a` mutes `b` for `hold`.
+    fn inhibiting(hold: &str) -> Engine {
+        let text = format!(
+            r#"
+rules:
+  - {{ id: outage, kind: promql, expr: max(a), summary: s, owner: backend, runbook: r, critical: {{ above: 1, for: 30s, clear_below: 1, clear_for: 10s }} }}
+  - {{ id: symptom, kind: promql, expr: max(b), summary: s, owner: backend, runbook: r, critical: {{ above: 1, for: 10s, clear_below: 1, clear_for: 10s }} }}
+inhibit_rules:
+  - {{ source_matchers: ['rule_id="outage"'], target_matchers: ['rule_id="symptom"'], hold: {hold} }}
+"#
+        );
+        let set = crate::rules::file::parse(&text, "rules.yaml").unwrap();
+        Engine::new(set.rules).with_inhibitions(set.inhibit_rules)
+    }
+
+    fn both(a: f64, b: f64) -> Results {
+        let mut r = Results::new();
+        for (expr, v) in [("max(a)", a), ("max(b)", b)] {
+            r.insert(expr.into(), Ok(vec![Sample { labels: Labels::new(), value: v }]));
+        }
+        r
+    }
+
+    fn steps(e: &mut Engine, from: i64, to: i64, a: f64, b: f64) -> Vec<String> {
+        let mut out = Vec::new();
+        for t in (from..to).step_by(5) {
+            for x in e.evaluate(&both(a, b), t * 1000) {
+                out.push(format!("{t} {}", what(&x)));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_pending_inhibitor_mutes_its_target_which_resolves_unpaged() {
+        let mut e = inhibiting("0s");
+        // The symptom crosses its `for` first, while the outage is pending: muted.
+        let t = steps(&mut e, 0, 60, 5.0, 5.0);
+        assert_eq!(t, ["10 symptom inhibited by outage{}", "30 fired outage"]);
+        let muted = e.statuses().into_iter().find(|s| s.key.rule_id == "symptom").unwrap();
+        assert_eq!((muted.phase, muted.inhibited_by.as_deref()), (Phase::Firing, Some("outage{}")));
+        // Both clear: the outage resolves, the symptom (never paged) silently.
+        let t = steps(&mut e, 60, 120, 0.0, 0.0);
+        assert_eq!(t, ["70 resolved outage"]);
+    }
+
+    #[test]
+    fn a_target_still_firing_after_the_hold_pages_then() {
+        let mut e = inhibiting("30s");
+        let t = steps(&mut e, 0, 60, 5.0, 5.0);
+        assert_eq!(t, ["10 symptom inhibited by outage{}", "30 fired outage"]);
+        // The outage clears (resolved at 70, last active at 65); the
+        // symptom goes on, muted for the 30 s hold, then pages.
+        let t = steps(&mut e, 60, 120, 0.0, 5.0);
+        assert_eq!(t, ["70 resolved outage", "100 fired symptom"]);
+        // A snapshot carries the hold's clock over a failover.
+        let mut again = inhibiting("30s");
+        let t = steps(&mut e, 120, 130, 5.0, 5.0);
+        assert!(again.restore(&e.snapshot()));
+        assert!(t.is_empty(), "the symptom is paged already: {t:?}");
+        let t = steps(&mut again, 130, 200, 5.0, 5.0);
+        assert_eq!(t, ["150 fired outage"], "no second page of the symptom");
     }
 
     #[test]

@@ -65,13 +65,44 @@ pub fn prometheus_rules(set: &RuleSet) -> String {
             });
         }
     }
+    let mut own = vec![no_evaluator(set)];
+    for alert in rules.iter_mut().chain(own.iter_mut()) {
+        alert.expr = inhibited_expr(set, alert);
+    }
     let file = RuleFile {
         groups: vec![
             RuleGroup { name: "booking".to_string(), interval: format_duration(set.evaluation_interval), rules },
-            RuleGroup { name: "alerting".to_string(), interval: format_duration(set.evaluation_interval), rules: vec![no_evaluator(set)] },
+            RuleGroup { name: "alerting".to_string(), interval: format_duration(set.evaluation_interval), rules: own },
         ],
     };
     serde_norway::to_string(&file).expect("a rule file always serializes")
+}
+
+/// The alert's expression with the engine's two additions to Alertmanager
+/// inhibition written into it: for each inhibition that targets it, `unless`
+/// a source alert was pending or firing (`ALERTS` has both) within the hold.
+/// Alertmanager's `inhibit_rules` (the same rules) mute the rest.
+fn inhibited_expr(set: &RuleSet, alert: &AlertingRule) -> String {
+    let mut labels = alert.labels.clone();
+    labels.insert("alertname".to_string(), alert.alert.clone());
+    let mut expr = alert.expr.clone();
+    for rule in set.inhibit_rules.iter().filter(|r| r.is_target(&labels)) {
+        // An `equal` label the alerting rule sets (rule_id, severity, ...)
+        // is not on its expression's result: it becomes a matcher on the
+        // source; the others (series labels) join with `on`.
+        let mut matchers = rule.source_text.clone();
+        let mut on = Vec::new();
+        for label in &rule.equal {
+            match labels.get(label) {
+                Some(value) => matchers.push(matcher(label, value)),
+                None => on.push(label.clone()),
+            }
+        }
+        let source = format!("ALERTS{{{}}}", matchers.join(","));
+        let active = if rule.hold.is_zero() { source } else { format!("max_over_time({source}[{}])", format_duration(rule.hold)) };
+        expr = format!("{expr} unless on({}) {active}", on.join(", "));
+    }
+    expr
 }
 
 /// The one page the pager cannot send about itself: no process of the
@@ -394,8 +425,8 @@ const TEXT: &str = "{{ range .Alerts }}*{{ .Labels.alertname }}* ({{ .Labels.sev
 const RUNBOOK_LINK: &str = "{{ (index .Alerts 0).Annotations.runbook_url }}";
 
 /// An Alertmanager configuration for the rules: critical alerts page at
-/// once and repeat often; warnings go to the owner role's receiver; a
-/// warning is inhibited while the critical alert of the same rule fires.
+/// once and repeat often; warnings go to the owner role's receiver; the
+/// rule file's inhibitions become `inhibit_rules`.
 pub fn alertmanager_config(set: &RuleSet, roster_hint: &AlertmanagerOptions) -> String {
     let mut roles: BTreeSet<&str> = set.owners();
     roles.insert(FALLBACK_ROLE);
@@ -452,11 +483,11 @@ pub fn alertmanager_config(set: &RuleSet, roster_hint: &AlertmanagerOptions) -> 
             ..Route::to(FALLBACK_ROLE, Vec::new())
         },
         receivers,
-        inhibit_rules: vec![InhibitRule {
-            source_matchers: vec![matcher("severity", Severity::Critical.as_str())],
-            target_matchers: vec![matcher("severity", Severity::Warning.as_str())],
-            equal: vec!["rule_id".to_string()],
-        }],
+        inhibit_rules: set
+            .inhibit_rules
+            .iter()
+            .map(|r| InhibitRule { source_matchers: r.source_text.clone(), target_matchers: r.target_text.clone(), equal: r.equal.clone() })
+            .collect(),
     };
     serde_norway::to_string(&config).expect("an Alertmanager config always serializes")
 }
@@ -493,7 +524,15 @@ mod tests {
             .unwrap();
         let expr = critical["expr"].as_str().unwrap();
         assert_eq!(expr.matches(" and ").count(), 2, "{expr}");
-        assert!(expr.contains("[1h])))) > 0.072 and (1 - ") && expr.ends_with(" > 100"), "{expr}");
+        assert!(expr.contains("[1h])))) > 0.072 and (1 - ") && expr.contains(" > 100 unless on() "), "{expr}");
+        // The inhibitions' holds and pending sources, written as `unless`.
+        assert!(expr.contains(r#" unless on() max_over_time(ALERTS{rule_id="high-error-rate",severity="critical"}[10m])"#), "{expr}");
+        let warning = rules.iter().find(|r| r["alert"] == "HighErrorRate" && r["labels"]["severity"] == "warning").unwrap();
+        assert!(
+            warning["expr"].as_str().unwrap().contains(r#" unless on() ALERTS{severity="critical",rule_id="high-error-rate"}"#),
+            "an equal label the rule sets becomes a matcher: {:?}",
+            warning["expr"]
+        );
         assert_eq!(critical["for"], "2m");
         assert_eq!(critical["labels"]["rule_id"], "error-budget-burn-fast");
         assert_eq!(critical["labels"]["owner"], "incident-lead");
@@ -506,10 +545,15 @@ mod tests {
         let rules = alerts(&prometheus_rules(&shipped()));
         let no_data =
             |name: &str| rules.iter().find(|r| r["alert"] == name).unwrap()["expr"].as_str().unwrap().to_string();
-        assert_eq!(no_data("TelemetryPipelineDownNoData"), r#"absent(up{job="booking"})"#);
+        assert_eq!(
+            no_data("TelemetryPipelineDownNoData"),
+            r#"absent(up{job="booking"}) unless on() ALERTS{severity="critical",rule_id="telemetry-pipeline-down"}"#,
+            "no `up` clause; only the inhibition by its own critical"
+        );
         let p95 = no_data("HighP95LatencyNoData");
         assert!(
-            p95.starts_with("absent(histogram_quantile(") && p95.ends_with(r#" and on() (up{job="booking"} == 1)"#)
+            p95.starts_with("absent(histogram_quantile(") && p95.contains(r#" and on() (up{job="booking"} == 1) unless "#),
+            "{p95}"
         );
     }
 
@@ -547,7 +591,7 @@ mod tests {
     }
 
     #[test]
-    fn alertmanager_pages_critical_routes_warnings_by_owner_and_inhibits_per_rule() {
+    fn alertmanager_pages_critical_routes_warnings_by_owner_and_carries_the_inhibitions() {
         let config: Value =
             serde_norway::from_str(&alertmanager_config(&shipped(), &AlertmanagerOptions::default())).unwrap();
         let routes = config["route"]["routes"].as_sequence().unwrap();
@@ -556,7 +600,10 @@ mod tests {
         let owners: Vec<_> =
             routes[1]["routes"].as_sequence().unwrap().iter().map(|r| r["receiver"].as_str().unwrap()).collect();
         assert_eq!(owners, ["backend", "dba", "infra"]);
-        assert_eq!(config["inhibit_rules"][0]["equal"][0], "rule_id");
+        let inhibit = config["inhibit_rules"].as_sequence().unwrap();
+        assert_eq!(inhibit.len(), shipped().inhibit_rules.len(), "the rule file's inhibitions");
+        assert_eq!(inhibit[2]["source_matchers"][0], r#"severity="critical""#);
+        assert_eq!(inhibit[2]["equal"][0], "rule_id");
         let receivers = config["receivers"].as_sequence().unwrap();
         assert!(
             receivers

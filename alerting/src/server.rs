@@ -253,7 +253,7 @@ impl Server {
                 "the HTTP timeouts must be above zero, and ALERTING_HTTP_BODY_READ_TIMEOUT shorter than ALERTING_REQUEST_TIMEOUT".into(),
             ));
         }
-        let engine = Engine::new(set.rules.clone());
+        let engine = Engine::new(set.rules.clone()).with_inhibitions(set.inhibit_rules.clone());
         let exprs: Vec<String> = engine.expressions().into_iter().map(str::to_owned).collect();
         let timeout = interval.min(Duration::from_secs(10));
         let source = match &args.prometheus_url {

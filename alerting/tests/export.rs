@@ -88,7 +88,6 @@ fn expected_alert(name: &str, severity: &str, value: &str) -> Value {
 fn promtool_fires_high_error_rate_after_its_for_and_not_below_the_threshold() {
     let dir = Scratch::new("test-rules");
     write_rules(&dir);
-    let warning = expected_alert("HighErrorRate", "warning", "2%");
     let critical = expected_alert("HighErrorRate", "critical", "2%");
     let scrape = requests("/metrics", "200", 1.0);
     let tests = json!({
@@ -107,7 +106,8 @@ fn promtool_fires_high_error_rate_after_its_for_and_not_below_the_threshold() {
                     // Pending, not firing: critical waits 2m, warning 5m.
                     { "eval_time": "1m", "alertname": "HighErrorRate", "exp_alerts": [] },
                     { "eval_time": "3m", "alertname": "HighErrorRate", "exp_alerts": [critical] },
-                    { "eval_time": "10m", "alertname": "HighErrorRate", "exp_alerts": [warning, critical] },
+                    // The critical mutes the same rule's warning (an inhibition).
+                    { "eval_time": "10m", "alertname": "HighErrorRate", "exp_alerts": [critical] },
                 ],
             },
             {
@@ -148,7 +148,7 @@ fn promtool_fires_high_error_rate_after_its_for_and_not_below_the_threshold() {
 }
 
 #[test]
-fn promtool_pages_a_fast_error_budget_burn_and_a_stalled_queue() {
+fn promtool_pages_an_outage_once_a_low_traffic_burn_and_a_stalled_queue() {
     let dir = Scratch::new("test-burn");
     write_rules(&dir);
     let gauge = |name: &str, values: &str| json!({ "series": format!("{name}{{job=\"booking\",instance=\"booking:8080\"}}"), "values": values });
@@ -165,11 +165,34 @@ fn promtool_pages_a_fast_error_budget_burn_and_a_stalled_queue() {
                     requests("/v1/payments", "200", 90.0),
                     requests("/v1/payments", "500", 10.0),
                 ],
-                "alert_rule_test": [{
-                    "eval_time": "30m",
-                    "alertname": "ErrorBudgetBurnFast",
-                    "exp_alerts": [expected_alert("ErrorBudgetBurnFast", "critical", "10%")],
-                }],
+                // HighErrorRate pages it; the burn rate rides along (inhibited).
+                "alert_rule_test": [
+                    {
+                        "eval_time": "30m",
+                        "alertname": "HighErrorRate",
+                        "exp_alerts": [expected_alert("HighErrorRate", "critical", "10%")],
+                    },
+                    { "eval_time": "30m", "alertname": "ErrorBudgetBurnFast", "exp_alerts": [] },
+                ],
+            },
+            {
+                // The same 10 % at 2.5 requests a minute: under the error
+                // rate's guard (50 in 5m), over the burn rate's (100 in 1h),
+                // so nothing inhibits the fast burn and it pages.
+                "interval": "15s",
+                "input_series": [
+                    requests("/metrics", "200", 1.0),
+                    requests("/v1/payments", "200", 0.5625),
+                    requests("/v1/payments", "500", 0.0625),
+                ],
+                "alert_rule_test": [
+                    { "eval_time": "45m", "alertname": "HighErrorRate", "exp_alerts": [] },
+                    {
+                        "eval_time": "45m",
+                        "alertname": "ErrorBudgetBurnFast",
+                        "exp_alerts": [expected_alert("ErrorBudgetBurnFast", "critical", "10%")],
+                    },
+                ],
             },
             {
                 // Five people wait; admissions stop after 5 minutes.

@@ -105,7 +105,7 @@ struct Drill {
 impl Drill {
     async fn new() -> Self {
         let set = shipped();
-        let engine = Engine::new(set.rules.clone());
+        let engine = Engine::new(set.rules.clone()).with_inhibitions(set.inhibit_rules.clone());
         let exprs: Vec<(String, promql::Expr)> = engine.expressions().into_iter().map(|e| (e.to_owned(), promql::parse(e).unwrap())).collect();
         let interest = exprs.iter().flat_map(|(_, e)| e.selectors().into_iter().map(|(s, d)| (s.clone(), d))).collect();
         let store = Store::new(vec![Target { job: "booking".into(), url: "http://booking/metrics".into() }], interest);
@@ -154,4 +154,33 @@ async fn a_ten_second_fault_that_is_fixed_pages_nothing() {
     let incidents = drill.service.store.list(None, 100).await.unwrap();
     let opened: Vec<(&str, &str)> = incidents.iter().map(|i| (i.alert.as_str(), i.severity.as_str())).collect();
     assert!(opened.is_empty(), "a fixed 10 s fault opened {opened:?}; pages: {:?}", drill.pages());
+}
+
+#[tokio::test]
+async fn a_three_minute_fault_pages_once_and_resolves_within_minutes_of_the_fix() {
+    let mut drill = Drill::new().await;
+    drill.run(600, false).await;
+    let fault = drill.now;
+    drill.run(180, true).await;
+    let fixed = drill.now;
+    // Two hours after: past the slow burn's 30m window and its ticket's wait.
+    drill.run(7200, false).await;
+    let incidents = drill.service.store.list(None, 100).await.unwrap();
+    let opened: Vec<(&str, &str)> = incidents.iter().map(|i| (i.alert.as_str(), i.severity.as_str())).collect();
+    assert_eq!(opened, [("HighErrorRate", "critical")], "one incident; pages: {:?}", drill.pages());
+    let incident = &incidents[0];
+    assert_eq!(incident.state, State::Resolved);
+    let seen = (incident.started_at - fault) / 1000;
+    let paged = (incident.plan_started_at - fault) / 1000;
+    let resolved = (incident.resolved_at.unwrap() - fixed) / 1000;
+    assert!(seen <= 10, "the fault was seen {seen} s in");
+    assert!((120..=135).contains(&paged), "paged {paged} s after the fault (for: 2m)");
+    assert!(resolved <= 200, "resolved {resolved} s after the fix");
+    // One page and one resolve per channel; the rest was inhibited, and says so on the incident.
+    assert_eq!(drill.pages(), ["firing HighErrorRate critical", "resolved HighErrorRate critical"]);
+    let timeline = drill.service.store.timeline(incident.id).await.unwrap();
+    let muted: Vec<&str> = timeline.iter().filter(|e| e.kind == "inhibited").map(|e| e.text.as_str()).collect();
+    assert!(muted.iter().any(|t| t.starts_with("ErrorBudgetBurnFast (critical)")), "{muted:?}");
+    assert!(muted.iter().any(|t| t.starts_with("ErrorBudgetBurnSlow")), "{muted:?}");
+    eprintln!("drill on virtual time: seen {seen} s after the fault, paged at {paged} s, resolved {resolved} s after the fix");
 }

@@ -428,6 +428,15 @@ impl Store {
         row.as_ref().map(incident).transpose()
     }
 
+    /// The newest incident of an alert, open or not.
+    pub async fn latest(&self, fingerprint: &str) -> Result<Option<Incident>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE fingerprint = $1 ORDER BY id DESC LIMIT 1")))
+            .bind(fingerprint)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(incident).transpose()
+    }
+
     pub async fn get(&self, id: i64) -> Result<Incident> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = $1")))
             .bind(id)

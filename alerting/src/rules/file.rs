@@ -41,6 +41,8 @@ pub struct RuleSet {
     /// Grafana base URL; a rule's `dashboard` is a path under it.
     pub dashboard_base_url: String,
     pub evaluation_interval: Duration,
+    /// Alertmanager-style inhibitions between the rules' alerts.
+    pub inhibit_rules: Vec<super::InhibitRule>,
 }
 
 impl RuleSet {
@@ -191,7 +193,64 @@ pub fn parse(text: &str, origin: &str) -> Result<RuleSet, RulesError> {
             rules.push(new);
         }
     }
-    Ok(RuleSet { rules, warnings, runbook_base_url, dashboard_base_url, evaluation_interval })
+    let mut inhibit_rules = Vec::new();
+    for (i, spec) in spec.inhibit_rules.into_iter().enumerate() {
+        let rule = inhibit_rule(spec).map_err(|m| file_error(format!("inhibit_rules[{i}]: {m}")))?;
+        let any_alert = |matches: &dyn Fn(&BTreeMap<String, String>) -> bool| {
+            rules.iter().any(|r| r.levels.iter().any(|l| matches(&match_labels(r, l.severity))))
+        };
+        if !any_alert(&|l| rule.is_source(l)) {
+            warnings.push(format!("{origin}: inhibit_rules[{i}]: source_matchers {:?} match no alert of these rules", rule.source_text));
+        }
+        if !any_alert(&|l| rule.is_target(l)) {
+            warnings.push(format!("{origin}: inhibit_rules[{i}]: target_matchers {:?} match no alert of these rules", rule.target_text));
+        }
+        inhibit_rules.push(rule);
+    }
+    Ok(RuleSet { rules, warnings, runbook_base_url, dashboard_base_url, evaluation_interval, inhibit_rules })
+}
+
+/// The labels inhibition matchers see on an alert of `rule` at `severity`:
+/// the rule's own labels, `alertname`, `rule_id` and `severity` (the alert's
+/// series labels come on top at run time).
+pub fn match_labels(rule: &Rule, severity: Severity) -> BTreeMap<String, String> {
+    let mut labels = rule.labels.clone();
+    labels.insert("alertname".into(), rule.name.clone());
+    labels.insert("rule_id".into(), rule.id.clone());
+    labels.insert("severity".into(), severity.as_str().into());
+    labels.insert("owner".into(), rule.owner.clone());
+    labels
+}
+
+fn inhibit_rule(spec: InhibitSpec) -> Result<super::InhibitRule, String> {
+    let parse = |side: &str, list: &[String]| -> Result<Vec<crate::promql::Matcher>, String> {
+        if list.is_empty() {
+            return Err(format!("{side} is empty: it would match every alert"));
+        }
+        let mut out = Vec::new();
+        for text in list {
+            let expr = crate::promql::parse(&format!("ALERTS{{{text}}}")).map_err(|e| format!("{side}: `{text}` is not a matcher (label=\"value\", !=, =~ or !~): {e}"))?;
+            let crate::promql::Expr::Vector(selector) = expr else { return Err(format!("{side}: `{text}` is not a matcher")) };
+            if selector.matchers.len() != 1 {
+                return Err(format!("{side}: `{text}` must be exactly one matcher"));
+            }
+            out.extend(selector.matchers);
+        }
+        Ok(out)
+    };
+    for label in &spec.equal {
+        if !is_label_name(label) {
+            return Err(format!("equal: `{label}` is not a label name"));
+        }
+    }
+    Ok(super::InhibitRule {
+        source: parse("source_matchers", &spec.source_matchers)?,
+        target: parse("target_matchers", &spec.target_matchers)?,
+        equal: spec.equal,
+        hold: spec.hold.map_or(Duration::ZERO, |d| d.0),
+        source_text: spec.source_matchers,
+        target_text: spec.target_matchers,
+    })
 }
 
 const DEFAULT_NO_DATA_FOR: Duration = Duration::from_secs(120);
@@ -213,6 +272,18 @@ struct FileSpec {
     #[serde(default)]
     defaults: DefaultsSpec,
     rules: Vec<RuleSpec>,
+    #[serde(default)]
+    inhibit_rules: Vec<InhibitSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InhibitSpec {
+    source_matchers: Vec<String>,
+    target_matchers: Vec<String>,
+    #[serde(default)]
+    equal: Vec<String>,
+    hold: Option<Dur>,
 }
 
 #[derive(Deserialize, Default)]

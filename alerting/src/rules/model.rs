@@ -135,3 +135,49 @@ mod secs {
         s.serialize_u64(d.as_secs())
     }
 }
+
+/// An inhibition, as Alertmanager's `inhibit_rules` mean it: while an alert
+/// matching `source` is active, an alert matching `target` whose `equal`
+/// labels have the same values is not paged. Matched labels are the alert's
+/// own plus `alertname`, `rule_id`, `severity` and the rule's `labels`.
+///
+/// Two differences from Alertmanager, both so that one outage pages once:
+/// a *pending* source inhibits too (so the order in which two alerts of one
+/// outage cross their `for` does not decide whether it pages once or twice),
+/// and the source counts for `hold` after it was last active (a slow burn
+/// rate whose windows are still full of an outage that was paged and fixed
+/// does not page it again). The export writes `hold` into the Prometheus
+/// rules as `unless max_over_time(ALERTS{source}[hold])`.
+#[derive(Debug, Clone)]
+pub struct InhibitRule {
+    pub source: Vec<crate::promql::Matcher>,
+    pub target: Vec<crate::promql::Matcher>,
+    pub equal: Vec<String>,
+    pub hold: Duration,
+    /// The matchers as written, for the export.
+    pub source_text: Vec<String>,
+    pub target_text: Vec<String>,
+}
+
+/// Two inhibitions are the same when written the same.
+impl PartialEq for InhibitRule {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.source_text, &self.target_text, &self.equal, self.hold) == (&other.source_text, &other.target_text, &other.equal, other.hold)
+    }
+}
+
+impl InhibitRule {
+    pub fn is_target(&self, labels: &crate::promql::Labels) -> bool {
+        self.target.iter().all(|m| m.matches(labels))
+    }
+
+    pub fn is_source(&self, labels: &crate::promql::Labels) -> bool {
+        self.source.iter().all(|m| m.matches(labels))
+    }
+
+    /// Whether `source` and `target` agree on every `equal` label (absent
+    /// on both counts as equal, as in Alertmanager).
+    pub fn equal_on(&self, source: &crate::promql::Labels, target: &crate::promql::Labels) -> bool {
+        self.equal.iter().all(|l| source.get(l) == target.get(l))
+    }
+}

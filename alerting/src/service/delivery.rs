@@ -125,6 +125,26 @@ impl Service {
         Ok(delivered)
     }
 
+    /// Marks a sent row delivered, retrying while the database is away:
+    /// the page went out, and until this lands its claim lapses into a
+    /// second send. It gives up (and the page may be sent again) only when
+    /// the claim is nearly over.
+    async fn record_delivered(&self, row: &OutboxRow, now: i64) -> Result<bool, ServiceError> {
+        let give_up = tokio::time::Instant::now() + self.config.claim_timeout.saturating_sub(Duration::from_secs(2));
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match self.store.delivered(row, now).await {
+                Ok(mine) => return Ok(mine),
+                Err(e) if tokio::time::Instant::now() + wait < give_up => {
+                    tracing::warn!(incident = row.incident_id, error = %e, "page sent but not yet recorded as delivered; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     fn backoff(&self, attempts: i64) -> Duration {
         let factor = 2u32.saturating_pow(attempts.clamp(0, 16) as u32);
         self.config.retry_base.saturating_mul(factor).min(self.config.retry_max)
@@ -157,7 +177,7 @@ impl Service {
         let label = channel.as_str();
         match outcome {
             Outcome::Delivered => {
-                if !self.store.delivered(row, now).await? {
+                if !self.record_delivered(row, now).await? {
                     // Sent, but the claim had passed to another sender,
                     // which may send it too: the one duplicate this design
                     // allows (a pause longer than the claim in mid-send).

@@ -176,6 +176,15 @@ impl Service {
                         self.resolve_at(store, open.id, "alerting", now, Some(value)).await?;
                     }
                 }
+                Transition::Inhibited { key, severity, by } => {
+                    // On the inhibitor's incident (open, or the one that just
+                    // resolved), so whoever handles it sees what it muted.
+                    let name = self.rules.get(&key.rule_id).map_or(key.rule_id.as_str(), |r| r.name.as_str());
+                    if let Some(host) = store.latest(&by).await? {
+                        let text = format!("{name} ({severity}) is firing too; not paged: inhibited by this incident's alert");
+                        store.record(host.id, now, "inhibited", None, &text, Some(&serde_json::json!({ "alert": key.fingerprint(), "severity": severity }))).await?;
+                    }
+                }
             }
         }
         self.escalate_with(store, now).await
