@@ -279,3 +279,50 @@ async fn a_postgresql_restart_under_the_group_loses_and_repeats_no_page() {
     assert_eq!(list["incidents"].as_array().unwrap().len(), 1);
     assert_eq!(list["incidents"][0]["state"], "resolved");
 }
+
+/// The gauge rule with a `for` long enough to kill the evaluator inside it.
+const SLOW_RULES: &str = r#"
+evaluation_interval: 1s
+rules:
+  - id: queue-admission-stall
+    kind: promql
+    name: QueueDepth
+    summary: The queue is deep
+    owner: backend
+    runbook: queue-admission-stall
+    expr: max(queue_depth)
+    critical: { above: 10, for: 8s, clear_below: 5, clear_for: 1s }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_neither_restarts_nor_skips_a_pending_timer() {
+    let db = Database::create("alerting_group").await;
+    let dir = TempDir::new("alerting-group");
+    std::fs::write(dir.path("slow.yaml"), SLOW_RULES).unwrap();
+    let group = Group::new(db.url.clone(), &dir).await;
+    let rules = dir.path("slow.yaml").display().to_string();
+    let mut a = group.member().env("ALERTING_RULES", &rules).start().await;
+    wait_until("A to evaluate", Duration::from_secs(10), async || a.is_leader().await).await;
+    let b = group.member().env("ALERTING_RULES", &rules).start().await;
+    group.gauge.set(50);
+    // Pending on A; B mirrors it.
+    let mut pending_since = 0;
+    wait_until("the alert pending on every instance", Duration::from_secs(10), async || {
+        let (_, alerts) = b.call(Method::GET, "/v1/alerts", None, None).await;
+        pending_since = alerts["alerts"][0]["since_ms"].as_i64().unwrap_or_default();
+        alerts["alerts"][0]["phase"] == "pending"
+    })
+    .await;
+    wait_until("3 s into the 8 s `for`", Duration::from_secs(10), async || chrono::Utc::now().timestamp_millis() >= pending_since + 3_000).await;
+    a.signal("KILL");
+    wait_until("A dead", Duration::from_secs(5), async || a.exited().is_some()).await;
+    let id = b.open_incident(None).await;
+    let (_, shown) = b.call(Method::GET, &format!("/v1/incidents/{id}"), None, None).await;
+    let incident = &shown["incident"];
+    let fired_after = incident["plan_started_at"].as_i64().unwrap() - pending_since;
+    assert_eq!(incident["started_at"].as_i64(), Some(pending_since), "the condition began when A saw it");
+    // Restarted, it would fire 8 s after B took over (3 s + the 3 s lease + 8 s).
+    assert!((8_000..=11_000).contains(&fired_after), "fired {fired_after} ms after it went pending (for: 8s)");
+    group.slack.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(group.slack_titles(), ["[CRITICAL] QueueDepth firing"]);
+}
