@@ -458,12 +458,20 @@ pub fn alertmanager_config(set: &RuleSet, roster_hint: &AlertmanagerOptions) -> 
         repeat_interval: Some("30m".to_string()),
         ..Route::to(PAGE_RECEIVER, vec![matcher("severity", Severity::Critical.as_str())])
     };
+    // Warnings group as the rule file's `grouping` says (critical never waits).
+    let (group_by, group_wait, group_interval) = match &set.grouping {
+        Some(g) => (g.group_by.clone(), Some(format_duration(g.group_wait)), Some(format_duration(g.group_interval))),
+        None => (Vec::new(), None, None),
+    };
     let warning = Route {
         routes: roles
             .iter()
             .filter(|role| **role != FALLBACK_ROLE)
             .map(|role| Route::to(role, vec![matcher("owner", role)]))
             .collect(),
+        group_by,
+        group_wait,
+        group_interval,
         ..Route::to(FALLBACK_ROLE, vec![matcher("severity", Severity::Warning.as_str())])
     };
     let config = AlertmanagerConfig {

@@ -318,6 +318,7 @@ impl Server {
             exit_after_outbox_write: failpoint,
             exit_after_claim: args.failpoint.as_deref() == Some("after-claim"),
             claim_timeout,
+            grouping: set.grouping.clone(),
         };
         let days = |n: u32| (n > 0).then(|| Duration::from_secs(u64::from(n) * 86_400));
         let retention = Retention { incidents: days(args.retention_days), outbox: days(args.outbox_retention_days) };

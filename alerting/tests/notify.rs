@@ -53,6 +53,7 @@ fn page(kind: PageKind) -> Page {
         ack_command: "alerting ack 42".into(),
         resolved_value: None,
         lasted_secs: None,
+        also: Vec::new(),
     }
 }
 

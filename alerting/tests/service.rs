@@ -334,3 +334,91 @@ async fn a_resolved_page_carries_the_value_at_resolution_and_how_long_it_lasted(
     assert!(text.contains("0.10 %") && !text.contains("Value:     20.00 % (>"), "the value at resolution, not the old firing value:\n{text}");
     assert!(text.contains("13 min"), "{text}");
 }
+
+/// A warning of the `slow` rule on its own series (`route`).
+fn slow_on(route: &str, at: i64) -> Transition {
+    Transition::Fired {
+        key: AlertKey { rule_id: "slow".into(), labels: [("route".to_string(), route.to_string())].into() },
+        severity: Severity::Warning,
+        value: 0.7,
+        threshold: 0.5,
+        op: Op::Above,
+        since_ms: at,
+        detail: "P95 above 500 ms".into(),
+    }
+}
+
+/// What the console received: (kind, title-ish) per page, and how many others each lists.
+fn grouped(h: &Harness) -> Vec<(String, String, usize)> {
+    console_pages(h)
+        .iter()
+        .map(|p| {
+            let page = &p["page"];
+            let id = page["incident_id"].as_i64().unwrap_or_default();
+            (page["kind"]["type"].as_str().unwrap_or_default().to_owned(), format!("#{id} {}", page["alert"].as_str().unwrap_or_default()), page["also"].as_array().map_or(0, Vec::len))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn warnings_that_arrive_together_are_one_page_and_critical_never_waits() {
+    let config = Config {
+        grouping: Some(alerting::rules::Grouping { group_by: vec!["owner".into()], group_wait: Duration::from_secs(30), group_interval: Duration::from_secs(300) }),
+        ..Config::default()
+    };
+    let h = harness(None, config).await;
+    let step = async |t: Vec<Transition>, at: i64| {
+        h.service.apply(t, at).await.unwrap();
+        h.service.deliver(at).await.unwrap();
+    };
+    let s = 1_000;
+    // Two warnings and a critical at once: the critical pages now.
+    step(vec![slow_on("/a", T0), slow_on("/b", T0), fired(Severity::Critical)], T0).await;
+    assert_eq!(grouped(&h).len(), 1);
+    assert_eq!(grouped(&h)[0].0, "firing");
+    assert!(grouped(&h)[0].1.ends_with("HighErrorRate"), "{:?}", grouped(&h));
+    // A third warning within group_wait joins them; nothing yet.
+    step(vec![slow_on("/c", T0 + 20 * s)], T0 + 20 * s).await;
+    step(vec![], T0 + 29 * s).await;
+    assert_eq!(grouped(&h).len(), 1, "the group waits 30 s");
+    step(vec![], T0 + 30 * s).await;
+    let pages = grouped(&h);
+    assert_eq!(pages.len(), 2, "{pages:?}");
+    assert_eq!((pages[1].0.as_str(), pages[1].2), ("firing", 2), "one page for the three warnings: {pages:?}");
+    let text = console_pages(&h)[1]["page"].to_string();
+    assert!(text.contains("alerting ack") && text.contains("/c"), "each listed with its own ack: {text}");
+    // A newcomer waits for the group's next page, group_interval after the last.
+    step(vec![slow_on("/d", T0 + 60 * s)], T0 + 60 * s).await;
+    step(vec![], T0 + 329 * s).await;
+    assert_eq!(grouped(&h).len(), 2);
+    step(vec![], T0 + 330 * s).await;
+    let pages = grouped(&h);
+    assert_eq!((pages.len(), pages[2].2), (3, 0), "{pages:?}");
+    // Each stays its own incident: a member resolves alone, to whoever its group page reached.
+    let b = h.service.store.find_open("slow{route=\"/b\"}").await.unwrap().unwrap();
+    assert_eq!(b.steps_paged, 1);
+    assert_eq!(b.plan_started_at, T0 + 30 * s, "its escalation clock starts when it was paged");
+    step(vec![Transition::Resolved { key: AlertKey { rule_id: "slow".into(), labels: [("route".to_string(), "/b".to_string())].into() }, value: 0.1 }], T0 + 400 * s).await;
+    let last = console_pages(&h).pop().unwrap();
+    assert_eq!((last["page"]["kind"]["type"].as_str(), last["page"]["incident_id"].as_i64()), (Some("resolved"), Some(b.id)));
+    assert_eq!(names(&last).len(), 1, "the owner's on-call, paged by the group page");
+}
+
+#[tokio::test]
+async fn a_large_group_is_split_into_pages_slack_accepts() {
+    let rx = SlackReceiver::start(vec![]).await;
+    let config = Config {
+        grouping: Some(alerting::rules::Grouping { group_by: vec!["owner".into()], group_wait: Duration::from_secs(30), group_interval: Duration::from_secs(300) }),
+        ..Config::default()
+    };
+    let h = harness(Some(&rx.url), config).await;
+    let many: Vec<Transition> = (0..25).map(|i| slow_on(&format!("/route/{i}/{}", "x".repeat(150)), T0)).collect();
+    h.service.apply(many, T0).await.unwrap();
+    h.service.apply(vec![], T0 + 30_000).await.unwrap();
+    h.service.deliver(T0 + 30_000).await.unwrap();
+    let pages = grouped(&h);
+    assert_eq!(pages.iter().map(|p| p.2 + 1).collect::<Vec<_>>(), [10, 10, 5], "{pages:?}");
+    let delivered = rx.wait_for(3, Duration::from_secs(10)).await;
+    assert_eq!(delivered.len(), 3);
+    assert!(rx.violations().is_empty(), "within Slack's limits: {:?}", rx.violations());
+}

@@ -555,6 +555,25 @@ impl Store {
         Ok(())
     }
 
+    /// Claims a grouped first page of `incident`, restarting its plan at
+    /// `now` (when its on-call was paged, the escalation clock's start).
+    pub async fn claim_grouped_page(&self, incident: &Incident, now: i64) -> Result<bool> {
+        let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE incidents SET steps_paged = 1, plan_started_at = $2 WHERE id = $1 AND steps_paged = 0 AND plan_started_at = $3 AND state = 'firing' AND {}",
+            self.fence_sql()
+        )))
+        .bind(incident.id)
+        .bind(now)
+        .bind(incident.plan_started_at)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            self.check_fence().await?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
     /// Claims the escalation steps `from..to` of `incident`'s current plan:
     /// `true` for the one caller that moves `steps_paged` from `from` to
     /// `to`; `false` when another did, or the incident was acknowledged,

@@ -55,23 +55,7 @@ impl Store {
     /// Writes a page to the outbox; `false` when a page with this dedup
     /// key was already written.
     pub async fn enqueue(&self, incident_id: i64, dedup_key: &str, channel: &str, recipients: &str, page: &str, now: i64) -> Result<bool> {
-        let done = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO outbox (incident_id, dedup_key, channel, recipients, page, status, attempts, next_attempt_at, created_at)
-             SELECT $1, $2, $3, $4, $5, 'pending', 0, $6, $6 WHERE {} ON CONFLICT (dedup_key) DO NOTHING",
-            self.fence_sql()
-        )))
-        .bind(incident_id)
-        .bind(dedup_key)
-        .bind(channel)
-        .bind(recipients)
-        .bind(page)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 0 {
-            self.check_fence().await?;
-        }
-        Ok(done.rows_affected() == 1)
+        self.enqueue_group(&[incident_id], dedup_key, channel, recipients, page, now).await
     }
 
     /// Pending rows of every channel that are due, oldest first.
@@ -204,10 +188,65 @@ impl Store {
         Ok(())
     }
 
+    /// Writes one grouped page for `incidents` (the first owns the row, the
+    /// others are its members); `false` when it was written already.
+    pub async fn enqueue_group(&self, incidents: &[i64], dedup_key: &str, channel: &str, recipients: &str, page: &str, now: i64) -> Result<bool> {
+        let Some((&first, rest)) = incidents.split_first() else { return Ok(false) };
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO outbox (incident_id, dedup_key, channel, recipients, page, status, attempts, next_attempt_at, created_at)
+             SELECT $1, $2, $3, $4, $5, 'pending', 0, $6, $6 WHERE {} ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
+            self.fence_sql()
+        )))
+        .bind(first)
+        .bind(dedup_key)
+        .bind(channel)
+        .bind(recipients)
+        .bind(page)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            self.check_fence().await?;
+            return Ok(false);
+        };
+        let id: i64 = row.try_get("id")?;
+        for incident in rest {
+            sqlx::query("INSERT INTO outbox_members (outbox_id, incident_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(id)
+                .bind(*incident)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(true)
+    }
+
+    /// When the page group `key` was last paged.
+    pub async fn group_flushed(&self, key: &str) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT flushed_at FROM page_groups WHERE key = $1").bind(key).fetch_optional(&self.pool).await?;
+        row.map(|r| r.try_get("flushed_at").map_err(Into::into)).transpose()
+    }
+
+    pub async fn set_group_flushed(&self, key: &str, at: i64) -> Result<()> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO page_groups (key, flushed_at) SELECT $1, $2 WHERE {} ON CONFLICT (key) DO UPDATE SET flushed_at = excluded.flushed_at",
+            self.fence_sql()
+        )))
+        .bind(key)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Everyone paged about an incident, per channel: who hears that it
-    /// resolved. (Retention keeps these rows while the incident is open.)
+    /// resolved (grouped pages included). (Retention keeps these rows while
+    /// the incident is open.)
     pub async fn paged(&self, incident_id: i64) -> Result<Vec<(String, String)>> {
-        let rows = sqlx::query("SELECT channel, recipients FROM outbox WHERE incident_id = $1 AND dedup_key NOT LIKE '%:resolved:%' ORDER BY id")
+        let rows = sqlx::query(
+            "SELECT channel, recipients FROM outbox
+             WHERE (incident_id = $1 OR id IN (SELECT outbox_id FROM outbox_members WHERE incident_id = $1)) AND dedup_key NOT LIKE '%:resolved:%'
+             ORDER BY id",
+        )
             .bind(incident_id)
             .fetch_all(&self.pool)
             .await?;

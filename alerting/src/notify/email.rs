@@ -189,6 +189,10 @@ fn html(page: &Page) -> String {
         "Run the runbook: <code>{}</code>",
         escape(&page.runbook_command)
     );
+    if !page.also.is_empty() {
+        let items: Vec<String> = page.also.iter().map(|g| format!("<li>{}</li>", escape(&g.line()))).collect();
+        commands += &format!("</p>\n<p>Also firing ({} more):</p>\n<ul>{}</ul>\n<p>", page.also.len(), items.join(""));
+    }
     format!(
         "<!doctype html>\n<html><body>\n<h2>{title}</h2>\n<p>{summary}</p>\n<table>\n{rows}</table>\n<p>{links}</p>\n<p>{commands}</p>\n</body></html>\n",
         title = escape(&page.title()),

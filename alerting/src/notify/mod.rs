@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use page::{Page, PageKind, format_value};
+pub use page::{Grouped, Page, PageKind, format_value};
 
 /// Someone on call, with the handles each channel needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -54,6 +54,29 @@ pub struct Page {
     /// condition's start) to its resolution, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lasted_secs: Option<i64>,
+    /// A grouped page: the other warnings that arrived with this one (see
+    /// the rule file's `grouping`), each with its own incident and ack.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<Grouped>,
+}
+
+/// One more alert on a grouped page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Grouped {
+    pub incident_id: i64,
+    pub alert: String,
+    pub summary: String,
+    /// `0.62 % (> 0.5 %)`
+    pub value: String,
+    pub runbook_url: String,
+    pub ack_command: String,
+}
+
+impl Grouped {
+    /// `#7 HighP95Latency 620 ms (> 500 ms): Booking requests are slow · alerting ack 7`
+    pub fn line(&self) -> String {
+        format!("#{} {} {}: {} · {}", self.incident_id, self.alert, self.value, self.summary, self.ack_command)
+    }
 }
 
 impl Page {
@@ -62,6 +85,7 @@ impl Page {
     pub fn title(&self) -> String {
         let sev = self.severity.as_str().to_uppercase();
         match self.kind {
+            PageKind::Firing if !self.also.is_empty() => format!("[{sev}] {} firing (+{} more)", self.alert, self.also.len()),
             PageKind::Firing => format!("[{sev}] {} firing", self.alert),
             PageKind::Escalated { level } => {
                 format!("[{sev}] {} escalated (level {level})", self.alert)
@@ -139,6 +163,12 @@ impl Page {
             out.push_str(&format!("Acknowledge:  {}\n", self.ack_command));
         }
         out.push_str(&format!("Run runbook:  {}\n", self.runbook_command));
+        if !self.also.is_empty() {
+            out.push_str(&format!("\nAlso firing ({} more, each its own incident):\n", self.also.len()));
+            for other in &self.also {
+                out.push_str(&format!("  {}\n", other.line()));
+            }
+        }
         out
     }
 }
@@ -200,6 +230,7 @@ mod tests {
             ack_command: String::new(),
             resolved_value,
             lasted_secs,
+            also: Vec::new(),
         }
     }
 

@@ -136,6 +136,12 @@ pub fn payload(page: &Page, to: &[Recipient]) -> Value {
         blocks.push(json!({ "type": "actions", "elements": buttons }));
     }
     blocks.push(commands_section(page, &unlinked));
+    if !page.also.is_empty() {
+        // One section for the rest of the group, cut to Slack's section limit.
+        let lines: Vec<String> = page.also.iter().map(|g| format!("• {}", escape(&g.line()))).collect();
+        let text = format!("*Also firing ({} more):*\n{}", page.also.len(), lines.join("\n"));
+        blocks.push(json!({ "type": "section", "text": mrkdwn(&text, SECTION_TEXT) }));
+    }
     blocks.truncate(MAX_BLOCKS);
 
     // Mentions here too: the fallback is what the push notification shows.

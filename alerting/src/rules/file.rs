@@ -43,6 +43,8 @@ pub struct RuleSet {
     pub evaluation_interval: Duration,
     /// Alertmanager-style inhibitions between the rules' alerts.
     pub inhibit_rules: Vec<super::InhibitRule>,
+    /// How warnings are batched into pages (`None`: each pages alone).
+    pub grouping: Option<super::Grouping>,
 }
 
 impl RuleSet {
@@ -207,7 +209,26 @@ pub fn parse(text: &str, origin: &str) -> Result<RuleSet, RulesError> {
         }
         inhibit_rules.push(rule);
     }
-    Ok(RuleSet { rules, warnings, runbook_base_url, dashboard_base_url, evaluation_interval, inhibit_rules })
+    let grouping = match spec.grouping {
+        None => None,
+        Some(g) => {
+            for label in &g.group_by {
+                if !is_label_name(label) {
+                    return Err(file_error(format!("grouping: group_by `{label}` is not a label name")));
+                }
+            }
+            let grouping = super::Grouping {
+                group_by: g.group_by,
+                group_wait: g.group_wait.map_or(Duration::from_secs(30), |d| d.0),
+                group_interval: g.group_interval.map_or(Duration::from_secs(300), |d| d.0),
+            };
+            if grouping.group_interval.is_zero() {
+                return Err(file_error("grouping: group_interval must be above 0s".to_string()));
+            }
+            Some(grouping)
+        }
+    };
+    Ok(RuleSet { rules, warnings, runbook_base_url, dashboard_base_url, evaluation_interval, inhibit_rules, grouping })
 }
 
 /// The labels inhibition matchers see on an alert of `rule` at `severity`:
@@ -274,6 +295,16 @@ struct FileSpec {
     rules: Vec<RuleSpec>,
     #[serde(default)]
     inhibit_rules: Vec<InhibitSpec>,
+    grouping: Option<GroupingSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupingSpec {
+    #[serde(default)]
+    group_by: Vec<String>,
+    group_wait: Option<Dur>,
+    group_interval: Option<Dur>,
 }
 
 #[derive(Deserialize)]

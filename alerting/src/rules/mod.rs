@@ -7,4 +7,4 @@ pub mod model;
 pub mod sli;
 
 pub use file::{RuleSet, RulesError, load, parse, shipped};
-pub use model::{Condition, InhibitRule, Level, Op, Rule, Severity, Unit};
+pub use model::{Condition, Grouping, InhibitRule, Level, Op, Rule, Severity, Unit};

@@ -181,3 +181,24 @@ impl InhibitRule {
         self.equal.iter().all(|l| source.get(l) == target.get(l))
     }
 }
+
+/// How warnings are batched into pages, as an Alertmanager route's
+/// `group_by`/`group_wait`/`group_interval`. Critical alerts are never
+/// grouped or delayed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grouping {
+    /// Labels whose values make a group (`owner`: one page per role).
+    pub group_by: Vec<String>,
+    /// How long a new group waits for more warnings before its first page.
+    pub group_wait: Duration,
+    /// How long after a group's page newcomers wait for the next one.
+    pub group_interval: Duration,
+}
+
+impl Grouping {
+    /// The group an alert with these labels belongs to.
+    pub fn key(&self, labels: &BTreeMap<String, String>) -> String {
+        let parts: Vec<String> = self.group_by.iter().map(|l| format!("{l}={:?}", labels.get(l).map_or("", String::as_str))).collect();
+        format!("{{{}}}", parts.join(","))
+    }
+}

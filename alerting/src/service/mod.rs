@@ -24,7 +24,7 @@ use crate::{
     metrics::Metrics,
     notify::{Channel, Notifier, Page, PageKind, Recipient},
     oncall::{self, Roster},
-    rules::{Rule, Severity, Unit},
+    rules::{Grouping, Rule, Severity, Unit},
 };
 
 pub struct Config {
@@ -47,6 +47,8 @@ pub struct Config {
     /// How long a sender's claim on a page lasts before another process may
     /// send it: longer than any channel's send timeout.
     pub claim_timeout: Duration,
+    /// How warnings are batched into pages (the rule file's `grouping`).
+    pub grouping: Option<Grouping>,
 }
 
 impl Default for Config {
@@ -62,6 +64,7 @@ impl Default for Config {
             exit_after_outbox_write: false,
             exit_after_claim: false,
             claim_timeout: Duration::from_secs(60),
+            grouping: None,
         }
     }
 }
@@ -203,6 +206,7 @@ impl Service {
     async fn escalate_with(&self, store: &incidents::Store, now: i64) -> Result<(), ServiceError> {
         let open = store.unacked().await?;
         self.metrics.incidents_open.set(store.count_open().await?);
+        let mut groups: BTreeMap<String, Vec<Incident>> = BTreeMap::new();
         for incident in open {
             let Some(rule) = self.rules.get(&incident.rule_id) else { continue };
             let plan = oncall::plan(&self.roster, incident.severity, &rule.owner);
@@ -215,6 +219,16 @@ impl Service {
                     store.record(incident.id, now, "silenced", None, &format!("page suppressed by {silence}"), None).await?;
                     self.metrics.pages.with_label_values(&["console", "silenced"]).inc();
                 }
+                continue;
+            }
+            // A warning's first page waits for its group; critical never does.
+            if let Some(grouping) = &self.config.grouping
+                && incident.severity == Severity::Warning
+                && incident.steps_paged == 0
+            {
+                let mut labels = crate::rules::file::match_labels(rule, incident.severity);
+                labels.extend(incident.labels.clone());
+                groups.entry(grouping.key(&labels)).or_default().push(incident);
                 continue;
             }
             let mut paged = Vec::new();
@@ -230,6 +244,70 @@ impl Service {
             if self.config.exit_after_outbox_write {
                 eprintln!("failpoint after-outbox-write: exiting before sending");
                 std::process::exit(86);
+            }
+        }
+        if let Some(grouping) = &self.config.grouping {
+            for (key, members) in groups {
+                let first = members.iter().map(|i| i.plan_started_at).min().unwrap_or(now);
+                let waited = now.saturating_sub(first) >= millis(grouping.group_wait);
+                let flushed = store.group_flushed(&key).await?;
+                let spaced = flushed.is_none_or(|at| now.saturating_sub(at) >= millis(grouping.group_interval));
+                if !(waited && spaced) {
+                    continue;
+                }
+                for chunk in members.chunks(GROUP_PAGE_MAX) {
+                    self.page_group(store, &key, chunk, now).await?;
+                }
+                store.set_group_flushed(&key, now).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One first page for a group of warnings: the first incident's page,
+    /// listing the others, to everyone any of them would page. Each
+    /// incident's step is claimed (and its escalation clock started) now.
+    async fn page_group(&self, store: &incidents::Store, key: &str, members: &[Incident], now: i64) -> Result<(), ServiceError> {
+        let Some(lead) = members.first() else { return Ok(()) };
+        let Some(rule) = self.rules.get(&lead.rule_id) else { return Ok(()) };
+        let mut recipients: Vec<Recipient> = Vec::new();
+        for incident in members {
+            let Some(rule) = self.rules.get(&incident.rule_id) else { continue };
+            let plan = oncall::plan(&self.roster, incident.severity, &rule.owner);
+            let Some(step) = plan.first() else { continue };
+            for t in oncall::targets(&self.roster, step, utc(now)) {
+                let name = format!("{} ({})", t.person.name, t.role);
+                if !recipients.iter().any(|r| r.name == name) {
+                    recipients.push(Recipient { name, slack: t.person.slack.clone(), email: t.person.email.clone() });
+                }
+            }
+        }
+        let mut page = self.page_for(lead, rule, PageKind::Firing);
+        page.also = members[1..]
+            .iter()
+            .filter_map(|i| {
+                let rule = self.rules.get(&i.rule_id)?;
+                let other = self.page_for(i, rule, PageKind::Firing);
+                Some(crate::notify::Grouped {
+                    incident_id: i.id,
+                    alert: i.alert.clone(),
+                    summary: i.summary.clone(),
+                    value: other.value_vs_threshold(),
+                    runbook_url: other.runbook_url,
+                    ack_command: other.ack_command,
+                })
+            })
+            .collect();
+        let ids: Vec<i64> = members.iter().map(|i| i.id).collect();
+        let tag = format!("group:{key}:{}", ids.iter().map(i64::to_string).collect::<Vec<_>>().join("-"));
+        let used = self.enqueue_everywhere(store, &ids, &tag, &page, &recipients, now).await?;
+        let who: Vec<String> = recipients.iter().map(|r| r.name.clone()).collect();
+        for incident in members {
+            if store.claim_grouped_page(incident, now).await? {
+                let others: Vec<String> = ids.iter().filter(|id| **id != incident.id).map(|id| format!("#{id}")).collect();
+                let text = format!("paged {} via {} (one page with {})", who.join(", "), used.join(", "), others.join(", "));
+                let data = serde_json::json!({ "level": 0, "recipients": who, "group": key, "with": ids });
+                store.record(incident.id, now, "paged", None, &text, Some(&data)).await?;
             }
         }
         Ok(())
@@ -270,6 +348,7 @@ impl Service {
             ack_command: format!("alerting ack {}", incident.id),
             resolved_value: None,
             lasted_secs: None,
+            also: Vec::new(),
         }
     }
 
@@ -293,7 +372,7 @@ impl Service {
             .collect();
         let page = self.page_for(incident, rule, kind);
         let tag = format!("{}:{}:step{}", incident.id, incident.plan_started_at, index);
-        let channels = self.enqueue_everywhere(store, incident.id, &tag, &page, &recipients, now).await?;
+        let channels = self.enqueue_everywhere(store, &[incident.id], &tag, &page, &recipients, now).await?;
         let who: Vec<String> = recipients.iter().map(|r| r.name.clone()).collect();
         let text = if index == 0 {
             format!("paged {} via {}", who.join(", "), channels.join(", "))
@@ -303,28 +382,22 @@ impl Service {
         Ok((if index == 0 { "paged" } else { "escalated" }, text, serde_json::json!({ "level": index, "recipients": who })))
     }
 
-    /// Writes one outbox row per channel that can reach some recipient.
-    async fn enqueue_everywhere(&self, store: &incidents::Store, incident_id: i64, tag: &str, page: &Page, to: &[Recipient], now: i64) -> Result<Vec<&'static str>, ServiceError> {
+    /// Writes one outbox row per channel that can reach some recipient; a
+    /// grouped page's row speaks for every incident in `incidents`.
+    async fn enqueue_everywhere(&self, store: &incidents::Store, incidents: &[i64], tag: &str, page: &Page, to: &[Recipient], now: i64) -> Result<Vec<&'static str>, ServiceError> {
         let mut used = Vec::new();
         let page_json = serde_json::to_string(page).unwrap_or_default();
         for channel in [Channel::Slack, Channel::Email, Channel::Console] {
             if self.channels.get(channel).is_none() {
                 continue;
             }
-            let reachable: Vec<&Recipient> = to
-                .iter()
-                .filter(|r| match channel {
-                    Channel::Slack => r.slack.is_some(),
-                    Channel::Email => r.email.is_some(),
-                    Channel::Console => true,
-                })
-                .collect();
+            let reachable = reachable(channel, to);
             if reachable.is_empty() {
                 continue;
             }
             let recipients = serde_json::to_string(&reachable).unwrap_or_default();
             let key = format!("{tag}:{}", channel.as_str());
-            store.enqueue(incident_id, &key, channel.as_str(), &recipients, &page_json, now).await?;
+            store.enqueue_group(incidents, &key, channel.as_str(), &recipients, &page_json, now).await?;
             self.ring(channel);
             used.push(channel.as_str());
         }
@@ -370,6 +443,25 @@ impl Service {
         }
         Ok(incident)
     }
+}
+
+/// The recipients `channel` can reach (the console reaches everyone).
+fn reachable(channel: Channel, to: &[Recipient]) -> Vec<&Recipient> {
+    to.iter()
+        .filter(|r| match channel {
+            Channel::Slack => r.slack.is_some(),
+            Channel::Email => r.email.is_some(),
+            Channel::Console => true,
+        })
+        .collect()
+}
+
+/// Warnings on one grouped page at most; more make more pages. Ten lines
+/// fit Slack's 3,000-character section with room to spare.
+pub const GROUP_PAGE_MAX: usize = 10;
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn kind_name(kind: &PageKind) -> &'static str {
