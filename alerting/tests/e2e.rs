@@ -20,7 +20,7 @@ use std::{
 
 use serde_json::{Value, json};
 use support::{
-    serve::{GAUGE_RULES, Gauge, wait_until},
+    serve::{CHAOS_RULES, GAUGE_RULES, Gauge, wait_until},
     slack_receiver::{Reply, SlackReceiver},
     smtp::{self, SmtpServer},
 };
@@ -80,22 +80,6 @@ async fn get_json(http: &reqwest::Client, url: &str) -> Value {
 
 /// A rule set of the test's own: the shipped error-rate rule's shape, on
 /// 20 s windows and short `for`s so the test runs in seconds.
-const RULES: &str = r#"
-evaluation_interval: 1s
-runbook_base_url: https://runbooks.example.com/booking
-dashboard_base_url: http://grafana.example.com
-rules:
-  - id: high-error-rate
-    kind: promql
-    name: HighErrorRate
-    summary: More than half of the requests fail
-    owner: backend
-    runbook: high-error-rate
-    dashboard: /d/booking-overview
-    unit: ratio
-    expr: sum(rate(http_server_requests_total{status=~"5.."}[20s])) / sum(rate(http_server_requests_total[20s]))
-    critical: { above: 0.5, for: 3s, clear_below: 0.1, clear_for: 3s }
-"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chaos_error_spike_pages_slack_and_email_with_the_runbook_then_ack_and_recovery_resolve_it() {
@@ -123,7 +107,7 @@ async fn a_chaos_error_spike_pages_slack_and_email_with_the_runbook_then_ack_and
     let slack = SlackReceiver::start(vec![]).await;
     let alerting_port = free_port();
     let prom_port = free_port();
-    std::fs::write(dir.0.join("rules.yaml"), RULES).unwrap();
+    std::fs::write(dir.0.join("rules.yaml"), CHAOS_RULES).unwrap();
     let _alerting = Process(
         Command::new(binary("alerting"))
             .arg("serve")

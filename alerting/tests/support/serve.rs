@@ -35,6 +35,82 @@ rules:
     critical: { above: 10, for: 0s, clear_below: 5, clear_for: 1s }
 "#;
 
+/// One rule on booking's real error ratio, quick enough for a test: a 20 s
+/// window, firing 3 s after half the requests fail.
+pub const CHAOS_RULES: &str = r#"
+evaluation_interval: 1s
+runbook_base_url: https://runbooks.example.com/booking
+dashboard_base_url: http://grafana.example.com
+rules:
+  - id: high-error-rate
+    kind: promql
+    name: HighErrorRate
+    summary: More than half of the requests fail
+    owner: backend
+    runbook: high-error-rate
+    dashboard: /d/booking-overview
+    unit: ratio
+    expr: sum(rate(http_server_requests_total{status=~"5.."}[20s])) / sum(rate(http_server_requests_total[20s]))
+    critical: { above: 0.5, for: 3s, clear_below: 0.1, clear_for: 3s }
+"#;
+
+/// The booking service on its embedded defaults (SQLite in a scratch
+/// directory, the in-process queue) on a free port, with steady traffic of
+/// 20 requests a second; both stop on drop.
+pub struct Booking {
+    pub url: String,
+    traffic: tokio::task::JoinHandle<()>,
+    _process: Process,
+    _dir: TempDir,
+}
+
+impl Drop for Booking {
+    fn drop(&mut self) {
+        self.traffic.abort();
+    }
+}
+
+impl Booking {
+    pub async fn start() -> Self {
+        let dir = TempDir::new("booking-embedded");
+        let port = free_port();
+        let process = Process(
+            Command::new(workspace_binary("booking"))
+                .arg("serve")
+                .env("BOOKING_LISTEN", format!("127.0.0.1:{port}"))
+                .env("DATABASE_URL", format!("sqlite://{}", dir.path("booking.db").display()))
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let url = format!("http://127.0.0.1:{port}");
+        let http = client();
+        wait_until("booking up", Duration::from_secs(30), async || http.get(format!("{url}/healthz")).send().await.is_ok_and(|r| r.status().is_success())).await;
+        let concerts = format!("{url}/v1/concerts");
+        let traffic = tokio::spawn(async move {
+            loop {
+                let _ = http.get(&concerts).send().await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        Self { url, traffic, _process: process, _dir: dir }
+    }
+
+    /// Turns the chaos switch on (every request fails) or off.
+    pub async fn chaos(&self, on: bool) {
+        let http = client();
+        let admin = |r: reqwest::RequestBuilder| r.header("x-admin-key", "dev-admin-key");
+        let r = if on {
+            admin(http.put(format!("{}/v1/admin/chaos", self.url))).json(&serde_json::json!({ "error_ratio": 1.0 })).send().await
+        } else {
+            admin(http.delete(format!("{}/v1/admin/chaos", self.url))).send().await
+        };
+        assert!(r.is_ok_and(|r| r.status().is_success()), "the chaos switch");
+    }
+}
+
 /// A `/metrics` endpoint with one gauge the test sets.
 pub struct Gauge {
     value: Arc<AtomicU64>,
