@@ -395,8 +395,7 @@ impl Engine {
             for (labels, s) in states {
                 let pending = rule.levels.iter().zip(&s.pending_since).filter(|(_, p)| p.is_some()).map(|(l, _)| l.severity).max();
                 let Some(severity) = s.firing.map(|f| f.0).max(pending) else { continue };
-                let mut matched = crate::rules::file::match_labels(rule, severity);
-                matched.extend(labels.clone());
+                let matched = rule.alert_labels(severity, labels);
                 let key = AlertKey { rule_id: rule.id.clone(), labels: labels.clone() };
                 let paged = s.notified.is_some() && s.muted_by.is_none();
                 last_active.insert(key.fingerprint(), (matched, now_ms, paged));
@@ -432,8 +431,7 @@ impl Engine {
                     continue;
                 };
                 let fingerprint = key.fingerprint();
-                let mut matched = crate::rules::file::match_labels(rule, severity);
-                matched.extend(labels.clone());
+                let matched = rule.alert_labels(severity, labels);
                 let by = inhibitions.iter().filter(|r| r.is_target(&matched)).find_map(|r| {
                     let hold = r.hold.as_millis() as i64;
                     last_active

@@ -10,69 +10,34 @@ mod support {
     pub mod serve;
 }
 
-use std::{
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::serve::{Launch, wait_until};
-use testkit::{Process, TempDir, free_port, workspace_binary};
+use support::serve::{Booking, Launch, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_drill_sends_one_page_and_one_resolve_at_the_documented_times() {
-    let dir = TempDir::new("alerting-drill");
-    let port = free_port();
-    let booking = format!("http://127.0.0.1:{port}");
-    let _booking = Process(
-        Command::new(workspace_binary("booking"))
-            .arg("serve")
-            .env("BOOKING_LISTEN", format!("127.0.0.1:{port}"))
-            .env("DATABASE_URL", format!("sqlite://{}", dir.path("booking.db").display()))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    // The shipped rules and roster: no ALERTING_RULES, no ALERTING_ROSTER.
-    let alerting = Launch::new(None).without("ALERTING_RULES").env("ALERTING_SCRAPE", &format!("booking={booking}/metrics")).start().await;
-    let http = reqwest::Client::new();
-    wait_until("booking up", Duration::from_secs(30), async || http.get(format!("{booking}/healthz")).send().await.is_ok_and(|r| r.status().is_success())).await;
-    let traffic = {
-        let (http, url) = (http.clone(), format!("{booking}/v1/concerts"));
-        tokio::spawn(async move {
-            loop {
-                let _ = http.get(&url).send().await;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-    };
+    // Booking on its embedded defaults, 5 requests a second (the README's
+    // `watch -n0.2 curl`); the alerting service with the shipped rules and
+    // roster (no ALERTING_RULES, no ALERTING_ROSTER) scraping it.
+    let booking = Booking::start(Duration::from_millis(200)).await;
+    let alerting = Launch::new(None).without("ALERTING_RULES").env("ALERTING_SCRAPE", &format!("booking={}/metrics", booking.url)).start().await;
     let started = Instant::now();
     wait_until("a minute of healthy traffic", Duration::from_secs(70), async || started.elapsed() >= Duration::from_secs(60)).await;
 
-    let on = http
-        .put(format!("{booking}/v1/admin/chaos"))
-        .header("x-admin-key", "dev-admin-key")
-        .json(&serde_json::json!({ "error_ratio": 1.0 }))
-        .send()
-        .await
-        .unwrap();
-    assert!(on.status().is_success());
+    booking.chaos(true).await;
     let fault = Instant::now();
     let fired = |pages: &[Value]| pages.iter().any(|p| p["page"]["kind"]["type"] == "firing");
     wait_until("the page", Duration::from_secs(180), async || fired(&alerting.console_pages())).await;
     let paged = fault.elapsed();
     wait_until("3 minutes of outage", Duration::from_secs(200), async || fault.elapsed() >= Duration::from_secs(180)).await;
-    let off = http.delete(format!("{booking}/v1/admin/chaos")).header("x-admin-key", "dev-admin-key").send().await.unwrap();
-    assert!(off.status().is_success());
+    booking.chaos(false).await;
     let fixed = Instant::now();
     let resolved = |pages: &[Value]| pages.iter().any(|p| p["page"]["kind"]["type"] == "resolved");
     wait_until("the resolve", Duration::from_secs(300), async || resolved(&alerting.console_pages())).await;
     let resolved_after = fixed.elapsed();
     // The slow burn fires about two minutes after the fix, muted: watch past it.
     wait_until("the slow burn's moment", Duration::from_secs(120), async || fault.elapsed() >= Duration::from_secs(330)).await;
-    traffic.abort();
 
     let pages: Vec<String> = alerting
         .console_pages()

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::Value;
 use support::{
-    serve::{Alerting, Booking, CHAOS_RULES, Gauge, Launch, wait_until},
+    serve::{Alerting, Booking, CHAOS_RULES, GAUGE_RULES, Gauge, Launch, wait_until},
     slack_receiver::SlackReceiver,
     smtp::{SmtpServer, header_value},
 };
@@ -220,7 +220,7 @@ async fn a_sender_killed_mid_send_leaves_its_page_to_another_after_the_claim_tim
     let dir = TempDir::new("alerting-group");
     let group = Group::new(db.url.clone(), &dir).await;
     // This one watches booking itself, broken by its chaos switch.
-    let booking = Booking::start().await;
+    let booking = Booking::start(Duration::from_millis(50)).await;
     std::fs::write(dir.path("chaos.yaml"), CHAOS_RULES).unwrap();
     let rules = dir.path("chaos.yaml").display().to_string();
     let scrape = format!("booking={}/metrics", booking.url);
@@ -288,24 +288,17 @@ async fn a_postgresql_restart_under_the_group_loses_and_repeats_no_page() {
 }
 
 /// The gauge rule with a `for` long enough to kill the evaluator inside it.
-const SLOW_RULES: &str = r#"
-evaluation_interval: 1s
-rules:
-  - id: queue-admission-stall
-    kind: promql
-    name: QueueDepth
-    summary: The queue is deep
-    owner: backend
-    runbook: queue-admission-stall
-    expr: max(queue_depth)
-    critical: { above: 10, for: 8s, clear_below: 5, clear_for: 1s }
-"#;
+fn slow_rules() -> String {
+    let rules = GAUGE_RULES.replace("for: 0s", "for: 8s");
+    assert_ne!(rules, GAUGE_RULES);
+    rules
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_neither_restarts_nor_skips_a_pending_timer() {
     let db = Database::create("alerting_group").await;
     let dir = TempDir::new("alerting-group");
-    std::fs::write(dir.path("slow.yaml"), SLOW_RULES).unwrap();
+    std::fs::write(dir.path("slow.yaml"), slow_rules()).unwrap();
     let group = Group::new(db.url.clone(), &dir).await;
     let rules = dir.path("slow.yaml").display().to_string();
     let mut a = group.member().env("ALERTING_RULES", &rules).start().await;

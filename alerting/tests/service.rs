@@ -97,16 +97,7 @@ fn names(page: &Value) -> Vec<String> {
 #[tokio::test]
 async fn a_warning_pages_the_owner_then_escalates_on_time_until_acknowledged() {
     let h = harness(None, Config::default()).await;
-    let warning = Transition::Fired {
-        key: AlertKey { rule_id: "slow".into(), labels: Default::default() },
-        severity: Severity::Warning,
-        value: 0.7,
-        threshold: 0.5,
-        op: Op::Above,
-        since_ms: T0,
-        detail: "P95 above 500 ms".into(),
-    };
-    h.service.apply(vec![warning], T0).await.unwrap();
+    h.service.apply(vec![slow_on("/", T0)], T0).await.unwrap();
     h.service.deliver(T0).await.unwrap();
     let pages = console_pages(&h);
     assert_eq!(pages.len(), 1, "step 0 only: {pages:?}");

@@ -172,7 +172,7 @@ pub enum SilenceKind {
 pub struct Silence {
     pub id: i64,
     pub kind: SilenceKind,
-    /// label → exact value; `alertname`, `rule_id` and `severity` are
+    /// label → exact value; `alertname`, `rule_id`, `severity` and `owner` are
     /// matchable besides the alert's own labels.
     pub matchers: BTreeMap<String, String>,
     pub starts_at: i64,
@@ -558,20 +558,7 @@ impl Store {
     /// Claims a grouped first page of `incident`, restarting its plan at
     /// `now` (when its on-call was paged, the escalation clock's start).
     pub async fn claim_grouped_page(&self, incident: &Incident, now: i64) -> Result<bool> {
-        let done = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE incidents SET steps_paged = 1, plan_started_at = $2 WHERE id = $1 AND steps_paged = 0 AND plan_started_at = $3 AND state = 'firing' AND {}",
-            self.fence_sql()
-        )))
-        .bind(incident.id)
-        .bind(now)
-        .bind(incident.plan_started_at)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 0 {
-            self.check_fence().await?;
-            return Ok(false);
-        }
-        Ok(true)
+        self.move_plan(incident, 1, now).await
     }
 
     /// Claims the escalation steps `from..to` of `incident`'s current plan:
@@ -579,14 +566,22 @@ impl Store {
     /// `to`; `false` when another did, or the incident was acknowledged,
     /// upgraded (a new plan) or resolved meanwhile.
     pub async fn claim_steps(&self, incident: &Incident, to: i64) -> Result<bool> {
+        self.move_plan(incident, to, incident.plan_started_at).await
+    }
+
+    /// Moves `incident` from the steps and plan it was read with to `to`
+    /// steps of a plan begun at `plan_started_at`, if nobody else did.
+    async fn move_plan(&self, incident: &Incident, to: i64, plan_started_at: i64) -> Result<bool> {
         let done = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE incidents SET steps_paged = $2 WHERE id = $1 AND steps_paged = $3 AND plan_started_at = $4 AND state = 'firing' AND {}",
+            "UPDATE incidents SET steps_paged = $2, plan_started_at = $5
+             WHERE id = $1 AND steps_paged = $3 AND plan_started_at = $4 AND state = 'firing' AND {}",
             self.fence_sql()
         )))
         .bind(incident.id)
         .bind(to)
         .bind(incident.steps_paged)
         .bind(incident.plan_started_at)
+        .bind(plan_started_at)
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {

@@ -199,7 +199,7 @@ pub fn parse(text: &str, origin: &str) -> Result<RuleSet, RulesError> {
     for (i, spec) in spec.inhibit_rules.into_iter().enumerate() {
         let rule = inhibit_rule(spec).map_err(|m| file_error(format!("inhibit_rules[{i}]: {m}")))?;
         let any_alert = |matches: &dyn Fn(&BTreeMap<String, String>) -> bool| {
-            rules.iter().any(|r| r.levels.iter().any(|l| matches(&match_labels(r, l.severity))))
+            rules.iter().any(|r| r.levels.iter().any(|l| matches(&r.alert_labels(l.severity, &BTreeMap::new()))))
         };
         if !any_alert(&|l| rule.is_source(l)) {
             warnings.push(format!("{origin}: inhibit_rules[{i}]: source_matchers {:?} match no alert of these rules", rule.source_text));
@@ -229,18 +229,6 @@ pub fn parse(text: &str, origin: &str) -> Result<RuleSet, RulesError> {
         }
     };
     Ok(RuleSet { rules, warnings, runbook_base_url, dashboard_base_url, evaluation_interval, inhibit_rules, grouping })
-}
-
-/// The labels inhibition matchers see on an alert of `rule` at `severity`:
-/// the rule's own labels, `alertname`, `rule_id` and `severity` (the alert's
-/// series labels come on top at run time).
-pub fn match_labels(rule: &Rule, severity: Severity) -> BTreeMap<String, String> {
-    let mut labels = rule.labels.clone();
-    labels.insert("alertname".into(), rule.name.clone());
-    labels.insert("rule_id".into(), rule.id.clone());
-    labels.insert("severity".into(), severity.as_str().into());
-    labels.insert("owner".into(), rule.owner.clone());
-    labels
 }
 
 fn inhibit_rule(spec: InhibitSpec) -> Result<super::InhibitRule, String> {

@@ -128,6 +128,21 @@ pub struct Rule {
     pub line: usize,
 }
 
+impl Rule {
+    /// What silences, inhibitions and grouping match an alert of this rule
+    /// on: its series labels, then the rule's own labels, then `alertname`,
+    /// `rule_id`, `severity` and `owner` (which a series cannot override).
+    pub fn alert_labels(&self, severity: Severity, series: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        let mut labels = series.clone();
+        labels.extend(self.labels.clone());
+        labels.insert("alertname".into(), self.name.clone());
+        labels.insert("rule_id".into(), self.id.clone());
+        labels.insert("severity".into(), severity.as_str().into());
+        labels.insert("owner".into(), self.owner.clone());
+        labels
+    }
+}
+
 mod secs {
     use std::time::Duration;
 

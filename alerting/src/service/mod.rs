@@ -226,8 +226,7 @@ impl Service {
                 && incident.severity == Severity::Warning
                 && incident.steps_paged == 0
             {
-                let mut labels = crate::rules::file::match_labels(rule, incident.severity);
-                labels.extend(incident.labels.clone());
+                let labels = rule.alert_labels(incident.severity, &incident.labels);
                 groups.entry(grouping.key(&labels)).or_default().push(incident);
                 continue;
             }
@@ -314,11 +313,7 @@ impl Service {
     }
 
     async fn silenced_by(&self, incident: &Incident, rule: &Rule, now: i64) -> Result<Option<String>, ServiceError> {
-        let mut labels = incident.labels.clone();
-        labels.extend(rule.labels.clone());
-        labels.insert("alertname".into(), rule.name.clone());
-        labels.insert("rule_id".into(), rule.id.clone());
-        labels.insert("severity".into(), incident.severity.as_str().into());
+        let labels = rule.alert_labels(incident.severity, &incident.labels);
         Ok(self
             .store
             .silences(now)

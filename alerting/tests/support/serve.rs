@@ -55,8 +55,8 @@ rules:
 "#;
 
 /// The booking service on its embedded defaults (SQLite in a scratch
-/// directory, the in-process queue) on a free port, with steady traffic of
-/// 20 requests a second; both stop on drop.
+/// directory, the in-process queue) on a free port, with steady traffic to
+/// `GET /v1/concerts` (one request each `every`); both stop on drop.
 pub struct Booking {
     pub url: String,
     traffic: tokio::task::JoinHandle<()>,
@@ -71,7 +71,7 @@ impl Drop for Booking {
 }
 
 impl Booking {
-    pub async fn start() -> Self {
+    pub async fn start(every: Duration) -> Self {
         let dir = TempDir::new("booking-embedded");
         let port = free_port();
         let process = Process(
@@ -92,7 +92,7 @@ impl Booking {
         let traffic = tokio::spawn(async move {
             loop {
                 let _ = http.get(&concerts).send().await;
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(every).await;
             }
         });
         Self { url, traffic, _process: process, _dir: dir }
