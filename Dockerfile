@@ -18,6 +18,8 @@ RUN apt-get update \
        --shell /usr/sbin/nologin booking \
     && install -d -o booking -g booking /var/lib/alerting
 COPY --from=builder /usr/local/bin/booking /usr/local/bin/alerting /usr/local/bin/runbook /usr/local/bin/
+# What runbook links point at unless RUNBOOK_BASE_URL names your repository's copy.
+COPY runbooks/*.md /usr/share/booking/runbooks/
 # The working directory is writable, for the SQLite fallback (sqlite://booking.db) when DATABASE_URL is unset.
 WORKDIR /var/lib/booking
 USER 10001:10001

@@ -22,7 +22,7 @@ use crate::{
     http::{self, AppState, Shared},
     incidents::{self, Fence, Retention},
     metrics::Metrics,
-    notify::{Channel, Notifier, console::Console, email, slack::Slack},
+    notify::{Channel, Notifier, console::{Console, Format}, email, slack::Slack},
     oncall::Roster,
     promql,
     rules::{self, file::RuleSet},
@@ -72,9 +72,21 @@ pub struct ServeArgs {
     pub smtp_username: Option<String>,
     #[arg(long, env = "SMTP_PASSWORD", hide_env_values = true)]
     pub smtp_password: Option<String>,
-    /// Append console pages as JSON lines to this file instead of stdout.
+    /// Append console pages to this file instead of stdout (a terminal such
+    /// as /dev/tty or /dev/fd/3 works too, which is how `scripts/run.sh`
+    /// keeps pages apart from the logs).
     #[arg(long, env = "ALERTING_CONSOLE_FILE")]
     pub console_file: Option<PathBuf>,
+    /// How console pages are written: `text` (a block, coloured on a
+    /// terminal) or `json` (one line per page). Default: text on stdout,
+    /// json into ALERTING_CONSOLE_FILE.
+    #[arg(long, env = "ALERTING_CONSOLE_FORMAT")]
+    pub console_format: Option<String>,
+    /// Written before `alerting` and `runbook` in the commands a page
+    /// prints (`/opt/booking/bin/`), so they run as printed. Default: none,
+    /// both are on the PATH.
+    #[arg(long, env = "ALERTING_PAGE_COMMAND_DIR")]
+    pub page_command_dir: Option<PathBuf>,
     /// Where a page goes when its channel keeps failing: console, email or slack.
     #[arg(long, env = "ALERTING_FALLBACK", default_value = "console")]
     pub fallback: String,
@@ -87,10 +99,13 @@ pub struct ServeArgs {
     /// asking for more fails over to ALERTING_FALLBACK at once.
     #[arg(long, env = "ALERTING_RETRY_AFTER_MAX", default_value = "60s")]
     pub retry_after_max: String,
-    /// Base URL of the runbooks (`<base>/<id>.md`). Default: the rule file's.
+    /// Base of the runbook links (`<base>/<id>.md`): an http(s) URL or an
+    /// absolute directory. Default: the rule file's, else the `runbooks/`
+    /// folder of the checkout the binary was built from.
     #[arg(long, env = "RUNBOOK_BASE_URL")]
     pub runbook_base_url: Option<String>,
-    /// Grafana's URL, for dashboard links. Default: the rule file's.
+    /// Grafana's URL, for dashboard links. Default: the rule file's; with
+    /// neither, pages carry no dashboard link.
     #[arg(long, env = "GRAFANA_URL")]
     pub grafana_url: Option<String>,
     /// A responder key (reads and changes), named `api-key` on timelines.
@@ -155,8 +170,17 @@ pub enum StartError {
     Config(String),
     #[error("incident store: {0}")]
     Store(#[from] incidents::IncidentError),
-    #[error("listening on {0}: {1}")]
+    #[error("listening on {0} (ALERTING_LISTEN): {1}")]
     Bind(SocketAddr, std::io::Error),
+}
+
+fn console_format(text: Option<&str>) -> Result<Option<Format>, StartError> {
+    match text {
+        None => Ok(None),
+        Some("text") => Ok(Some(Format::Text)),
+        Some("json") => Ok(Some(Format::Json)),
+        Some(other) => Err(StartError::Config(format!("ALERTING_CONSOLE_FORMAT must be text or json, not {other:?}"))),
+    }
 }
 
 /// Rules and roster, loaded and checked against each other.
@@ -277,9 +301,10 @@ impl Server {
                 Some(host) => Some(Notifier::Email(email::Email::new(email_config(&args, host)?).map_err(|e| StartError::Config(format!("email: {e}")))?)),
                 None => None,
             },
-            console: Notifier::Console(match &args.console_file {
-                Some(path) => Console::file(path),
-                None => Console::stdout(),
+            console: Notifier::Console(match (&args.console_file, console_format(args.console_format.as_deref())?) {
+                (Some(path), format) => Console::file(path).with_format(format.unwrap_or(Format::Json)),
+                (None, Some(Format::Json)) => return Err(StartError::Config("ALERTING_CONSOLE_FORMAT=json needs ALERTING_CONSOLE_FILE".into())),
+                (None, _) => Console::stdout(),
             }),
         };
         let fallback = Channel::parse(&args.fallback)
@@ -307,9 +332,19 @@ impl Server {
                 SEND_TIMEOUT.as_secs()
             )));
         }
+        let runbook_base_url = args.runbook_base_url.clone().unwrap_or_else(|| set.runbook_base_url.clone());
+        rules::file::check_runbook_base(&runbook_base_url).map_err(|m| StartError::Config(format!("RUNBOOK_BASE_URL: {m}")))?;
+        let command_prefix = match &args.page_command_dir {
+            Some(dir) if !dir.is_absolute() => {
+                return Err(StartError::Config(format!("ALERTING_PAGE_COMMAND_DIR `{}` must be absolute, or the commands work from one directory only", dir.display())));
+            }
+            Some(dir) => format!("{}/", dir.display().to_string().trim_end_matches('/')),
+            None => String::new(),
+        };
         let config = Config {
-            runbook_base_url: args.runbook_base_url.clone().unwrap_or_else(|| set.runbook_base_url.clone()),
-            dashboard_base_url: args.grafana_url.clone().unwrap_or_else(|| set.dashboard_base_url.clone()),
+            runbook_base_url,
+            dashboard_base_url: args.grafana_url.clone().or_else(|| set.dashboard_base_url.clone()),
+            command_prefix,
             max_attempts: args.max_attempts.max(1),
             retry_base: Duration::from_millis(args.retry_base_ms.max(1)),
             retry_max: Duration::from_secs(60),
@@ -322,9 +357,11 @@ impl Server {
         };
         let days = |n: u32| (n > 0).then(|| Duration::from_secs(u64::from(n) * 86_400));
         let retention = Retention { incidents: days(args.retention_days), outbox: days(args.outbox_retention_days) };
+        // Bind before the store: a taken port must not leave a new empty
+        // `alerting.db` behind.
+        let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| StartError::Bind(args.listen, e))?;
         let store = incidents::Store::connect(&args.database_url).await?;
         let service = Service::new(store, roster, set.rules.clone(), channels, config, Metrics::new());
-        let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| StartError::Bind(args.listen, e))?;
         let state = Arc::new(AppState { service, engine: std::sync::Mutex::new(engine), wake: tokio::sync::Notify::new(), keys, silence_max, request_timeout });
         Ok(Self { state, source, exprs, interval, lease_ttl, listener, limits, retention, lanes: !failpoint })
     }

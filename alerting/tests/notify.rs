@@ -13,7 +13,7 @@ use std::{collections::BTreeMap, time::Duration};
 use alerting::{
     notify::{
         Notifier, Page, PageKind, Recipient, SendError,
-        console::Console,
+        console::{Console, Format},
         email::{Email, EmailConfig, Tls},
         slack::{self, Slack},
     },
@@ -486,6 +486,28 @@ async fn console_file_appends_one_json_line_per_page() {
     );
     assert_eq!(lines[0]["to"].as_array().unwrap().len(), 2);
     assert_eq!(lines[1]["to"][0]["name"], "Ada");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `scripts/run.sh` hands the alerting service its terminal as a file, so
+/// pages stand apart from the logs: the same block as on stdout, whole.
+#[tokio::test]
+async fn console_file_in_text_format_appends_the_readable_block() {
+    let dir = std::env::temp_dir().join(format!("alerting-console-text-{}", uuid_like()));
+    let path = dir.join("pages.txt");
+    let console = Notifier::Console(Console::file(&path).with_format(Format::Text));
+    let firing = page(PageKind::Firing);
+    console.send(&firing, &on_call()).await.expect("first");
+    console.send(&page(PageKind::Resolved), &on_call()).await.expect("second");
+
+    let content = std::fs::read_to_string(&path).unwrap();
+    let rule = "=".repeat(72);
+    assert_eq!(content.matches(&rule).count(), 4, "two blocks between rules:\n{content}");
+    assert!(content.starts_with(&format!("{rule}\n{}\nTo: Ada, ", firing.title())), "{content}");
+    assert!(content.contains("[RESOLVED] HighErrorRate"), "{content}");
+    assert!(content.contains(&format!("Acknowledge:  {}", firing.ack_command)), "{content}");
+    assert!(!content.contains('\x1b'), "no colour codes in a plain file: {content:?}");
+    assert!(serde_json::from_str::<Value>(content.lines().next().unwrap()).is_err(), "not JSON");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -36,10 +36,12 @@ pub struct RuleSet {
     /// Rules that load but look wrong (they can never fire, or can flap),
     /// each as `file:line: rule `id`: message`.
     pub warnings: Vec<String>,
-    /// `runbook_url` of an alert is `<base>/<runbook>.md`.
+    /// `runbook_url` of an alert is `<base>/<runbook>.md`: an http(s) URL,
+    /// or a directory on this machine (default: the checkout's `runbooks/`).
     pub runbook_base_url: String,
-    /// Grafana base URL; a rule's `dashboard` is a path under it.
-    pub dashboard_base_url: String,
+    /// Grafana base URL; a rule's `dashboard` is a path under it. `None`: no
+    /// Grafana, so pages carry no dashboard link that would lead nowhere.
+    pub dashboard_base_url: Option<String>,
     pub evaluation_interval: Duration,
     /// Alertmanager-style inhibitions between the rules' alerts.
     pub inhibit_rules: Vec<super::InhibitRule>,
@@ -63,7 +65,7 @@ impl RuleSet {
     }
 
     pub fn dashboard_url(&self, rule: &Rule) -> Option<String> {
-        dashboard_url(&self.dashboard_base_url, rule)
+        dashboard_url(self.dashboard_base_url.as_deref(), rule)
     }
 }
 
@@ -73,13 +75,31 @@ pub fn runbook_url(base: &str, rule: &Rule) -> String {
     format!("{}/{}.md", base.trim_end_matches('/'), rule.runbook)
 }
 
-/// The rule's dashboard: a full URL as given, or a path under `base`.
-pub fn dashboard_url(base: &str, rule: &Rule) -> Option<String> {
+/// The rule's dashboard: a full URL as given, or a path under `base` (none
+/// without a base).
+pub fn dashboard_url(base: Option<&str>, rule: &Rule) -> Option<String> {
     let dashboard = rule.dashboard.as_deref()?;
     if is_url(dashboard) {
         return Some(dashboard.to_string());
     }
-    Some(format!("{}{dashboard}", base.trim_end_matches('/')))
+    Some(format!("{}{dashboard}", base?.trim_end_matches('/')))
+}
+
+/// Where runbook links point when neither the rule file nor
+/// `RUNBOOK_BASE_URL` says: the `runbooks/` folder of the checkout this
+/// binary was built from, so a page's link opens on the laptop that runs it.
+pub fn default_runbook_base() -> String {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).join("runbooks").display().to_string()
+}
+
+/// A runbook base is an http(s) URL or an absolute directory.
+pub fn check_runbook_base(base: &str) -> Result<(), String> {
+    if (is_url(base) || base.starts_with('/')) && !base.contains(char::is_whitespace) {
+        Ok(())
+    } else {
+        Err(format!("runbook base `{base}` is neither an http(s) URL nor an absolute directory"))
+    }
 }
 
 /// Where in a rule file something is: `rules.yaml:17`, or the file alone
@@ -153,12 +173,11 @@ pub fn parse(text: &str, origin: &str) -> Result<RuleSet, RulesError> {
     if defaults.window.is_zero() {
         return Err(file_error("defaults: window must be above 0s".to_string()));
     }
-    let runbook_base_url = spec.runbook_base_url.unwrap_or_else(|| DEFAULT_RUNBOOK_BASE_URL.to_string());
-    let dashboard_base_url = spec.dashboard_base_url.unwrap_or_else(|| DEFAULT_DASHBOARD_BASE_URL.to_string());
-    for (key, url) in [("runbook_base_url", &runbook_base_url), ("dashboard_base_url", &dashboard_base_url)] {
-        if !is_url(url) {
-            return Err(file_error(format!("{key} `{url}` is not an http(s) URL")));
-        }
+    let runbook_base_url = spec.runbook_base_url.unwrap_or_else(default_runbook_base);
+    check_runbook_base(&runbook_base_url).map_err(|m| file_error(format!("runbook_base_url: {m}")))?;
+    let dashboard_base_url = spec.dashboard_base_url;
+    if let Some(url) = dashboard_base_url.as_deref().filter(|u| !is_url(u)) {
+        return Err(file_error(format!("dashboard_base_url `{url}` is not an http(s) URL")));
     }
     if spec.rules.is_empty() {
         return Err(file_error("`rules` is empty".to_string()));
@@ -267,8 +286,6 @@ const DEFAULT_CLEAR_FOR: Duration = Duration::from_secs(120);
 const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
 const DEFAULT_SHORT_WINDOW: Duration = Duration::from_secs(60);
 const DEFAULT_EVALUATION_INTERVAL: Duration = Duration::from_secs(15);
-const DEFAULT_RUNBOOK_BASE_URL: &str = "https://github.com/example/booking/blob/main/runbooks";
-const DEFAULT_DASHBOARD_BASE_URL: &str = "http://127.0.0.1:3000";
 
 // ---- The schema, as written in the file ----
 
@@ -1199,10 +1216,23 @@ rules:
         );
         let set = parse(&text, "rules.yaml").unwrap();
         let url = |id| set.dashboard_url(set.get(id).unwrap());
-        assert_eq!(url("high-p95").as_deref(), Some("http://127.0.0.1:3000/d/latency"));
+        assert_eq!(url("high-p95"), None, "no Grafana configured: no link that leads nowhere");
         assert_eq!(url("holds-overdue").as_deref(), Some("https://grafana.example.com/d/holds"));
         assert_eq!(url("budget-fast"), None);
-        assert_eq!(set.runbook_url(set.get("budget-fast").unwrap()), format!("{DEFAULT_RUNBOOK_BASE_URL}/budget.md"));
+        let set = parse(&format!("dashboard_base_url: http://127.0.0.1:3000\n{text}"), "rules.yaml").unwrap();
+        assert_eq!(set.dashboard_url(set.get("high-p95").unwrap()).as_deref(), Some("http://127.0.0.1:3000/d/latency"));
+    }
+
+    #[test]
+    fn runbook_links_default_to_the_checkouts_runbooks_folder() {
+        let set = parse(VALID, "rules.yaml").unwrap();
+        let link = set.runbook_url(set.get("budget-fast").unwrap());
+        assert_eq!(link, format!("{}/budget.md", default_runbook_base()));
+        let shipped = shipped();
+        let link = shipped.runbook_url(shipped.get("high-error-rate").unwrap());
+        assert!(std::path::Path::new(&link).is_file(), "{link} is not a file");
+        assert!(parse(&format!("runbook_base_url: runbooks\n{VALID}"), "rules.yaml").is_err(), "a relative path depends on the cwd");
+        assert!(parse(&format!("runbook_base_url: /srv/runbooks\n{VALID}"), "rules.yaml").is_ok());
     }
 
     #[test]

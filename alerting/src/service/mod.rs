@@ -29,7 +29,12 @@ use crate::{
 
 pub struct Config {
     pub runbook_base_url: String,
-    pub dashboard_base_url: String,
+    /// Grafana; `None`: pages carry no dashboard link.
+    pub dashboard_base_url: Option<String>,
+    /// Written before `alerting` and `runbook` in a page's commands (a
+    /// directory ending in `/`), so they run as printed: empty means both
+    /// are on the PATH.
+    pub command_prefix: String,
     /// Attempts per page before it goes to the fallback channel.
     pub max_attempts: i64,
     pub retry_base: Duration,
@@ -54,8 +59,9 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            runbook_base_url: "https://github.com/example/booking/blob/main/runbooks".into(),
-            dashboard_base_url: "http://127.0.0.1:3000".into(),
+            runbook_base_url: crate::rules::file::default_runbook_base(),
+            dashboard_base_url: None,
+            command_prefix: String::new(),
             max_attempts: 6,
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(60),
@@ -338,9 +344,9 @@ impl Service {
             since: utc(incident.started_at),
             labels: incident.labels.clone(),
             runbook_url: crate::rules::file::runbook_url(&self.config.runbook_base_url, rule),
-            runbook_command: format!("runbook run {} --incident {}", rule.runbook, incident.id),
-            dashboard_url: crate::rules::file::dashboard_url(&self.config.dashboard_base_url, rule),
-            ack_command: format!("alerting ack {}", incident.id),
+            runbook_command: format!("{}runbook run {} --incident {}", self.config.command_prefix, rule.runbook, incident.id),
+            dashboard_url: crate::rules::file::dashboard_url(self.config.dashboard_base_url.as_deref(), rule),
+            ack_command: format!("{}alerting ack {}", self.config.command_prefix, incident.id),
             resolved_value: None,
             lasted_secs: None,
             also: Vec::new(),
