@@ -27,8 +27,10 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Load the rule and roster files and report problems (exit 1 on errors).
     Check {
+        /// Rule file (YAML). Default: the shipped rules.
         #[arg(long, env = "ALERTING_RULES")]
         rules: Option<PathBuf>,
+        /// Roster file (YAML). Default: the shipped example roster.
         #[arg(long, env = "ALERTING_ROSTER")]
         roster: Option<PathBuf>,
     },
@@ -49,7 +51,9 @@ enum Command {
     },
     /// Acknowledge an incident: stops its escalation.
     Ack {
+        /// The incident's number (`#7` on the page).
         id: i64,
+        /// Who acknowledges, for the timeline.
         #[arg(long, env = "USER", default_value = "cli")]
         by: String,
         #[command(flatten)]
@@ -57,7 +61,9 @@ enum Command {
     },
     /// Resolve an incident; whoever was paged is told.
     Resolve {
+        /// The incident's number.
         id: i64,
+        /// Who resolves, for the timeline.
         #[arg(long, env = "USER", default_value = "cli")]
         by: String,
         #[command(flatten)]
@@ -65,8 +71,11 @@ enum Command {
     },
     /// Add a note to an incident's timeline.
     Note {
+        /// The incident's number.
         id: i64,
+        /// What to write on its timeline.
         text: String,
+        /// Who writes it.
         #[arg(long, env = "USER", default_value = "cli")]
         by: String,
         #[command(flatten)]
@@ -103,6 +112,7 @@ enum KeysCommand {
 enum ExportTarget {
     /// Prometheus alerting rules and an Alertmanager config.
     Prometheus {
+        /// Rule file (YAML). Default: the shipped rules.
         #[arg(long, env = "ALERTING_RULES")]
         rules: Option<PathBuf>,
         /// Directory to write `alerts.rules.yml` and `alertmanager.yml` into.
@@ -117,19 +127,23 @@ enum ExportTarget {
 enum OncallCommand {
     /// Who would be paged, step by step, for an alert at a given time.
     Who {
-        /// RFC 3339 time; default now.
+        /// When the first page goes out (RFC 3339); default now.
         #[arg(long)]
         at: Option<DateTime<Utc>>,
-        /// A rule id: its owner and (by default critical) severity.
+        /// A rule id: its owner role decides who a warning pages.
         #[arg(long)]
         rule: Option<String>,
+        /// warning (the owner's on-call first) or critical (every role at
+        /// once). Default: critical with --rule, warning without.
         #[arg(long)]
         severity: Option<alerting::rules::Severity>,
-        /// Owner role, when no rule is given.
+        /// Owner role, when no rule is given. Default: incident-lead.
         #[arg(long)]
         owner: Option<String>,
+        /// Rule file (YAML). Default: the shipped rules.
         #[arg(long, env = "ALERTING_RULES")]
         rules: Option<PathBuf>,
+        /// Roster file (YAML). Default: the shipped example roster.
         #[arg(long, env = "ALERTING_ROSTER")]
         roster: Option<PathBuf>,
     },
@@ -137,14 +151,17 @@ enum OncallCommand {
 
 #[derive(Subcommand)]
 enum IncidentCommand {
+    /// Incidents in a state, newest first.
     List {
-        /// open, firing, acked, resolved or all.
+        /// open (firing or acked), firing, acked, resolved or all.
         #[arg(long, default_value = "open")]
         state: String,
         #[command(flatten)]
         api: Api,
     },
+    /// One incident and its timeline.
     Show {
+        /// The incident's number.
         id: i64,
         #[command(flatten)]
         api: Api,
@@ -155,6 +172,8 @@ enum IncidentCommand {
 enum SilenceCommand {
     /// Silence pages whose labels match (`--match rule_id=high-error-rate`).
     Add {
+        /// `label=value`, repeatable; an alert must carry every one. Labels:
+        /// rule_id, alertname, severity, owner and the alert's own.
         #[arg(long = "match", required = true, value_parser = parse_matcher)]
         matchers: Vec<(String, String)>,
         /// How long (`2h`), from `--starts-at` or now.
@@ -165,22 +184,28 @@ enum SilenceCommand {
         /// A maintenance window rather than an ad-hoc silence.
         #[arg(long)]
         maintenance: bool,
-        /// Needed when no matcher is `rule_id` or `alertname`: such a
-        /// silence mutes every alert whose labels match.
+        /// Add it anyway: needed when no matcher is `rule_id` or
+        /// `alertname` (such a silence mutes every alert whose labels
+        /// match), or when no rule's alerts could match (a typo, say).
         #[arg(long)]
         force: bool,
+        /// Why, for whoever wonders later why they were not paged.
         #[arg(long)]
         comment: String,
+        /// Who adds it.
         #[arg(long, env = "USER", default_value = "cli")]
         by: String,
         #[command(flatten)]
         api: Api,
     },
+    /// Silences that have not ended.
     List {
         #[command(flatten)]
         api: Api,
     },
+    /// End a silence now.
     Expire {
+        /// The silence's number.
         id: i64,
         #[command(flatten)]
         api: Api,
@@ -254,8 +279,32 @@ fn print_incident_line(i: &Value) {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn main() -> std::process::ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", chain(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error and its causes on one line, each said once: a cause whose text
+/// its parent already quotes (`incident store: database error: …` over
+/// `database error: …`) adds nothing.
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             tracing_subscriber::fmt().json().with_env_filter(
@@ -280,10 +329,15 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Oncall { command: OncallCommand::Who { at, rule, severity, owner, rules, roster } } => {
             let (set, roster) = server::load_config(rules.as_deref(), roster.as_deref())?;
+            let assumed_at = at.is_none();
             let at = at.unwrap_or_else(Utc::now);
+            let assumed_severity = severity.is_none();
+            let assumed_owner = rule.is_none() && owner.is_none();
             let (severity, owner) = match &rule {
                 Some(id) => {
-                    let r = set.rules.iter().find(|r| &r.id == id).with_context(|| format!("no rule {id:?}"))?;
+                    let r = set.rules.iter().find(|r| &r.id == id).with_context(|| {
+                        format!("no rule {id:?}; the rules are {}", set.rules.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", "))
+                    })?;
                     (severity.unwrap_or(alerting::rules::Severity::Critical), r.owner.clone())
                 }
                 None => (severity.unwrap_or(alerting::rules::Severity::Warning), owner.unwrap_or_else(|| "incident-lead".into())),
@@ -292,8 +346,15 @@ async fn main() -> anyhow::Result<()> {
                 bail!("no role {owner:?} in the roster");
             }
             // What was assumed, so the table can be checked against a drill.
-            let what = rule.map_or_else(|| format!("owner {owner}"), |id| format!("rule {id} (owner {owner})"));
-            println!("{what}, severity {severity}, first page at {}; unacknowledged, each level is paged this long after it:", at.to_rfc3339());
+            let default = |assumed: bool, how: &str| if assumed { format!(" (assumed; {how})") } else { String::new() };
+            let what = match &rule {
+                Some(id) => format!("rule {id}, owner {owner}"),
+                None => format!("no rule, owner {owner}{}", default(assumed_owner, "--rule or --owner to change")),
+            };
+            println!("assuming {what}");
+            println!("         severity {severity}{}", default(assumed_severity, "--severity to change"));
+            println!("         first page at {}{}", at.to_rfc3339(), default(assumed_at, "now; --at to change"));
+            println!("unacknowledged, each level is paged this long after the first page:");
             let who = alerting::http::who(&roster, severity, &owner, at);
             for step in who["steps"].as_array().into_iter().flatten() {
                 let people: Vec<String> = step["people"]
@@ -307,7 +368,13 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Incidents { command: IncidentCommand::List { state, api } } => {
             let v = api.call(reqwest::Method::GET, &format!("/v1/incidents?state={state}"), None).await?;
-            api.print(&v, |v| v["incidents"].as_array().into_iter().flatten().for_each(print_incident_line));
+            api.print(&v, |v| {
+                let incidents = v["incidents"].as_array().cloned().unwrap_or_default();
+                if incidents.is_empty() {
+                    println!("no incidents ({state})");
+                }
+                incidents.iter().for_each(print_incident_line);
+            });
         }
         Command::Incidents { command: IncidentCommand::Show { id, api } } => {
             let v = api.call(reqwest::Method::GET, &format!("/v1/incidents/{id}"), None).await?;
@@ -343,7 +410,18 @@ async fn main() -> anyhow::Result<()> {
                     "force": force,
                 });
                 let v = api.call(reqwest::Method::POST, "/v1/silences", Some(body)).await?;
-                api.print(&v, |v| println!("silence #{} until {}", v["silence"]["id"], ms(&v["silence"]["ends_at"])));
+                api.print(&v, |v| {
+                    println!("silence #{} until {}", v["silence"]["id"], ms(&v["silence"]["ends_at"]));
+                    let matches = v["matches"].as_array().cloned().unwrap_or_default();
+                    if matches.is_empty() {
+                        println!("it mutes no alert pending or firing now");
+                    } else {
+                        println!("it mutes {} alert(s) pending or firing now:", matches.len());
+                    }
+                    for a in &matches {
+                        println!("  {:<8} {:<8} {} {}", a["phase"].as_str().unwrap_or(""), a["severity"].as_str().unwrap_or("-"), a["key"]["rule_id"].as_str().unwrap_or(""), a["key"]["labels"]);
+                    }
+                });
             }
             SilenceCommand::List { api } => {
                 let v = api.call(reqwest::Method::GET, "/v1/silences", None).await?;

@@ -123,6 +123,28 @@ impl Expr {
         out
     }
 
+    /// The label names every series of the result carries, when the
+    /// expression fixes them (`sum by (route) (...)` → `route`); `None` when
+    /// they are whatever the selected series have. What a silence may match.
+    pub fn output_labels(&self) -> Option<std::collections::BTreeSet<String>> {
+        match self {
+            Expr::Number(_) => Some(Default::default()),
+            Expr::Vector(_) | Expr::Rate { .. } => None,
+            Expr::Quantile { inner, .. } => inner.output_labels().map(|mut l| {
+                l.remove("le");
+                l
+            }),
+            Expr::Clamp { inner, .. } | Expr::Neg(inner) => inner.output_labels(),
+            Expr::Aggregate { grouping: None, .. } => Some(Default::default()),
+            Expr::Aggregate { grouping: Some(Grouping::By(labels)), .. } => Some(labels.iter().cloned().collect()),
+            Expr::Aggregate { grouping: Some(Grouping::Without(_)), .. } => None,
+            Expr::Binary { lhs, rhs, .. } => {
+                let (l, r) = (lhs.output_labels()?, rhs.output_labels()?);
+                Some(l.union(&r).cloned().collect())
+            }
+        }
+    }
+
     fn walk<'a>(&'a self, out: &mut Vec<(&'a Selector, Duration)>) {
         match self {
             Expr::Number(_) => {}

@@ -222,10 +222,55 @@ async fn silences_are_bounded_in_length_and_broad_ones_need_force() {
     assert!(forced.status.success(), "{}", String::from_utf8_lossy(&forced.stderr));
 }
 
+/// Typos silence nothing, so they are refused with a hint: a label no alert
+/// carries (`rule` for `rule_id`), a rule that does not exist. The answer,
+/// and the CLI, name the alerts a new silence mutes right now.
+#[tokio::test]
+async fn a_silence_that_could_never_match_is_refused_and_a_new_one_shows_what_it_mutes() {
+    let gauge = Gauge::start(50).await;
+    let alerting = Launch::new(Some(&gauge)).env("ALERTING_API_KEY", RESPONDER_KEY).start().await;
+    alerting.open_incident(Some(RESPONDER_KEY)).await;
+    let add = |matchers: Value, force: bool| {
+        alerting.call(Method::POST, "/v1/silences", Some(RESPONDER_KEY), Some(json!({ "matchers": matchers, "duration": "1h", "comment": "c", "force": force })))
+    };
+    for (matchers, why) in [
+        (json!({ "rule": "queue-admission-stall" }), "did you mean `rule_id`?"),
+        (json!({ "rule_id": "no-such-rule" }), "no rule has rule_id `no-such-rule`"),
+        (json!({ "rule_id": "queue-admission-stal" }), "did you mean `queue-admission-stall`?"),
+        (json!({ "alertname": "QueueDepth", "severity": "warning" }), "together"),
+    ] {
+        let (status, answer) = add(matchers.clone(), false).await;
+        assert_eq!((status, answer["error"]["code"].as_str()), (400, Some("BAD_REQUEST")), "{matchers} → {answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(why) && message.contains("force"), "{matchers} → {message}");
+    }
+    let (status, answer) = add(json!({ "rule_id": "no-such-rule" }), true).await;
+    assert_eq!(status, 201, "--force adds it anyway: {answer}");
+    assert_eq!(answer["matches"], json!([]), "{answer}");
+    let (status, answer) = add(json!({ "rule_id": "queue-admission-stall" }), false).await;
+    assert_eq!(status, 201, "{answer}");
+    let matches = answer["matches"].as_array().unwrap();
+    assert_eq!(matches.len(), 1, "the firing QueueDepth: {answer}");
+    assert_eq!((matches[0]["key"]["rule_id"].as_str(), matches[0]["phase"].as_str()), (Some("queue-admission-stall"), Some("firing")));
+
+    let cli = |args: &[&str]| {
+        Command::new(workspace_binary("alerting")).args(args).args(["--url", &alerting.url]).env_clear().env("ALERTING_API_KEY", RESPONDER_KEY).output().unwrap()
+    };
+    let out = cli(&["silence", "add", "--match", "rule_id=queue-admission-stall", "--for", "1h", "--comment", "deploy"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("it mutes 1 alert(s) pending or firing now") && stdout.contains("queue-admission-stall"), "{out:?}");
+    let out = cli(&["silence", "add", "--match", "rule=queue-admission-stall", "--for", "1h", "--comment", "deploy"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("did you mean `rule_id`?"), "{out:?}");
+    assert_eq!(stderr.matches("no alert carries").count(), 1, "the cause is said once: {stderr}");
+    let out = cli(&["incidents", "list", "--state", "resolved"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "no incidents (resolved)\n", "{out:?}");
+}
+
 #[tokio::test]
 async fn the_silence_limit_is_configurable() {
     let alerting = Launch::new(None).env("ALERTING_SILENCE_MAX", "2h").start().await;
-    let body = |d: &str| json!({ "matchers": { "rule_id": "x" }, "duration": d, "comment": "c" });
+    let body = |d: &str| json!({ "matchers": { "rule_id": "queue-admission-stall" }, "duration": d, "comment": "c" });
     let (status, _) = alerting.call(Method::POST, "/v1/silences", None, Some(body("2h"))).await;
     assert_eq!(status, 201);
     let (status, answer) = alerting.call(Method::POST, "/v1/silences", None, Some(body("2h1s"))).await;

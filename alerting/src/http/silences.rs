@@ -3,7 +3,10 @@
 //! lasts at most `ALERTING_SILENCE_MAX`, starts within a year, and one that
 //! names neither a rule nor an alert must say it means to be that broad.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use axum::{
     Extension, Json,
@@ -21,8 +24,11 @@ use super::{
 };
 use crate::{
     auth::Principal,
+    engine::{AlertStatus, Phase},
     incidents::{Silence, SilenceKind},
-    promql::parse_duration,
+    promql::{self, parse_duration},
+    rules::{Rule, Severity},
+    service::no_data_rule,
 };
 
 /// Most matchers in one silence.
@@ -109,6 +115,126 @@ pub fn too_broad(matchers: &BTreeMap<String, String>, force: bool) -> Option<Str
     })
 }
 
+/// The labels every alert carries besides its series' own.
+const ALERT_LABELS: [&str; 4] = ["alertname", "rule_id", "severity", "owner"];
+
+/// The label names alerts of `rule` can carry: the fixed ones, the rule's
+/// own, and those its expressions keep (`sum by (route)` keeps `route`). An
+/// expression that keeps whatever its series have (`up{job="booking"}`)
+/// contributes the labels it selects on plus the scrape's `job` and
+/// `instance`; the series of current alerts add theirs at the call site.
+fn label_names(rule: &Rule) -> BTreeSet<String> {
+    let mut names: BTreeSet<String> = ALERT_LABELS.iter().map(|n| n.to_string()).collect();
+    names.extend(rule.labels.keys().cloned());
+    for condition in rule.levels.iter().flat_map(|l| &l.fire) {
+        let Ok(expr) = promql::parse(&condition.expr) else { continue };
+        match expr.output_labels() {
+            Some(kept) => names.extend(kept),
+            None => {
+                names.extend(["job".to_string(), "instance".to_string()]);
+                names.extend(expr.selectors().into_iter().flat_map(|(s, _)| s.matchers.iter().map(|m| m.label.clone())));
+            }
+        }
+    }
+    names
+}
+
+/// Whether an alert of `rule` could carry every matcher: the fixed labels
+/// must agree, `severity` must be one of the rule's levels.
+fn rule_can_match(rule: &Rule, severities: &[Severity], matchers: &BTreeMap<String, String>) -> bool {
+    matchers.iter().all(|(name, value)| match name.as_str() {
+        "alertname" => *value == rule.name,
+        "rule_id" => *value == rule.id,
+        "owner" => *value == rule.owner,
+        "severity" => severities.iter().any(|s| s.as_str() == value),
+        other => rule.labels.get(other).is_none_or(|v| v == value),
+    })
+}
+
+/// Why a silence with these matchers could never mute an alert of `rules`
+/// (a typo such as `rule=cpu-high` or `rule_id=no-such-rule`), or `None`.
+/// `current` are the labels of the alerts pending or firing now: a label
+/// only a live series carries still counts. Pure, so every case is a test.
+pub fn never_matches(matchers: &BTreeMap<String, String>, rules: &[Rule], current: &[BTreeMap<String, String>]) -> Option<String> {
+    if current.iter().any(|labels| matchers.iter().all(|(k, v)| labels.get(k) == Some(v))) {
+        return None;
+    }
+    let no_data = no_data_rule();
+    let all: Vec<(&Rule, Vec<Severity>)> = rules
+        .iter()
+        .map(|r| (r, r.levels.iter().map(|l| l.severity).collect()))
+        .chain([(&no_data, vec![Severity::Warning, Severity::Critical])])
+        .collect();
+    let mut names: BTreeSet<String> = all.iter().flat_map(|(r, _)| label_names(r)).collect();
+    names.extend(current.iter().flat_map(|l| l.keys().cloned()));
+    let unknown: Vec<&String> = matchers.keys().filter(|k| !names.contains(*k)).collect();
+    if !unknown.is_empty() {
+        let hints: Vec<String> = unknown
+            .iter()
+            .map(|name| match closest(name, names.iter().map(String::as_str)) {
+                Some(near) => format!("`{name}` (did you mean `{near}`?)"),
+                None => format!("`{name}`"),
+            })
+            .collect();
+        return Some(format!(
+            "no alert carries the label {}: the rules' alerts carry {}",
+            hints.join(", "),
+            names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if all.iter().any(|(rule, severities)| rule_can_match(rule, severities, matchers)) {
+        return None;
+    }
+    let known = |name: &str, values: Vec<&str>| -> Option<String> {
+        let value = matchers.get(name)?;
+        (!values.contains(&value.as_str())).then(|| {
+            let hint = closest(value, values.iter().copied()).map(|n| format!(" (did you mean `{n}`?)")).unwrap_or_default();
+            format!("no rule has {name} `{value}`{hint}; the rules' are {}", values.join(", "))
+        })
+    };
+    known("rule_id", all.iter().map(|(r, _)| r.id.as_str()).collect())
+        .or_else(|| known("alertname", all.iter().map(|(r, _)| r.name.as_str()).collect()))
+        .or_else(|| known("severity", vec!["warning", "critical"]))
+        .or_else(|| known("owner", all.iter().map(|(r, _)| r.owner.as_str()).collect::<BTreeSet<_>>().into_iter().collect()))
+        .or_else(|| Some("no rule's alerts carry all of these labels together (say, a rule_id with another rule's alertname, or a severity the rule has no level for)".into()))
+}
+
+/// The candidate nearest to `word` by edit distance, if it is near (at most
+/// a third of the word wrong) or `word` is its prefix: `rule` → `rule_id`.
+fn closest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .map(|c| (if c.starts_with(word) { 0 } else { edit_distance(word, c) }, c))
+        .filter(|(d, _)| *d <= (word.chars().count() / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (row[j + 1] + 1).min(row[j] + 1).min(prev + usize::from(ca != *cb));
+            prev = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+/// A current alert's labels as silences see them. A pending alert has no
+/// severity yet: it is matched at each severity its rule could page.
+fn current_labels(status: &AlertStatus, rule: &Rule) -> Vec<BTreeMap<String, String>> {
+    let severities: Vec<Severity> = match status.severity {
+        Some(s) => vec![s],
+        None if rule.levels.is_empty() => vec![rule.no_data_severity],
+        None => rule.levels.iter().map(|l| l.severity).collect(),
+    };
+    severities.into_iter().map(|s| rule.alert_labels(s, &status.key.labels)).collect()
+}
+
 pub(super) async fn add(
     State(s): State<Shared>,
     Extension(principal): Extension<Principal>,
@@ -127,9 +253,38 @@ pub(super) async fn add(
     input::text(&created_by, "created_by", NAME_MAX)?;
     let starts_at = body.starts_at.as_deref().map(|t| input::time(t, "starts_at")).transpose()?;
     let ends_at = body.ends_at.as_deref().map(|t| input::time(t, "ends_at")).transpose()?;
-    if let Some(why) = too_broad(&body.matchers, body.force.unwrap_or(false)) {
+    let force = body.force.unwrap_or(false);
+    let (rules, current) = {
+        let engine = s.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let no_data = no_data_rule();
+        let current: Vec<(AlertStatus, Vec<BTreeMap<String, String>>)> = engine
+            .statuses()
+            .into_iter()
+            .filter(|st| st.phase != Phase::Inactive)
+            .filter_map(|st| {
+                let rule = engine.rule(&st.key.rule_id).or((st.key.rule_id == no_data.id).then_some(&no_data))?;
+                let labels = current_labels(&st, rule);
+                Some((st, labels))
+            })
+            .collect();
+        (engine.rules().to_vec(), current)
+    };
+    if !force {
+        let live: Vec<BTreeMap<String, String>> = current.iter().flat_map(|(_, l)| l.iter().cloned()).collect();
+        if let Some(why) = never_matches(&body.matchers, &rules, &live) {
+            return Err(ApiError::bad(format!("{why}. This silence would mute nothing; send \"force\": true (`--force`) to add it anyway")));
+        }
+    }
+    // After the typo check, whose hint (`rule` → `rule_id`) is the more useful.
+    if let Some(why) = too_broad(&body.matchers, force) {
         return Err(ApiError::bad(why));
     }
+    // What it mutes right now, so whoever adds it sees whether it is the one they meant.
+    let matched: Vec<&AlertStatus> = current
+        .iter()
+        .filter(|(_, labels)| labels.iter().any(|l| body.matchers.iter().all(|(k, v)| l.get(k) == Some(v))))
+        .map(|(st, _)| st)
+        .collect();
     let (starts_at, ends_at) = window(
         now_ms(),
         starts_at.map(|t| t.timestamp_millis()),
@@ -152,7 +307,7 @@ pub(super) async fn add(
             key: principal.key,
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(json!({ "silence": silence }))))
+    Ok((StatusCode::CREATED, Json(json!({ "silence": silence, "matches": matched }))))
 }
 
 pub(super) async fn expire(State(s): State<Shared>, id: Result<Path<String>, PathRejection>) -> ApiResult<StatusCode> {
@@ -189,6 +344,41 @@ mod tests {
         assert!(too_broad(&m("severity"), true).is_none());
         assert!(too_broad(&m("rule_id"), false).is_none());
         assert!(too_broad(&m("alertname"), false).is_none());
+    }
+
+    fn matchers(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn a_silence_that_could_never_mute_anything_is_refused_with_a_hint() {
+        let rules = crate::rules::file::shipped().rules;
+        let refused = |pairs: &[(&str, &str)]| never_matches(&matchers(pairs), &rules, &[]).unwrap_or_default();
+        assert!(refused(&[("rule", "cpu-high")]).contains("`rule` (did you mean `rule_id`?)"), "{}", refused(&[("rule", "cpu-high")]));
+        assert!(refused(&[("rule_id", "no-such-rule")]).contains("no rule has rule_id `no-such-rule`"));
+        assert!(refused(&[("rule_id", "cpu-hihg")]).contains("did you mean `cpu-high`?"));
+        assert!(refused(&[("alertname", "HighErrorRat")]).contains("did you mean `HighErrorRate`?"));
+        assert!(refused(&[("severity", "page")]).contains("no rule has severity `page`"));
+        assert!(refused(&[("rule_id", "high-error-rate"), ("alertname", "CpuHigh")]).contains("together"));
+        for ok in [
+            &[("rule_id", "cpu-high")][..],
+            &[("alertname", "HighErrorRate"), ("severity", "critical")],
+            &[("severity", "critical")],
+            &[("owner", "backend")],
+            &[("rule_id", "no-data")],
+            &[("job", "booking")],
+        ] {
+            assert_eq!(never_matches(&matchers(ok), &rules, &[]), None, "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn a_label_that_only_a_live_alert_carries_still_counts() {
+        let rules = crate::rules::file::shipped().rules;
+        let m = matchers(&[("rule_id", "high-error-rate"), ("shard", "7")]);
+        assert!(never_matches(&m, &rules, &[]).is_some());
+        let live = matchers(&[("rule_id", "high-error-rate"), ("shard", "7"), ("severity", "critical")]);
+        assert_eq!(never_matches(&m, &rules, &[live]), None);
     }
 
     #[test]
