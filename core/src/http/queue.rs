@@ -65,14 +65,14 @@ struct PlaceView {
 }
 
 fn describe(status: PlaceStatus, policy: AdmissionPolicy, now: Millis) -> PlaceView {
-    let (name, position, until) = match status {
-        PlaceStatus::Waiting { position } => ("WAITING", position, None),
-        PlaceStatus::Active { until } => ("ACTIVE", 0, Some(ts(until))),
-        PlaceStatus::Expired => ("EXPIRED", 0, None),
+    let (name, position, last_tick, until) = match status {
+        PlaceStatus::Waiting { position, last_tick } => ("WAITING", position, last_tick, None),
+        PlaceStatus::Active { until } => ("ACTIVE", 0, None, Some(ts(until))),
+        PlaceStatus::Expired => ("EXPIRED", 0, None, None),
     };
     PlaceView {
         active_until: until,
-        estimated_wait_seconds: estimated_wait_seconds(position, policy.batch, policy.interval_ms, now),
+        estimated_wait_seconds: estimated_wait_seconds(position, policy.batch, policy.interval_ms, last_tick, now),
         position,
         queue_token: None,
         status: name,

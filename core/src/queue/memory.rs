@@ -33,13 +33,13 @@ struct Line {
 }
 
 impl Line {
-    fn status(&self, user_id: i64, seq: i64, now: Millis) -> PlaceStatus {
+    fn status(&self, user_id: i64, seq: i64, now: Millis, last_tick: Option<Millis>) -> PlaceStatus {
         if self.current.get(&user_id) != Some(&seq) {
             return PlaceStatus::Expired;
         }
         if self.waiting.contains_key(&seq) {
             let front = self.waiting.keys().next().copied().unwrap_or(seq);
-            return PlaceStatus::Waiting { position: seq - front + 1 };
+            return PlaceStatus::Waiting { position: seq - front + 1, last_tick };
         }
         match self.active.get(&user_id) {
             Some(&until) if until > now => PlaceStatus::Active { until },
@@ -72,9 +72,10 @@ impl MemoryQueue {
 
     pub fn enter(&self, concert_id: i64, user_id: i64, now: Millis) -> Place {
         let mut state = self.state();
+        let last_tick = state.last_tick;
         let line = state.lines.entry(concert_id).or_default();
         if let Some(&seq) = line.current.get(&user_id) {
-            let status = line.status(user_id, seq, now);
+            let status = line.status(user_id, seq, now, last_tick);
             if status != PlaceStatus::Expired {
                 return Place { seq, status, created: false };
             }
@@ -84,7 +85,7 @@ impl MemoryQueue {
         line.current.insert(user_id, seq);
         line.active.remove(&user_id);
         line.waiting.insert(seq, user_id);
-        Place { seq, status: line.status(user_id, seq, now), created: true }
+        Place { seq, status: line.status(user_id, seq, now, last_tick), created: true }
     }
 
     pub fn gate(&self, place: QueueClaims, seat_id: Option<i64>, now: Millis) -> Gate {
@@ -92,7 +93,7 @@ impl MemoryQueue {
         let status = state
             .lines
             .get(&place.concert_id)
-            .map_or(PlaceStatus::Expired, |l| l.status(place.user_id, place.seq, now));
+            .map_or(PlaceStatus::Expired, |l| l.status(place.user_id, place.seq, now, state.last_tick));
         let seat_taken = matches!(status, PlaceStatus::Active { .. })
             && seat_id.and_then(|s| state.seats.get(&s)).is_some_and(|f| f.is_taken(now));
         Gate { status, seat_taken }

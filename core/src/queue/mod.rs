@@ -24,8 +24,11 @@ use crate::{
 /// Where a queue place stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlaceStatus {
-    /// `position` is 1-based: 1 is next in line.
-    Waiting { position: i64 },
+    /// `position` is 1-based: 1 is next in line. `last_tick` is the start
+    /// of the last tick the queue admitted (`None`: none yet), read with the
+    /// position, so the wait estimate knows whether this tick's batch is
+    /// still to come.
+    Waiting { position: i64, last_tick: Option<Millis> },
     Active { until: Millis },
     /// Admitted and timed out, finished by a payment, or replaced by a newer place.
     Expired,

@@ -118,6 +118,11 @@ impl RedisQueue {
         format!("{}:seat:{seat_id}", self.base)
     }
 
+    /// The start of the last admitted tick (see `admit.lua`).
+    fn tick(&self) -> String {
+        format!("{}:tick", self.base)
+    }
+
     fn lines(&self) -> String {
         format!("{}:lines", self.base)
     }
@@ -130,18 +135,19 @@ impl RedisQueue {
             .key(self.line(concert_id, "active"))
             .key(self.line(concert_id, "seq"))
             .key(self.lines())
+            .key(self.tick())
             .arg(user_id)
             .arg(concert_id)
             .arg(now)
             .invoke_async(&mut conn);
-        let (seq, created, position, until): (i64, i64, i64, i64) = self.timed("enter", call).await?;
-        let status = if until > 0 { PlaceStatus::Active { until } } else { PlaceStatus::Waiting { position } };
+        let (seq, created, position, until, last_tick): (i64, i64, i64, i64, i64) = self.timed("enter", call).await?;
+        let status = if until > 0 { PlaceStatus::Active { until } } else { PlaceStatus::Waiting { position, last_tick: tick_read(last_tick) } };
         Ok(Place { seq, status, created: created == 1 })
     }
 
     pub async fn gate(&self, place: QueueClaims, seat_id: Option<i64>, now: Millis) -> QueueResult<Gate> {
         let mut call = self.gate.key(self.line(place.concert_id, "current"));
-        call.key(self.line(place.concert_id, "waiting")).key(self.line(place.concert_id, "active"));
+        call.key(self.line(place.concert_id, "waiting")).key(self.line(place.concert_id, "active")).key(self.tick());
         if let Some(seat_id) = seat_id {
             call.key(self.seat(seat_id));
         }
@@ -154,7 +160,9 @@ impl RedisQueue {
                 self.fallback().remember(key, place.seq, until, now);
                 Ok(Gate { status: PlaceStatus::Active { until }, seat_taken: taken == 1 })
             }
-            Ok((0, position, _)) => Ok(Gate { status: PlaceStatus::Waiting { position }, seat_taken: false }),
+            Ok((0, position, last_tick)) => {
+                Ok(Gate { status: PlaceStatus::Waiting { position, last_tick: tick_read(last_tick) }, seat_taken: false })
+            }
             Ok(_) => Ok(Gate { status: PlaceStatus::Expired, seat_taken: false }),
             Err(e) => {
                 // Redis is away: a place this instance saw active stays
@@ -175,7 +183,7 @@ impl RedisQueue {
     pub async fn admit(&self, policy: AdmissionPolicy, now: Millis) -> QueueResult<Option<u64>> {
         self.fallback().forget_lapsed(now);
         let mut conn = self.conn.clone();
-        let mut invocation = self.admit.key(format!("{}:tick", self.base));
+        let mut invocation = self.admit.key(self.tick());
         invocation
             .key(self.lines())
             .arg(tick_of(now, policy.interval_ms))
@@ -251,6 +259,11 @@ impl RedisQueue {
         }
         Ok(())
     }
+}
+
+/// A last tick as the scripts return it: -1 for none yet.
+fn tick_read(tick: i64) -> Option<Millis> {
+    (tick >= 0).then_some(tick)
 }
 
 /// The memory Redis can really use: `maxmemory`, or with no limit set

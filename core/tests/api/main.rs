@@ -61,6 +61,7 @@ on_every_backend!(
     concurrent_duplicate_charges_with_one_key_charge_once,
     the_queue_is_fifo_under_a_burst_and_admits_nobody_twice_with_two_instances,
     a_second_entry_returns_the_same_place,
+    the_wait_estimate_counts_down_to_a_started_tick_and_never_jumps_back_up,
     a_user_cannot_hold_more_than_the_limit,
     expired_holds_are_available_again_and_the_sweeper_expires_them,
     every_error_is_a_clean_json_4xx,
@@ -317,6 +318,39 @@ async fn the_queue_is_fifo_under_a_burst_and_admits_nobody_twice_with_two_instan
             assert_eq!(status["position"].as_i64().unwrap(), position - 100);
         }
     }
+}
+
+/// The tick's batch is admitted a moment after the tick starts; in that
+/// moment a user next in line is due now, not a whole interval away. Polled
+/// through another instance than the one that ran the tick, with Redis.
+async fn the_wait_estimate_counts_down_to_a_started_tick_and_never_jumps_back_up(backend: Backend) {
+    let first = spawn_app(backend).await;
+    let second = match backend {
+        Backend::PostgresRedis => spawn_instance(first.resources.clone(), first.clock.clone(), |s| s).await,
+        Backend::SqliteMemory => TestApp { router: first.router.clone(), state: first.state.clone(), clock: first.clock.clone(), resources: first.resources.clone() },
+    };
+    let concert = first.create_concert(1, 1).await;
+    let policy = first.state.admission_policy();
+    assert_eq!(policy.interval_ms, 15_000);
+    let tick = (first.clock.now_ms() / policy.interval_ms + 1) * policy.interval_ms;
+    first.clock.freeze_at(tick + 500);
+    assert!(first.state.queue.admit(policy, tick + 500).await.unwrap().is_some(), "this tick is admitted");
+    let mut user = first.create_user("fan").await;
+    let (_, entered) = first.enter_queue(&mut user, concert.id).await;
+    assert_eq!((&entered["position"], &entered["estimated_wait_seconds"]), (&json!(1), &json!(15)), "{entered}");
+
+    let q = user.queue_token.clone().unwrap();
+    let mut polls = Vec::new();
+    for at in [tick + 12_000, tick + 14_000, tick + 15_200, tick + 15_900] {
+        first.clock.freeze_at(at);
+        let (_, place) = second.call("GET", "/v1/queue/tokens/current", &[("queue-token", &q)], None).await;
+        assert_eq!((&place["status"], &place["position"]), (&json!("WAITING"), &json!(1)), "{place}");
+        polls.push(place["estimated_wait_seconds"].as_i64().unwrap());
+    }
+    assert_eq!(polls, [3, 1, 0, 0], "once the next tick has started, its batch is due now, not 15 s away");
+    assert!(first.state.queue.admit(policy, tick + 15_900).await.unwrap().is_some());
+    let (_, place) = second.call("GET", "/v1/queue/tokens/current", &[("queue-token", &q)], None).await;
+    assert_eq!(place["status"], "ACTIVE", "{place}");
 }
 
 async fn a_second_entry_returns_the_same_place(backend: Backend) {

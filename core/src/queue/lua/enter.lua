@@ -1,14 +1,16 @@
 -- Joins a concert's line, or returns the caller's live place in it.
 -- KEYS: current (hash user -> place number), waiting (zset), active (zset),
---       seq (counter), lines (set of concert ids)
+--       seq (counter), lines (set of concert ids), last admitted tick
 -- ARGV: user, concert, now_ms
--- Returns {seq, created (0|1), position (0 unless waiting), active_until (0 unless active)}
+-- Returns {seq, created (0|1), position (0 unless waiting), active_until (0 unless active),
+--          last admitted tick (-1 if none), read with the position for the wait estimate}
+local last_tick = tonumber(redis.call('GET', KEYS[6]) or '-1')
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if cur then
   local rank = redis.call('ZRANK', KEYS[2], ARGV[1])
-  if rank then return {tonumber(cur), 0, rank + 1, 0} end
+  if rank then return {tonumber(cur), 0, rank + 1, 0, last_tick} end
   local untl = redis.call('ZSCORE', KEYS[3], ARGV[1])
-  if untl and tonumber(untl) > tonumber(ARGV[3]) then return {tonumber(cur), 0, 0, tonumber(untl)} end
+  if untl and tonumber(untl) > tonumber(ARGV[3]) then return {tonumber(cur), 0, 0, tonumber(untl), last_tick} end
 end
 -- The counter makes every place number unique: strict FIFO, no ties.
 local seq = redis.call('INCR', KEYS[4])
@@ -16,4 +18,4 @@ redis.call('HSET', KEYS[1], ARGV[1], seq)
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZADD', KEYS[2], seq, ARGV[1])
 redis.call('SADD', KEYS[5], ARGV[2])
-return {seq, 1, redis.call('ZRANK', KEYS[2], ARGV[1]) + 1, 0}
+return {seq, 1, redis.call('ZRANK', KEYS[2], ARGV[1]) + 1, 0, last_tick}
