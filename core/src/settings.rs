@@ -27,6 +27,35 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// A connection URL as it may be printed: the password in its user part
+/// (`postgres://user:***@host/db`) and any `password=` parameter become
+/// `***`, so a command can say which database it used without leaking the
+/// secret.
+pub fn redact_url(url: &str) -> String {
+    let mut out = url.to_owned();
+    if let Some(scheme_end) = out.find("://") {
+        let authority_start = scheme_end + 3;
+        let authority_len = out[authority_start..].find(['/', '?', '#']).unwrap_or(out.len() - authority_start);
+        let authority = &out[authority_start..authority_start + authority_len];
+        if let Some(at) = authority.rfind('@')
+            && let Some(colon) = authority[..at].find(':')
+        {
+            out.replace_range(authority_start + colon + 1..authority_start + at, "***");
+        }
+    }
+    if let Some(query_start) = out.find('?') {
+        let query: Vec<String> = out[query_start + 1..]
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.replace_range(query_start + 1.., &query.join("&"));
+    }
+    out
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// `BOOKING_LISTEN`, default `127.0.0.1:8080`.
@@ -355,6 +384,21 @@ mod tests {
         assert!(short.problem.contains("at least 32 bytes") && !short.problem.contains("change-me"), "{}", short.problem);
         let rotated = Settings { token_secret_previous: Some(Secret::new("old")), ..public(&a, &b) };
         assert_eq!(rotated.validate().unwrap_err().name, "TOKEN_SECRET_PREVIOUS");
+    }
+
+    #[test]
+    fn a_redacted_url_keeps_everything_but_the_password() {
+        let cases = [
+            ("postgres://postgres:s3cr%40t@127.0.0.1:5432/booking", "postgres://postgres:***@127.0.0.1:5432/booking"),
+            ("postgres://postgres@127.0.0.1:5432/booking", "postgres://postgres@127.0.0.1:5432/booking"),
+            ("postgres://u:p@h/db?sslmode=require&password=x", "postgres://u:***@h/db?sslmode=require&password=***"),
+            ("redis://:hunter2@127.0.0.1:6379", "redis://:***@127.0.0.1:6379"),
+            ("sqlite://booking.db?mode=rwc", "sqlite://booking.db?mode=rwc"),
+            ("sqlite::memory:", "sqlite::memory:"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redact_url(url), shown);
+        }
     }
 
     #[test]

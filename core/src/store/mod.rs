@@ -11,19 +11,24 @@ mod catalogue;
 mod holds;
 mod money;
 
-use std::time::Duration;
+use std::{
+    path::{Path, PathBuf},
+    str::FromStr,
+    time::Duration,
+};
 
 use sqlx::{
     AnyPool, Row,
     any::AnyPoolOptions,
     error::{DatabaseError, ErrorKind},
+    sqlite::SqliteConnectOptions,
 };
 
 pub use catalogue::{seat_insert_sql, ConcertSummary, CreatedConcert, NewConcert, NewPerformance, NewSeat, PerformanceSummary, SeatStatus, SeatView};
 pub use holds::{HoldRequest, Reservation, ReservationStatus, Taken};
 pub use money::{ChargeReceipt, Idempotent, PaymentReceipt, ledger_sum};
 
-use crate::{domain::clock::Millis, telemetry::metrics::StoreMetrics};
+use crate::{domain::clock::Millis, settings::redact_url, telemetry::metrics::StoreMetrics};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -64,8 +69,24 @@ pub enum StoreError {
     IdempotencyKeyReused,
     #[error("a constraint refused the change: {0}")]
     Constraint(String),
-    #[error("database error")]
-    Database(#[source] sqlx::Error),
+    /// The cause is in the text, not `source()`: logs that show only the
+    /// error's text (`hold sweep failed error=...`) still say what failed.
+    #[error("database: {}", sqlx_cause(.0))]
+    Database(sqlx::Error),
+}
+
+/// Why [`Store::open_existing`] found nothing to work on.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// No SQLite file at the path, or no PostgreSQL database of that name.
+    #[error("{0}")]
+    Missing(String),
+    #[error("it has no booking schema (no migrations applied; `booking migrate` creates it)")]
+    NoSchema,
+    #[error("its schema is older than this booking: migrations {0:?} are not applied (`booking migrate` applies them)")]
+    SchemaBehind(Vec<i64>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -78,6 +99,15 @@ impl From<sqlx::Error> for StoreError {
             return StoreError::Constraint(constraint_name(db.as_ref()));
         }
         StoreError::Database(e)
+    }
+}
+
+/// What the database said, without sqlx's "error returned from database:"
+/// and PostgreSQL's source line number (`at line 948` of its own C code).
+fn sqlx_cause(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => db.message().to_owned(),
+        other => other.to_string(),
     }
 }
 
@@ -112,14 +142,49 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Connects and migrates. A `sqlite:` URL creates the file when missing.
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
+        let store = Self::open(url, max_connections, Access::CreateAndMigrate).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects to a database that must already exist and carry this
+    /// build's schema, and changes nothing: no SQLite file is created, no
+    /// migration runs, the journal mode is left as it is. For commands that
+    /// only look (`booking audit`), which must fail rather than check an
+    /// empty database they made themselves.
+    pub async fn open_existing(url: &str, max_connections: u32) -> Result<Self, OpenError> {
+        if let Some(path) = sqlite_file(url)
+            && !path.exists()
+        {
+            return Err(OpenError::Missing(format!("no file at {}", absolute(&path).display())));
+        }
+        let store = match Self::open(url, max_connections, Access::Existing).await {
+            // 3D000: invalid_catalog_name, PostgreSQL's "database does not exist".
+            Err(StoreError::Database(sqlx::Error::Database(db))) if db.code().as_deref() == Some("3D000") => {
+                return Err(OpenError::Missing(db.message().to_owned()));
+            }
+            other => other?,
+        };
+        let missing = store.unapplied_migrations().await?;
+        if missing.len() == store.migrator().iter().filter(|m| !m.migration_type.is_down_migration()).count() {
+            return Err(OpenError::NoSchema);
+        }
+        if !missing.is_empty() {
+            return Err(OpenError::SchemaBehind(missing));
+        }
+        Ok(store)
+    }
+
+    async fn open(url: &str, max_connections: u32, access: Access) -> StoreResult<Self> {
         sqlx::any::install_default_drivers();
         let (dialect, url, max_connections) = if url.starts_with("sqlite:") {
-            let url = if url.contains("mode=") || url.contains(":memory:") {
-                url.to_owned()
-            } else if url.contains('?') {
-                format!("{url}&mode=rwc")
-            } else {
-                format!("{url}?mode=rwc")
+            let url = match access {
+                Access::CreateAndMigrate if !(url.contains("mode=") || url.contains(":memory:")) => {
+                    format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+                }
+                Access::CreateAndMigrate => url.to_owned(),
+                // sqlx opens without create unless told `mode=rwc`.
+                Access::Existing => url.replace("mode=rwc", "mode=rw"),
             };
             // SQLite has a single writer; one connection keeps every
             // transaction serial instead of failing with SQLITE_BUSY.
@@ -138,10 +203,10 @@ impl Store {
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if dialect == Dialect::Sqlite {
-                        sqlx::raw_sql(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
-                        )
+                        let journal = if access == Access::CreateAndMigrate { "PRAGMA journal_mode = WAL; " } else { "" };
+                        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                            "{journal}PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;"
+                        )))
                         .execute(conn)
                         .await?;
                     }
@@ -150,17 +215,45 @@ impl Store {
             })
             .connect(&url)
             .await?;
-        let store = Self { pool, dialect, max_connections, metrics: None };
-        store.migrate().await?;
-        Ok(store)
+        Ok(Self { pool, dialect, max_connections, metrics: None })
+    }
+
+    fn migrator(&self) -> &'static sqlx::migrate::Migrator {
+        static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+        static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+        match self.dialect {
+            Dialect::Postgres => &POSTGRES,
+            Dialect::Sqlite => &SQLITE,
+        }
     }
 
     pub async fn migrate(&self) -> StoreResult<()> {
-        let result = match self.dialect {
-            Dialect::Postgres => sqlx::migrate!("./migrations/postgres").run(&self.pool).await,
-            Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&self.pool).await,
+        self.migrator().run(&self.pool).await.map_err(|e| StoreError::Database(e.into()))
+    }
+
+    /// Versions of this build's migrations the database has not applied
+    /// (all of them on a database without sqlx's bookkeeping table).
+    async fn unapplied_migrations(&self) -> StoreResult<Vec<i64>> {
+        let has_table = match self.dialect {
+            Dialect::Postgres => {
+                "SELECT count(*) FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations'"
+            }
+            Dialect::Sqlite => "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
         };
-        result.map_err(|e| StoreError::Database(e.into()))
+        let tables: i64 = sqlx::query(has_table).fetch_one(&self.pool).await?.try_get(0)?;
+        let applied: Vec<i64> = if tables == 0 {
+            Vec::new()
+        } else {
+            let rows = sqlx::query("SELECT version FROM _sqlx_migrations WHERE success = TRUE").fetch_all(&self.pool).await?;
+            rows.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?
+        };
+        Ok(self
+            .migrator()
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
+            .map(|m| m.version)
+            .collect())
     }
 
     /// Records operation latencies and pool waits into `metrics`.
@@ -318,6 +411,39 @@ impl Store {
             payments_total: q("SELECT CAST(-sum(amount) AS BIGINT) FROM ledger WHERE kind = 'PAYMENT'").await?,
             balances_total: q("SELECT CAST(sum(balance) AS BIGINT) FROM users").await?,
         })
+    }
+}
+
+/// How [`Store::open`] may treat the database it opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    CreateAndMigrate,
+    Existing,
+}
+
+/// The file a `sqlite:` URL names; `None` for PostgreSQL and in-memory SQLite.
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    if !url.starts_with("sqlite:") {
+        return None;
+    }
+    let options = SqliteConnectOptions::from_str(url).ok()?;
+    let path = options.get_filename();
+    (!path.as_os_str().is_empty() && !url.contains(":memory:") && !url.contains("mode=memory")).then(|| path.to_path_buf())
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// The database `url` names, as a command may print it: the password
+/// masked and, for SQLite, the absolute path the relative URL resolves to
+/// from here (`sqlite://booking.db (/home/me/booking.db)`), since the
+/// default URL means a different file in every directory.
+pub fn location(url: &str) -> String {
+    let shown = redact_url(url);
+    match sqlite_file(url) {
+        Some(path) if path.is_relative() => format!("{shown} ({})", absolute(&path).display()),
+        _ => shown,
     }
 }
 
