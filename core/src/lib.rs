@@ -13,7 +13,7 @@ pub mod settings;
 pub mod store;
 pub mod telemetry;
 
-use std::sync::Arc;
+use std::{net::SocketAddr, sync::Arc};
 
 use tokio::{net::TcpListener, sync::watch};
 
@@ -27,16 +27,19 @@ use crate::{
     telemetry::metrics::Metrics,
 };
 
+/// Why the service did not start. Each variant names the setting to change
+/// and shows its cause as `source()`, not in its own text, so a printed
+/// chain says each thing once.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error(transparent)]
     Settings(#[from] SettingsError),
-    #[error("database: {0}")]
-    Store(#[from] StoreError),
-    #[error("redis: {0}")]
-    Queue(#[from] QueueError),
-    #[error("cannot listen: {0}")]
-    Io(#[from] std::io::Error),
+    #[error("listening on {addr} (BOOKING_LISTEN)")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("opening the database {location} (DATABASE_URL)")]
+    Store { location: String, source: StoreError },
+    #[error("connecting to Redis {location} (REDIS_URL)")]
+    Queue { location: String, source: QueueError },
 }
 
 /// Connects the backends the settings name: SQLite and the in-process queue
@@ -45,11 +48,15 @@ pub async fn build_state(settings: Settings, clock: Clock) -> Result<AppState, B
     settings.validate()?;
     let metrics = Metrics::new();
     metrics.set_limits(&telemetry::limits::detect());
-    let store = Store::connect(settings.database_url.expose(), settings.database_max_connections)
-        .await?
+    let database_url = settings.database_url.expose();
+    let store = Store::connect(database_url, settings.database_max_connections)
+        .await
+        .map_err(|source| BuildError::Store { location: store::location(database_url), source })?
         .with_metrics(metrics.store.clone());
     let queue = match &settings.redis_url {
-        Some(url) => Queue::redis(url.expose(), &settings.redis_key_prefix, Some(metrics.redis.clone())).await?,
+        Some(url) => Queue::redis(url.expose(), &settings.redis_key_prefix, Some(metrics.redis.clone()))
+            .await
+            .map_err(|source| BuildError::Queue { location: settings::redact_url(url.expose()), source })?,
         None => Queue::memory(),
     };
     let admission = watch::Sender::new(AdmissionTuning {
@@ -77,10 +84,13 @@ pub struct Application {
 }
 
 impl Application {
+    /// Binds `BOOKING_LISTEN` first and only then opens the backends, so a
+    /// taken port fails fast and leaves nothing behind (no new SQLite file).
     pub async fn build(settings: Settings) -> Result<Self, BuildError> {
-        let listen = settings.listen;
+        settings.validate()?;
+        let addr = settings.listen;
+        let listener = TcpListener::bind(addr).await.map_err(|source| BuildError::Listen { addr, source })?;
         let state = build_state(settings, Clock::default()).await?;
-        let listener = TcpListener::bind(listen).await?;
         Ok(Self { listener, state })
     }
 
@@ -138,4 +148,49 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// `error` and its causes on one line, `a: b: c`, as the command line
+/// prints them. A cause whose text the error before it already quoted is
+/// left out: sqlx, for one, shows its cause in its own message and returns
+/// it as `source()` too, which would print it twice.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut previous = line.clone();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !previous.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        previous = text;
+        cause = e.source();
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] Quoting);
+
+    /// Quotes its cause and returns it as `source()`, as sqlx does.
+    #[derive(Debug, thiserror::Error)]
+    #[error("returned: {0}")]
+    struct Quoting(#[source] std::io::Error);
+
+    #[test]
+    fn an_error_chain_names_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use");
+        assert_eq!(error_chain(&Outer(Quoting(io))), "outer: returned: Address already in use");
+        let listen = BuildError::Listen {
+            addr: "127.0.0.1:8080".parse().unwrap(),
+            source: std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use"),
+        };
+        assert_eq!(error_chain(&listen), "listening on 127.0.0.1:8080 (BOOKING_LISTEN): Address already in use");
+    }
 }

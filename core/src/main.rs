@@ -1,11 +1,12 @@
 //! `booking`: the command line. It parses arguments and calls the library.
 
+use std::process::ExitCode;
 
 use anyhow::Context;
 use booking::{
     Application, seed,
     settings::Settings,
-    store::Store,
+    store::{self, Store},
     telemetry::{self, TelemetryConfig},
 };
 use clap::{Parser, Subcommand};
@@ -27,6 +28,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the HTTP API (the default). Settings come from the environment.
+    /// Binds BOOKING_LISTEN before opening the database, so a taken port
+    /// fails at once, naming the address, and creates no database.
     Serve,
     /// Apply database migrations and exit.
     Migrate,
@@ -38,8 +41,17 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("booking: {}", booking::error_chain(e.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let command = cli.command.unwrap_or(Command::Serve);
     let telemetry = match command {
         Command::Serve => Some(telemetry::init(&TelemetryConfig::from_env()).context("starting telemetry")?),
@@ -59,11 +71,13 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Migrate => {
-            Store::connect(settings.database_url.expose(), 1).await?;
-            eprintln!("migrations applied");
+            let url = settings.database_url.expose();
+            Store::connect(url, 1).await.with_context(|| format!("migrating {}", store::location(url)))?;
+            eprintln!("migrations applied to {}", store::location(url));
         }
         Command::Seed(args) => {
-            let summary = seed::run(&settings, &args).await?;
+            let url = settings.database_url.expose();
+            let summary = seed::run(&settings, &args).await.with_context(|| format!("seeding {}", store::location(url)))?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
         }
         Command::Audit => {
@@ -73,9 +87,9 @@ async fn main() -> anyhow::Result<()> {
             let violations = audit.violations();
             if !violations.is_empty() {
                 eprintln!("invariants broken: {}", violations.join("; "));
-                std::process::exit(1);
+                return Ok(ExitCode::FAILURE);
             }
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
