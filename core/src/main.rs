@@ -6,7 +6,7 @@ use anyhow::Context;
 use booking::{
     Application, seed,
     settings::Settings,
-    store::{self, Store},
+    store::{self, OpenError, Store},
     telemetry::{self, TelemetryConfig},
 };
 use clap::{Parser, Subcommand};
@@ -35,10 +35,17 @@ enum Command {
     Migrate,
     /// Load a catalogue and users with balances, for trying out and load tests.
     Seed(seed::SeedArgs),
-    /// Check the sale's invariants (no seat sold twice, money conserved, ...);
-    /// prints them as JSON and exits 1 if any is broken.
+    /// Check the sale's invariants (no seat sold twice, money conserved, ...)
+    /// in DATABASE_URL's database, which must exist with its schema: audit
+    /// never creates or migrates one. Prints the counts as JSON and which
+    /// database it checked (password masked); exits 1 if an invariant is
+    /// broken, 2 if it could not check (no such database, no schema).
     Audit,
 }
+
+/// Exit status of an audit that could not look, unlike 1 (it looked and
+/// found a broken invariant).
+const AUDIT_COULD_NOT_CHECK: u8 = 2;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -81,14 +88,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&summary)?);
         }
         Command::Audit => {
-            let store = Store::connect(settings.database_url.expose(), 2).await?;
-            let audit = store.audit().await?;
+            let url = settings.database_url.expose();
+            let location = store::location(url);
+            let audit = match Store::open_existing(url, 2).await {
+                Ok(store) => store.audit().await.map_err(OpenError::from),
+                Err(e) => Err(e),
+            };
+            let audit = match audit {
+                Ok(audit) => audit,
+                Err(e) => {
+                    eprintln!("booking audit: cannot audit DATABASE_URL={location}: {}", booking::error_chain(&e));
+                    return Ok(ExitCode::from(AUDIT_COULD_NOT_CHECK));
+                }
+            };
             println!("{}", serde_json::to_string_pretty(&audit)?);
             let violations = audit.violations();
             if !violations.is_empty() {
-                eprintln!("invariants broken: {}", violations.join("; "));
+                eprintln!("audited {location}: invariants broken: {}", violations.join("; "));
                 return Ok(ExitCode::FAILURE);
             }
+            eprintln!("audited {location}: every invariant holds");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -516,4 +516,21 @@ mod tests {
         assert!(detail.iter().any(|d| d.contains("reservations_held_by_expiry")), "{detail:?}");
         assert_eq!(store.count_overdue_holds(i64::MAX).await.unwrap(), 0);
     }
+
+    #[tokio::test]
+    async fn an_existing_database_behind_this_builds_audit_schema_is_refused_and_left_unmigrated() {
+        let file = std::env::temp_dir().join(format!("booking-behind-{}.db", uuid::Uuid::new_v4().simple()));
+        let url = format!("sqlite://{}", file.display());
+        let store = Store::connect(&url, 1).await.unwrap();
+        let last = store.migrator().iter().map(|m| m.version).max().unwrap();
+        sqlx::query("DELETE FROM _sqlx_migrations WHERE version = $1").bind(last).execute(store.pool()).await.unwrap();
+        store.close().await;
+        let refused = Store::open_existing(&url, 1).await.map(|_| ());
+        let still_behind = Store::open_existing(&url, 1).await.map(|_| ());
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+        }
+        assert!(matches!(&refused, Err(OpenError::SchemaBehind(v)) if v == &[last]), "{refused:?}");
+        assert!(matches!(&still_behind, Err(OpenError::SchemaBehind(_))), "opening migrated nothing: {still_behind:?}");
+    }
 }
