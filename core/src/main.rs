@@ -28,6 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the HTTP API (the default). Settings come from the environment.
+    ///
     /// Binds BOOKING_LISTEN before opening the database, so a taken port
     /// fails at once, naming the address, and creates no database.
     Serve,
@@ -35,11 +36,12 @@ enum Command {
     Migrate,
     /// Load a catalogue and users with balances, for trying out and load tests.
     Seed(seed::SeedArgs),
-    /// Check the sale's invariants (no seat sold twice, money conserved, ...)
-    /// in DATABASE_URL's database, which must exist with its schema: audit
-    /// never creates or migrates one. Prints the counts as JSON and which
-    /// database it checked (password masked); exits 1 if an invariant is
-    /// broken, 2 if it could not check (no such database, no schema).
+    /// Check the sale's invariants (no seat sold twice, money conserved, ...);
+    /// exits 1 if one is broken, 2 if it could not check.
+    ///
+    /// Checks DATABASE_URL's database, which must exist with its schema:
+    /// audit never creates or migrates one. Prints the counts as JSON on
+    /// stdout and which database it checked (password masked) on stderr.
     Audit,
 }
 
