@@ -7,6 +7,11 @@
 //! exactly like real ones (`http_server_requests_total` with status 503), so
 //! alerts fire on them; `booking_chaos_injected_total{kind}` tells a drill
 //! from an outage.
+//!
+//! `/readyz` is left alone unless the plan names it: a drill of the routes
+//! must not read as a database or queue outage, nor take the instance out of
+//! a load balancer. Named, it is a drill of the load balancer, and the
+//! readiness handler injects the fault itself so its body says `chaos`.
 
 use std::{
     sync::{
@@ -77,16 +82,32 @@ pub fn is_exempt(route: &str) -> bool {
     route == "/metrics" || route == "/healthz" || route.starts_with("/v1/admin/") || route == "unmatched"
 }
 
+/// The readiness probe: faulted only when a plan names it.
+pub const READYZ: &str = "/readyz";
+
 impl Chaos {
     /// The fault for one request on `route` (a route template), drawn at
     /// random by the error ratio; `None` when chaos is off or the route is
-    /// not targeted.
+    /// not targeted. Never for `/readyz`, which asks [`Chaos::readiness_fault`].
     pub fn fault_for(&self, route: &str) -> Option<Fault> {
+        if route == READYZ {
+            return None;
+        }
+        self.draw(route, false)
+    }
+
+    /// The fault for one `/readyz` request: only when the plan names it.
+    pub fn readiness_fault(&self) -> Option<Fault> {
+        self.draw(READYZ, true)
+    }
+
+    fn draw(&self, route: &str, only_if_named: bool) -> Option<Fault> {
         if !self.on.load(Ordering::Acquire) || is_exempt(route) {
             return None;
         }
         let plan = self.plan.read().unwrap_or_else(|p| p.into_inner()).clone();
-        if !plan.routes.is_empty() && !plan.routes.iter().any(|r| r == route) {
+        let targeted = if plan.routes.is_empty() { !only_if_named } else { plan.routes.iter().any(|r| r == route) };
+        if !targeted {
             return None;
         }
         // random() is in [0, 1): a ratio of 1 fails every request, 0 none.
@@ -111,14 +132,22 @@ impl Chaos {
     }
 }
 
-/// Applies `fault` to a request: waits, then fails it or serves it.
-pub(super) async fn inject(fault: Fault, metrics: &Metrics, req: Request, next: Next) -> Response {
+/// Waits out `fault`'s latency and counts what it injects; whether the
+/// request is to fail.
+pub(super) async fn endure(fault: Fault, metrics: &Metrics) -> bool {
     if !fault.latency.is_zero() {
         metrics.chaos_injected.with_label_values(&["latency"]).inc();
         tokio::time::sleep(fault.latency).await;
     }
     if fault.error {
         metrics.chaos_injected.with_label_values(&["error"]).inc();
+    }
+    fault.error
+}
+
+/// Applies `fault` to a request: waits, then fails it or serves it.
+pub(super) async fn inject(fault: Fault, metrics: &Metrics, req: Request, next: Next) -> Response {
+    if endure(fault, metrics).await {
         return error_response(StatusCode::SERVICE_UNAVAILABLE, "CHAOS_INJECTED", "a fault was injected by the chaos switch");
     }
     next.run(req).await
@@ -213,6 +242,7 @@ mod tests {
             assert_eq!(chaos.fault_for(exempt), None, "{exempt}");
         }
         assert_eq!(chaos.fault_for("/v1/concerts"), Some(Fault { latency: Duration::ZERO, error: true }));
+        assert_eq!((chaos.fault_for(READYZ), chaos.readiness_fault()), (None, None), "a plan of every route leaves /readyz alone");
         chaos.set(None);
         assert_eq!(chaos.fault_for("/v1/concerts"), None);
         assert_eq!(chaos.plan(), None);
@@ -226,6 +256,16 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(chaos.fault_for("/v1/reservations"), Some(Fault { latency: Duration::from_millis(200), error: false }));
         }
+    }
+
+    #[test]
+    fn readyz_is_faulted_only_when_named_and_only_by_its_own_handler() {
+        let chaos = Chaos::default();
+        chaos.set(Some(plan(&[READYZ], 1.0, 0)));
+        assert_eq!(chaos.readiness_fault(), Some(Fault { latency: Duration::ZERO, error: true }));
+        assert_eq!(chaos.fault_for(READYZ), None, "the middleware leaves it to the handler");
+        assert_eq!(chaos.fault_for("/v1/concerts"), None);
+        assert!(validate(ChaosBody { routes: Some(vec![READYZ.into()]), error_ratio: 1.0, latency_ms: 0 }).is_ok());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use super::AppState;
+use super::{AppState, chaos};
 
 pub const ROUTES: &[(&str, &str)] =
     &[("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/openapi.json"), ("GET", "/metrics")];
@@ -26,17 +26,30 @@ pub fn router() -> Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
+/// Ready, or not and why: `reasons` from a fixed set (`chaos`, `database`,
+/// `queue`), so a probe's log or a runbook can tell a drill from an outage.
+/// `chaos` says whether the switch is on at all: a drill of other routes
+/// leaves `/readyz` ready, and says so.
 async fn ready(State(s): State<AppState>) -> (StatusCode, Json<Value>) {
+    let drilled = match s.chaos.readiness_fault() {
+        Some(fault) => chaos::endure(fault, &s.metrics).await,
+        None => false,
+    };
     let (db, queue) = tokio::join!(s.store.ping(), s.queue.ping());
+    let reasons: Vec<&str> = [(drilled, "chaos"), (db.is_err(), "database"), (queue.is_err(), "queue")]
+        .into_iter()
+        .filter_map(|(failed, reason)| failed.then_some(reason))
+        .collect();
     let word = |ok: bool| if ok { "ok" } else { "unavailable" };
-    let all = db.is_ok() && queue.is_ok();
-    let status = if all { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if reasons.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (
         status,
         Json(json!({
-            "status": if all { "ready" } else { "unavailable" },
+            "status": if reasons.is_empty() { "ready" } else { "not_ready" },
+            "reasons": reasons,
             "database": word(db.is_ok()),
             "queue": word(queue.is_ok()),
+            "chaos": s.chaos.plan().is_some(),
         })),
     )
 }
