@@ -13,20 +13,27 @@ use serde_json::{Value, json};
 use crate::{
     book::{self, Phase, Runbook, Step},
     catalog::{Catalog, CatalogError},
-    run::{self, EXIT_USAGE, Observer, Options, Preflight, Report, Status, StepResult},
-    target::{Ctx, Endpoints, Redactor, Target, url_secrets},
+    report::{EXIT_USAGE, Outcome, Preflight, Report, Skip, Status, StepResult},
+    run::{self, Observer, Options},
+    target::{Ctx, Endpoints, Redactor, Target},
     timeline::{Timeline, TimelineError},
 };
 
 /// The exit codes, shown at the end of `runbook --help`.
 pub const EXIT_CODES: &str = "\
 Exit codes:
-  0  healthy: the diagnosis found no problem
+  0  healthy: every check the run needed ran and found no problem
   1  problem found: a diagnose step's problem_if holds; nothing was applied
   2  usage: bad flags, unknown runbook or incident, invalid runbook file or --set
-  3  step failed: a target or step failed, or nothing could be checked; nothing further was applied
+  3  step failed: a target or step failed; nothing further was applied
   4  mitigated: mitigations were applied and the verify steps find no problem
-  5  mitigated, problem persists: mitigations were applied but a verify step still finds a problem";
+  5  mitigated, problem persists: mitigations were applied but a verify step still finds a problem
+  6  inconclusive: no problem found, but a needed check was skipped (no target or fallback could
+     answer it) or no check could run; never read this as healthy
+
+A check is needed unless --skip names it, or its target is not configured and it has no
+fallback (booking runs without PostgreSQL, Redis and Prometheus). Without PROMETHEUS_URL, route
+checks read two scrapes of booking's /metrics and alert checks the alerting service's rule state.";
 
 /// Runs the runbook for an alert: diagnosis steps, then (with --apply)
 /// confirmed mitigations and verification, optionally recorded on the
@@ -75,7 +82,7 @@ pub struct RunArgs {
     /// `terminate-long-queries.min_seconds=120` for one step.
     #[arg(long = "set", value_name = "[STEP.]ARG=VALUE")]
     pub set: Vec<String>,
-    /// Do not run a step (by id) or any step on a target (postgres, redis, prometheus, booking).
+    /// Do not run a step (by id) or any step on a target (postgres, redis, prometheus, booking, alerting).
     #[arg(long, value_name = "STEP|TARGET")]
     pub skip: Vec<String>,
     #[command(flatten)]
@@ -90,7 +97,7 @@ pub struct TargetArgs {
     /// Redis the booking queue uses.
     #[arg(long, env = "REDIS_URL", hide_env_values = true, value_name = "URL")]
     pub redis_url: Option<String>,
-    /// Prometheus HTTP API; without it, route figures come from booking's /metrics.
+    /// Prometheus HTTP API; without it, route figures come from booking's /metrics and alert checks from the alerting service.
     #[arg(long, env = "PROMETHEUS_URL", hide_env_values = true, value_name = "URL")]
     pub prometheus_url: Option<String>,
     /// The booking service.
@@ -99,7 +106,7 @@ pub struct TargetArgs {
     /// Booking's admin key (header X-Admin-Key); default: $ADMIN_KEY, else dev-admin-key.
     #[arg(long, env = "BOOKING_ADMIN_KEY", hide_env_values = true, value_name = "KEY")]
     pub admin_key: Option<String>,
-    /// The alerting service, for --incident.
+    /// The alerting service: for --incident, and the alert checks' source when no Prometheus is configured.
     #[arg(long, env = "ALERTING_URL", default_value = "http://127.0.0.1:9095", value_name = "URL")]
     pub alerting_url: String,
     /// Bearer token for the alerting API, when it requires one.
@@ -122,6 +129,8 @@ impl TargetArgs {
             prometheus_url: set(&self.prometheus_url),
             booking_url: self.booking_url.clone(),
             admin_key,
+            alerting_url: self.alerting_url.clone(),
+            alerting_api_key: set(&self.alerting_api_key),
         }
     }
 }
@@ -132,7 +141,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("runbook: cannot start: {e}");
-            return ExitCode::from(run::Outcome::StepFailed.code());
+            return ExitCode::from(Outcome::StepFailed.code());
         }
     };
     ExitCode::from(runtime.block_on(dispatch(cli)))
@@ -241,14 +250,11 @@ async fn run_command(catalog: &Catalog, args: &RunArgs, as_json: bool) -> u8 {
     }
     if let Some(bad) = args.skip.iter().find(|s| book.step(s).is_none() && !Target::ALL.iter().any(|t| t.name() == s.as_str())) {
         let ids: Vec<&str> = book.steps.iter().map(|s| s.id.as_str()).collect();
-        return usage(format!("--skip {bad}: not a step of `{}` ({}) nor a target (postgres, redis, prometheus, booking)", book.id, ids.join(", ")));
+        return usage(format!("--skip {bad}: not a step of `{}` ({}) nor a target ({})", book.id, ids.join(", "), Target::names()));
     }
 
     let endpoints = args.targets.endpoints();
-    let mut secrets = endpoints.secrets();
-    secrets.extend(args.targets.alerting_api_key.clone());
-    secrets.extend(url_secrets(&args.targets.alerting_url));
-    let redactor = Redactor::new(secrets);
+    let redactor = Redactor::new(endpoints.secrets());
 
     // The incident must exist before anything runs.
     let timeline = match args.incident {
@@ -258,7 +264,7 @@ async fn run_command(catalog: &Catalog, args: &RunArgs, as_json: bool) -> u8 {
             Err(e @ TimelineError::NotFound { .. }) => return usage(redactor.text(&e.to_string())),
             Err(e) => {
                 eprintln!("runbook: {}; nothing was run", redactor.text(&e.to_string()));
-                return run::Outcome::StepFailed.code();
+                return Outcome::StepFailed.code();
             }
         },
     };
@@ -267,7 +273,7 @@ async fn run_command(catalog: &Catalog, args: &RunArgs, as_json: bool) -> u8 {
         Ok(ctx) => ctx,
         Err(e) => {
             eprintln!("runbook: {}; nothing was run", redactor.text(&e));
-            return run::Outcome::StepFailed.code();
+            return Outcome::StepFailed.code();
         }
     };
     let options = Options { apply: args.apply, yes: args.yes, skip: args.skip.clone() };
@@ -278,7 +284,7 @@ async fn run_command(catalog: &Catalog, args: &RunArgs, as_json: bool) -> u8 {
     let mut report = run::run(&book, &mut ctx, &options, &mut console).await;
 
     if let Some(timeline) = &timeline {
-        let mitigations: Vec<&str> = report.steps.iter().filter(|s| s.status == Status::Listed).map(|s| s.id.as_str()).collect();
+        let mitigations: Vec<&str> = report.steps.iter().filter(|s| s.reason == Some(Skip::NotApplied)).map(|s| s.id.as_str()).collect();
         let mut text = format!("runbook {}: {} (exit {})", book.id, report.outcome.describe(), report.exit_code);
         if !mitigations.is_empty() {
             text.push_str(&format!("; suggested mitigations: {} (`runbook run {} --apply`)", mitigations.join(", "), book.id));
@@ -290,7 +296,7 @@ async fn run_command(catalog: &Catalog, args: &RunArgs, as_json: bool) -> u8 {
     }
     if !console.record_errors.is_empty() {
         report.notes.push(format!("{} event(s) could not be recorded on incident {}: {}", console.record_errors.len(), args.incident.unwrap_or(0), console.record_errors[0]));
-        report.outcome = run::Outcome::StepFailed;
+        report.outcome = Outcome::StepFailed;
         report.exit_code = report.outcome.code();
     }
     finish(&report, as_json, &redactor, args.incident);
@@ -325,11 +331,7 @@ fn status_word(status: Status) -> &'static str {
         Status::Problem => "PROBLEM",
         Status::Failed => "FAILED",
         Status::Skipped => "skipped",
-        Status::Listed => "listed",
-        Status::NotNeeded => "not needed",
-        Status::Declined => "declined",
         Status::Applied => "APPLIED",
-        Status::NotRun => "not run",
     }
 }
 
@@ -356,8 +358,8 @@ impl Observer for Console<'_> {
             println!("  {:<10} {:<28} {summary}", status_word(result.status), result.id);
         }
         let Some(timeline) = self.timeline else { return };
-        // Listed and not-needed mitigations did nothing; the summary event names them.
-        if matches!(result.status, Status::Listed | Status::NotNeeded) {
+        // Mitigations not applied or not needed did nothing; the summary event names them.
+        if matches!(result.reason, Some(Skip::NotApplied | Skip::NotNeeded)) {
             return;
         }
         let text = format!("[{} {}] {}: {} — {summary}", result.phase, status_word(result.status), result.id, result.title);
@@ -368,6 +370,8 @@ impl Observer for Console<'_> {
             "action": result.action,
             "target": result.target,
             "status": result.status,
+            "reason": result.reason,
+            "needed": result.needed,
             "output": result.output,
         });
         if let Err(e) = timeline.record(&text, self.redactor.value(&data)).await {

@@ -7,7 +7,8 @@
 //! machine-readable steps embedded as `runbook-step` blocks ([`book`]).
 //! Steps call a fixed registry of actions on PostgreSQL, Redis, Prometheus
 //! and the booking service ([`action`]); [`run`] runs them with the safety
-//! rules, and [`timeline`] records them on an incident.
+//! rules, [`report`] says what they found and what the run comes to, and
+//! [`timeline`] records them on an incident.
 
 pub mod action;
 pub mod book;
@@ -15,6 +16,7 @@ pub mod catalog;
 pub mod cli;
 pub mod condition;
 pub mod exposition;
+pub mod report;
 pub mod run;
 pub mod target;
 pub mod timeline;

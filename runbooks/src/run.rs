@@ -1,121 +1,28 @@
 //! Running a runbook: check the targets, diagnose, then (with `--apply`)
-//! mitigate one confirmed step at a time and verify.
+//! mitigate one confirmed step at a time and verify. What each step and
+//! the run come to is [`crate::report`]'s.
 //!
 //! The safety rules live here:
 //! - every target a run needs is checked before any step runs; with
 //!   `--apply`, one that fails stops the run before anything is changed;
-//! - mitigations run only after a clean diagnosis that found a problem,
-//!   and only those whose `when` step found one;
+//! - mitigations run only after a diagnosis in which no step failed, and
+//!   only those a `when` step found a problem for;
 //! - the first mitigation that fails stops the rest.
+//!
+//! The chaos switch is read first: when a drill is on, it explains what the
+//! other steps see, and the notes say so before anything else.
 
 use std::collections::BTreeSet;
 
-use serde::Serialize;
-use serde_json::Value;
-
 use crate::{
-    action::Effect,
+    action::{
+        Action, Effect,
+        alerting::{self, Fallback},
+    },
     book::{Phase, Runbook, Step},
+    report::{self, Call, Outcome, Preflight, Report, Skip, Status, StepResult},
     target::{Ctx, Target, TargetError},
 };
-
-/// What `runbook` exits with. Documented in `--help` and the README.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// 0: diagnosis found no problem.
-    Healthy,
-    /// 1: diagnosis found a problem; nothing was applied.
-    ProblemFound,
-    /// 3: a target or a step failed (and nothing further was applied).
-    StepFailed,
-    /// 4: mitigations were applied and the verify steps find no problem.
-    Mitigated,
-    /// 5: mitigations were applied but a verify step still finds a problem.
-    MitigatedProblemPersists,
-}
-
-/// 2, clap's own code for bad flags, also covers an unknown runbook, an
-/// invalid runbook file, a bad `--set` and an unknown incident.
-pub const EXIT_USAGE: u8 = 2;
-
-impl Outcome {
-    pub fn code(self) -> u8 {
-        match self {
-            Outcome::Healthy => 0,
-            Outcome::ProblemFound => 1,
-            Outcome::StepFailed => 3,
-            Outcome::Mitigated => 4,
-            Outcome::MitigatedProblemPersists => 5,
-        }
-    }
-
-    pub fn describe(self) -> &'static str {
-        match self {
-            Outcome::Healthy => "healthy: no problem found",
-            Outcome::ProblemFound => "problem found; nothing applied",
-            Outcome::StepFailed => "a step failed",
-            Outcome::Mitigated => "mitigated: verify steps find no problem",
-            Outcome::MitigatedProblemPersists => "mitigation applied, but a verify step still finds a problem",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// Ran; no problem.
-    Ok,
-    /// Ran; its `problem_if` holds.
-    Problem,
-    /// Could not run, or the target refused.
-    Failed,
-    /// Not run: `--skip`, or its target is not configured.
-    Skipped,
-    /// A mitigation shown but not applied (no `--apply`).
-    Listed,
-    /// A mitigation whose `when` steps found no problem.
-    NotNeeded,
-    /// A mitigation the operator answered no to.
-    Declined,
-    /// A mitigation applied.
-    Applied,
-    /// Not run because an earlier failure stopped the run.
-    NotRun,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct StepResult {
-    pub id: String,
-    pub phase: Phase,
-    pub action: String,
-    pub title: String,
-    pub target: Target,
-    pub status: Status,
-    pub summary: String,
-    pub output: Option<Value>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Preflight {
-    pub target: Target,
-    pub url: String,
-    pub ok: bool,
-    pub error: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    pub runbook: String,
-    pub title: String,
-    pub apply: bool,
-    pub outcome: Outcome,
-    pub exit_code: u8,
-    pub preflight: Vec<Preflight>,
-    pub steps: Vec<StepResult>,
-    /// Why the outcome is what it is, when the steps alone do not say.
-    pub notes: Vec<String>,
-}
 
 /// What the run tells the outside world, as it goes.
 #[allow(async_fn_in_trait)] // Used generically in this crate only.
@@ -139,108 +46,103 @@ pub struct Options {
     pub skip: Vec<String>,
 }
 
-/// The target a step acts on in this configuration: the Prometheus route
-/// actions read booking's /metrics when no Prometheus is configured.
+/// The target a step acts on in this configuration: a Prometheus action
+/// with a fallback reads it from booking or the alerting service when no
+/// Prometheus is configured.
 pub fn effective_target(step: &Step, ctx: &Ctx) -> Target {
     let target = step.action.spec().target;
-    if target == Target::Prometheus && step.action.falls_back_to_booking() && ctx.endpoints.describe(Target::Prometheus).is_err() {
-        Target::Booking
-    } else {
-        target
+    match step.action.fallback() {
+        Some(fallback) if ctx.endpoints.describe(target).is_err() => fallback,
+        _ => target,
     }
 }
 
-fn result(step: &Step, target: Target, status: Status, summary: impl Into<String>, output: Option<Value>) -> StepResult {
-    StepResult {
-        id: step.id.clone(),
-        phase: step.phase,
-        action: step.action.name().to_string(),
-        title: step.title.clone(),
-        target,
-        status,
-        summary: summary.into(),
-        output,
+/// Why a step will not run, before anything runs: its target is not
+/// configured (so it has no fallback either), or `--skip` names it.
+fn excluded(step: &Step, target: Target, options: &Options, ctx: &Ctx) -> Option<(Skip, String)> {
+    if let Err(why) = ctx.endpoints.describe(target) {
+        return Some((Skip::NotConfigured, format!("{target} {why}")));
     }
+    let declared = step.action.spec().target;
+    if options.skip.iter().any(|s| *s == step.id || s == target.name() || s == declared.name()) {
+        return Some((Skip::Flag, "left out by --skip".into()));
+    }
+    None
 }
 
-/// Whether a mitigation is called for by the diagnosis.
-pub fn needed(step: &Step, diagnosis: &[StepResult]) -> bool {
-    let problem = |id: &str| diagnosis.iter().any(|r| r.id == id && r.status == Status::Problem);
-    if step.when.is_empty() {
-        diagnosis.iter().any(|r| r.status == Status::Problem)
-    } else {
-        step.when.iter().any(|id| problem(id))
-    }
-}
-
-/// The outcome of a finished run.
-pub fn outcome(steps: &[StepResult], preflight: &[Preflight]) -> Outcome {
-    let any = |phase: Option<Phase>, status: Status| steps.iter().any(|s| phase.is_none_or(|p| s.phase == p) && s.status == status);
-    if preflight.iter().any(|p| !p.ok) || any(None, Status::Failed) {
-        return Outcome::StepFailed;
-    }
-    if any(Some(Phase::Mitigate), Status::Applied) {
-        return if any(Some(Phase::Verify), Status::Problem) { Outcome::MitigatedProblemPersists } else { Outcome::Mitigated };
-    }
-    if any(Some(Phase::Diagnose), Status::Problem) {
-        return Outcome::ProblemFound;
-    }
-    if !steps.iter().any(|s| s.phase == Phase::Diagnose && matches!(s.status, Status::Ok | Status::Problem)) {
-        // Nothing was checked: "healthy" would be a lie.
-        return Outcome::StepFailed;
-    }
-    Outcome::Healthy
-}
-
-/// Why a step will not run, before anything runs.
-fn excluded(step: &Step, target: Target, options: &Options, ctx: &Ctx) -> Option<String> {
-    if options.skip.iter().any(|s| *s == step.id || s == target.name()) {
-        return Some("skipped (--skip)".into());
-    }
-    ctx.endpoints.describe(target).err().map(|why| format!("skipped: {target} {why}"))
-}
-
-async fn run_step<O: Observer>(step: &Step, ctx: &mut Ctx, observer: &mut O, steps: &mut Vec<StepResult>, failed_targets: &[(Target, String)], options: &Options) {
-    let target = effective_target(step, ctx);
-    let r = if let Some(why) = excluded(step, target, options, ctx) {
-        result(step, target, Status::Skipped, why, None)
-    } else if let Some((_, error)) = failed_targets.iter().find(|(t, _)| *t == target).filter(|_| step.action.spec().effect != Effect::Probe) {
-        result(step, target, Status::Failed, error.clone(), None)
-    } else {
-        match step.action.run(ctx).await {
-            Ok(finding) => {
-                let problem = step.phase != Phase::Mitigate && step.problem_if.as_ref().is_some_and(|c| c.holds(&finding.output));
-                let status = match step.phase {
-                    Phase::Mitigate => Status::Applied,
-                    _ if problem => Status::Problem,
-                    _ => Status::Ok,
-                };
-                result(step, target, status, finding.summary, Some(finding.output))
+/// Runs one step's action, or its alerting fallback, and judges it.
+async fn judge(step: &Step, target: Target, ctx: &mut Ctx) -> StepResult {
+    if target == Target::Alerting {
+        return match alerting::rule_states(ctx, step.action.alert_rules()).await {
+            Ok(Fallback::Answered { finding, active }) => {
+                let status = if report::is_check(step) && active { Status::Problem } else { Status::Ok };
+                StepResult::ran(step, target, status, finding.summary, finding.output)
             }
-            Err(TargetError::NotConfigured { target, message }) => result(step, target, Status::Skipped, format!("skipped: {target} {message}"), None),
-            Err(e) => result(step, target, Status::Failed, e.to_string(), None),
+            Ok(Fallback::Unavailable(why)) => {
+                let declared = step.action.spec().target;
+                let hint = ctx.endpoints.describe(declared).err().unwrap_or_default();
+                StepResult::skipped(step, target, Skip::NoSource, format!("{declared} {hint}; and {why}"))
+            }
+            Err(e) => StepResult::failed(step, target, e.to_string()),
+        };
+    }
+    match step.action.run(ctx).await {
+        Ok(finding) => {
+            let status = match step.phase {
+                Phase::Mitigate => Status::Applied,
+                _ if step.problem_if.as_ref().is_some_and(|c| c.holds(&finding.output)) => Status::Problem,
+                _ => Status::Ok,
+            };
+            StepResult::ran(step, target, status, finding.summary, finding.output)
         }
+        Err(TargetError::NotConfigured { target, message }) => StepResult::skipped(step, target, Skip::NotConfigured, format!("{target} {message}")),
+        Err(e) => StepResult::failed(step, target, e.to_string()),
+    }
+}
+
+/// A target that failed its check, and why. `admin_only`: booking answers,
+/// but refused the admin key, so only the steps using its admin API fail.
+#[derive(Debug, Clone)]
+struct FailedTarget {
+    target: Target,
+    admin_only: bool,
+    error: String,
+}
+
+impl FailedTarget {
+    fn fails(&self, step: &Step, target: Target) -> bool {
+        let spec = step.action.spec();
+        self.target == target && spec.effect != Effect::Probe && (!self.admin_only || spec.uses_admin_api())
+    }
+}
+
+async fn run_step<O: Observer>(step: &Step, ctx: &mut Ctx, observer: &mut O, steps: &mut Vec<StepResult>, failed_targets: &[FailedTarget], options: &Options) {
+    let target = effective_target(step, ctx);
+    let r = if let Some((reason, why)) = excluded(step, target, options, ctx) {
+        StepResult::skipped(step, target, reason, why)
+    } else if let Some(failed) = failed_targets.iter().find(|f| f.fails(step, target)) {
+        StepResult::failed(step, target, failed.error.clone())
+    } else {
+        judge(step, target, ctx).await
     };
     observer.step(&r).await;
     steps.push(r);
 }
 
-/// Runs `book` against `ctx`.
-pub async fn run<O: Observer>(book: &Runbook, ctx: &mut Ctx, options: &Options, observer: &mut O) -> Report {
-    let mut notes = Vec::new();
-    let phases: &[Phase] = if options.apply { &[Phase::Diagnose, Phase::Mitigate, Phase::Verify] } else { &[Phase::Diagnose] };
-
-    // Every target a step that may run needs, checked first. Probes report
-    // an unreachable target as their finding, so they need no check.
+/// The targets the steps of `phases` will use, each checked once (with the
+/// admin key where a step needs it). Probes report an unreachable target as
+/// their finding, and a fallback that cannot answer skips its step, so
+/// neither needs a check.
+async fn check_targets<O: Observer>(book: &Runbook, phases: &[Phase], ctx: &mut Ctx, options: &Options, observer: &mut O) -> (Vec<Preflight>, Vec<FailedTarget>) {
     let mut needs: BTreeSet<(Target, bool)> = BTreeSet::new();
     for step in book.steps.iter().filter(|s| phases.contains(&s.phase)) {
         let target = effective_target(step, ctx);
-        if step.action.spec().effect != Effect::Probe && excluded(step, target, options, ctx).is_none() {
+        if step.action.spec().effect != Effect::Probe && target != Target::Alerting && excluded(step, target, options, ctx).is_none() {
             needs.insert((target, step.action.spec().uses_admin_api()));
         }
     }
     let mut preflight: Vec<Preflight> = Vec::new();
-    let mut failed_targets: Vec<(Target, String)> = Vec::new();
+    let mut failed_targets: Vec<FailedTarget> = Vec::new();
     let mut checked: BTreeSet<Target> = BTreeSet::new();
     // (target, true) sorts after (target, false): the admin check wins.
     for (target, admin) in needs.iter().rev() {
@@ -251,7 +153,10 @@ pub async fn run<O: Observer>(book: &Runbook, ctx: &mut Ctx, options: &Options, 
         let check = match ctx.check(*target, *admin).await {
             Ok(()) => Preflight { target: *target, url, ok: true, error: None },
             Err(e) => {
-                failed_targets.push((*target, e.to_string()));
+                // A refused admin key fails only the steps that use it,
+                // when booking itself answers.
+                let admin_only = *admin && ctx.check(*target, false).await.is_ok();
+                failed_targets.push(FailedTarget { target: *target, admin_only, error: e.to_string() });
                 Preflight { target: *target, url, ok: false, error: Some(e.to_string()) }
             }
         };
@@ -259,6 +164,14 @@ pub async fn run<O: Observer>(book: &Runbook, ctx: &mut Ctx, options: &Options, 
         preflight.push(check);
     }
     preflight.sort_by_key(|p| p.target);
+    (preflight, failed_targets)
+}
+
+/// Runs `book` against `ctx`.
+pub async fn run<O: Observer>(book: &Runbook, ctx: &mut Ctx, options: &Options, observer: &mut O) -> Report {
+    let mut notes = Vec::new();
+    let phases: &[Phase] = if options.apply { &[Phase::Diagnose, Phase::Mitigate, Phase::Verify] } else { &[Phase::Diagnose] };
+    let (preflight, failed_targets) = check_targets(book, phases, ctx, options, observer).await;
 
     let mut steps: Vec<StepResult> = Vec::new();
     if options.apply && !failed_targets.is_empty() {
@@ -268,16 +181,26 @@ pub async fn run<O: Observer>(book: &Runbook, ctx: &mut Ctx, options: &Options, 
     }
 
     observer.phase(Phase::Diagnose, "");
-    for step in book.phase(Phase::Diagnose) {
+    let mut diagnose: Vec<&Step> = book.phase(Phase::Diagnose).collect();
+    // Stable: the chaos switch first, the rest as written.
+    diagnose.sort_by_key(|s| s.action != Action::BookingChaos);
+    for step in diagnose {
         run_step(step, ctx, observer, &mut steps, &failed_targets, options).await;
     }
     let diagnosis = steps.clone();
     let diagnosis_failed = diagnosis.iter().any(|r| r.status == Status::Failed);
+    if let Some(chaos) = diagnosis.iter().find(|r| r.action == Action::BookingChaos.name() && r.status == Status::Problem) {
+        let off = book.phase(Phase::Mitigate).find(|s| s.action == Action::BookingClearChaos).map_or("`DELETE /v1/admin/chaos`".to_string(), |s| format!("`{}`", s.id));
+        notes.push(format!(
+            "{} — a drill: the errors and latency it injects are not a database or queue fault; {off} turns it off",
+            chaos.summary
+        ));
+    }
 
     let mitigations: Vec<&Step> = book.phase(Phase::Mitigate).collect();
     if !mitigations.is_empty() {
         let note = if !options.apply {
-            "listed, not applied: rerun with --apply"
+            "not applied without --apply"
         } else if diagnosis_failed {
             "nothing applied: a diagnosis step failed"
         } else {
@@ -288,26 +211,35 @@ pub async fn run<O: Observer>(book: &Runbook, ctx: &mut Ctx, options: &Options, 
     let mut stopped = diagnosis_failed;
     for step in mitigations {
         let target = effective_target(step, ctx);
-        let is_needed = needed(step, &diagnosis);
-        let r = if !is_needed {
-            let why = if step.when.is_empty() { "no diagnosis step found a problem".to_string() } else { format!("not needed: {} found no problem", step.when.join(" / ")) };
-            result(step, target, Status::NotNeeded, why, None)
-        } else if !options.apply {
-            result(step, target, Status::Listed, format!("would {}", step.plan()), None)
-        } else if stopped {
-            result(step, target, Status::NotRun, "not applied: an earlier step failed", None)
-        } else if let Some(why) = excluded(step, target, options, ctx) {
-            result(step, target, Status::Skipped, why, None)
-        } else if !options.yes && !observer.confirm(step, &ctx.endpoints.describe(target).unwrap_or_default()) {
-            result(step, target, Status::Declined, "declined", None)
-        } else {
-            let before = steps.len();
-            run_step(step, ctx, observer, &mut steps, &failed_targets, options).await;
-            if steps[before].status == Status::Failed {
-                stopped = true;
-                notes.push(format!("mitigation `{}` failed; the ones after it were not applied", step.id));
+        let r = match report::called_for(step, &diagnosis) {
+            Call::NotNeeded(by) => StepResult::skipped(step, target, Skip::NotNeeded, format!("not needed: {} ran and found no problem", report::ids(&by))),
+            Call::Unknown(missing) => {
+                let what: Vec<String> = missing.iter().map(|(id, status)| format!("`{id}` {}", if *status == Status::Failed { "failed" } else { "was skipped" })).collect();
+                let what = if what.is_empty() { "its diagnosis did not run".to_string() } else { format!("its diagnosis did not run ({})", what.join(", ")) };
+                StepResult::skipped(step, target, Skip::DiagnosisIncomplete, format!("{what}, so whether it is needed is unknown"))
             }
-            continue;
+            Call::For(by) if !options.apply => {
+                StepResult::skipped(step, target, Skip::NotApplied, format!("called for by {}; not applied without --apply: would {}", report::ids(&by), step.plan()))
+            }
+            Call::For(_) if stopped => {
+                let why = if diagnosis_failed { "a diagnosis step failed" } else { "an earlier mitigation failed" };
+                StepResult::skipped(step, target, Skip::Stopped, format!("not applied: {why}"))
+            }
+            Call::For(_) => match excluded(step, target, options, ctx) {
+                Some((reason, why)) => StepResult::skipped(step, target, reason, why),
+                None if !options.yes && !observer.confirm(step, &ctx.endpoints.describe(target).unwrap_or_default()) => {
+                    StepResult::skipped(step, target, Skip::Declined, "declined")
+                }
+                None => {
+                    let before = steps.len();
+                    run_step(step, ctx, observer, &mut steps, &failed_targets, options).await;
+                    if steps[before].status == Status::Failed {
+                        stopped = true;
+                        notes.push(format!("mitigation `{}` failed; the ones after it were not applied", step.id));
+                    }
+                    continue;
+                }
+            },
         };
         observer.step(&r).await;
         steps.push(r);
@@ -321,51 +253,26 @@ pub async fn run<O: Observer>(book: &Runbook, ctx: &mut Ctx, options: &Options, 
         }
     }
 
-    let outcome = outcome(&steps, &preflight);
-    if outcome == Outcome::StepFailed && !preflight.iter().any(|p| !p.ok) && !steps.iter().any(|s| s.status == Status::Failed) {
-        notes.push("no diagnosis step could run: configure the targets they need (see `skipped` steps)".into());
-    }
+    let outcome = report::outcome(&steps, &preflight);
+    notes.extend(unchecked(&steps, outcome));
     Report { runbook: book.id.clone(), title: book.title.clone(), apply: options.apply, outcome, exit_code: outcome.code(), preflight, steps, notes }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn step(id: &str, phase: Phase, status: Status) -> StepResult {
-        StepResult {
-            id: id.into(),
-            phase,
-            action: "x".into(),
-            title: id.into(),
-            target: Target::Booking,
-            status,
-            summary: String::new(),
-            output: None,
-        }
+/// The checks that did not run, and what that means for `outcome`.
+fn unchecked(steps: &[StepResult], outcome: Outcome) -> Vec<String> {
+    let ids = |f: &dyn Fn(&StepResult) -> bool| -> Vec<String> { steps.iter().filter(|s| f(s)).map(|s| s.id.clone()).collect() };
+    let missing = ids(&|s| s.missing());
+    let left_out = ids(&|s| s.status == Status::Skipped && s.needed == Some(false));
+    let mut notes = Vec::new();
+    if outcome == Outcome::Inconclusive {
+        notes.push(if missing.is_empty() {
+            "inconclusive: no check could run; configure the targets they need (see the skipped steps)".to_string()
+        } else {
+            format!("inconclusive: {} needed and did not run (see why on its line)", report::ids(&missing))
+        });
     }
-
-    #[test]
-    fn outcomes_rank_failure_over_mitigation_over_problem() {
-        use Phase::*;
-        use Status::*;
-        let ok = step("a", Diagnose, Ok);
-        let problem = step("b", Diagnose, Problem);
-        assert_eq!(outcome(std::slice::from_ref(&ok), &[]), Outcome::Healthy);
-        assert_eq!(outcome(&[ok.clone(), problem.clone()], &[]), Outcome::ProblemFound);
-        let applied = step("m", Mitigate, Applied);
-        assert_eq!(outcome(&[problem.clone(), applied.clone(), step("v", Verify, Ok)], &[]), Outcome::Mitigated);
-        assert_eq!(outcome(&[problem.clone(), applied.clone(), step("v", Verify, Problem)], &[]), Outcome::MitigatedProblemPersists);
-        assert_eq!(outcome(&[problem.clone(), applied, step("v", Verify, Failed)], &[]), Outcome::StepFailed);
-        assert_eq!(outcome(&[problem.clone(), step("m", Mitigate, Declined)], &[]), Outcome::ProblemFound);
-        assert_eq!(outcome(&[step("s", Diagnose, Skipped)], &[]), Outcome::StepFailed, "nothing checked is not healthy");
-        let down = Preflight { target: Target::Redis, url: String::new(), ok: false, error: Some("down".into()) };
-        assert_eq!(outcome(&[ok], &[down]), Outcome::StepFailed);
-        let codes: BTreeSet<u8> = [Outcome::Healthy, Outcome::ProblemFound, Outcome::StepFailed, Outcome::Mitigated, Outcome::MitigatedProblemPersists]
-            .iter()
-            .map(|o| o.code())
-            .chain([EXIT_USAGE])
-            .collect();
-        assert_eq!(codes.len(), 6, "every exit code is distinct");
+    if !left_out.is_empty() && matches!(outcome, Outcome::Healthy | Outcome::Mitigated | Outcome::Inconclusive) {
+        notes.push(format!("not checked, and not counted: {} (target not configured, or --skip)", report::ids(&left_out)));
     }
+    notes
 }

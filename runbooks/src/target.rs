@@ -3,7 +3,9 @@
 //! Targets come from flags or from the environment variables the platform
 //! already uses (`DATABASE_URL`, `REDIS_URL`, ...). A target that is not
 //! configured skips its steps; one that is configured but unreachable fails
-//! them. Credentials never leave this module unredacted: [`Redactor`] masks
+//! them. The alerting service is only ever a fallback source (for a
+//! Prometheus step when no Prometheus is configured), so it is not checked
+//! before the run: when it cannot answer, the step is skipped and says why. Credentials never leave this module unredacted: [`Redactor`] masks
 //! them in everything printed or recorded.
 //!
 //! The HTTP client ([`http_client`]) speaks http and https (rustls on
@@ -24,10 +26,11 @@ pub enum Target {
     Redis,
     Prometheus,
     Booking,
+    Alerting,
 }
 
 impl Target {
-    pub const ALL: [Target; 4] = [Target::Postgres, Target::Redis, Target::Prometheus, Target::Booking];
+    pub const ALL: [Target; 5] = [Target::Postgres, Target::Redis, Target::Prometheus, Target::Booking, Target::Alerting];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -35,7 +38,13 @@ impl Target {
             Target::Redis => "redis",
             Target::Prometheus => "prometheus",
             Target::Booking => "booking",
+            Target::Alerting => "alerting",
         }
+    }
+
+    /// Every target's name, for usage messages: `postgres, redis, ...`.
+    pub fn names() -> String {
+        Target::ALL.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
     }
 
     /// How to configure it, for "not configured" messages.
@@ -45,6 +54,7 @@ impl Target {
             Target::Redis => "set REDIS_URL or --redis-url",
             Target::Prometheus => "set PROMETHEUS_URL or --prometheus-url",
             Target::Booking => "set BOOKING_URL or --booking-url",
+            Target::Alerting => "set ALERTING_URL or --alerting-url",
         }
     }
 }
@@ -63,6 +73,8 @@ pub struct Endpoints {
     pub prometheus_url: Option<String>,
     pub booking_url: String,
     pub admin_key: String,
+    pub alerting_url: String,
+    pub alerting_api_key: Option<String>,
 }
 
 impl fmt::Debug for Endpoints {
@@ -73,6 +85,8 @@ impl fmt::Debug for Endpoints {
             .field("prometheus_url", &self.prometheus_url.as_deref().map(redact_url))
             .field("booking_url", &redact_url(&self.booking_url))
             .field("admin_key", &"***")
+            .field("alerting_url", &redact_url(&self.alerting_url))
+            .field("alerting_api_key", &self.alerting_api_key.as_ref().map(|_| "***"))
             .finish()
     }
 }
@@ -95,13 +109,15 @@ impl Endpoints {
                 self.prometheus_url.as_deref().filter(|u| !u.is_empty()).map(redact_url).ok_or_else(|| format!("not configured; {}", target.hint()))
             }
             Target::Booking => Ok(redact_url(&self.booking_url)),
+            Target::Alerting => Ok(redact_url(&self.alerting_url)),
         }
     }
 
     /// Every secret in the configuration, for [`Redactor`].
     pub fn secrets(&self) -> Vec<String> {
         let mut out = vec![self.admin_key.clone()];
-        for url in [&self.database_url, &self.redis_url, &self.prometheus_url].into_iter().flatten().chain([&self.booking_url]) {
+        out.extend(self.alerting_api_key.clone());
+        for url in [&self.database_url, &self.redis_url, &self.prometheus_url].into_iter().flatten().chain([&self.booking_url, &self.alerting_url]) {
             out.extend(url_secrets(url));
         }
         out
@@ -373,6 +389,20 @@ impl Ctx {
         Ok((status, body))
     }
 
+    /// A GET on the alerting service, with `Authorization: Bearer` when an
+    /// API key is set: status and body.
+    pub async fn alerting_get(&self, path: &str) -> Result<(StatusCode, String), TargetError> {
+        let url = format!("{}{path}", self.endpoints.alerting_url.trim_end_matches('/'));
+        let mut request = self.http.get(&url);
+        if let Some(key) = &self.endpoints.alerting_api_key {
+            request = request.bearer_auth(key);
+        }
+        let response = self.send(Target::Alerting, request).await?;
+        let status = response.status();
+        let body = response.text().await.map_err(|e| self.unreachable(Target::Alerting, plain(e)))?;
+        Ok((status, body))
+    }
+
     /// Sends `request` to `target`; a redirect off its origin is an error
     /// that says where it pointed.
     async fn send(&self, target: Target, request: reqwest_tls::RequestBuilder) -> Result<reqwest_tls::Response, TargetError> {
@@ -433,6 +463,12 @@ impl Ctx {
                 let (status, _) = self.booking_get("/healthz").await?;
                 if !status.is_success() {
                     return Err(self.unreachable(Target::Booking, format!("/healthz answered {status}")));
+                }
+            }
+            Target::Alerting => {
+                let (status, _) = self.alerting_get("/healthz").await?;
+                if !status.is_success() {
+                    return Err(self.unreachable(Target::Alerting, format!("/healthz answered {status}")));
                 }
             }
         }
@@ -498,9 +534,12 @@ mod tests {
             prometheus_url: None,
             booking_url: "http://b".into(),
             admin_key: "admin-key-123".into(),
+            alerting_url: "http://pager:al3rt-pass@a".into(),
+            alerting_api_key: Some("alerting-token-9".into()),
         };
         let r = Redactor::new(endpoints.secrets());
         assert_eq!(r.text("auth s3cret failed for admin-key-123"), "auth *** failed for ***");
+        assert_eq!(r.text("al3rt-pass alerting-token-9"), "*** ***");
         let v = r.value(&serde_json::json!({"e": ["r3dispass"], "n": 1}));
         assert_eq!(v, serde_json::json!({"e": ["***"], "n": 1}));
         assert!(!format!("{endpoints:?}").contains("s3cret"));

@@ -1,12 +1,13 @@
 //! queue-admission-stall against the real booking service: the runbook reads
 //! and changes the admission rate through the admin API, asks before it
 //! changes anything, and changes nothing when a target it needs is down.
+//! Without Prometheus, its admissions check is the alerting service's.
 
 mod support;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Booking, free_port, runbook};
+use support::{Alerting, Booking, free_port, runbook, shipped_rules};
 
 const ADMISSION: &str = "/v1/admin/queue/admission";
 
@@ -26,7 +27,9 @@ async fn admission(booking: &Booking) -> (Value, Value) {
 #[tokio::test]
 async fn the_stall_runbook_reads_and_restores_the_admission_rate() {
     let booking = stalled_booking().await;
-    let args = ["run", "queue-admission-stall", "--booking-url", &booking.url, "--json"];
+    // The embedded platform: the alerting service watches booking, no Prometheus.
+    let alerting = Alerting::watching(&booking, &shipped_rules()).await;
+    let args = ["run", "queue-admission-stall", "--booking-url", &booking.url, "--alerting-url", &alerting.url, "--json"];
 
     let diagnosis = runbook(&args, "").await;
     assert_eq!(diagnosis.code, 1, "problem found\n{}\n{}", diagnosis.stdout, diagnosis.stderr);
@@ -36,14 +39,14 @@ async fn the_stall_runbook_reads_and_restores_the_admission_rate() {
     assert_eq!(diagnosis.step("chaos")["status"], "ok");
     assert_eq!(diagnosis.step("readiness")["status"], "ok");
     assert_eq!(diagnosis.step("redis-memory")["status"], "skipped", "no REDIS_URL");
-    assert_eq!(diagnosis.step("restore-admission")["status"], "listed");
+    assert_eq!(diagnosis.status("restore-admission"), "skipped: not_applied");
     assert_eq!(admission(&booking).await, (json!(1), json!(3_600_000)), "diagnosis changes nothing");
 
     let mut apply = args.to_vec();
     apply.push("--apply");
     let declined = runbook(&apply, "n\n").await;
     assert_eq!(declined.code, 1, "declined: still a problem\n{}\n{}", declined.stdout, declined.stderr);
-    assert_eq!(declined.step("restore-admission")["status"], "declined");
+    assert_eq!(declined.status("restore-admission"), "skipped: declined");
     assert!(declined.stderr.contains("proceed? [y/N]"), "{}", declined.stderr);
     assert_eq!(admission(&booking).await, (json!(1), json!(3_600_000)), "a declined step changes nothing");
 
@@ -56,12 +59,19 @@ async fn the_stall_runbook_reads_and_restores_the_admission_rate() {
     assert_eq!(accepted.step("admission-rate-after")["status"], "ok");
     assert_eq!(admission(&booking).await, (json!(500), json!(15_000)));
 
-    // Safe to re-run: healthy, nothing applied.
+    // Safe to re-run: healthy, nothing applied; healthy because every
+    // check ran, the admissions one through the alerting service.
+    alerting.wait_for(&["queue-admission-stall"], "inactive").await;
     let mut yes = apply.clone();
     yes.push("--yes");
     let again = runbook(&yes, "").await;
     assert_eq!(again.code, 0, "healthy now\n{}\n{}", again.stdout, again.stderr);
-    assert_eq!(again.step("restore-admission")["status"], "not_needed");
+    assert_eq!(again.status("restore-admission"), "skipped: not_needed");
+    let admissions = again.step("admissions");
+    assert_eq!((admissions["status"].as_str(), admissions["needed"].as_bool()), (Some("ok"), Some(true)), "{admissions:#}");
+    assert!(admissions["output"]["source"].as_str().is_some_and(|s| s.starts_with(&format!("alerting service {}", alerting.url))), "{admissions:#}");
+    assert_eq!(again.status("redis-memory"), "skipped: not_configured", "no REDIS_URL: not counted");
+    assert_eq!(again.step("redis-memory")["needed"], false);
 }
 
 #[tokio::test]

@@ -36,7 +36,7 @@ async fn bad_flags_are_usage_errors() {
 async fn help_documents_the_exit_codes() {
     let outcome = runbook(&["run", "--help"], "").await;
     assert_eq!(outcome.code, 0);
-    for line in ["0  healthy", "1  problem found", "2  usage", "3  step failed", "4  mitigated", "5  mitigated, problem persists"] {
+    for line in ["0  healthy", "1  problem found", "2  usage", "3  step failed", "4  mitigated", "5  mitigated, problem persists", "6  inconclusive"] {
         assert!(outcome.stdout.contains(line), "{line}:\n{}", outcome.stdout);
     }
 }
@@ -62,8 +62,10 @@ async fn an_unreachable_redis_fails_the_run_and_applies_nothing() {
 #[tokio::test]
 async fn no_configured_target_means_nothing_was_checked_not_healthy() {
     let outcome = runbook(&["run", "redis-memory-high"], "").await;
-    assert_eq!(outcome.code, 3, "{}", outcome.stdout);
+    assert_eq!(outcome.code, 6, "inconclusive\n{}", outcome.stdout);
     assert!(outcome.stdout.contains("set REDIS_URL"), "{}", outcome.stdout);
+    assert!(outcome.stdout.contains("inconclusive: no check could run"), "{}", outcome.stdout);
+    assert!(!outcome.stdout.contains("healthy"), "{}", outcome.stdout);
 }
 
 #[tokio::test]

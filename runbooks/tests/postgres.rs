@@ -68,7 +68,7 @@ async fn a_long_query_is_found_and_only_it_is_terminated() {
     assert_eq!(found["status"], "problem");
     assert_eq!(pids(&found, "queries"), [i64::from(long_pid)], "only the long query is listed: {found:#}");
     assert_eq!(found["output"]["queries"][0]["application_name"], "booking");
-    assert_eq!(diagnosis.step("terminate-long-queries")["status"], "listed");
+    assert_eq!(diagnosis.status("terminate-long-queries"), "skipped: not_applied");
     assert!(alive(&mut observer, long_pid).await, "diagnosis must not terminate anything");
 
     // A shorter query, started just now, must survive the mitigation.
@@ -98,7 +98,7 @@ async fn a_long_query_is_found_and_only_it_is_terminated() {
     // Safe to re-run: nothing left above the threshold, nothing applied.
     let again = runbook(&apply, "").await;
     assert_eq!(again.code, 0, "healthy now\n{}\n{}", again.stdout, again.stderr);
-    assert_eq!(again.step("terminate-long-queries")["status"], "not_needed");
+    assert_eq!(again.status("terminate-long-queries"), "skipped: not_needed");
     assert!(active_seconds(&mut observer, short_pid).await.is_some(), "a re-run terminates nothing");
 
     sqlx::query("SELECT pg_cancel_backend($1)").bind(short_pid).execute(&mut observer).await.expect("cancel the short query");

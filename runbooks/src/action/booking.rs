@@ -35,23 +35,49 @@ pub async fn health(ctx: &mut Ctx) -> Result<Finding, TargetError> {
         Ok((status, body)) => {
             let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
             let ready = status.is_success() && body["status"] == "ready";
-            let summary = format!(
-                "up; {} (database {}, queue {}) in {:.0} ms",
-                if ready { "ready" } else { "NOT ready" },
-                body["database"].as_str().unwrap_or("?"),
-                body["queue"].as_str().unwrap_or("?"),
-                seconds * 1000.0
-            );
+            let reasons = if ready { Vec::new() } else { not_ready_reasons(&body, status) };
+            // Chaos may fail /readyz only when its routes name it; either
+            // way it is said, so no one reads a drill as an outage.
+            let chaos = body["chaos"] == true || reasons.iter().any(|r| r == "chaos");
+            let mut parts: Vec<String> = ["database", "queue"].iter().filter_map(|k| Some(format!("{k} {}", body[*k].as_str()?))).collect();
+            if chaos {
+                parts.push("chaos switch on".into());
+            }
+            let detail = if parts.is_empty() { String::new() } else { format!(" ({})", parts.join(", ")) };
+            let state = if ready { "ready".to_string() } else { format!("NOT ready: {}", reasons.join(", ")) };
             Finding {
-                summary,
-                output: json!({ "up": true, "ready": ready, "database": body["database"], "queue": body["queue"], "seconds": seconds, "error": null }),
+                summary: format!("up; {state}{detail} in {:.0} ms", seconds * 1000.0),
+                output: json!({
+                    "up": true,
+                    "ready": ready,
+                    "reasons": reasons,
+                    "chaos": chaos,
+                    "database": body["database"],
+                    "queue": body["queue"],
+                    "seconds": seconds,
+                    "error": null,
+                }),
             }
         }
         Err(e) => Finding {
             summary: format!("down: {e}"),
-            output: json!({ "up": false, "ready": false, "database": null, "queue": null, "seconds": seconds, "error": e.to_string() }),
+            output: json!({ "up": false, "ready": false, "reasons": [], "chaos": null, "database": null, "queue": null, "seconds": seconds, "error": e.to_string() }),
         },
     })
+}
+
+/// Why booking says it is not ready: its `reasons` (`chaos`, `database`,
+/// `queue`); from a booking that predates them, its `database` and `queue`
+/// fields, and a chaos-injected 503 as `chaos`.
+fn not_ready_reasons(body: &Value, status: reqwest_tls::StatusCode) -> Vec<String> {
+    if let Some(reasons) = body["reasons"].as_array().filter(|r| !r.is_empty()) {
+        return reasons.iter().filter_map(Value::as_str).map(str::to_string).collect();
+    }
+    if body["error"]["code"] == "CHAOS_INJECTED" {
+        return vec!["chaos".into()];
+    }
+    let down: Vec<String> = ["database", "queue"].iter().filter(|k| body[**k] == "unavailable").map(|k| k.to_string()).collect();
+    if down.is_empty() { vec![format!("unexplained ({status})")] } else { down }
 }
 
 pub async fn scrape(ctx: &mut Ctx) -> Result<Finding, TargetError> {
@@ -417,5 +443,15 @@ mod tests {
         assert!(m(&["a"], 0).is_err());
         let admission = admission_output(&json!({"batch": 500, "interval_ms": 15000, "active_window_secs": 600}));
         assert_eq!(admission["admitted_per_minute"], json!(2000));
+    }
+
+    #[test]
+    fn not_ready_says_why_from_a_new_or_an_old_booking() {
+        use reqwest_tls::StatusCode;
+        let why = |body: Value| not_ready_reasons(&body, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(why(json!({"status": "not_ready", "reasons": ["chaos"], "database": "ok", "queue": "ok"})), ["chaos"]);
+        assert_eq!(why(json!({"status": "unavailable", "database": "ok", "queue": "unavailable"})), ["queue"]);
+        assert_eq!(why(json!({"error": {"code": "CHAOS_INJECTED", "message": "x"}})), ["chaos"], "an old booking's chaos 503 is chaos, not the database");
+        assert_eq!(why(Value::Null), ["unexplained (503 Service Unavailable)"]);
     }
 }

@@ -7,6 +7,7 @@
 //! re-run: reads change nothing, and each change reads the state first and
 //! does nothing when it is already in place.
 
+pub(crate) mod alerting;
 mod booking;
 mod postgres;
 mod prometheus;
@@ -137,9 +138,9 @@ pub const REGISTRY: &[Spec] = &[
         name: "prometheus.query",
         target: Target::Prometheus,
         effect: Read,
-        summary: "Any instant PromQL query (skipped without Prometheus)",
-        args: &["query", "top"],
-        outputs: &["count", "max", "min", "series"],
+        summary: "Any instant PromQL query; without Prometheus, answered by the alerting service's state of the rules in `alerts`, else skipped",
+        args: &["query", "top", "alerts"],
+        outputs: &["source", "count", "max", "min", "series"],
     },
     Spec {
         name: "prometheus.top_failing_routes",
@@ -169,9 +170,9 @@ pub const REGISTRY: &[Spec] = &[
         name: "booking.health",
         target: Target::Booking,
         effect: Probe,
-        summary: "GET /readyz: is the service up, and are its database and queue ready",
+        summary: "GET /readyz: is the service up, is it ready, and if not why (chaos, database, queue); whether the chaos switch is on",
         args: &[],
-        outputs: &["up", "ready", "database", "queue", "seconds", "error"],
+        outputs: &["up", "ready", "reasons", "chaos", "database", "queue", "seconds", "error"],
     },
     Spec {
         name: "booking.scrape",
@@ -407,10 +408,24 @@ impl Action {
         }
     }
 
-    /// Whether a Prometheus action can answer from booking's /metrics when
-    /// no Prometheus is configured (and so needs booking, not Prometheus).
-    pub fn falls_back_to_booking(&self) -> bool {
-        matches!(self, Action::PromTopFailingRoutes(_) | Action::PromP95ByRoute(_))
+    /// Where a Prometheus action gets its answer when no Prometheus is
+    /// configured: booking's /metrics (the route actions compute the same
+    /// figures from two scrapes), or the alerting service (a query naming
+    /// `alerts`: their state answers it). `None`: it is skipped.
+    pub fn fallback(&self) -> Option<Target> {
+        match self {
+            Action::PromTopFailingRoutes(_) | Action::PromP95ByRoute(_) => Some(Target::Booking),
+            Action::PromQuery(q) if !q.alerts.is_empty() => Some(Target::Alerting),
+            _ => None,
+        }
+    }
+
+    /// The alerting rules whose state answers this action without Prometheus.
+    pub fn alert_rules(&self) -> &[String] {
+        match self {
+            Action::PromQuery(q) => &q.alerts,
+            _ => &[],
+        }
     }
 }
 
@@ -452,6 +467,7 @@ mod tests {
             "query" => json!("up"),
             "window" => json!("5m"),
             "metrics" => json!(["booking_queue_waiting"]),
+            "alerts" => json!(["error-budget-burn-fast"]),
             "ratio" => json!(["db_pool_connections_in_use", "db_pool_connections_max"]),
             "allow_lower" | "enabled" => json!(true),
             "per_second" => json!(100),

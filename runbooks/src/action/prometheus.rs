@@ -4,7 +4,9 @@
 //! The platform can run without Prometheus (the alerting service scrapes
 //! booking itself). Then the two route actions take two scrapes of
 //! booking's `/metrics` `fallback_sample_secs` apart and compute the same
-//! figures from the difference; the output's `source` says which was used.
+//! figures from the difference, and a query naming `alerts` is answered by
+//! the alerting service ([`super::alerting`]); the output's `source` says
+//! which was used.
 
 use std::time::Duration;
 
@@ -23,6 +25,9 @@ pub struct Query {
     pub query: String,
     #[serde(default = "ten")]
     pub top: u32,
+    /// Alerting rule ids whose state answers the query without Prometheus.
+    #[serde(default)]
+    pub alerts: Vec<String>,
 }
 
 fn ten() -> u32 {
@@ -35,6 +40,9 @@ impl Query {
             return Err("query is empty".into());
         }
         check_top(self.top)?;
+        if let Some(bad) = self.alerts.iter().find(|r| r.is_empty() || !r.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')) {
+            return Err(format!("alerts: `{bad}` is not an alert rule id"));
+        }
         Ok(self)
     }
 }
@@ -142,7 +150,7 @@ pub async fn query(ctx: &mut Ctx, args: &Query) -> Result<Finding, TargetError> 
     let series: Vec<Value> = series.into_iter().map(|(labels, value)| json!({ "labels": labels, "value": num(value) })).collect();
     Ok(Finding {
         summary,
-        output: json!({ "count": count, "max": max.map_or(Value::Null, num), "min": min.map_or(Value::Null, num), "series": series }),
+        output: json!({ "source": "prometheus", "count": count, "max": max.map_or(Value::Null, num), "min": min.map_or(Value::Null, num), "series": series }),
     })
 }
 

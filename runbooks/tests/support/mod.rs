@@ -45,7 +45,22 @@ impl Outcome {
         let report = self.json();
         report["steps"].as_array().and_then(|s| s.iter().find(|s| s["id"] == id)).cloned().unwrap_or_else(|| panic!("no step {id} in {report:#}"))
     }
+
+    /// Step `id`'s status, with its reason when it was skipped:
+    /// `ok`, `problem`, `failed`, `applied`, `skipped: not_applied`.
+    pub fn status(&self, id: &str) -> String {
+        let step = self.step(id);
+        let status = step["status"].as_str().unwrap_or_else(|| panic!("step {id} has no status: {step:#}"));
+        match step["reason"].as_str() {
+            Some(reason) => format!("{status}: {reason}"),
+            None => status.to_string(),
+        }
+    }
 }
+
+/// Nothing listens on port 1: no alerting service, unless a test starts
+/// one and passes `--alerting-url` (a developer's own on :9095 never answers).
+pub const NO_ALERTING: &str = "http://127.0.0.1:1";
 
 /// Runs the real `runbook` binary with `args`, feeding `stdin`.
 pub async fn runbook(args: &[&str], stdin: &str) -> Outcome {
@@ -54,6 +69,7 @@ pub async fn runbook(args: &[&str], stdin: &str) -> Outcome {
     for var in TARGET_VARS {
         command.env_remove(var);
     }
+    command.env("ALERTING_URL", NO_ALERTING);
     let mut child = command.spawn().expect("the runbook binary starts");
     {
         use tokio::io::AsyncWriteExt;
@@ -166,16 +182,33 @@ impl Booking {
     }
 }
 
-/// The real alerting service on a random port with `rules` (YAML), scraping
-/// nothing, paging into a file.
+/// The real alerting service on a random port with `rules` (YAML), paging
+/// into a file.
 pub struct Alerting {
     pub url: String,
     _process: Process,
     _dir: TempDir,
 }
 
+/// The alert rules the platform ships, as `scripts/run.sh` runs them.
+pub fn shipped_rules() -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../alerting/config/rules.yaml");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 impl Alerting {
+    /// Scraping nothing: `up{job="booking"}` is 0.
     pub async fn start(rules: &str) -> Self {
+        Self::scraping(rules, "http://127.0.0.1:1/metrics").await
+    }
+
+    /// Scraping `booking`'s /metrics every second, as the embedded platform
+    /// (booking and alerting, no Prometheus) does.
+    pub async fn watching(booking: &Booking, rules: &str) -> Self {
+        Self::scraping(rules, &format!("{}/metrics", booking.url)).await
+    }
+
+    async fn scraping(rules: &str, target: &str) -> Self {
         let dir = TempDir::new("runbook-test");
         std::fs::write(dir.path("rules.yaml"), rules).expect("rules written");
         let port = free_port();
@@ -184,7 +217,7 @@ impl Alerting {
             .arg("serve")
             .env("ALERTING_LISTEN", format!("127.0.0.1:{port}"))
             .env("ALERTING_DATABASE_URL", format!("sqlite://{}", dir.path("a.db").display()))
-            .env("ALERTING_SCRAPE", "booking=http://127.0.0.1:1/metrics")
+            .env("ALERTING_SCRAPE", format!("booking={target}"))
             .env("ALERTING_CONSOLE_FILE", dir.path("pages.jsonl"))
             .env("ALERTING_RULES", dir.path("rules.yaml"))
             .env("ALERTING_INTERVAL", "1s")
@@ -198,6 +231,28 @@ impl Alerting {
         let url = format!("http://127.0.0.1:{port}");
         wait_healthy(&url, "alerting /healthz", &mut process).await;
         Self { url, _process: process, _dir: dir }
+    }
+
+    /// The state (`inactive`, `pending`, `firing`, `no_data`) the service
+    /// publishes for `rule` on its /metrics, once it has evaluated it.
+    pub async fn rule_state(&self, rule: &str) -> Option<String> {
+        let text = http().get(format!("{}/metrics", self.url)).send().await.ok()?.text().await.ok()?;
+        let samples = runbook::exposition::parse(&text);
+        let current = samples.iter().find(|s| s.name == "alerting_rule_state" && s.label("rule") == rule && s.value == 1.0)?;
+        Some(current.label("state").to_string())
+    }
+
+    /// Waits until every one of `rules` is in `state`.
+    pub async fn wait_for(&self, rules: &[&str], state: &str) {
+        eventually(&format!("{rules:?} to be {state}"), Duration::from_secs(60), || async {
+            for rule in rules {
+                if self.rule_state(rule).await.as_deref() != Some(state) {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await
     }
 
     pub async fn get(&self, path: &str) -> Value {
