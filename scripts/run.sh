@@ -40,7 +40,7 @@ if [ -n "${RUN_BIN_DIR:-}" ]; then
 else
   say "building booking, alerting and runbook (release)"
   cargo build --release -q -p booking -p alerting -p runbook
-  bin="$root/target/release"
+  bin="$(cd "${CARGO_TARGET_DIR:-$root/target}/release" && pwd)"
 fi
 for b in booking alerting runbook; do [ -x "$bin/$b" ] || fail "$bin/$b is missing"; done
 

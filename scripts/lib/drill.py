@@ -41,9 +41,11 @@ LIMITS = {
 
 
 def binary(name):
-    """The CLI from DRILL_BIN_DIR, else the checkout's release build, else PATH."""
+    """The CLI from DRILL_BIN_DIR, else the checkout's release build
+    (CARGO_TARGET_DIR honoured), else PATH."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    for folder in (os.environ.get("DRILL_BIN_DIR"), os.path.join(root, "target", "release")):
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(root, "target")
+    for folder in (os.environ.get("DRILL_BIN_DIR"), os.path.join(target, "release")):
         if folder and os.access(os.path.join(folder, name), os.X_OK):
             return os.path.join(folder, name)
     return name
