@@ -255,6 +255,7 @@ pub struct AlertmanagerOptions {
     /// SMTP server as host:port.
     #[arg(long, default_value = "127.0.0.1:1025")]
     pub smtp_smarthost: String,
+    /// The From address of Alertmanager's emails.
     #[arg(long, default_value = "alertmanager@booking.localhost")]
     pub smtp_from: String,
     /// Require STARTTLS; false only for a local sink.
@@ -270,6 +271,7 @@ pub struct AlertmanagerOptions {
     /// A role without one gets `#alerts-<role>` and `<role>@<email-domain>`.
     #[arg(long = "role-contact", value_name = "ROLE=CHANNEL,EMAIL", value_parser = parse_role_contact)]
     pub roles: Vec<RoleContact>,
+    /// The domain of the `<role>@<email-domain>` default addresses.
     #[arg(long, default_value = "booking.localhost")]
     pub email_domain: String,
 }

@@ -179,6 +179,8 @@ enum SilenceCommand {
         /// How long (`2h`), from `--starts-at` or now.
         #[arg(long = "for")]
         duration: String,
+        /// When it starts (RFC 3339, within a year): a planned
+        /// maintenance window. Default: now.
         #[arg(long)]
         starts_at: Option<DateTime<Utc>>,
         /// A maintenance window rather than an ad-hoc silence.
@@ -461,5 +463,15 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_command_flag_and_argument_has_help() {
+        assert_eq!(testkit::undocumented(&super::Cli::command()), Vec::<String>::new());
     }
 }

@@ -60,16 +60,20 @@ pub struct ServeArgs {
     /// SMTP server host. Unset: no email.
     #[arg(long, env = "SMTP_HOST")]
     pub smtp_host: Option<String>,
+    /// SMTP server port (587 for STARTTLS submission, 465 for TLS).
     #[arg(long, env = "SMTP_PORT", default_value_t = 25)]
     pub smtp_port: u16,
     /// starttls, tls or none. `none` with SMTP_USERNAME/SMTP_PASSWORD is
     /// refused unless SMTP_HOST is this machine (127.0.0.0/8, ::1, localhost).
     #[arg(long, env = "SMTP_TLS", default_value = "starttls")]
     pub smtp_tls: String,
+    /// The From address of page emails.
     #[arg(long, env = "SMTP_FROM", default_value = "alerting@localhost")]
     pub smtp_from: String,
+    /// SMTP login, with SMTP_PASSWORD; unset: no authentication.
     #[arg(long, env = "SMTP_USERNAME", hide_env_values = true)]
     pub smtp_username: Option<String>,
+    /// SMTP password (never logged).
     #[arg(long, env = "SMTP_PASSWORD", hide_env_values = true)]
     pub smtp_password: Option<String>,
     /// Append console pages to this file instead of stdout (a terminal such
@@ -90,6 +94,7 @@ pub struct ServeArgs {
     /// Where a page goes when its channel keeps failing: console, email or slack.
     #[arg(long, env = "ALERTING_FALLBACK", default_value = "console")]
     pub fallback: String,
+    /// Sends of a page before it goes to ALERTING_FALLBACK.
     #[arg(long, env = "ALERTING_MAX_ATTEMPTS", default_value_t = 6)]
     pub max_attempts: i64,
     /// First retry delay; doubles per attempt up to a minute.

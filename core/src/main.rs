@@ -114,3 +114,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_command_flag_and_argument_has_help() {
+        assert_eq!(testkit::undocumented(&super::Cli::command()), Vec::<String>::new());
+    }
+}

@@ -398,3 +398,13 @@ impl Observer for Console<'_> {
         matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
     }
 }
+
+#[cfg(test)]
+mod help_tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_command_flag_and_argument_has_help() {
+        assert_eq!(testkit::undocumented(&super::Cli::command()), Vec::<String>::new());
+    }
+}

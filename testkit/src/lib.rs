@@ -160,3 +160,28 @@ impl Drop for Database {
         .join();
     }
 }
+
+/// Every flag, argument and command of `cmd` (its subcommands included)
+/// that `--help` would show without a word on what it does, as
+/// `command path: --flag`. The CLIs' tests want this empty.
+pub fn undocumented(cmd: &clap::Command) -> Vec<String> {
+    fn walk(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for arg in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+            let id = arg.get_id().as_str();
+            if id != "help" && id != "version" && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                let name = arg.get_long().map_or_else(|| format!("<{id}>"), |l| format!("--{l}"));
+                out.push(format!("{path}: {name}"));
+            }
+        }
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set() && s.get_name() != "help") {
+            let path = format!("{path} {}", sub.get_name());
+            if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                out.push(format!("{path}: (the command)"));
+            }
+            walk(sub, &path, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(cmd, cmd.get_name(), &mut out);
+    out
+}
