@@ -118,6 +118,14 @@ enum ExportTarget {
         /// Directory to write `alerts.rules.yml` and `alertmanager.yml` into.
         #[arg(long, default_value = "prometheus-export")]
         out: PathBuf,
+        /// Base of the `runbook_url` annotations, as for `serve`. Default:
+        /// the rule file's, else this checkout's `runbooks/` folder.
+        #[arg(long, env = "RUNBOOK_BASE_URL")]
+        runbook_base_url: Option<String>,
+        /// Grafana, for the `dashboard` annotations. Default: the rule
+        /// file's; with neither, none.
+        #[arg(long, env = "GRAFANA_URL")]
+        grafana_url: Option<String>,
         #[command(flatten)]
         options: export::AlertmanagerOptions,
     },
@@ -322,8 +330,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             println!("{} rules, {} roles, {} people: OK", set.rules.len(), roster.roles().len(), roster.people().len());
         }
-        Command::Export { target: ExportTarget::Prometheus { rules, out, options } } => {
-            let (set, _) = server::load_config(rules.as_deref(), None)?;
+        Command::Export { target: ExportTarget::Prometheus { rules, out, runbook_base_url, grafana_url, options } } => {
+            let (mut set, _) = server::load_config(rules.as_deref(), None)?;
+            if let Some(base) = runbook_base_url {
+                alerting::rules::file::check_runbook_base(&base).map_err(|m| anyhow::anyhow!("RUNBOOK_BASE_URL: {m}"))?;
+                set.runbook_base_url = base;
+            }
+            set.dashboard_base_url = grafana_url.or(set.dashboard_base_url);
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             std::fs::write(out.join("alerts.rules.yml"), export::prometheus_rules(&set))?;
             std::fs::write(out.join("alertmanager.yml"), export::alertmanager_config(&set, &options))?;
