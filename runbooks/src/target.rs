@@ -268,6 +268,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// reqwest's own default limit, which a custom policy must enforce itself.
 const MAX_REDIRECTS: usize = 10;
 
+/// How long an idle connection may wait for reuse: well under the servers'
+/// keep-alive, so a request never races the server closing it.
+const IDLE_REUSE: Duration = Duration::from_secs(5);
+
 /// The crate's HTTP client, for the targets and for the alerting API.
 ///
 /// A redirect is followed only when it stays on the origin (scheme, host,
@@ -292,6 +296,10 @@ pub fn http_client(connect_timeout: Duration, timeout: Duration) -> Result<reqwe
     reqwest_tls::Client::builder()
         .connect_timeout(connect_timeout)
         .timeout(timeout)
+        // Booking closes a kept-alive connection after 10 s idle
+        // (HTTP_HEADER_READ_TIMEOUT_SECS): reusing one at that instant, as
+        // the second of two samples 10 s apart did, meets a reset.
+        .pool_idle_timeout(IDLE_REUSE)
         .redirect(policy)
         .build()
         .map_err(|e| format!("cannot set up the HTTP client: {}", plain(e)))

@@ -239,3 +239,38 @@ async fn user_info_in_a_failing_url_is_never_printed() {
     assert_eq!(recording.code, 3, "{}\n{}", recording.stdout, recording.stderr);
     assert!(recording.stderr.contains("cannot reach the alerting service at http://***@127.0.0.1:"), "{}", recording.stderr);
 }
+
+/// Booking closes a kept-alive connection after 10 s idle; the two samples
+/// of a route check are 10 s apart. A connection idle that long must not be
+/// reused (the request would race the close and meet a reset): the second
+/// request after a pause opens a connection of its own.
+#[tokio::test]
+async fn an_idle_connection_is_not_reused_after_a_pause_that_long() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/metrics", listener.local_addr().unwrap());
+    let accepted = Arc::new(Mutex::new(0u32));
+    let counted = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            *counted.lock().unwrap() += 1;
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                // Keep-alive: answer every request on the connection, never close it.
+                while let Ok(n) = socket.read(&mut buf).await {
+                    if n == 0 || socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let client = runbook::target::http_client(std::time::Duration::from_secs(2), std::time::Duration::from_secs(5)).unwrap();
+    for _ in 0..2 {
+        assert_eq!(client.get(&url).send().await.unwrap().text().await.unwrap(), "ok");
+    }
+    assert_eq!(*accepted.lock().unwrap(), 1, "back to back, the connection is reused");
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    assert_eq!(client.get(&url).send().await.unwrap().text().await.unwrap(), "ok");
+    assert_eq!(*accepted.lock().unwrap(), 2, "after 6 s idle, a new connection");
+}

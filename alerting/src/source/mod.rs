@@ -26,7 +26,7 @@ pub enum Source {
 
 impl Source {
     pub fn prometheus(base_url: &str, timeout: Duration) -> Self {
-        let client = reqwest::Client::builder().timeout(timeout).build().expect("a plain HTTP client builds");
+        let client = client(timeout);
         Source::Prometheus { base_url: base_url.trim_end_matches('/').to_owned(), client }
     }
 
@@ -38,7 +38,7 @@ impl Source {
             parsed.insert((*e).to_owned(), promql::parse(e)?);
         }
         let interest = parsed.values().flat_map(|e| e.selectors().into_iter().map(|(s, d)| (s.clone(), d))).collect();
-        let client = reqwest::Client::builder().timeout(timeout).build().expect("a plain HTTP client builds");
+        let client = client(timeout);
         Ok(Source::Scrape { store: Box::new(scrape::Store::new(targets, interest)), parsed, client })
     }
 
@@ -181,4 +181,15 @@ async fn query_prometheus(client: &reqwest::Client, base: &str, expr: &str, now_
         Some(ApiData::Scalar((_, v))) => vec![Sample { labels: Labels::new(), value: number(&v) }],
         _ => return Err(QueryError::Rejected("the expression must return an instant vector or scalar".into())),
     })
+}
+
+/// The scrape and Prometheus client. An idle connection is not reused after
+/// 5 s: booking closes a kept-alive one after 10 s idle, and a scrape sent
+/// on it at that instant would fail as a reset (and read as `up == 0`).
+fn client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .pool_idle_timeout(Duration::from_secs(5))
+        .build()
+        .expect("a plain HTTP client builds")
 }
