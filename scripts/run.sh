@@ -23,7 +23,9 @@ run_dir="${RUN_DIR:-$root}"
 booking_listen="${BOOKING_LISTEN:-127.0.0.1:8080}"
 alerting_listen="${ALERTING_LISTEN:-127.0.0.1:9095}"
 
-say() { printf 'run.sh: %s\n' "$*" >&2; }
+# Appended (a fresh O_APPEND open of our stderr), so that with the output in a
+# file the messages land after the pages alerting appends there, not over them.
+say() { printf 'run.sh: %s\n' "$*" >>/dev/fd/2; }
 fail() { say "$*"; exit 1; }
 
 # Something accepts connections there (bash's /dev/tcp, no extra tools).
@@ -38,8 +40,8 @@ done
 if [ -n "${RUN_BIN_DIR:-}" ]; then
   bin="$(cd "$RUN_BIN_DIR" && pwd)"
 else
-  say "building booking, alerting and runbook (release)"
-  cargo build --release -q -p booking -p alerting -p runbook
+  say "building booking, alerting and runbook (release; the first build takes 10-15 minutes on 2 cores)"
+  cargo build --release -p booking -p alerting -p runbook
   bin="$(cd "${CARGO_TARGET_DIR:-$root/target}/release" && pwd)"
 fi
 for b in booking alerting runbook; do [ -x "$bin/$b" ] || fail "$bin/$b is missing"; done
@@ -66,7 +68,7 @@ await() {
     if ! kill -0 "$pid" 2>/dev/null; then
       wait "$pid" 2>/dev/null && status=0 || status=$?
       say "$name failed to start (exit $status); the end of $log:"
-      tail -n 5 "$log" >&2 || true
+      tail -n 5 "$log" >>/dev/fd/2 || true
       say "stopping everything"
       exit 1
     fi
@@ -90,7 +92,7 @@ alerting=$!
 await alerting "$alerting" "$alerting_url" "$alerting_log"
 
 db() { case "$1" in sqlite://*) echo "$run_dir/${1#sqlite://}" ;; *) echo "$1" | sed -E 's#(://[^:/@]+:)[^@]*@#\1***@#' ;; esac; }
-cat <<EOF
+cat >>/dev/fd/1 <<EOF
 The platform is up (pids: booking $booking, alerting $alerting):
   booking   $booking_url   data $(db "${DATABASE_URL:-sqlite://booking.db}")   log $booking_log
   alerting  $alerting_url   data $(db "${ALERTING_DATABASE_URL:-sqlite://alerting.db}")   log $alerting_log
@@ -98,15 +100,15 @@ The platform is up (pids: booking $booking, alerting $alerting):
   commands  $bin/alerting (incidents list, ack), $bin/runbook (show, run)
 EOF
 if [ "$booking_url" != "http://127.0.0.1:8080" ] || [ "$alerting_url" != "http://127.0.0.1:9095" ]; then
-  echo "  other ports: in another shell, export BOOKING_URL=$booking_url ALERTING_URL=$alerting_url"
+  echo "  other ports: in another shell, export BOOKING_URL=$booking_url ALERTING_URL=$alerting_url" >>/dev/fd/1
 fi
-echo "Stop with Ctrl-C."
+echo "Stop with Ctrl-C." >>/dev/fd/1
 
 # Runs until Ctrl-C, or until one part dies: then the other is stopped too.
 wait -n "$booking" "$alerting" && status=0 || status=$?
 kill -0 "$booking" 2>/dev/null && survivor=booking || survivor=alerting
 if [ "$survivor" = booking ]; then died=alerting; log="$alerting_log"; else died=booking; log="$booking_log"; fi
 say "$died exited (status $status); the end of $log:"
-tail -n 5 "$log" >&2 || true
+tail -n 5 "$log" >>/dev/fd/2 || true
 say "stopping everything"
 exit 1

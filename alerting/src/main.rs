@@ -368,7 +368,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             println!("assuming {what}");
             println!("         severity {severity}{}", default(assumed_severity, "--severity to change"));
-            println!("         first page at {}{}", at.to_rfc3339(), default(assumed_at, "now; --at to change"));
+            println!("         first page at {}{}", at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), default(assumed_at, "now; --at to change"));
             println!("unacknowledged, each level is paged this long after the first page:");
             let who = alerting::http::who(&roster, severity, &owner, at);
             for step in who["steps"].as_array().into_iter().flatten() {
@@ -378,7 +378,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .flatten()
                     .map(|p| format!("{} ({})", p["name"].as_str().unwrap_or(""), p["role"].as_str().unwrap_or("")))
                     .collect();
-                println!("+{:>3} min  level {}  {}", step["after_minutes"], step["level"], people.join(", "));
+                println!("+{:>3} min  level {}  {}", step["after_minutes"].as_i64().unwrap_or_default(), step["level"], people.join(", "));
             }
         }
         Command::Incidents { command: IncidentCommand::List { state, api } } => {
@@ -441,6 +441,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             SilenceCommand::List { api } => {
                 let v = api.call(reqwest::Method::GET, "/v1/silences", None).await?;
                 api.print(&v, |v| {
+                    if v["silences"].as_array().is_none_or(Vec::is_empty) {
+                        println!("no silences (none active or scheduled)");
+                    }
                     for s in v["silences"].as_array().into_iter().flatten() {
                         println!("#{:<4} {:<11} {} .. {}  {}  {}", s["id"], s["kind"].as_str().unwrap_or(""), ms(&s["starts_at"]), ms(&s["ends_at"]), s["matchers"], s["comment"].as_str().unwrap_or(""));
                     }

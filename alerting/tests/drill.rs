@@ -155,5 +155,8 @@ fn the_readme_drill_passes_against_run_sh_with_one_page_and_one_resolve() {
 
     let status = platform.stop();
     assert!(status.success(), "Ctrl-C (TERM) is a clean stop: {status:?}");
+    let after = platform.out();
+    assert!(after.contains("run.sh: stopped"), "{after}");
+    assert!(after.starts_with(&pages) && after.matches(&"=".repeat(72)).count() == 4, "run.sh's own lines land after the pages, not over them:\n{after}");
     assert!(!listening(platform.booking) && !listening(platform.alerting), "both stopped with it");
 }

@@ -5,7 +5,8 @@ Stages, each timed from the fault and held to a documented limit:
   pending    the alerting service sees HighErrorRate pending
   page       its incident is open and the page went out
   ack        `alerting ack` stops the escalation
-  mitigated  `runbook run high-error-rate --incident N --apply --yes` turned chaos off
+  mitigated  `runbook run high-error-rate --incident N --apply --yes` exited 4
+             (mitigated and verified) and the chaos switch is off
   resolved   the incident resolved itself (the alert cleared for its clear_for)
 Exit 0 when every stage happened within its limit, 1 when one did not (the
 stages after it are reported as not reached), 2 when the platform is not
@@ -206,7 +207,14 @@ def main():
                 status, state = call("GET", f"{BOOKING}/v1/admin/chaos", headers={"x-admin-key": ADMIN_KEY})
                 return status == 200 and not state.get("enabled")
 
-            drill.stage("mitigated", LIMITS["mitigated"], lambda: chaos_off() and f"runbook exit {code}, chaos off")
+            if code == 4:
+                drill.stage("mitigated", LIMITS["mitigated"], lambda: chaos_off() and "runbook exit 4 (mitigated, verified), chaos off")
+            else:
+                # Anything but "mitigated and verified" is a finding, even when
+                # the switch went off: a step failed, or verification did not run.
+                drill.failed = True
+                print(f"  mitigated  FAILED: the runbook exited {code}, not 4 (mitigated and verified)", flush=True)
+                drill.results.append(("mitigated", None, f"runbook exit {code}"))
         else:
             drill.stage("mitigated", 0, lambda: False)
 

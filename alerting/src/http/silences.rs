@@ -189,7 +189,7 @@ pub fn never_matches(matchers: &BTreeMap<String, String>, rules: &[Rule], curren
         let value = matchers.get(name)?;
         (!values.contains(&value.as_str())).then(|| {
             let hint = closest(value, values.iter().copied()).map(|n| format!(" (did you mean `{n}`?)")).unwrap_or_default();
-            format!("no rule has {name} `{value}`{hint}; the rules' are {}", values.join(", "))
+            format!("no rule has {name} `{value}`{hint}; the rules have {}", values.join(", "))
         })
     };
     known("rule_id", all.iter().map(|(r, _)| r.id.as_str()).collect())

@@ -156,7 +156,10 @@ impl Store {
         if let Some(path) = sqlite_file(url)
             && !path.exists()
         {
-            return Err(OpenError::Missing(format!("no file at {}", absolute(&path).display())));
+            return Err(OpenError::Missing(format!(
+                "no file at {} (a relative sqlite:// path is read from the current directory; DATABASE_URL=sqlite:///absolute/path/booking.db names one elsewhere)",
+                absolute(&path).display()
+            )));
         }
         let store = match Self::open(url, max_connections, Access::Existing).await {
             // 3D000: invalid_catalog_name, PostgreSQL's "database does not exist".
