@@ -413,3 +413,51 @@ async fn a_large_group_is_split_into_pages_slack_accepts() {
     assert_eq!(delivered.len(), 3);
     assert!(rx.violations().is_empty(), "within Slack's limits: {:?}", rx.violations());
 }
+
+/// A pass can outlast its claim: here each Slack send hangs to its 3 s
+/// timeout, longer than the 2 s claim. The renewal before the second row's
+/// send must count from when it happens, not from the pass's start, or it
+/// sets a deadline already past and a second sender takes the row while the
+/// first is still sending it. Two senders on one PostgreSQL; the second
+/// looks 4 s in, during the first's second send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_renewed_late_in_a_long_pass_is_not_taken_by_another_sender_mid_send() {
+    let db = testkit::Database::create("alerting_service").await;
+    let rx = SlackReceiver::start(vec![Reply::Hang, Reply::Hang, Reply::Hang, Reply::Hang]).await;
+    let config = || Config { claim_timeout: Duration::from_secs(2), retry_base: Duration::from_secs(600), ..Config::default() };
+    let sender = |config: Config| {
+        let (url, rx_url) = (db.url.clone(), rx.url.clone());
+        async move {
+            let store = incidents::Store::connect(&url).await.unwrap();
+            let channels = Channels {
+                slack: Some(Notifier::Slack(Slack::new(&rx_url, Duration::from_secs(3)))),
+                email: None,
+                console: Notifier::Console(Console::stdout()),
+            };
+            Service::new(store, Roster::example(), vec![rule("backend")], channels, config, Metrics::new())
+        }
+    };
+    let (first, second) = (sender(config()).await, sender(config()).await);
+    let on = |route: &str| match fired(Severity::Critical) {
+        Transition::Fired { severity, value, threshold, op, since_ms, detail, .. } => Transition::Fired {
+            key: AlertKey { rule_id: "high-error-rate".into(), labels: [("route".to_string(), route.to_string())].into() },
+            severity,
+            value,
+            threshold,
+            op,
+            since_ms,
+            detail,
+        },
+        _ => unreachable!(),
+    };
+    first.apply(vec![on("/a"), on("/b")], T0).await.unwrap();
+
+    let started = std::time::Instant::now();
+    let (pass, _) = tokio::join!(first.deliver_channel(Channel::Slack, T0), async {
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        second.deliver_channel(Channel::Slack, T0 + 4_000).await.unwrap()
+    });
+    pass.unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(6), "both sends hung to their timeout");
+    assert_eq!(rx.attempts(), 2, "each row sent by one sender only (a third attempt is the second sender's copy)");
+}

@@ -96,8 +96,16 @@ impl Service {
         let _pass = self.lanes.get(channel).pass.lock().await;
         let hold = millis(self.config.claim_timeout);
         let Some(claim) = self.store.claim(channel.as_str(), now, BATCH, hold).await? else { return Ok(0) };
+        // A pass may outlast a claim (50 rows of a channel that takes its
+        // full send timeout each): every renewal and outcome is stamped with
+        // the time it happens, not the pass's start, or a renewal would set
+        // a deadline already past and the row would be claimable by another
+        // sender while this one sends it.
+        let started = tokio::time::Instant::now();
+        let at = || now.saturating_add(millis(started.elapsed()));
         let mut delivered = 0;
         for (i, row) in claim.rows.iter().enumerate() {
+            let now = at();
             // Closing: give the rest back, due now, for another process or
             // the next start.
             if self.store.is_closing() {
