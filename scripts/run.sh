@@ -91,7 +91,7 @@ await booking "$booking" "$booking_url" "$booking_log"
 alerting=$!
 await alerting "$alerting" "$alerting_url" "$alerting_log"
 
-db() { case "$1" in sqlite://*) echo "$run_dir/${1#sqlite://}" ;; *) echo "$1" | sed -E 's#(://[^:/@]+:)[^@]*@#\1***@#' ;; esac; }
+db() { case "$1" in sqlite:///*) echo "/${1#sqlite:///}" ;; sqlite://*) echo "$run_dir/${1#sqlite://}" ;; *) echo "$1" | sed -E 's#(://[^:/@]+:)[^@]*@#\1***@#' ;; esac; }
 cat >>/dev/fd/1 <<EOF
 The platform is up (pids: booking $booking, alerting $alerting):
   booking   $booking_url   data $(db "${DATABASE_URL:-sqlite://booking.db}")   log $booking_log

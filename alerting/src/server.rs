@@ -84,8 +84,8 @@ pub struct ServeArgs {
     /// How console pages are written: `text` (a block, coloured on a
     /// terminal) or `json` (one line per page). Default: text on stdout,
     /// json into ALERTING_CONSOLE_FILE.
-    #[arg(long, env = "ALERTING_CONSOLE_FORMAT")]
-    pub console_format: Option<String>,
+    #[arg(long, env = "ALERTING_CONSOLE_FORMAT", value_enum)]
+    pub console_format: Option<Format>,
     /// Written before `alerting` and `runbook` in the commands a page
     /// prints (`/opt/booking/bin/`), so they run as printed. Default: none,
     /// both are on the PATH.
@@ -177,15 +177,6 @@ pub enum StartError {
     Store(#[from] incidents::IncidentError),
     #[error("listening on {0} (ALERTING_LISTEN): {1}")]
     Bind(SocketAddr, std::io::Error),
-}
-
-fn console_format(text: Option<&str>) -> Result<Option<Format>, StartError> {
-    match text {
-        None => Ok(None),
-        Some("text") => Ok(Some(Format::Text)),
-        Some("json") => Ok(Some(Format::Json)),
-        Some(other) => Err(StartError::Config(format!("ALERTING_CONSOLE_FORMAT must be text or json, not {other:?}"))),
-    }
 }
 
 /// Rules and roster, loaded and checked against each other.
@@ -306,7 +297,7 @@ impl Server {
                 Some(host) => Some(Notifier::Email(email::Email::new(email_config(&args, host)?).map_err(|e| StartError::Config(format!("email: {e}")))?)),
                 None => None,
             },
-            console: Notifier::Console(match (&args.console_file, console_format(args.console_format.as_deref())?) {
+            console: Notifier::Console(match (&args.console_file, args.console_format) {
                 (Some(path), format) => Console::file(path).with_format(format.unwrap_or(Format::Json)),
                 (None, Some(Format::Json)) => return Err(StartError::Config("ALERTING_CONSOLE_FORMAT=json needs ALERTING_CONSOLE_FILE".into())),
                 (None, _) => Console::stdout(),

@@ -454,8 +454,13 @@ async fn a_row_renewed_late_in_a_long_pass_is_not_taken_by_another_sender_mid_se
 
     let started = std::time::Instant::now();
     let (pass, _) = tokio::join!(first.deliver_channel(Channel::Slack, T0), async {
-        tokio::time::sleep(Duration::from_secs(4)).await;
-        second.deliver_channel(Channel::Slack, T0 + 4_000).await.unwrap()
+        // Once the first sender is in its second send (past its 2 s claim),
+        // the second looks, on the same clock.
+        while rx.attempts() < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let now = T0 + i64::try_from(started.elapsed().as_millis()).unwrap();
+        second.deliver_channel(Channel::Slack, now).await.unwrap()
     });
     pass.unwrap();
     assert!(started.elapsed() >= Duration::from_secs(6), "both sends hung to their timeout");

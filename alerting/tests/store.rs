@@ -230,6 +230,8 @@ async fn the_lease_fences_a_stale_evaluator_and_claims_split_the_outbox_on_postg
     assert!(fenced(stale.claim_steps(&held, 1).await.map(|_| ())));
     assert!(fenced(stale.upgrade(held.id, Severity::Critical, 1.0, 0.5, 2_000).await));
     assert!(fenced(stale.resolve(held.id, "alerting", 2_000).await.map(|_| ())));
+    assert!(fenced(stale.set_group_flushed("backend", 2_000).await), "nor may it go on paging its groups");
+    assert_eq!(one.group_flushed("backend").await.unwrap(), None);
     assert!(!one.renew(&first.fence, ttl, "stale").await.unwrap(), "nor can it renew");
     let now = one.get(held.id).await.unwrap();
     assert_eq!((now.state, now.severity, now.steps_paged), (State::Firing, Severity::Warning, 0), "nothing was written");

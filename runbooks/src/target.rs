@@ -270,7 +270,7 @@ const MAX_REDIRECTS: usize = 10;
 
 /// How long an idle connection may wait for reuse: well under the servers'
 /// keep-alive, so a request never races the server closing it.
-const IDLE_REUSE: Duration = Duration::from_secs(5);
+pub const IDLE_REUSE: Duration = Duration::from_secs(5);
 
 /// The crate's HTTP client, for the targets and for the alerting API.
 ///
@@ -390,24 +390,23 @@ impl Ctx {
 
     /// A plain GET on the booking service (no admin key): status and body.
     pub async fn booking_get(&self, path: &str) -> Result<(StatusCode, String), TargetError> {
-        let url = format!("{}{path}", self.endpoints.booking_url.trim_end_matches('/'));
-        let response = self.send(Target::Booking, self.http.get(&url)).await?;
-        let status = response.status();
-        let body = response.text().await.map_err(|e| self.unreachable(Target::Booking, plain(e)))?;
-        Ok((status, body))
+        self.get(Target::Booking, &self.endpoints.booking_url, path, None).await
     }
 
     /// A GET on the alerting service, with `Authorization: Bearer` when an
     /// API key is set: status and body.
     pub async fn alerting_get(&self, path: &str) -> Result<(StatusCode, String), TargetError> {
-        let url = format!("{}{path}", self.endpoints.alerting_url.trim_end_matches('/'));
-        let mut request = self.http.get(&url);
-        if let Some(key) = &self.endpoints.alerting_api_key {
+        self.get(Target::Alerting, &self.endpoints.alerting_url, path, self.endpoints.alerting_api_key.as_deref()).await
+    }
+
+    async fn get(&self, target: Target, base: &str, path: &str, bearer: Option<&str>) -> Result<(StatusCode, String), TargetError> {
+        let mut request = self.http.get(format!("{}{path}", base.trim_end_matches('/')));
+        if let Some(key) = bearer {
             request = request.bearer_auth(key);
         }
-        let response = self.send(Target::Alerting, request).await?;
+        let response = self.send(target, request).await?;
         let status = response.status();
-        let body = response.text().await.map_err(|e| self.unreachable(Target::Alerting, plain(e)))?;
+        let body = response.text().await.map_err(|e| self.unreachable(target, plain(e)))?;
         Ok((status, body))
     }
 

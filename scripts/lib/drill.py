@@ -67,6 +67,9 @@ def call(method, url, body=None, headers=None):
             return e.code, json.loads(text)
         except ValueError:
             return e.code, None
+    except (urllib.error.URLError, OSError):
+        # Not there (refused, reset, timed out): no status to report.
+        return None, None
 
 
 def alerting(path):
@@ -137,6 +140,11 @@ class Drill:
                 return None
             time.sleep(poll)
 
+    def skip(self, name):
+        """A stage after a failed one: reported, never reached."""
+        self.failed = True
+        self.results.append((name, None, "not reached"))
+
     def done(self, name, note=""):
         now = time.monotonic()
         if self.fault is None:
@@ -162,7 +170,7 @@ def main():
     if status != 200:
         print(f"drill: the alerting service does not answer at {ALERTING}/healthz", file=sys.stderr)
         return 2
-    if rule_alert() or (open_incident(int(time.time() * 1000)) or {}).get("state") in ("firing", "acked"):
+    if rule_alert():
         print(f"drill: {RULE} is already pending or firing; resolve that first", file=sys.stderr)
         return 2
     status, state = call("GET", f"{BOOKING}/v1/admin/chaos", headers={"x-admin-key": ADMIN_KEY})
@@ -190,14 +198,16 @@ def main():
         )
         if incident:
             code, out = run_cli([binary("alerting"), "ack", str(incident["id"]), "--by", "drill"])
-            if code == 0:
+            took = time.monotonic() - drill.last
+            if code == 0 and took <= LIMITS["ack"]:
                 drill.done("ack", f"incident #{incident['id']}: {out.strip()}")
             else:
                 drill.failed = True
-                print(f"  ack        FAILED (exit {code}): {out.strip()}", flush=True)
-                drill.results.append(("ack", None, "failed"))
+                why = f"exit {code}" if code else f"took {took:.0f} s, over {LIMITS['ack']} s"
+                print(f"  ack        FAILED ({why}): {out.strip()}", flush=True)
+                drill.results.append(("ack", None, why))
         else:
-            drill.stage("ack", 0, lambda: False)
+            drill.skip("ack")
         if not drill.failed:
             runbook = [binary("runbook"), "run", RULE, "--incident", str(incident["id"]), "--apply", "--yes"]
             code, out = run_cli(runbook)
@@ -216,7 +226,7 @@ def main():
                 print(f"  mitigated  FAILED: the runbook exited {code}, not 4 (mitigated and verified)", flush=True)
                 drill.results.append(("mitigated", None, f"runbook exit {code}"))
         else:
-            drill.stage("mitigated", 0, lambda: False)
+            drill.skip("mitigated")
 
         def resolved():
             _, body = alerting(f"/v1/incidents/{incident['id']}")

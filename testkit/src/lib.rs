@@ -185,3 +185,21 @@ pub fn undocumented(cmd: &clap::Command) -> Vec<String> {
     walk(cmd, cmd.get_name(), &mut out);
     out
 }
+
+/// `booking serve` on its embedded defaults (SQLite at `db`, the in-process
+/// queue, the dev admin key, no telemetry export) on `port`, whatever the
+/// test's own environment says: a `REDIS_URL` or `ADMIN_KEY` set for CI
+/// must not leak into a test that means the laptop default.
+pub fn embedded_booking(db: &std::path::Path, port: u16) -> std::process::Command {
+    let mut command = std::process::Command::new(workspace_binary("booking"));
+    command
+        .arg("serve")
+        .env("BOOKING_LISTEN", format!("127.0.0.1:{port}"))
+        .env("DATABASE_URL", format!("sqlite://{}", db.display()))
+        .env("OTEL_SDK_DISABLED", "true")
+        .stdin(std::process::Stdio::null());
+    for var in ["REDIS_URL", "ADMIN_KEY", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "LOKI_URL"] {
+        command.env_remove(var);
+    }
+    command
+}

@@ -226,8 +226,11 @@ impl Store {
         row.map(|r| r.try_get("flushed_at").map_err(Into::into)).transpose()
     }
 
+    /// Fenced: a stale evaluator's write changes nothing and is refused
+    /// with [`IncidentError::Fenced`](super::IncidentError::Fenced), so it
+    /// does not go on paging its groups.
     pub async fn set_group_flushed(&self, key: &str, at: i64) -> Result<()> {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
+        let done = sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO page_groups (key, flushed_at) SELECT $1, $2 WHERE {} ON CONFLICT (key) DO UPDATE SET flushed_at = excluded.flushed_at",
             self.fence_sql()
         )))
@@ -235,6 +238,9 @@ impl Store {
         .bind(at)
         .execute(&self.pool)
         .await?;
+        if done.rows_affected() == 0 {
+            self.check_fence().await?;
+        }
         Ok(())
     }
 

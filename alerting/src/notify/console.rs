@@ -25,8 +25,8 @@ enum Target {
     File(PathBuf, Format),
 }
 
-/// How a page is written into a file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a page is written into a file (`ALERTING_CONSOLE_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     /// The block a person reads, as on stdout.
     Text,
@@ -78,7 +78,7 @@ impl Console {
 }
 
 async fn append(path: &Path, format: Format, page: &Page, to: &[Recipient]) -> Result<(), SendError> {
-    let line = match format {
+    let json = match format {
         Format::Json => {
             let mut line = serde_json::to_string(&Line {
                 sent_at: chrono::Utc::now(),
@@ -87,10 +87,9 @@ async fn append(path: &Path, format: Format, page: &Page, to: &[Recipient]) -> R
             })
             .map_err(|e| SendError::Permanent(format!("page as JSON: {e}")))?;
             line.push('\n');
-            line
+            Some(line)
         }
-        // A terminal behind the path (`/dev/tty`, a pipe's `/dev/fd/3`) gets colour.
-        Format::Text => block(page, to, std::fs::File::options().append(true).open(path).is_ok_and(|f| f.is_terminal())),
+        Format::Text => None,
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         tokio::fs::create_dir_all(dir)
@@ -104,6 +103,8 @@ async fn append(path: &Path, format: Format, page: &Page, to: &[Recipient]) -> R
         .open(path)
         .await
         .map_err(|e| retryable(&where_, &e))?;
+    // A terminal behind the path (`/dev/tty`, run.sh's `/dev/fd/3`) gets colour.
+    let line = json.unwrap_or_else(|| block(page, to, std::os::fd::AsFd::as_fd(&file).is_terminal()));
     // A single append-mode write keeps each line whole even with several writers.
     file.write_all(line.as_bytes())
         .await

@@ -75,10 +75,7 @@ impl Booking {
         let dir = TempDir::new("booking-embedded");
         let port = free_port();
         let process = Process(
-            Command::new(workspace_binary("booking"))
-                .arg("serve")
-                .env("BOOKING_LISTEN", format!("127.0.0.1:{port}"))
-                .env("DATABASE_URL", format!("sqlite://{}", dir.path("booking.db").display()))
+            testkit::embedded_booking(&dir.path("booking.db"), port)
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())

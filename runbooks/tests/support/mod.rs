@@ -154,17 +154,8 @@ impl Booking {
     pub async fn start() -> Self {
         let dir = TempDir::new("runbook-test");
         let port = free_port();
-        let mut command = Command::new(workspace_binary("booking"));
-        command
-            .env("BOOKING_LISTEN", format!("127.0.0.1:{port}"))
-            .env("DATABASE_URL", format!("sqlite://{}", dir.path("b.db").display()))
-            .env("OTEL_SDK_DISABLED", "true")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        for var in ["REDIS_URL", "ADMIN_KEY", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "LOKI_URL"] {
-            command.env_remove(var);
-        }
+        let mut command = testkit::embedded_booking(&dir.path("b.db"), port);
+        command.stdout(Stdio::null()).stderr(Stdio::null());
         let mut process = Process(command.spawn().expect("booking starts"));
         let url = format!("http://127.0.0.1:{port}");
         wait_healthy(&url, "booking /healthz", &mut process).await;
