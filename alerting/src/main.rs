@@ -331,12 +331,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{} rules, {} roles, {} people: OK", set.rules.len(), roster.roles().len(), roster.people().len());
         }
         Command::Export { target: ExportTarget::Prometheus { rules, out, runbook_base_url, grafana_url, options } } => {
-            let (mut set, _) = server::load_config(rules.as_deref(), None)?;
-            if let Some(base) = runbook_base_url {
-                alerting::rules::file::check_runbook_base(&base).map_err(|m| anyhow::anyhow!("RUNBOOK_BASE_URL: {m}"))?;
-                set.runbook_base_url = base;
-            }
-            set.dashboard_base_url = grafana_url.or(set.dashboard_base_url);
+            let (set, _) = server::load_config(rules.as_deref(), None)?;
+            let set = set.with_links(runbook_base_url, grafana_url).map_err(anyhow::Error::msg)?;
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             std::fs::write(out.join("alerts.rules.yml"), export::prometheus_rules(&set))?;
             std::fs::write(out.join("alertmanager.yml"), export::alertmanager_config(&set, &options))?;

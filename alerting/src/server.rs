@@ -248,6 +248,7 @@ impl Server {
             )));
         }
         let (set, roster) = load_config(args.rules.as_deref(), args.roster.as_deref())?;
+        let set = set.with_links(args.runbook_base_url.clone(), args.grafana_url.clone()).map_err(StartError::Config)?;
         for warning in &set.warnings {
             tracing::warn!(warning, "rule file");
         }
@@ -328,8 +329,6 @@ impl Server {
                 SEND_TIMEOUT.as_secs()
             )));
         }
-        let runbook_base_url = args.runbook_base_url.clone().unwrap_or_else(|| set.runbook_base_url.clone());
-        rules::file::check_runbook_base(&runbook_base_url).map_err(|m| StartError::Config(format!("RUNBOOK_BASE_URL: {m}")))?;
         let command_prefix = match &args.page_command_dir {
             Some(dir) if !dir.is_absolute() => {
                 return Err(StartError::Config(format!("ALERTING_PAGE_COMMAND_DIR `{}` must be absolute, or the commands work from one directory only", dir.display())));
@@ -338,8 +337,8 @@ impl Server {
             None => String::new(),
         };
         let config = Config {
-            runbook_base_url,
-            dashboard_base_url: args.grafana_url.clone().or_else(|| set.dashboard_base_url.clone()),
+            runbook_base_url: set.runbook_base_url.clone(),
+            dashboard_base_url: set.dashboard_base_url.clone(),
             command_prefix,
             max_attempts: args.max_attempts.max(1),
             retry_base: Duration::from_millis(args.retry_base_ms.max(1)),

@@ -25,7 +25,7 @@ use super::{
 use crate::{
     auth::Principal,
     engine::{AlertStatus, Phase},
-    incidents::{Silence, SilenceKind},
+    incidents::{Silence, SilenceKind, labels_match},
     promql::{self, parse_duration},
     rules::{Rule, Severity},
     service::no_data_rule,
@@ -156,15 +156,11 @@ fn rule_can_match(rule: &Rule, severities: &[Severity], matchers: &BTreeMap<Stri
 /// `current` are the labels of the alerts pending or firing now: a label
 /// only a live series carries still counts. Pure, so every case is a test.
 pub fn never_matches(matchers: &BTreeMap<String, String>, rules: &[Rule], current: &[BTreeMap<String, String>]) -> Option<String> {
-    if current.iter().any(|labels| matchers.iter().all(|(k, v)| labels.get(k) == Some(v))) {
+    if current.iter().any(|labels| labels_match(matchers, labels)) {
         return None;
     }
     let no_data = no_data_rule();
-    let all: Vec<(&Rule, Vec<Severity>)> = rules
-        .iter()
-        .map(|r| (r, r.levels.iter().map(|l| l.severity).collect()))
-        .chain([(&no_data, vec![Severity::Warning, Severity::Critical])])
-        .collect();
+    let all: Vec<(&Rule, Vec<Severity>)> = rules.iter().chain([&no_data]).map(|r| (r, r.severities())).collect();
     let mut names: BTreeSet<String> = all.iter().flat_map(|(r, _)| label_names(r)).collect();
     names.extend(current.iter().flat_map(|l| l.keys().cloned()));
     let unknown: Vec<&String> = matchers.keys().filter(|k| !names.contains(*k)).collect();
@@ -227,11 +223,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 /// A current alert's labels as silences see them. A pending alert has no
 /// severity yet: it is matched at each severity its rule could page.
 fn current_labels(status: &AlertStatus, rule: &Rule) -> Vec<BTreeMap<String, String>> {
-    let severities: Vec<Severity> = match status.severity {
-        Some(s) => vec![s],
-        None if rule.levels.is_empty() => vec![rule.no_data_severity],
-        None => rule.levels.iter().map(|l| l.severity).collect(),
-    };
+    let severities = status.severity.map_or_else(|| rule.severities(), |s| vec![s]);
     severities.into_iter().map(|s| rule.alert_labels(s, &status.key.labels)).collect()
 }
 
@@ -282,7 +274,7 @@ pub(super) async fn add(
     // What it mutes right now, so whoever adds it sees whether it is the one they meant.
     let matched: Vec<&AlertStatus> = current
         .iter()
-        .filter(|(_, labels)| labels.iter().any(|l| body.matchers.iter().all(|(k, v)| l.get(k) == Some(v))))
+        .filter(|(_, labels)| labels.iter().any(|l| labels_match(&body.matchers, l)))
         .map(|(st, _)| st)
         .collect();
     let (starts_at, ends_at) = window(

@@ -184,9 +184,14 @@ pub struct Silence {
     pub key: Option<String>,
 }
 
+/// Whether `labels` carry every matcher's exact value: how a silence matches.
+pub fn labels_match(matchers: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    matchers.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
 impl Silence {
     pub fn matches(&self, labels: &BTreeMap<String, String>, at: i64) -> bool {
-        self.starts_at <= at && at < self.ends_at && self.matchers.iter().all(|(k, v)| labels.get(k) == Some(v))
+        self.starts_at <= at && at < self.ends_at && labels_match(&self.matchers, labels)
     }
 }
 

@@ -67,6 +67,23 @@ impl RuleSet {
     pub fn dashboard_url(&self, rule: &Rule) -> Option<String> {
         dashboard_url(self.dashboard_base_url.as_deref(), rule)
     }
+
+    /// The rule file's links, overridden where a setting says
+    /// (`RUNBOOK_BASE_URL`, `GRAFANA_URL`) and checked as the file's are:
+    /// `serve` and `export` take them the same way.
+    pub fn with_links(mut self, runbook_base: Option<String>, grafana: Option<String>) -> Result<Self, String> {
+        if let Some(base) = runbook_base {
+            check_runbook_base(&base).map_err(|m| format!("RUNBOOK_BASE_URL: {m}"))?;
+            self.runbook_base_url = base;
+        }
+        if let Some(url) = grafana {
+            if !is_url(&url) {
+                return Err(format!("GRAFANA_URL `{url}` is not an http(s) URL"));
+            }
+            self.dashboard_base_url = Some(url);
+        }
+        Ok(self)
+    }
 }
 
 /// `<base>/<runbook>.md`: the one place a runbook link is made (pages and

@@ -132,6 +132,15 @@ impl Rule {
     /// What silences, inhibitions and grouping match an alert of this rule
     /// on: its series labels, then the rule's own labels, then `alertname`,
     /// `rule_id`, `severity` and `owner` (which a series cannot override).
+    /// The severities an alert of this rule can page at: its levels', or,
+    /// for a rule without levels (the aggregated no-data one), either.
+    pub fn severities(&self) -> Vec<Severity> {
+        if self.levels.is_empty() {
+            return vec![Severity::Warning, Severity::Critical];
+        }
+        self.levels.iter().map(|l| l.severity).collect()
+    }
+
     pub fn alert_labels(&self, severity: Severity, series: &BTreeMap<String, String>) -> BTreeMap<String, String> {
         let mut labels = series.clone();
         labels.extend(self.labels.clone());
