@@ -38,8 +38,27 @@ pub fn spawn(state: AppState, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>
         tokio::spawn(admission(state.clone(), stop.clone())),
         tokio::spawn(sweeper(state.clone(), stop.clone())),
         tokio::spawn(retention(state.clone(), stop.clone())),
+        tokio::spawn(replica_probe(state.clone(), stop.clone())),
         tokio::spawn(sampler(state, stop)),
     ]
+}
+
+/// How often the read replica's lag is measured (see `store/replica.rs`).
+const REPLICA_PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// Probes the read replica, when there is one, opening or closing its breaker.
+pub async fn replica_probe(state: AppState, stop: watch::Receiver<bool>) {
+    if state.settings.database_read_url.is_none() {
+        return;
+    }
+    every(REPLICA_PROBE_EVERY, stop, || async { probe_replica(&state).await; }).await;
+}
+
+/// One probe of the read replica, recorded in the metrics.
+pub async fn probe_replica(state: &AppState) -> Option<crate::store::ReplicaHealth> {
+    let health = state.store.probe_replica().await?;
+    state.metrics.replica.record(health);
+    Some(health)
 }
 
 /// How often stored data past its retention is deleted.

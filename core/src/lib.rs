@@ -38,6 +38,8 @@ pub enum BuildError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("opening the database {location} (DATABASE_URL)")]
     Store { location: String, source: StoreError },
+    #[error("opening the read replica {location} (DATABASE_READ_URL)")]
+    Replica { location: String, source: StoreError },
     #[error("connecting to Redis {location} (REDIS_URL)")]
     Queue { location: String, source: QueueError },
 }
@@ -53,6 +55,20 @@ pub async fn build_state(settings: Settings, clock: Clock) -> Result<AppState, B
         .await
         .map_err(|source| BuildError::Store { location: store::location(database_url), source })?
         .with_metrics(metrics.store.clone());
+    let store = match &settings.database_read_url {
+        Some(url) => {
+            let replica = store::Replica::open(url.expose(), settings.database_max_connections, settings.database_read_max_lag)
+                .map_err(|source| BuildError::Replica { location: store::location(url.expose()), source })?;
+            let store = store.with_replica(replica);
+            metrics.register_replica();
+            // Read from the replica at once if it is healthy now.
+            if let Some(health) = store.probe_replica().await {
+                metrics.replica.record(health);
+            }
+            store
+        }
+        None => store,
+    };
     let queue = match &settings.redis_url {
         Some(url) => Queue::redis(url.expose(), &settings.redis_key_prefix, Some(metrics.redis.clone()))
             .await

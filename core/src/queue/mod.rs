@@ -6,13 +6,16 @@
 //! truth for seats: the seat flags only let a request for a taken seat be
 //! refused without a database round trip. They never grant a seat.
 
+mod conn;
 mod fallback;
 mod flags;
+mod keys;
 mod memory;
 mod redis;
 
 use std::sync::Arc;
 
+pub use conn::cluster_seeds;
 pub use memory::MemoryQueue;
 pub use redis::RedisQueue;
 
@@ -122,15 +125,19 @@ impl Queue {
     pub fn backend(&self) -> &'static str {
         match self {
             Queue::Memory(_) => "memory",
+            Queue::Redis(q) if q.is_cluster() => "redis-cluster",
             Queue::Redis(_) => "redis",
         }
     }
 
     /// Joins the concert's line, or returns the user's current place in it.
-    pub async fn enter(&self, concert_id: i64, user_id: i64, now: Millis) -> QueueResult<Place> {
+    /// `tick` is the start of the current admission tick: a line new to
+    /// Redis counts as admitted at it (the in-process queue has one tick for
+    /// all lines already).
+    pub async fn enter(&self, concert_id: i64, user_id: i64, now: Millis, tick: Millis) -> QueueResult<Place> {
         match self {
             Queue::Memory(q) => Ok(q.enter(concert_id, user_id, now)),
-            Queue::Redis(q) => q.enter(concert_id, user_id, now).await,
+            Queue::Redis(q) => q.enter(concert_id, user_id, now, tick).await,
         }
     }
 
@@ -143,9 +150,9 @@ impl Queue {
         }
     }
 
-    /// Admits the next batch of every concert's line, once per tick however
-    /// many instances call it. Returns how many were admitted, or `None`
-    /// when another caller already ran this tick.
+    /// Admits the next batch of every concert's line, once per tick and
+    /// line however many instances call it. Returns how many were admitted,
+    /// or `None` when other callers already ran this tick for every line.
     pub async fn admit(&self, policy: AdmissionPolicy, now: Millis) -> QueueResult<Option<u64>> {
         match self {
             Queue::Memory(q) => Ok(q.admit(policy, now)),
@@ -168,18 +175,18 @@ impl Queue {
     /// writes for one seat land in the order they were made (see
     /// `flags.rs`). A lost write only costs a later request one database
     /// round trip.
-    pub fn remember_seat(&self, seat_id: i64, flag: SeatFlag, now: Millis) {
+    pub fn remember_seat(&self, concert_id: i64, seat_id: i64, flag: SeatFlag, now: Millis) {
         match self {
             Queue::Memory(q) => q.flag_seat(seat_id, flag),
-            Queue::Redis(q) => q.remember_seat(seat_id, flag, now),
+            Queue::Redis(q) => q.remember_seat(concert_id, seat_id, flag, now),
         }
     }
 
     /// Clears a seat's flag (after a release), after any write queued before.
-    pub async fn forget_seat(&self, seat_id: i64) {
+    pub async fn forget_seat(&self, concert_id: i64, seat_id: i64) {
         match self {
             Queue::Memory(q) => q.unflag_seat(seat_id),
-            Queue::Redis(q) => q.forget_seat(seat_id).await,
+            Queue::Redis(q) => q.forget_seat(concert_id, seat_id).await,
         }
     }
 

@@ -117,12 +117,9 @@ impl Store {
     }
 
     pub async fn list_concerts(&self) -> StoreResult<Vec<ConcertSummary>> {
-        let rows = sqlx::query(
-            "SELECT c.id, c.title, (SELECT count(*) FROM performances p WHERE p.concert_id = c.id)
-             FROM concerts c ORDER BY c.id LIMIT 1000",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = "SELECT c.id, c.title, (SELECT count(*) FROM performances p WHERE p.concert_id = c.id)
+             FROM concerts c ORDER BY c.id LIMIT 1000";
+        let rows = self.read(|pool| sqlx::query(sql).fetch_all(pool)).await?;
         rows.iter()
             .map(|r| Ok(ConcertSummary { concert_id: r.try_get(0)?, title: r.try_get(1)?, performance_count: r.try_get(2)? }))
             .collect()
@@ -139,16 +136,24 @@ impl Store {
     }
 
     async fn performance_list(&self, concert_id: i64, now: Millis) -> StoreResult<Vec<PerformanceSummary>> {
-        if !self.concert_exists(concert_id).await? {
-            return Err(StoreError::NotFound("concert"));
-        }
         let sql = format!(
             "SELECT p.id, p.starts_at,
                     (SELECT count(*) FROM seats WHERE performance_id = p.id),
                     (SELECT count(*) FROM seats WHERE performance_id = p.id AND {SEAT_AVAILABLE})
              FROM performances p WHERE p.concert_id = $2 AND p.starts_at > $1 ORDER BY p.starts_at"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(concert_id).fetch_all(&self.pool).await?;
+        let rows = self
+            .read(|pool| {
+                let sql = sql.clone();
+                async move {
+                    if sqlx::query("SELECT id FROM concerts WHERE id = $1").bind(concert_id).fetch_optional(pool).await?.is_none() {
+                        return Ok(None);
+                    }
+                    sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(concert_id).fetch_all(pool).await.map(Some)
+                }
+            })
+            .await?
+            .ok_or(StoreError::NotFound("concert"))?;
         rows.iter()
             .map(|r| {
                 Ok(PerformanceSummary {
@@ -163,10 +168,7 @@ impl Store {
 
     /// The concert a performance belongs to.
     pub async fn performance_concert(&self, performance_id: i64) -> StoreResult<i64> {
-        let row = sqlx::query("SELECT concert_id FROM performances WHERE id = $1")
-            .bind(performance_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = self.read(|pool| sqlx::query("SELECT concert_id FROM performances WHERE id = $1").bind(performance_id).fetch_optional(pool)).await?;
         row.map(|r| r.try_get(0)).transpose()?.ok_or(StoreError::NotFound("performance"))
     }
 
@@ -175,17 +177,12 @@ impl Store {
     }
 
     async fn seat_map(&self, performance_id: i64, now: Millis) -> StoreResult<Vec<SeatView>> {
-        let rows = sqlx::query(
-            "SELECT id, seat_no, grade, price,
+        let sql = "SELECT id, seat_no, grade, price,
                     CASE WHEN sold_reservation_id IS NOT NULL THEN 2
                          WHEN hold_expires_at IS NOT NULL AND hold_expires_at > $1 THEN 1
                          ELSE 0 END
-             FROM seats WHERE performance_id = $2 ORDER BY id",
-        )
-        .bind(now)
-        .bind(performance_id)
-        .fetch_all(&self.pool)
-        .await?;
+             FROM seats WHERE performance_id = $2 ORDER BY id";
+        let rows = self.read(|pool| sqlx::query(sql).bind(now).bind(performance_id).fetch_all(pool)).await?;
         rows.iter()
             .map(|r| {
                 let status = match r.try_get::<i64, _>(4)? {

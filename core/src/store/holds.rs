@@ -33,6 +33,8 @@ pub struct Reservation {
     pub user_id: i64,
     pub seat_id: i64,
     pub performance_id: i64,
+    /// The concert of the seat: its fast-path flag lives with that concert's line.
+    pub concert_id: i64,
     pub price: i64,
     pub status: ReservationStatus,
     pub expires_at: Millis,
@@ -147,6 +149,7 @@ impl Store {
             user_id: req.user_id,
             seat_id: req.seat_id,
             performance_id,
+            concert_id: req.concert_id,
             price,
             status: ReservationStatus::Held,
             expires_at: req.expires_at,
@@ -178,6 +181,7 @@ impl Store {
                 user_id: req.user_id,
                 seat_id: req.seat_id,
                 performance_id: row.try_get(1).map_err(StoreError::from)?,
+                concert_id: req.concert_id,
                 price: row.try_get(2).map_err(StoreError::from)?,
                 status: ReservationStatus::Held,
                 expires_at: req.expires_at,
@@ -281,8 +285,9 @@ where
     E: sqlx::Executor<'e, Database = Any>,
 {
     let row = sqlx::query(
-        "SELECT r.id, r.user_id, r.seat_id, r.performance_id, r.price, r.status, r.expires_at, p.id
-         FROM reservations r LEFT JOIN payments p ON p.reservation_id = r.id
+        "SELECT r.id, r.user_id, r.seat_id, r.performance_id, r.price, r.status, r.expires_at, p.id, pf.concert_id
+         FROM reservations r JOIN performances pf ON pf.id = r.performance_id
+         LEFT JOIN payments p ON p.reservation_id = r.id
          WHERE r.id = $1 AND r.user_id = $2",
     )
     .bind(reservation_id)
@@ -303,6 +308,7 @@ where
         user_id: row.try_get(1)?,
         seat_id: row.try_get(2)?,
         performance_id: row.try_get(3)?,
+        concert_id: row.try_get(8)?,
         price: row.try_get(4)?,
         status,
         expires_at,

@@ -10,6 +10,7 @@
 mod catalogue;
 mod holds;
 mod money;
+mod replica;
 
 use std::{
     path::{Path, PathBuf},
@@ -27,6 +28,7 @@ use sqlx::{
 pub use catalogue::{seat_insert_sql, ConcertSummary, CreatedConcert, NewConcert, NewPerformance, NewSeat, PerformanceSummary, SeatStatus, SeatView};
 pub use holds::{HoldRequest, Reservation, ReservationStatus, Taken};
 pub use money::{ChargeReceipt, Idempotent, PaymentReceipt, ledger_sum};
+pub use replica::{Replica, ReplicaHealth};
 
 use crate::{domain::clock::Millis, settings::redact_url, telemetry::metrics::StoreMetrics};
 
@@ -131,6 +133,8 @@ pub struct Store {
     dialect: Dialect,
     max_connections: u32,
     metrics: Option<StoreMetrics>,
+    /// Where catalogue reads go while it is healthy (`DATABASE_READ_URL`).
+    replica: Option<std::sync::Arc<Replica>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -218,7 +222,7 @@ impl Store {
             })
             .connect(&url)
             .await?;
-        Ok(Self { pool, dialect, max_connections, metrics: None })
+        Ok(Self { pool, dialect, max_connections, metrics: None, replica: None })
     }
 
     fn migrator(&self) -> &'static sqlx::migrate::Migrator {
@@ -263,6 +267,34 @@ impl Store {
     pub fn with_metrics(mut self, metrics: StoreMetrics) -> Self {
         self.metrics = Some(metrics);
         self
+    }
+
+    /// Reads the catalogue from `replica` while it is healthy (see `replica.rs`).
+    pub fn with_replica(mut self, replica: std::sync::Arc<Replica>) -> Self {
+        self.replica = Some(replica);
+        self
+    }
+
+    /// Probes the replica, if there is one, opening or closing its breaker.
+    pub async fn probe_replica(&self) -> Option<ReplicaHealth> {
+        Some(self.replica.as_ref()?.probe(&self.pool).await)
+    }
+
+    /// Runs a read on the replica while its breaker is closed, else (or when
+    /// it fails there, which trips the breaker) on the primary.
+    pub(crate) async fn read<'a, T, F>(&'a self, query: impl Fn(&'a AnyPool) -> F) -> StoreResult<T>
+    where
+        F: Future<Output = Result<T, sqlx::Error>> + 'a,
+    {
+        if let Some(replica) = &self.replica
+            && let Some(pool) = replica.pool()
+        {
+            match query(pool).await {
+                Ok(value) => return Ok(value),
+                Err(e) => replica.trip(&e.into()),
+            }
+        }
+        Ok(query(&self.pool).await?)
     }
 
     /// Runs one database operation inside a client span, timing it.
@@ -310,6 +342,9 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Some(replica) = &self.replica {
+            replica.close().await;
+        }
         self.pool.close().await;
     }
 

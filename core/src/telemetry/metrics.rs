@@ -22,6 +22,22 @@ pub const LATENCY_BUCKETS: &[f64] =
 
 const HTTP_DURATION: &str = "http_server_request_duration_seconds";
 
+/// The read replica's health, as the last probe saw it.
+#[derive(Clone)]
+pub struct ReplicaMetrics {
+    pub lag: Gauge,
+    pub up: IntGauge,
+    pub in_use: IntGauge,
+}
+
+impl ReplicaMetrics {
+    pub fn record(&self, health: crate::store::ReplicaHealth) {
+        self.lag.set(health.lag_seconds);
+        self.up.set(i64::from(health.up));
+        self.in_use.set(i64::from(health.in_use));
+    }
+}
+
 /// Metrics the database layer records.
 #[derive(Clone)]
 pub struct StoreMetrics {
@@ -68,6 +84,8 @@ pub struct Metrics {
     pub memory_limit_bytes: IntGauge,
     pub store: StoreMetrics,
     pub redis: RedisMetrics,
+    /// Registered only with a read replica (`register_replica`).
+    pub replica: ReplicaMetrics,
     /// The listener's connections and the limits it enforced.
     pub connections: serving::ConnectionMetrics,
     /// Requests refused by a per-client limit, by which: `signup`, `admin_key`.
@@ -153,6 +171,15 @@ impl Metrics {
                 keyspace_hits: counter("redis_keyspace_hits_total", "Redis keyspace_hits"),
                 keyspace_misses: counter("redis_keyspace_misses_total", "Redis keyspace_misses"),
             },
+            replica: ReplicaMetrics {
+                lag: Gauge::new(
+                    "db_replica_lag_seconds",
+                    "How far the read replica is behind the primary, at most (one probe a second; see store/replica.rs)",
+                )
+                .expect("valid metric"),
+                up: gauge("db_replica_up", "1 when the last probe reached the read replica"),
+                in_use: gauge("db_replica_in_use", "1 while catalogue reads go to the replica, 0 while the breaker sends them to the primary"),
+            },
             connections: serving::ConnectionMetrics::new(),
             client_limited: counter_vec(
                 "booking_client_limited_total",
@@ -217,6 +244,14 @@ impl Metrics {
             .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
             .expect("process collector registers once");
         m
+    }
+
+    /// Adds the read replica's gauges (`DATABASE_READ_URL` is set).
+    pub fn register_replica(&self) {
+        for c in [Box::new(self.replica.lag.clone()) as Box<dyn prometheus::core::Collector>, Box::new(self.replica.up.clone()), Box::new(self.replica.in_use.clone())] {
+            // Registered once per registry; a second call is a no-op.
+            let _ = self.registry.register(c);
+        }
     }
 
     /// Records the limits found at start-up.

@@ -275,18 +275,18 @@ pub async fn users_who_paid_or_lapsed_leave_nothing_in_the_queue(backend: Backen
 pub async fn the_flags_of_one_seat_land_in_the_order_they_were_made(backend: Backend) {
     let app = spawn_app(backend).await;
     let queue = &app.state.queue;
+    let concert = app.create_concert(1, 1).await;
+    let users = app.active_users(1, concert.id).await;
+    let place = app.state.keys.verify_queue(users[0].queue_token.as_deref().unwrap()).unwrap();
     let now = app.clock.now_ms();
     // A hold's flag, then its release, for many seats at once: the release
     // must win every time, or a free seat would be refused until the hold's
     // time was up.
     for seat in 1..=2_000 {
-        queue.remember_seat(seat, booking::queue::SeatFlag::HeldUntil(now + 300_000), now);
-        queue.forget_seat(seat).await;
+        queue.remember_seat(concert.id, seat, booking::queue::SeatFlag::HeldUntil(now + 300_000), now);
+        queue.forget_seat(concert.id, seat).await;
     }
     queue.settle(PATIENCE).await;
-    let concert = app.create_concert(1, 1).await;
-    let users = app.active_users(1, concert.id).await;
-    let place = app.state.keys.verify_queue(users[0].queue_token.as_deref().unwrap()).unwrap();
     let mut still_flagged = Vec::new();
     for seat in 1..=2_000 {
         if queue.gate(place, Some(seat), app.clock.now_ms()).await.unwrap().seat_taken {

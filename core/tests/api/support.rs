@@ -19,7 +19,13 @@ use tower::ServiceExt;
 pub enum Backend {
     SqliteMemory,
     PostgresRedis,
+    /// Three instances behind a round-robin router, sharing PostgreSQL and a
+    /// Redis Cluster of the test's own (3 masters, 3 replicas).
+    Cluster,
 }
+
+/// How many instances a [`Backend::Cluster`] app spreads its requests over.
+pub const CLUSTER_INSTANCES: usize = 3;
 
 pub use testkit::{free_port, redis_url};
 use testkit::unique;
@@ -33,6 +39,8 @@ pub struct Resources {
     sqlite_file: Option<std::path::PathBuf>,
     /// Dropped (with its sessions) when the test ends.
     _pg: Option<testkit::Database>,
+    /// The Redis Cluster of a [`Backend::Cluster`] test; its nodes die with it.
+    pub cluster: Option<std::sync::Mutex<testkit::RedisCluster>>,
 }
 
 impl Resources {
@@ -48,6 +56,7 @@ impl Resources {
                     redis_url: None,
                     sqlite_file: Some(file),
                     _pg: None,
+                    cluster: None,
                 }
             }
             Backend::PostgresRedis => {
@@ -59,8 +68,36 @@ impl Resources {
                     redis_url: Some(redis_url()),
                     sqlite_file: None,
                     _pg: Some(db),
+                    cluster: None,
                 }
             }
+            Backend::Cluster => {
+                let db = testkit::Database::create("booking_test").await;
+                let cluster = tokio::task::spawn_blocking(|| testkit::RedisCluster::start(3)).await.expect("the Redis Cluster starts");
+                Self {
+                    backend,
+                    database_url: db.url.clone(),
+                    redis_prefix: format!("test-{id}"),
+                    redis_url: Some(cluster.url()),
+                    sqlite_file: None,
+                    _pg: Some(db),
+                    cluster: Some(std::sync::Mutex::new(cluster)),
+                }
+            }
+        }
+    }
+
+    /// A database the test made itself (on a cluster of its own), with the
+    /// in-process queue; nothing to clean up here.
+    pub fn on_database(database_url: String) -> Self {
+        Self {
+            backend: Backend::SqliteMemory,
+            database_url,
+            redis_prefix: String::new(),
+            redis_url: None,
+            sqlite_file: None,
+            _pg: None,
+            cluster: None,
         }
     }
 
@@ -114,7 +151,49 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 pub async fn spawn_app_with(backend: Backend, tune: impl FnOnce(Settings) -> Settings) -> TestApp {
     let resources = std::sync::Arc::new(Resources::new(backend).await);
-    spawn_instance(resources, Clock::default(), tune).await
+    if backend != Backend::Cluster {
+        return spawn_instance(resources, Clock::default(), tune).await;
+    }
+    let clock = Clock::default();
+    let settings = tune(resources.settings());
+    let mut instances = Vec::with_capacity(CLUSTER_INSTANCES);
+    for _ in 0..CLUSTER_INSTANCES {
+        let settings = settings.clone();
+        instances.push(spawn_instance(resources.clone(), clock.clone(), move |_| settings).await);
+    }
+    let routers: Vec<Router> = instances.iter().map(|i| i.router.clone()).collect();
+    let first = instances.swap_remove(0);
+    TestApp { router: Router::new().fallback_service(RoundRobin::new(routers)), ..first }
+}
+
+/// Sends each request to the next of several instances in turn, as a load
+/// balancer's round robin does.
+#[derive(Clone)]
+struct RoundRobin {
+    routers: std::sync::Arc<[Router]>,
+    next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl RoundRobin {
+    fn new(routers: Vec<Router>) -> Self {
+        Self { routers: routers.into(), next: Default::default() }
+    }
+}
+
+impl tower::Service<Request<Body>> for RoundRobin {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.routers.len();
+        let router = self.routers[i].clone();
+        Box::pin(async move { router.oneshot(req).await })
+    }
 }
 
 /// Another instance on the same database and Redis prefix (a restart, or a

@@ -1,0 +1,140 @@
+//! One connection type for a single Redis node and for a Redis Cluster.
+//!
+//! `REDIS_URL=redis://host:port` is one node, through a reconnecting
+//! [`ConnectionManager`]. `REDIS_URL=redis+cluster://host:port,host:port,…`
+//! (any of the cluster's nodes; `user:password@` before the first applies to
+//! all) is a cluster, through the crate's async cluster client: it learns
+//! the slot map from the seeds, follows `MOVED`/`ASK`, and refreshes the map
+//! by itself when a master fails over. Every script's keys share one hash
+//! tag (see `keys.rs`), so each call lands on one node.
+
+use std::time::Duration;
+
+use redis::{
+    Cmd, Pipeline, RedisFuture, RedisResult, Value,
+    aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
+    cluster::ClusterClient,
+    cluster_async::ClusterConnection,
+    cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo},
+};
+
+/// How long one attempt may wait: fail fast while a node is away instead of
+/// queueing requests behind reconnects (the callers have fallbacks).
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[derive(Clone)]
+pub enum Conn {
+    Node(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+const CLUSTER_SCHEME: &str = "redis+cluster://";
+
+/// The seed node URLs of a `redis+cluster://` URL, or `None` for any other URL.
+pub fn cluster_seeds(url: &str) -> Option<Result<Vec<String>, String>> {
+    let rest = url.strip_prefix(CLUSTER_SCHEME)?;
+    let (auth, hosts) = match rest.rsplit_once('@') {
+        Some((auth, hosts)) => (format!("{auth}@"), hosts),
+        None => (String::new(), rest),
+    };
+    let hosts = hosts.trim_end_matches('/');
+    let seeds: Vec<String> = hosts.split(',').map(str::trim).filter(|h| !h.is_empty()).map(|h| format!("redis://{auth}{h}")).collect();
+    if seeds.is_empty() {
+        return Some(Err("a redis+cluster:// URL names at least one host:port".into()));
+    }
+    if let Some(bad) = hosts.split(',').map(str::trim).find(|h| h.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err())) {
+        return Some(Err(format!("`{bad}` in the redis+cluster:// URL is not host:port")));
+    }
+    Some(Ok(seeds))
+}
+
+impl Conn {
+    pub async fn open(url: &str) -> RedisResult<Self> {
+        match cluster_seeds(url) {
+            Some(seeds) => {
+                let seeds = seeds.map_err(|m| redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "bad REDIS_URL", m)))?;
+                let client = ClusterClient::builder(seeds)
+                    .connection_timeout(CONNECT_TIMEOUT)
+                    .response_timeout(RESPONSE_TIMEOUT)
+                    // A failover takes the cluster's node timeout and more;
+                    // a request does not wait it out (see `RedisQueue::gate`).
+                    .overall_response_timeout(Some(RESPONSE_TIMEOUT * 2))
+                    .retries(2)
+                    .min_retry_wait(50)
+                    .max_retry_wait(400)
+                    .build()?;
+                Ok(Conn::Cluster(client.get_async_connection().await?))
+            }
+            None => {
+                let client = redis::Client::open(url)?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(500));
+                Ok(Conn::Node(ConnectionManager::new_with_config(client, config).await?))
+            }
+        }
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Conn::Cluster(_))
+    }
+
+    /// `INFO` of every master, by address (one entry for a single node).
+    pub async fn info_per_master(&mut self) -> RedisResult<Vec<(String, String)>> {
+        match self {
+            Conn::Node(c) => Ok(vec![(String::from("node"), redis::cmd("INFO").query_async(c).await?)]),
+            Conn::Cluster(c) => {
+                let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+                let value = c.route_command(redis::cmd("INFO"), routing).await?;
+                let pairs: Vec<(String, String)> = redis::from_redis_value(value)?;
+                Ok(pairs)
+            }
+        }
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Node(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(&'a mut self, pipeline: &'a Pipeline, offset: usize, count: usize) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Node(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Node(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cluster_seeds;
+
+    #[test]
+    fn a_cluster_url_names_its_seed_nodes() {
+        assert_eq!(cluster_seeds("redis://127.0.0.1:6379"), None);
+        assert_eq!(
+            cluster_seeds("redis+cluster://127.0.0.1:7001, 127.0.0.1:7002/"),
+            Some(Ok(vec!["redis://127.0.0.1:7001".into(), "redis://127.0.0.1:7002".into()]))
+        );
+        assert_eq!(
+            cluster_seeds("redis+cluster://:pw@h1:7001,h2:7002"),
+            Some(Ok(vec!["redis://:pw@h1:7001".into(), "redis://:pw@h2:7002".into()]))
+        );
+        assert!(matches!(cluster_seeds("redis+cluster://"), Some(Err(_))));
+        assert!(matches!(cluster_seeds("redis+cluster://h1:7001,h2"), Some(Err(m)) if m.contains("`h2`")));
+    }
+}
