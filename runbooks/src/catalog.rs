@@ -12,6 +12,7 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("alerting-no-evaluator", include_str!("../alerting-no-evaluator.md")),
     ("cpu-high", include_str!("../cpu-high.md")),
     ("db-pool-saturation", include_str!("../db-pool-saturation.md")),
+    ("db-replica-lag", include_str!("../db-replica-lag.md")),
     ("error-budget-burn", include_str!("../error-budget-burn.md")),
     ("high-error-rate", include_str!("../high-error-rate.md")),
     ("high-p95-latency", include_str!("../high-p95-latency.md")),

@@ -1448,6 +1448,7 @@ rules:
             "http_server_request_duration_seconds_bucket",
             "db_pool_connections_in_use",
             "db_pool_connections_max",
+            "db_replica_lag_seconds",
             "redis_memory_used_bytes",
             "redis_memory_max_bytes",
             "redis_up",

@@ -174,7 +174,7 @@ impl Metrics {
             replica: ReplicaMetrics {
                 lag: Gauge::new(
                     "db_replica_lag_seconds",
-                    "How far the read replica is behind the primary, at most (one probe a second; see store/replica.rs)",
+                    "How far the read replica is behind the primary, at most (one probe a second; see store/replica.rs); 0 without DATABASE_READ_URL",
                 )
                 .expect("valid metric"),
                 up: gauge("db_replica_up", "1 when the last probe reached the read replica"),
@@ -209,6 +209,7 @@ impl Metrics {
             Box::new(m.store.operation_duration.clone()),
             Box::new(m.store.acquire.clone()),
             Box::new(m.store.waiting.clone()),
+            Box::new(m.replica.lag.clone()),
             Box::new(m.redis.command_duration.clone()),
             Box::new(m.redis.up.clone()),
             Box::new(m.redis.memory_used.clone()),
@@ -246,9 +247,11 @@ impl Metrics {
         m
     }
 
-    /// Adds the read replica's gauges (`DATABASE_READ_URL` is set).
+    /// Adds the read replica's up and in-use gauges (`DATABASE_READ_URL` is
+    /// set). Its lag is always exported, 0 without a replica, so the lag
+    /// alert reads a value rather than "no data" where there is none.
     pub fn register_replica(&self) {
-        for c in [Box::new(self.replica.lag.clone()) as Box<dyn prometheus::core::Collector>, Box::new(self.replica.up.clone()), Box::new(self.replica.in_use.clone())] {
+        for c in [Box::new(self.replica.up.clone()) as Box<dyn prometheus::core::Collector>, Box::new(self.replica.in_use.clone())] {
             // Registered once per registry; a second call is a no-op.
             let _ = self.registry.register(c);
         }

@@ -378,6 +378,8 @@ pub(crate) async fn the_gauges_alert_rules_read_are_exposed_with_sane_values(bac
     assert!(text.lines().any(|l| l.starts_with("process_cpu_seconds_total ")));
     assert!(text.lines().any(|l| l.starts_with(r#"booking_chaos_injected_total{kind="error"} "#)));
     assert!(text.lines().any(|l| l == "booking_holds_overdue 0"), "a live hold is not overdue");
+    assert!(text.lines().any(|l| l == "db_replica_lag_seconds 0"), "no replica, no lag");
+    assert!(!text.contains("db_replica_up"), "no replica, no replica health");
     if backend != Backend::SqliteMemory {
         let (used, max) = (sample(&text, "redis_memory_used_bytes"), sample(&text, "redis_memory_max_bytes"));
         assert!(used > 0.0 && max >= used, "Redis memory {used} against its effective limit {max}");
