@@ -82,10 +82,10 @@ impl Conn {
         matches!(self, Conn::Cluster(_))
     }
 
-    /// `INFO` of every master, by address (one entry for a single node).
+    /// `INFO` of every master, by address (one entry, `single`, for a single node).
     pub async fn info_per_master(&mut self) -> RedisResult<Vec<(String, String)>> {
         match self {
-            Conn::Node(c) => Ok(vec![(String::from("node"), redis::cmd("INFO").query_async(c).await?)]),
+            Conn::Node(c) => Ok(vec![(String::from("single"), redis::cmd("INFO").query_async(c).await?)]),
             Conn::Cluster(c) => {
                 let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
                 let value = c.route_command(redis::cmd("INFO"), routing).await?;

@@ -116,7 +116,11 @@ impl RedisQueue {
                 if let Some(v) = field(name) {
                     let before = last.insert((node.clone(), name), v).unwrap_or(0);
                     // A restarted Redis starts again from zero.
-                    *sums.entry(name).or_default() += if v >= before { v - before } else { v };
+                    let delta = if v >= before { v - before } else { v };
+                    *sums.entry(name).or_default() += delta;
+                    if name == "total_commands_processed" {
+                        m.node_commands.with_label_values(&[node.as_str()]).inc_by(delta);
+                    }
                 }
             }
         }

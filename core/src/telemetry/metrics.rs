@@ -55,6 +55,9 @@ pub struct RedisMetrics {
     pub memory_max: IntGauge,
     pub clients: IntGauge,
     pub commands_processed: IntCounter,
+    /// Commands processed per master (`node` = its address; one series per
+    /// node of the cluster, `single` on one node): the spread of the load.
+    pub node_commands: IntCounterVec,
     pub keyspace_hits: IntCounter,
     pub keyspace_misses: IntCounter,
 }
@@ -168,6 +171,11 @@ impl Metrics {
                 ),
                 clients: gauge("redis_connected_clients", "Redis connected_clients"),
                 commands_processed: counter("redis_commands_processed_total", "Redis total_commands_processed"),
+                node_commands: counter_vec(
+                    "redis_node_commands_processed_total",
+                    "Redis total_commands_processed per master (node: its address), as this instance saw it grow",
+                    &["node"],
+                ),
                 keyspace_hits: counter("redis_keyspace_hits_total", "Redis keyspace_hits"),
                 keyspace_misses: counter("redis_keyspace_misses_total", "Redis keyspace_misses"),
             },
@@ -216,6 +224,7 @@ impl Metrics {
             Box::new(m.redis.memory_max.clone()),
             Box::new(m.redis.clients.clone()),
             Box::new(m.redis.commands_processed.clone()),
+            Box::new(m.redis.node_commands.clone()),
             Box::new(m.redis.keyspace_hits.clone()),
             Box::new(m.redis.keyspace_misses.clone()),
             Box::new(m.client_limited.clone()),

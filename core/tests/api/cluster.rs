@@ -74,6 +74,13 @@ async fn concerts_spread_over_the_masters_and_each_concerts_keys_stay_on_one() {
         let ran = script_calls(m) - before[&m];
         assert!(ran >= 10, "master {m} ran {ran} scripts; the load does not spread");
     }
+    // The per-node load booking exports for the dashboards: one series per master.
+    booking::background::sample(&app.state).await;
+    let metrics = app.metrics_text().await;
+    for &m in &masters {
+        let labels = format!("node=\"127.0.0.1:{m}\"");
+        assert!(support::series_value(&metrics, "redis_node_commands_processed_total", &labels) > 0.0, "no commands counted for {m}:\n{metrics}");
+    }
 }
 
 /// Two lines, three instances, twelve admission calls per tick: each line
