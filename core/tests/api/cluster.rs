@@ -205,3 +205,175 @@ async fn a_master_killed_mid_sale_is_survived() {
     assert!(audit.violations().is_empty(), "{audit:?}");
     eprintln!("40 seats sold across the failover in {booked_in:?}, {unavailable} documented 503s on the way");
 }
+
+/// A `CLUSTER_PORT_BASE` whose every port (base..base+30 and the Redis
+/// cluster bus, base+10001..base+10006) is free now.
+fn free_port_base() -> u16 {
+    let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+    loop {
+        let base = 20_000 + (testkit::free_port() % 250) * 100;
+        if (base..=base + 30).chain(base + 10_001..=base + 10_006).all(free) {
+            return base;
+        }
+    }
+}
+
+/// `scripts/cluster.sh ARGS` for the cluster in `dir`: exit code, stdout, stderr.
+fn cluster_sh(dir: &std::path::Path, base: u16, args: &[&str]) -> (i32, String, String) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/cluster.sh");
+    let out = std::process::Command::new(script)
+        .args(args)
+        .env("CLUSTER_DIR", dir)
+        .env("CLUSTER_PORT_BASE", base.to_string())
+        .env("BOOKING_BIN", testkit::workspace_binary("booking"))
+        // Booking's own settings pass through to every instance.
+        .env("ADMISSION_INTERVAL_SECS", "1")
+        .env("SIGNUP_RATE_PER_MINUTE", "off")
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .output()
+        .expect("cluster.sh runs");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The `export NAME='value'` lines of cluster.env.
+fn cluster_env(dir: &std::path::Path) -> HashMap<String, String> {
+    std::fs::read_to_string(dir.join("cluster.env"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (name, value) = l.strip_prefix("export ")?.split_once('=')?;
+            Some((name.to_owned(), value.trim_matches('\'').to_owned()))
+        })
+        .collect()
+}
+
+/// Stops the cluster when the test ends, failing or not.
+struct Down<'a>(&'a std::path::Path, u16);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let (code, _, err) = cluster_sh(self.0, self.1, &["down"]);
+        if code != 0 {
+            eprintln!("cluster.sh down: {err}");
+        }
+    }
+}
+
+/// The whole local cluster from `scripts/cluster.sh up`: a sale through
+/// HAProxy, one instance `kill -9`ed mid-sale while everyone pays, and every
+/// payment made once; `status` tells the truth before and after, and `down`
+/// stops everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_sh_runs_a_sale_through_haproxy_that_survives_a_killed_instance() {
+    let dir = testkit::TempDir::new("cluster-sh");
+    let base = free_port_base();
+    let (code, _, err) = cluster_sh(&dir, base, &["up"]);
+    let _down = Down(&dir, base);
+    assert_eq!(code, 0, "cluster.sh up failed:\n{err}");
+    let (code, status, err) = cluster_sh(&dir, base, &["status"]);
+    assert_eq!(code, 0, "{status}{err}");
+    assert_eq!(status.lines().filter(|l| l.split_whitespace().nth(1) == Some("ok")).count(), 6, "redis, postgres, 3 instances, haproxy:\n{status}");
+    let env = cluster_env(&dir);
+    let (url, admin) = (env["BOOKING_URL"].clone(), env["ADMIN_KEY"].clone());
+    let http = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: &str, body: Option<serde_json::Value>, headers: Vec<(&'static str, String)>| {
+        let mut req = http.request(method, format!("{url}{path}"));
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        async move {
+            let resp = req.send().await.expect("HAProxy answers");
+            let status = resp.status().as_u16();
+            (status, resp.json::<serde_json::Value>().await.unwrap_or_default())
+        }
+    };
+    use reqwest::Method;
+
+    let seats: Vec<serde_json::Value> = (1..=20).map(|n| json!({ "seat_no": format!("A{n}"), "grade": "R", "price": 1_000 })).collect();
+    let concert = json!({ "title": "Cluster", "performances": [{ "starts_at": "2030-05-01T19:00:00Z", "seats": seats }] });
+    let (status, created) = call(Method::POST, "/v1/admin/concerts", Some(concert), vec![("x-admin-key", admin.clone())]).await;
+    assert_eq!(status, 201, "{created}");
+    let concert_id = created["concert_id"].as_i64().unwrap();
+    let performance_id = created["performances"][0]["performance_id"].as_i64().unwrap();
+
+    // 20 fans join, are admitted, fund their balance and hold a seat each.
+    let mut fans = Vec::new();
+    for i in 0..20 {
+        let (status, user) = call(Method::POST, "/v1/users", Some(json!({ "name": format!("fan{i}") })), vec![]).await;
+        assert_eq!(status, 201, "{user}");
+        let bearer = format!("Bearer {}", user["token"].as_str().unwrap());
+        let (status, place) = call(Method::POST, "/v1/queue/tokens", Some(json!({ "concert_id": concert_id })), vec![("authorization", bearer.clone())]).await;
+        assert_eq!(status, 201, "{place}");
+        fans.push((bearer, place["queue_token"].as_str().unwrap().to_owned()));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for (_, queue) in &fans {
+        loop {
+            let (_, place) = call(Method::GET, "/v1/queue/tokens/current", None, vec![("queue-token", queue.clone())]).await;
+            if place["status"] == "ACTIVE" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "not admitted: {place}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let (status, map) = call(Method::GET, &format!("/v1/performances/{performance_id}/seats"), None, vec![("authorization", fans[0].0.clone()), ("queue-token", fans[0].1.clone())]).await;
+    assert_eq!(status, 200, "{map}");
+    let seat_ids: Vec<i64> = map["seats"].as_array().unwrap().iter().map(|s| s["seat_id"].as_i64().unwrap()).collect();
+    let mut reservations = Vec::new();
+    for (i, (bearer, queue)) in fans.iter().enumerate() {
+        let headers = vec![("authorization", bearer.clone()), ("idempotency-key", format!("fund-{i}"))];
+        let (status, body) = call(Method::POST, "/v1/users/me/balance/charges", Some(json!({ "amount": 1_000 })), headers).await;
+        assert_eq!(status, 201, "{body}");
+        let (status, held) = call(Method::POST, "/v1/reservations", Some(json!({ "seat_id": seat_ids[i] })), vec![("authorization", bearer.clone()), ("queue-token", queue.clone())]).await;
+        assert_eq!(status, 201, "{held}");
+        reservations.push(held["reservation_id"].as_str().unwrap().to_owned());
+    }
+
+    // One instance dies; everyone pays through HAProxy, retrying a 503.
+    let pid: i32 = std::fs::read_to_string(dir.join("run/booking-2.pid")).unwrap().trim().parse().unwrap();
+    assert!(std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
+    let mut statuses = HashMap::new();
+    for (i, ((bearer, queue), rid)) in fans.iter().zip(&reservations).enumerate() {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let headers = vec![("authorization", bearer.clone()), ("queue-token", queue.clone()), ("idempotency-key", format!("pay-{i}"))];
+            let (status, body) = call(Method::POST, "/v1/payments", Some(json!({ "reservation_id": rid })), headers).await;
+            *statuses.entry(status).or_insert(0) += 1;
+            if status == 201 {
+                break;
+            }
+            assert_eq!(status, 503, "only a documented 503 while an instance is gone: {body}");
+            assert!(Instant::now() < deadline, "payment {i} never went through");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    eprintln!("payments through HAProxy with one instance killed: {statuses:?}");
+
+    // Every seat sold once, every payment once, and the books balance.
+    let audit = std::process::Command::new(testkit::workspace_binary("booking"))
+        .arg("audit")
+        .env("DATABASE_URL", &env["DATABASE_URL"])
+        .output()
+        .unwrap();
+    assert!(audit.status.success(), "audit: {}{}", String::from_utf8_lossy(&audit.stdout), String::from_utf8_lossy(&audit.stderr));
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&env["DATABASE_URL"]).await.unwrap();
+    let paid: i64 = sqlx::query_scalar("SELECT count(*) FROM payments").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(paid, 20);
+
+    // status says what is down, and down leaves nothing running.
+    let (code, status, _) = cluster_sh(&dir, base, &["status"]);
+    assert_ne!(code, 0, "an instance is dead: {status}");
+    assert!(status.lines().any(|l| l.starts_with("booking-2") && !l.contains(" ok ")), "{status}");
+    let (code, _, err) = cluster_sh(&dir, base, &["down"]);
+    assert_eq!(code, 0, "{err}");
+    for instance in [1, 3] {
+        let pid = std::fs::read_to_string(dir.join(format!("run/booking-{instance}.pid"))).unwrap_or_default();
+        let alive = std::path::Path::new(&format!("/proc/{}/cwd", pid.trim())).exists();
+        assert!(!alive || pid.trim().is_empty(), "booking-{instance} still runs after down");
+    }
+}
