@@ -8,6 +8,7 @@ import http from 'k6/http';
 import { sleep } from 'k6';
 import { Rate } from 'k6/metrics';
 import { SharedArray } from 'k6/data';
+import { setTimeout } from 'k6/timers';
 
 // ---------------------------------------------------------------- config
 
@@ -89,11 +90,12 @@ let warnings = 0;
 const MAX_WARNINGS = envInt('MAX_WARNINGS', 10);
 
 /**
- * One HTTP request. `opts`: token (bearer), queueToken, idempotencyKey,
- * admin (bool), tags, name (the URL template for the `name` tag), expect
- * (extra statuses that are not unexpected, for deliberate error cases).
+ * The URL, body and params of one request. `opts`: token (bearer),
+ * queueToken, idempotencyKey, admin (bool), tags, name (the URL template for
+ * the `name` tag), expect (extra statuses that are not unexpected, for
+ * deliberate error cases), timeout.
  */
-export function request(method, path, body, opts) {
+function prepare(method, path, body, opts) {
   const o = opts || {};
   const headers = { Accept: 'application/json' };
   if (body !== null && body !== undefined) headers['Content-Type'] = 'application/json';
@@ -106,15 +108,45 @@ export function request(method, path, body, opts) {
   if (o.expect) params.responseCallback = http.expectedStatuses({ min: 200, max: 299 }, 409, ...o.expect);
   if (o.timeout) params.timeout = o.timeout;
   const payload = body === null || body === undefined ? null : JSON.stringify(body);
-  const res = http.request(method, `${BASE_URL}${path}`, payload, params);
-  track(res, tags, o.expect);
+  return { url: `${BASE_URL}${path}`, payload, params, tags, expect: o.expect };
+}
+
+/** One HTTP request (see `prepare` for `opts`), waiting for the answer. */
+export function request(method, path, body, opts) {
+  const r = prepare(method, path, body, opts);
+  const res = http.request(method, r.url, r.payload, r.params);
+  track(res, r.tags, r.expect);
   return res;
+}
+
+/**
+ * The same request with `http.asyncRequest`: a Promise of the response, so
+ * one VU can keep many users' requests in flight (see sale-20k.js).
+ */
+export async function requestAsync(method, path, body, opts) {
+  const r = prepare(method, path, body, opts);
+  const res = await http.asyncRequest(method, r.url, r.payload, r.params);
+  track(res, r.tags, r.expect);
+  return res;
+}
+
+/** A Promise resolved after `seconds`: `sleep` for async code (k6/timers). */
+export function sleepAsync(seconds) {
+  return new Promise((resolve) => setTimeout(resolve, Math.max(0, seconds * 1000)));
+}
+
+const observers = [];
+
+/** Calls `fn(res, tags)` for every response `track` sees (per VU). */
+export function observeResponses(fn) {
+  observers.push(fn);
 }
 
 /** Feeds `unexpected_errors` and logs the first few surprises. */
 export function track(res, tags, alsoExpected) {
   const ok = isExpected(res, alsoExpected);
   unexpectedErrors.add(!ok, tags);
+  for (const fn of observers) fn(res, tags);
   if (!ok && warnings < MAX_WARNINGS) {
     warnings += 1;
     const body = (res.body && typeof res.body === 'string' ? res.body : String(res.error || '')).slice(0, 300);
@@ -333,6 +365,71 @@ export function pay(token, queueToken, reservationId, key) {
     queueToken,
     idempotencyKey: key || idempotencyKey('pay'),
     tags: ADMITTED,
+    name: 'POST /v1/payments',
+  });
+}
+
+// ------------------------------------------------- the API, asynchronous
+//
+// The same calls as above through `requestAsync`: each returns a Promise of
+// the response. `tags` are added to the call's own (the admitted calls keep
+// `admitted:yes`).
+
+/** POST /v1/queue/tokens. */
+export function joinQueueAsync(token, concertId, tags) {
+  return requestAsync('POST', '/v1/queue/tokens', { concert_id: concertId }, { token, tags, name: 'POST /v1/queue/tokens' });
+}
+
+/** GET /v1/queue/tokens/current. */
+export function queueStatusAsync(queueToken, tags) {
+  return requestAsync('GET', '/v1/queue/tokens/current', null, { queueToken, tags, name: 'GET /v1/queue/tokens/current' });
+}
+
+/** GET /v1/concerts/{id}/performances. */
+export function listPerformancesAsync(concertId, tags) {
+  return requestAsync('GET', `/v1/concerts/${concertId}/performances`, null, {
+    tags,
+    name: 'GET /v1/concerts/{id}/performances',
+  });
+}
+
+/** GET /v1/performances/{id}/seats (admitted). */
+export function listSeatsAsync(token, queueToken, performanceId, tags) {
+  return requestAsync('GET', `/v1/performances/${performanceId}/seats`, null, {
+    token,
+    queueToken,
+    tags: Object.assign({}, ADMITTED, tags || {}),
+    name: 'GET /v1/performances/{id}/seats',
+  });
+}
+
+/** POST /v1/reservations (admitted): 201, or 409 on a lost race. */
+export function reserveAsync(token, queueToken, seatId, tags) {
+  return requestAsync('POST', '/v1/reservations', { seat_id: seatId }, {
+    token,
+    queueToken,
+    tags: Object.assign({}, ADMITTED, tags || {}),
+    name: 'POST /v1/reservations',
+  });
+}
+
+/** POST /v1/users/me/balance/charges (admitted); pass the same `key` to retry. */
+export function chargeAsync(token, amount, key, tags) {
+  return requestAsync('POST', '/v1/users/me/balance/charges', { amount }, {
+    token,
+    idempotencyKey: key || idempotencyKey('charge'),
+    tags: Object.assign({}, ADMITTED, tags || {}),
+    name: 'POST /v1/users/me/balance/charges',
+  });
+}
+
+/** POST /v1/payments (admitted); pass the same `key` to retry. */
+export function payAsync(token, queueToken, reservationId, key, tags) {
+  return requestAsync('POST', '/v1/payments', { reservation_id: reservationId }, {
+    token,
+    queueToken,
+    idempotencyKey: key || idempotencyKey('pay'),
+    tags: Object.assign({}, ADMITTED, tags || {}),
     name: 'POST /v1/payments',
   });
 }
