@@ -55,8 +55,21 @@ fn wait_until(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
 
 impl RedisCluster {
     /// `masters` masters with one replica each; returns once every node
-    /// says `cluster_state:ok` and every replica is in sync.
+    /// says `cluster_state:ok` and every replica is in sync. A node that
+    /// cannot bind (another test took its port between the check and the
+    /// bind) means a fresh try on other ports, up to three.
     pub fn start(masters: usize) -> Self {
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Self::try_start(masters) {
+                Ok(cluster) => return cluster,
+                Err(why) => last = why,
+            }
+        }
+        panic!("the Redis Cluster did not start: {last}");
+    }
+
+    fn try_start(masters: usize) -> Result<Self, String> {
         let dir = TempDir::new("redis-cluster");
         let ports: Vec<u16> = (0..masters * 2).map(|_| node_port()).collect();
         let nodes = ports
@@ -74,9 +87,17 @@ impl RedisCluster {
                 Some(Process(child))
             })
             .collect();
-        let cluster = Self { ports, nodes, dir };
-        for &port in &cluster.ports {
-            wait_until(&format!("redis node {port} answers"), Duration::from_secs(10), || redis_cli(port, &["ping"]).trim() == "PONG");
+        let mut cluster = Self { ports, nodes, dir };
+        for i in 0..cluster.ports.len() {
+            let port = cluster.ports[i];
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while redis_cli(port, &["ping"]).trim() != "PONG" {
+                let exited = cluster.nodes[i].as_mut().is_some_and(|n| n.0.try_wait().is_ok_and(|s| s.is_some()));
+                if exited || Instant::now() > deadline {
+                    return Err(format!("node {port} did not come up: {}", cluster.log(port)));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
         let addresses: Vec<String> = cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let created = Command::new("redis-cli")
@@ -88,7 +109,7 @@ impl RedisCluster {
             .expect("redis-cli runs");
         assert!(created.status.success(), "redis-cli --cluster create failed: {}", String::from_utf8_lossy(&created.stdout));
         cluster.wait_healthy(masters);
-        cluster
+        Ok(cluster)
     }
 
     /// Waits until every live node says the cluster is ok, with `masters`
