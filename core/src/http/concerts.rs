@@ -1,14 +1,20 @@
 //! The catalogue: concerts, their performances (dates) and seats.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, time::Instant};
 
-use axum::{Json, Router, extract::{DefaultBodyLimit, Path, State}, http::StatusCode, routing::{get, post}};
+use axum::{
+    Json, Router,
+    extract::{DefaultBodyLimit, Path, State},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tower_http::limit::RequestBodyLimitLayer;
 
 use super::{
-    ADMIN_BODY_LIMIT, AppState, ts,
+    ADMIN_BODY_LIMIT, AppState, Rendered, SEAT_MAP_TTL, ts,
     error::{ApiError, Result},
     extract::{Admin, ApiJson, parse_id},
 };
@@ -132,8 +138,22 @@ async fn list(State(s): State<AppState>) -> Result<Json<Value>> {
     Ok(Json(json!({ "concerts": concerts })))
 }
 
-async fn performances(State(s): State<AppState>, Path(raw): Path<String>) -> Result<Json<Value>> {
+async fn performances(State(s): State<AppState>, Path(raw): Path<String>) -> Result<Response> {
     let concert_id = parse_id(&raw, "concert_id")?;
+    let cached = s.caches.performance_lists.lock().unwrap_or_else(|p| p.into_inner()).get(&concert_id).cloned();
+    let list = match cached {
+        Some(list) if list.rendered_at.elapsed() < SEAT_MAP_TTL => list,
+        _ => {
+            let list = Rendered { rendered_at: Instant::now(), body: render_performances(&s, concert_id).await?.into() };
+            s.caches.performance_lists.lock().unwrap_or_else(|p| p.into_inner()).insert(concert_id, list.clone());
+            list
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], list.body).into_response())
+}
+
+/// The concert's performance list as JSON text (a missing concert is 404, and not cached).
+async fn render_performances(s: &AppState, concert_id: i64) -> Result<String> {
     let list = s.store.performances(concert_id, s.clock.now_ms()).await?;
     let performances: Vec<Value> = list
         .iter()
@@ -146,7 +166,7 @@ async fn performances(State(s): State<AppState>, Path(raw): Path<String>) -> Res
             })
         })
         .collect();
-    Ok(Json(json!({ "concert_id": concert_id, "performances": performances })))
+    Ok(json!({ "concert_id": concert_id, "performances": performances }).to_string())
 }
 
 #[cfg(test)]

@@ -86,6 +86,19 @@ pub struct Caches {
     /// other instances' changes show within the TTL. Holds are decided by
     /// the database, never by this map.
     pub seat_maps: std::sync::Mutex<std::collections::HashMap<i64, SeatMap>>,
+    /// Rendered performance lists (with their seat counts) by concert, each
+    /// kept for [`SEAT_MAP_TTL`]: the list every admitted user opens first,
+    /// and its counts read every seat of the concert. Like the seat maps,
+    /// this instance's own holds, releases and payments drop their
+    /// concert's list at once; other instances' show within the TTL.
+    pub performance_lists: std::sync::Mutex<std::collections::HashMap<i64, Rendered>>,
+}
+
+/// A rendered answer and when it was rendered.
+#[derive(Clone)]
+pub struct Rendered {
+    pub rendered_at: Instant,
+    pub body: axum::body::Bytes,
 }
 
 /// A rendered seat map and what it was rendered for.
@@ -105,6 +118,11 @@ impl Caches {
         self.seat_maps.lock().unwrap_or_else(|p| p.into_inner()).remove(&performance_id);
     }
 
+    /// Drops a concert's performance list, after a change to one of its seats.
+    pub fn forget_performance_list(&self, concert_id: i64) {
+        self.performance_lists.lock().unwrap_or_else(|p| p.into_inner()).remove(&concert_id);
+    }
+
     /// Drops every seat map, when the changed performance is not at hand.
     pub fn forget_seat_maps(&self) {
         self.seat_maps.lock().unwrap_or_else(|p| p.into_inner()).clear();
@@ -115,7 +133,8 @@ impl Caches {
     pub fn flush(&self) -> Flushed {
         let seat_maps = std::mem::take(&mut *self.seat_maps.lock().unwrap_or_else(|p| p.into_inner())).len();
         let known_concerts = std::mem::take(&mut *self.known_concerts.write().unwrap_or_else(|p| p.into_inner())).len();
-        Flushed { seat_maps, known_concerts }
+        let performance_lists = std::mem::take(&mut *self.performance_lists.lock().unwrap_or_else(|p| p.into_inner())).len();
+        Flushed { seat_maps, known_concerts, performance_lists }
     }
 }
 
@@ -124,6 +143,7 @@ impl Caches {
 pub struct Flushed {
     pub seat_maps: usize,
     pub known_concerts: usize,
+    pub performance_lists: usize,
 }
 
 /// Request bodies above this are refused with 413; concert creation, which

@@ -57,6 +57,7 @@ async fn pay(
     let receipt = result?;
     if !receipt.replayed {
         s.caches.forget_seat_maps();
+        s.caches.forget_performance_list(place.concert_id);
         remember_seat(&s, place.concert_id, receipt.value.seat_id, SeatFlag::Sold);
         if let Err(e) = s.queue.finish(place).await {
             // The place lapses at the end of its window anyway.

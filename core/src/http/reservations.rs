@@ -105,6 +105,7 @@ async fn hold(
         Ok(r) => {
             holds.with_label_values(&["held"]).inc();
             s.caches.forget_seat_map(r.performance_id);
+            s.caches.forget_performance_list(r.concert_id);
             remember_seat(&s, r.concert_id, r.seat_id, SeatFlag::HeldUntil(r.expires_at));
             Ok((StatusCode::CREATED, Json(reservation_json(&r))))
         }
@@ -146,6 +147,7 @@ async fn show(State(s): State<AppState>, user: AuthUser, Path(raw): Path<String>
 async fn release(State(s): State<AppState>, user: AuthUser, Path(raw): Path<String>) -> Result<Json<Value>> {
     let r = s.store.release(reservation_id(&raw)?, user.0, s.clock.now_ms()).await?;
     s.caches.forget_seat_map(r.performance_id);
+    s.caches.forget_performance_list(r.concert_id);
     s.queue.forget_seat(r.concert_id, r.seat_id).await;
     Ok(Json(reservation_json(&r)))
 }

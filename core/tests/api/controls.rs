@@ -286,6 +286,9 @@ pub(crate) async fn flushing_the_caches_drops_seat_maps_and_known_concerts(backe
     let seats = format!("/v1/performances/{}/seats", concert.performance_id);
     let (status, map) = app.call("GET", &seats, &[("authorization", &bearer(user)), ("queue-token", &q)], None).await;
     assert_eq!((status, map["seats"][0]["status"].as_str()), (StatusCode::OK, Some("AVAILABLE")));
+    let list = format!("/v1/concerts/{}/performances", concert.id);
+    let available = |body: &Value| body["performances"][0]["available_seats"].as_i64();
+    assert_eq!(available(&app.call("GET", &list, &[], None).await.1), Some(2));
 
     // A hold this instance did not see (as if by another replica).
     let now = app.clock.now_ms();
@@ -298,15 +301,17 @@ pub(crate) async fn flushing_the_caches_drops_seat_maps_and_known_concerts(backe
         max_holds: 4,
     };
     app.state.store.hold_seat(&request).await.unwrap();
+    assert_eq!(available(&app.call("GET", &list, &[], None).await.1), Some(2), "another instance's hold shows only after the TTL, or a flush");
 
     let (status, flushed) = admin(&app, "POST", "/v1/admin/caches/flush", None).await;
-    assert_eq!((status, flushed), (StatusCode::OK, json!({ "flushed": { "seat_maps": 1, "known_concerts": 1 } })));
+    assert_eq!((status, flushed), (StatusCode::OK, json!({ "flushed": { "seat_maps": 1, "known_concerts": 1, "performance_lists": 1 } })));
+    assert_eq!(available(&app.call("GET", &list, &[], None).await.1), Some(1), "the list is rendered afresh");
     let (_, map) = app.call("GET", &seats, &[("authorization", &bearer(user)), ("queue-token", &q)], None).await;
     assert_eq!(map["seats"][0]["status"], "HELD", "the map is rendered afresh");
     let (_, again) = admin(&app, "POST", "/v1/admin/caches/flush", None).await;
-    assert_eq!(again, json!({ "flushed": { "seat_maps": 1, "known_concerts": 0 } }));
+    assert_eq!(again, json!({ "flushed": { "seat_maps": 1, "known_concerts": 0, "performance_lists": 1 } }));
     let (_, empty) = admin(&app, "POST", "/v1/admin/caches/flush", None).await;
-    assert_eq!(empty, json!({ "flushed": { "seat_maps": 0, "known_concerts": 0 } }));
+    assert_eq!(empty, json!({ "flushed": { "seat_maps": 0, "known_concerts": 0, "performance_lists": 0 } }));
     // Queue entry still finds the concert after its cache entry is gone.
     let mut late = app.create_user("late").await;
     assert_eq!(app.enter_queue(&mut late, concert.id).await.0, StatusCode::CREATED);
