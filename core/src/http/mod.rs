@@ -123,11 +123,6 @@ impl Caches {
         self.performance_lists.lock().unwrap_or_else(|p| p.into_inner()).remove(&concert_id);
     }
 
-    /// Drops every seat map, when the changed performance is not at hand.
-    pub fn forget_seat_maps(&self) {
-        self.seat_maps.lock().unwrap_or_else(|p| p.into_inner()).clear();
-    }
-
     /// Empties every cache, for an operator who suspects a stale one.
     /// Returns how many entries each held.
     pub fn flush(&self) -> Flushed {

@@ -56,7 +56,7 @@ async fn pay(
     s.metrics.payments.with_label_values(&[outcome]).inc();
     let receipt = result?;
     if !receipt.replayed {
-        s.caches.forget_seat_maps();
+        s.caches.forget_seat_map(receipt.value.performance_id);
         s.caches.forget_performance_list(place.concert_id);
         remember_seat(&s, place.concert_id, receipt.value.seat_id, SeatFlag::Sold);
         if let Err(e) = s.queue.finish(place).await {

@@ -167,6 +167,9 @@ async fn a_full_booking_flow_sells_the_seat_and_ends_the_queue_token(backend: Ba
     assert_eq!(paid["status"], "PAID");
     assert_eq!(paid["amount"], 70_000);
     assert_eq!(app.balance(&user).await, 30_000);
+    // This instance's sale drops the seat's map and its concert's list at once.
+    assert!(!app.state.caches.seat_maps.lock().unwrap().contains_key(&concert.performance_id), "the sold seat's map is dropped");
+    assert!(!app.state.caches.performance_lists.lock().unwrap().contains_key(&concert.id), "the concert's list is dropped");
 
     // A retry of the same payment replays it, even though the queue token ended.
     let (status, replay) = app.pay(&user, &reservation_id, "pay-1").await;
