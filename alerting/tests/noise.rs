@@ -77,6 +77,8 @@ impl Booking {
             ("booking_queue_waiting", 0.0),
             ("booking_queue_admitted_total", 0.0),
             ("booking_holds_overdue", 0.0),
+            // Exported always, 0 without a read replica.
+            ("db_replica_lag_seconds", 0.0),
             ("telemetry_dropped_total", 0.0),
         ];
         for (name, value) in gauges {
