@@ -15,13 +15,35 @@ use redis::{
     aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
     cluster::ClusterClient,
     cluster_async::ClusterConnection,
-    cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo},
+    cluster_routing::{MultipleNodeRoutingInfo, Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr},
 };
 
 /// How long one attempt may wait: fail fast while a node is away instead of
 /// queueing requests behind reconnects (the callers have fallbacks).
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The longest a write waits for a replica (see [`Conn::replicated`]).
+const REPLICATION_WAIT: Duration = Duration::from_millis(50);
+
+/// A key's cluster slot: CRC16 (XMODEM) of its hash tag (or of the whole
+/// key without one), modulo 16384, as Redis computes it.
+fn key_slot(key: &[u8]) -> u16 {
+    let tag = key
+        .iter()
+        .position(|b| *b == b'{')
+        .and_then(|open| key[open + 1..].iter().position(|b| *b == b'}').map(|len| &key[open + 1..open + 1 + len]))
+        .filter(|tag| !tag.is_empty())
+        .unwrap_or(key);
+    let mut crc: u16 = 0;
+    for byte in tag {
+        crc ^= u16::from(*byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+        }
+    }
+    crc % 16384
+}
 
 #[derive(Clone)]
 pub enum Conn {
@@ -82,6 +104,20 @@ impl Conn {
         matches!(self, Conn::Cluster(_))
     }
 
+    /// Cluster only: waits (at most [`REPLICATION_WAIT`]) until a replica of
+    /// `key`'s master has every write sent to it so far. Replication is
+    /// asynchronous: a master killed right after admitting a batch or
+    /// placing a user would otherwise hand its replica a line without them,
+    /// and they would be told their place expired. A master without a
+    /// replica costs the wait; the answer is not checked, since a slow
+    /// replica must not stop the sale.
+    pub async fn replicated(&mut self, key: &str) {
+        let Conn::Cluster(c) = self else { return };
+        let route = Route::new(key_slot(key.as_bytes()), SlotAddr::Master);
+        let wait = redis::cmd("WAIT").arg(1).arg(REPLICATION_WAIT.as_millis() as u64).to_owned();
+        let _ = c.route_command(wait, RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route))).await;
+    }
+
     /// `INFO` of every master, by address (one entry, `single`, for a single node).
     pub async fn info_per_master(&mut self) -> RedisResult<Vec<(String, String)>> {
         match self {
@@ -121,7 +157,16 @@ impl ConnectionLike for Conn {
 
 #[cfg(test)]
 mod tests {
-    use super::cluster_seeds;
+    use super::{cluster_seeds, key_slot};
+
+    #[test]
+    fn key_slots_are_redis_clusters() {
+        // The examples of the Redis Cluster specification and CLUSTER KEYSLOT.
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"123456789"), 0x31C3 % 16384);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_eq!(key_slot(b"foo{}{bar}"), key_slot(b"foo{}{bar}"), "an empty tag hashes the whole key");
+    }
 
     #[test]
     fn a_cluster_url_names_its_seed_nodes() {

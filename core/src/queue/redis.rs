@@ -152,6 +152,9 @@ impl RedisQueue {
         }
         let call = invocation.arg(user_id).arg(concert_id).arg(now).arg(tick).invoke_async(&mut conn);
         let (seq, created, position, until, last_tick): (i64, i64, i64, i64, i64) = self.timed("enter", call).await?;
+        if created == 1 {
+            conn.replicated(&self.keys.tag(concert_id)).await;
+        }
         let status = if until > 0 { PlaceStatus::Active { until } } else { PlaceStatus::Waiting { position, last_tick: tick_read(last_tick) } };
         Ok(Place { seq, status, created: created == 1 })
     }
@@ -281,7 +284,11 @@ impl RedisQueue {
             .arg(policy.batch)
             .arg(policy.max_active)
             .arg(policy.window_ms);
-        Ok(self.timed("admit", invocation.invoke_async(&mut conn)).await?)
+        let admitted: i64 = self.timed("admit", invocation.invoke_async(&mut conn)).await?;
+        if admitted > 0 {
+            conn.replicated(&self.keys.tag(concert_id)).await;
+        }
+        Ok(admitted)
     }
 
     pub async fn finish(&self, place: QueueClaims) -> QueueResult<()> {
