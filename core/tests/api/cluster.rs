@@ -267,10 +267,20 @@ impl Drop for Down<'_> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cluster_sh_runs_a_sale_through_haproxy_that_survives_a_killed_instance() {
     let dir = testkit::TempDir::new("cluster-sh");
-    let base = free_port_base();
-    let (code, _, err) = cluster_sh(&dir, base, &["up"]);
+    // Other tests pick random ports too: one taken between the check and the
+    // bind is a fresh try on another base (cluster.sh stops what it started).
+    let mut attempt = 0;
+    let base = loop {
+        let base = free_port_base();
+        let (code, _, err) = cluster_sh(&dir, base, &["up"]);
+        if code == 0 {
+            break base;
+        }
+        attempt += 1;
+        let port_race = err.contains("Address already in use") || err.contains("taken");
+        assert!(port_race && attempt < 3, "cluster.sh up failed:\n{err}");
+    };
     let _down = Down(&dir, base);
-    assert_eq!(code, 0, "cluster.sh up failed:\n{err}");
     let (code, status, err) = cluster_sh(&dir, base, &["status"]);
     assert_eq!(code, 0, "{status}{err}");
     assert_eq!(status.lines().filter(|l| l.split_whitespace().nth(1) == Some("ok")).count(), 6, "redis, postgres, 3 instances, haproxy:\n{status}");
