@@ -116,9 +116,7 @@ impl RedisCluster {
     /// masters, each with a replica in sync.
     pub fn wait_healthy(&self, masters: usize) {
         wait_until("the cluster is ok with every replica in sync", Duration::from_secs(30), || {
-            let live = self.live_ports();
-            live.iter().all(|&p| info_field(&redis_cli(p, &["cluster", "info"]), "cluster_state").as_deref() == Some("ok"))
-                && self.masters().len() == masters
+            self.agrees_on(masters)
                 && self.masters().iter().all(|&m| {
                     let info = redis_cli(m, &["info", "replication"]);
                     info_field(&info, "connected_slaves").is_some_and(|n| n != "0") && info.contains("state=online")
@@ -129,10 +127,13 @@ impl RedisCluster {
     /// Waits until the live nodes agree on `masters` live masters again,
     /// after one was killed (its replica promoted).
     pub fn wait_failed_over(&self, masters: usize) {
-        wait_until("a replica took over the killed master's slots", Duration::from_secs(30), || {
-            self.live_ports().iter().all(|&p| info_field(&redis_cli(p, &["cluster", "info"]), "cluster_state").as_deref() == Some("ok"))
-                && self.masters().len() == masters
-        });
+        wait_until("a replica took over the killed master's slots", Duration::from_secs(30), || self.agrees_on(masters));
+    }
+
+    /// Every live node says `cluster_state:ok`, and there are `masters` live masters.
+    fn agrees_on(&self, masters: usize) -> bool {
+        self.live_ports().iter().all(|&p| info_field(&redis_cli(p, &["cluster", "info"]), "cluster_state").as_deref() == Some("ok"))
+            && self.masters().len() == masters
     }
 
     fn live_ports(&self) -> Vec<u16> {
