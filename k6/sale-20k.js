@@ -228,15 +228,18 @@ function pickSeat(available, hotMax, tried) {
 }
 
 /**
- * The seat ids of a listing and those shown AVAILABLE. gjson selectors
- * (`res.json(path)`) run in Go: about 1 ms for 1,000 seats where JSON.parse
- * in the VU takes about 9 ms, which at an admission tick of 500 users
- * would stall the VU's event loop for seconds.
+ * The seats shown AVAILABLE and the last hot seat's id (the listing is in
+ * seat_id order; the hot seats are its first HOT_SEAT_SHARE). gjson
+ * selectors (`res.json(path)`) run in Go: about 1 ms for 1,000 seats where
+ * JSON.parse in the VU takes about 9 ms, which at an admission tick of 500
+ * users would stall the VU's event loop for seconds. One filtered pass, a
+ * count and one indexed lookup: no array of every seat id is built.
  */
-function seatIds(res) {
-  const all = res.json('seats.#.seat_id') || [];
+function seatChoices(res) {
   const available = res.json('seats.#(status=="AVAILABLE")#.seat_id') || [];
-  return { all, available };
+  const total = res.json('seats.#') || 0;
+  const hotMax = total ? res.json(`seats.${Math.max(1, Math.ceil(total * HOT_SEAT_SHARE)) - 1}.seat_id`) || 0 : 0;
+  return { available, hotMax };
 }
 
 /** A date with seats left (by the listing), uniformly; any date if the listing failed. */
@@ -335,9 +338,7 @@ async function user(token, data) {
       abandoned.add(1, { step: 'seats' });
       return;
     }
-    // The listing is in seat_id order; the hot seats are its first HOT_SEAT_SHARE.
-    const { all, available } = seatIds(seatsRes);
-    const hotMax = all.length ? all[Math.max(1, Math.ceil(all.length * HOT_SEAT_SHARE)) - 1] : 0;
+    const { available, hotMax } = seatChoices(seatsRes);
     let relist = false;
     while (hold === null && attempts < RESERVE_ATTEMPTS && !relist) {
       const seatId = pickSeat(available, hotMax, tried);
