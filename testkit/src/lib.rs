@@ -15,7 +15,7 @@ use sqlx::Connection;
 mod pg;
 mod redis_cluster;
 pub use pg::PgCluster;
-pub use redis_cluster::{RedisCluster, info_field, redis_cli};
+pub use redis_cluster::{Paused, RedisCluster, info_field, redis_cli};
 
 /// The PostgreSQL tests create their databases on
 /// (`TEST_DATABASE_URL`, default the local server's `postgres` database).

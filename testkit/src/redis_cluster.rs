@@ -181,8 +181,40 @@ impl RedisCluster {
         self.nodes[i] = None;
     }
 
+    /// The port of `master`'s replica, as the master reports it.
+    pub fn replica_of(&self, master: u16) -> u16 {
+        let info = redis_cli(master, &["info", "replication"]);
+        info_field(&info, "slave0")
+            .and_then(|v| v.split(',').find_map(|kv| kv.strip_prefix("port=")).and_then(|p| p.parse().ok()))
+            .unwrap_or_else(|| panic!("{master} reports no replica: {info}"))
+    }
+
+    /// Stops one node with SIGSTOP until the guard drops (SIGCONT): alive
+    /// to the others for the cluster's node timeout (2 s), but answering
+    /// nothing, as a replica stalled on a slow disk.
+    pub fn pause(&self, port: u16) -> Paused {
+        let i = self.ports.iter().position(|p| *p == port).expect("a node of this cluster");
+        let pid = self.nodes[i].as_ref().expect("a live node").0.id();
+        signal(pid, "-STOP");
+        Paused(pid)
+    }
+
     /// The node's log, for a failing test's message.
     pub fn log(&self, port: u16) -> String {
         std::fs::read_to_string(self.dir.path(&format!("{port}.log"))).unwrap_or_default()
     }
+}
+
+/// A node stopped by [`RedisCluster::pause`]; continued on drop.
+pub struct Paused(u32);
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        signal(self.0, "-CONT");
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let sent = Command::new("kill").args([sig, &pid.to_string()]).status().is_ok_and(|s| s.success());
+    assert!(sent, "kill {sig} {pid} failed");
 }

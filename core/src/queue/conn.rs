@@ -28,7 +28,7 @@ const REPLICATION_WAIT: Duration = Duration::from_millis(50);
 
 /// A key's cluster slot: CRC16 (XMODEM) of its hash tag (or of the whole
 /// key without one), modulo 16384, as Redis computes it.
-fn key_slot(key: &[u8]) -> u16 {
+pub(super) fn key_slot(key: &[u8]) -> u16 {
     let tag = key
         .iter()
         .position(|b| *b == b'{')
@@ -109,13 +109,15 @@ impl Conn {
     /// asynchronous: a master killed right after admitting a batch or
     /// placing a user would otherwise hand its replica a line without them,
     /// and they would be told their place expired. A master without a
-    /// replica costs the wait; the answer is not checked, since a slow
-    /// replica must not stop the sale.
-    pub async fn replicated(&mut self, key: &str) {
-        let Conn::Cluster(c) = self else { return };
+    /// replica costs the wait. A slow replica must not stop the sale, so the
+    /// write stands either way; the answer says whether a replica confirmed
+    /// it (`true` on a single node), for `redis_replication_unconfirmed_total`.
+    pub async fn replicated(&mut self, key: &str) -> bool {
+        let Conn::Cluster(c) = self else { return true };
         let route = Route::new(key_slot(key.as_bytes()), SlotAddr::Master);
         let wait = redis::cmd("WAIT").arg(1).arg(REPLICATION_WAIT.as_millis() as u64).to_owned();
-        let _ = c.route_command(wait, RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route))).await;
+        let answer = c.route_command(wait, RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route))).await;
+        matches!(answer.ok().and_then(|v| redis::from_redis_value::<i64>(v).ok()), Some(n) if n >= 1)
     }
 
     /// `INFO` of every master, by address (one entry, `single`, for a single node).

@@ -153,7 +153,7 @@ impl RedisQueue {
         let call = invocation.arg(user_id).arg(concert_id).arg(now).arg(tick).invoke_async(&mut conn);
         let (seq, created, position, until, last_tick): (i64, i64, i64, i64, i64) = self.timed("enter", call).await?;
         if created == 1 {
-            conn.replicated(&self.keys.tag(concert_id)).await;
+            self.replicated(&mut conn, concert_id).await;
         }
         let status = if until > 0 { PlaceStatus::Active { until } } else { PlaceStatus::Waiting { position, last_tick: tick_read(last_tick) } };
         Ok(Place { seq, status, created: created == 1 })
@@ -171,6 +171,16 @@ impl RedisQueue {
         self.timed("lines", conn.sadd(self.keys.lines(), concert_id)).await?;
         self.lines_known().insert(concert_id);
         Ok(())
+    }
+
+    /// Waits for a replica to confirm the line's latest write (see
+    /// [`Conn::replicated`]), counting the writes none confirmed.
+    async fn replicated(&self, conn: &mut Conn, concert_id: i64) {
+        if !conn.replicated(&self.keys.tag(concert_id)).await {
+            if let Some(m) = &self.metrics {
+                m.replication_unconfirmed.inc();
+            }
+        }
     }
 
     fn lines_known(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
@@ -286,7 +296,7 @@ impl RedisQueue {
             .arg(policy.window_ms);
         let admitted: i64 = self.timed("admit", invocation.invoke_async(&mut conn)).await?;
         if admitted > 0 {
-            conn.replicated(&self.keys.tag(concert_id)).await;
+            self.replicated(&mut conn, concert_id).await;
         }
         Ok(admitted)
     }
@@ -377,8 +387,14 @@ impl RedisQueue {
         let mut conn = self.conn.clone();
         for pattern in self.keys.patterns() {
             let keys: Vec<String> = redis::cmd("KEYS").arg(pattern).query_async(&mut conn).await?;
-            for key in keys {
-                let _: i64 = redis::cmd("DEL").arg(key).query_async(&mut conn).await?;
+            // One DEL per key (a cluster refuses keys of several slots in
+            // one), pipelined: the client splits a pipeline by node.
+            for chunk in keys.chunks(500) {
+                let mut pipe = redis::pipe();
+                for key in chunk {
+                    pipe.del(key).ignore();
+                }
+                pipe.exec_async(&mut conn).await?;
             }
         }
         Ok(())
@@ -391,7 +407,7 @@ impl RedisQueue {
             return Ok(None);
         }
         let mut conn = self.conn.clone();
-        let slot: i64 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(self.keys.tag(concert_id)).query_async(&mut conn).await?;
+        let slot = i64::from(super::conn::key_slot(self.keys.tag(concert_id).as_bytes()));
         let slots: redis::Value = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut conn).await?;
         Ok(master_of_slot(&slots, slot))
     }

@@ -60,6 +60,9 @@ pub struct RedisMetrics {
     pub node_commands: IntCounterVec,
     pub keyspace_hits: IntCounter,
     pub keyspace_misses: IntCounter,
+    /// Cluster writes that no replica confirmed within the wait (`WAIT 1
+    /// 50`): a failover in that window could lose them.
+    pub replication_unconfirmed: IntCounter,
 }
 
 pub struct Metrics {
@@ -178,6 +181,10 @@ impl Metrics {
                 ),
                 keyspace_hits: counter("redis_keyspace_hits_total", "Redis keyspace_hits"),
                 keyspace_misses: counter("redis_keyspace_misses_total", "Redis keyspace_misses"),
+                replication_unconfirmed: counter(
+                    "redis_replication_unconfirmed_total",
+                    "Redis Cluster writes (a new place, an admitted batch) that no replica confirmed within 50 ms (WAIT 1 50 answered 0 or failed); 0 on a single node",
+                ),
             },
             replica: ReplicaMetrics {
                 lag: Gauge::new(
@@ -227,6 +234,7 @@ impl Metrics {
             Box::new(m.redis.node_commands.clone()),
             Box::new(m.redis.keyspace_hits.clone()),
             Box::new(m.redis.keyspace_misses.clone()),
+            Box::new(m.redis.replication_unconfirmed.clone()),
             Box::new(m.client_limited.clone()),
             Box::new(super::DROPPED.clone()),
         ];

@@ -83,6 +83,34 @@ async fn concerts_spread_over_the_masters_and_each_concerts_keys_stay_on_one() {
     }
 }
 
+/// A new place waits (at most 50 ms) for the line's replica to confirm it;
+/// one that no replica confirmed still stands and is counted, as the
+/// writes a failover at that moment could lose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_place_no_replica_confirmed_stands_and_is_counted() {
+    // One instance on the cluster, so that its own counter is the one read.
+    let cluster_app = spawn_app(Backend::Cluster).await;
+    let app = support::spawn_instance(cluster_app.resources.clone(), cluster_app.clock.clone(), |s| s).await;
+    let concert = app.create_concert(1, 1).await;
+    let unconfirmed = |metrics: &str| support::series_value(metrics, "redis_replication_unconfirmed_total", "");
+    let mut first = app.create_user("first").await;
+    let (status, body) = app.enter_queue(&mut first, concert.id).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(unconfirmed(&app.metrics_text().await), 0.0, "a replica in sync confirms the place");
+
+    let tag = format!("{{{}:c{}}}", app.resources.redis_prefix, concert.id);
+    let replica = {
+        let c = cluster(&app);
+        c.replica_of(c.master_of(&tag))
+    };
+    let stalled = cluster(&app).pause(replica);
+    let mut second = app.create_user("second").await;
+    let (status, body) = app.enter_queue(&mut second, concert.id).await;
+    drop(stalled);
+    assert_eq!((status, body["position"].as_i64()), (StatusCode::CREATED, Some(2)), "the place stands: {body}");
+    assert_eq!(unconfirmed(&app.metrics_text().await), 1.0, "and is counted");
+}
+
 /// Two lines, three instances, twelve admission calls per tick: each line
 /// admits its batch exactly once per tick, in order, nobody twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
