@@ -238,7 +238,7 @@ mod tests {
         c.put_performance_list(1, list(&[0, 3]));
         c.seat_changed(1, 11, 5, SeatStatus::Held); // another date
         c.seat_changed(1, 10, 6, SeatStatus::Held); // a seat the map does not have
-        c.seat_changed(2, 10, 5, SeatStatus::Held); // another concert's list
+        c.seat_changed(2, 12, 5, SeatStatus::Held); // another concert
         assert_eq!(statuses(&c.seat_map(10).unwrap().body), ["AVAILABLE"]);
         assert_eq!(available(&c.performance_list(1).unwrap()), [0, 2]);
         c.seat_changed(1, 10, 5, SeatStatus::Held);

@@ -1,6 +1,6 @@
 //! The catalogue: concerts, their performances (dates) and seats.
 
-use std::{collections::HashSet, time::Instant};
+use std::collections::HashSet;
 
 use axum::{
     Json, Router,
@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tower_http::limit::RequestBodyLimitLayer;
 
 use super::{
-    ADMIN_BODY_LIMIT, AppState, Rendered, SEAT_MAP_TTL, ts,
+    ADMIN_BODY_LIMIT, AppState, ts,
     error::{ApiError, Result},
     extract::{Admin, ApiJson, parse_id},
 };
@@ -140,33 +140,11 @@ async fn list(State(s): State<AppState>) -> Result<Json<Value>> {
 
 async fn performances(State(s): State<AppState>, Path(raw): Path<String>) -> Result<Response> {
     let concert_id = parse_id(&raw, "concert_id")?;
-    let cached = s.caches.performance_lists.lock().unwrap_or_else(|p| p.into_inner()).get(&concert_id).cloned();
-    let list = match cached {
-        Some(list) if list.rendered_at.elapsed() < SEAT_MAP_TTL => list,
-        _ => {
-            let list = Rendered { rendered_at: Instant::now(), body: render_performances(&s, concert_id).await?.into() };
-            s.caches.performance_lists.lock().unwrap_or_else(|p| p.into_inner()).insert(concert_id, list.clone());
-            list
-        }
+    let body = match s.caches.performance_list(concert_id) {
+        Some(body) => body,
+        None => s.caches.put_performance_list(concert_id, s.store.performances(concert_id, s.clock.now_ms()).await?),
     };
-    Ok(([(header::CONTENT_TYPE, "application/json")], list.body).into_response())
-}
-
-/// The concert's performance list as JSON text (a missing concert is 404, and not cached).
-async fn render_performances(s: &AppState, concert_id: i64) -> Result<String> {
-    let list = s.store.performances(concert_id, s.clock.now_ms()).await?;
-    let performances: Vec<Value> = list
-        .iter()
-        .map(|p| {
-            json!({
-                "performance_id": p.performance_id,
-                "starts_at": ts(p.starts_at),
-                "total_seats": p.total_seats,
-                "available_seats": p.available_seats,
-            })
-        })
-        .collect();
-    Ok(json!({ "concert_id": concert_id, "performances": performances }).to_string())
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The HTTP API: one module per resource, each with its `router()`, merged
 //! in [`app`] under the shared layers.
 
+pub mod caches;
 pub mod error;
 pub mod extract;
 
@@ -75,71 +76,7 @@ pub struct Services {
     pub client_limits: ClientLimits,
 }
 
-/// Read caches that spare the database the hottest reads of a sale.
-#[derive(Default)]
-pub struct Caches {
-    /// Concerts never disappear, so a concert seen once exists.
-    pub known_concerts: std::sync::RwLock<std::collections::HashSet<i64>>,
-    /// Rendered seat maps by performance (with the performance's concert),
-    /// each kept for [`SEAT_MAP_TTL`].
-    /// This instance's own holds, releases and payments drop them at once;
-    /// other instances' changes show within the TTL. Holds are decided by
-    /// the database, never by this map.
-    pub seat_maps: std::sync::Mutex<std::collections::HashMap<i64, SeatMap>>,
-    /// Rendered performance lists (with their seat counts) by concert, each
-    /// kept for [`SEAT_MAP_TTL`]: the list every admitted user opens first,
-    /// and its counts read every seat of the concert. Like the seat maps,
-    /// this instance's own holds, releases and payments drop their
-    /// concert's list at once; other instances' show within the TTL.
-    pub performance_lists: std::sync::Mutex<std::collections::HashMap<i64, Rendered>>,
-}
-
-/// A rendered answer and when it was rendered.
-#[derive(Clone)]
-pub struct Rendered {
-    pub rendered_at: Instant,
-    pub body: axum::body::Bytes,
-}
-
-/// A rendered seat map and what it was rendered for.
-#[derive(Clone)]
-pub struct SeatMap {
-    pub rendered_at: Instant,
-    pub concert_id: i64,
-    pub body: axum::body::Bytes,
-}
-
-/// How stale a seat map may be when another instance changed it.
-pub const SEAT_MAP_TTL: std::time::Duration = std::time::Duration::from_secs(1);
-
-impl Caches {
-    /// Drops one performance's seat map, after a change to one of its seats.
-    pub fn forget_seat_map(&self, performance_id: i64) {
-        self.seat_maps.lock().unwrap_or_else(|p| p.into_inner()).remove(&performance_id);
-    }
-
-    /// Drops a concert's performance list, after a change to one of its seats.
-    pub fn forget_performance_list(&self, concert_id: i64) {
-        self.performance_lists.lock().unwrap_or_else(|p| p.into_inner()).remove(&concert_id);
-    }
-
-    /// Empties every cache, for an operator who suspects a stale one.
-    /// Returns how many entries each held.
-    pub fn flush(&self) -> Flushed {
-        let seat_maps = std::mem::take(&mut *self.seat_maps.lock().unwrap_or_else(|p| p.into_inner())).len();
-        let known_concerts = std::mem::take(&mut *self.known_concerts.write().unwrap_or_else(|p| p.into_inner())).len();
-        let performance_lists = std::mem::take(&mut *self.performance_lists.lock().unwrap_or_else(|p| p.into_inner())).len();
-        Flushed { seat_maps, known_concerts, performance_lists }
-    }
-}
-
-/// What [`Caches::flush`] dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct Flushed {
-    pub seat_maps: usize,
-    pub known_concerts: usize,
-    pub performance_lists: usize,
-}
+pub use caches::{Caches, Flushed, SEAT_MAP_TTL, SeatMap};
 
 /// Request bodies above this are refused with 413; concert creation, which
 /// carries whole seat maps, may send more.

@@ -10,7 +10,10 @@ use super::{
     extract::{ApiJson, AuthUser, IdempotencyKey, QueuePlace},
     reservations::remember_seat,
 };
-use crate::{queue::SeatFlag, store::StoreError};
+use crate::{
+    queue::SeatFlag,
+    store::{SeatStatus, StoreError},
+};
 
 pub const ROUTES: &[(&str, &str)] = &[("POST", "/v1/payments")];
 
@@ -56,8 +59,7 @@ async fn pay(
     s.metrics.payments.with_label_values(&[outcome]).inc();
     let receipt = result?;
     if !receipt.replayed {
-        s.caches.forget_seat_map(receipt.value.performance_id);
-        s.caches.forget_performance_list(place.concert_id);
+        s.caches.seat_changed(place.concert_id, receipt.value.performance_id, receipt.value.seat_id, SeatStatus::Sold);
         remember_seat(&s, place.concert_id, receipt.value.seat_id, SeatFlag::Sold);
         if let Err(e) = s.queue.finish(place).await {
             // The place lapses at the end of its window anyway.

@@ -1,6 +1,5 @@
 //! Seats of a performance, and holds on them.
 
-use std::time::Instant;
 
 use axum::{
     Json, Router,
@@ -13,13 +12,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    AppState, SEAT_MAP_TTL, SeatMap, ts,
+    AppState, ts,
     error::{ApiError, Result},
     extract::{ApiJson, AuthUser, QueuePlace, parse_id},
 };
 use crate::{
     queue::SeatFlag,
-    store::{HoldRequest, Reservation, StoreError, Taken},
+    store::{HoldRequest, Reservation, SeatStatus, StoreError, Taken},
 };
 
 pub const ROUTES: &[(&str, &str)] = &[
@@ -40,16 +39,12 @@ async fn seats(State(s): State<AppState>, user: AuthUser, place: QueuePlace, Pat
     let place = place.of(user)?;
     let performance_id = parse_id(&raw, "performance_id")?;
     s.require_active(place, None).await?;
-    let cached = s.caches.seat_maps.lock().unwrap_or_else(|p| p.into_inner()).get(&performance_id).cloned();
-    let map = match cached {
-        Some(map) if map.rendered_at.elapsed() < SEAT_MAP_TTL => map,
-        _ => {
+    let map = match s.caches.seat_map(performance_id) {
+        Some(map) => map,
+        None => {
             let concert_id = s.store.performance_concert(performance_id).await?;
             let seats = s.store.seats(performance_id, s.clock.now_ms()).await?;
-            let body = json!({ "performance_id": performance_id, "seats": seats }).to_string().into();
-            let map = SeatMap { rendered_at: Instant::now(), concert_id, body };
-            s.caches.seat_maps.lock().unwrap_or_else(|p| p.into_inner()).insert(performance_id, map.clone());
-            map
+            s.caches.put_seat_map(performance_id, concert_id, seats)
         }
     };
     // A map is only shown to holders of a place in its own concert.
@@ -104,8 +99,7 @@ async fn hold(
     match s.store.hold_seat(&req).await {
         Ok(r) => {
             holds.with_label_values(&["held"]).inc();
-            s.caches.forget_seat_map(r.performance_id);
-            s.caches.forget_performance_list(r.concert_id);
+            s.caches.seat_changed(r.concert_id, r.performance_id, r.seat_id, SeatStatus::Held);
             remember_seat(&s, r.concert_id, r.seat_id, SeatFlag::HeldUntil(r.expires_at));
             Ok((StatusCode::CREATED, Json(reservation_json(&r))))
         }
@@ -146,8 +140,7 @@ async fn show(State(s): State<AppState>, user: AuthUser, Path(raw): Path<String>
 
 async fn release(State(s): State<AppState>, user: AuthUser, Path(raw): Path<String>) -> Result<Json<Value>> {
     let r = s.store.release(reservation_id(&raw)?, user.0, s.clock.now_ms()).await?;
-    s.caches.forget_seat_map(r.performance_id);
-    s.caches.forget_performance_list(r.concert_id);
+    s.caches.seat_changed(r.concert_id, r.performance_id, r.seat_id, SeatStatus::Available);
     s.queue.forget_seat(r.concert_id, r.seat_id).await;
     Ok(Json(reservation_json(&r)))
 }
