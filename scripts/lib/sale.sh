@@ -170,8 +170,8 @@ sale_k6_start() {
   printf '%s\n' "${cmd[*]}" | sed "s/$ADMIN_KEY/\$ADMIN_KEY/g" >"$RUN/k6-command.txt"
   # Each VU keeps hundreds of connections open at the admission bursts.
   ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-  # Go's collector took a quarter of k6's CPU at GOGC=100 (perf, run
-  # 20261202T102251Z), and its assists stall the goroutines that read the
+  # Go's collector took a quarter of k6's CPU at GOGC=100 (perf record of
+  # k6 in a 2,000-user run; BENCHMARKS.md, the 11:48Z sale), and its assists stall the goroutines that read the
   # responses being timed: K6_GOGC (400) trades memory, of which this
   # machine has plenty, for both. K6_NICE: k6's scheduling priority (nice
   # execs, so the pid is k6's).

@@ -88,15 +88,16 @@ async fn concerts_spread_over_the_masters_and_each_concerts_keys_stay_on_one() {
 /// writes a failover at that moment could lose.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_place_no_replica_confirmed_stands_and_is_counted() {
-    // One instance on the cluster, so that its own counter is the one read.
-    let cluster_app = spawn_app(Backend::Cluster).await;
-    let app = support::spawn_instance(cluster_app.resources.clone(), cluster_app.clock.clone(), |s| s).await;
+    // One instance on a cluster of the test's own, so that its own counter is the one read.
+    let resources = std::sync::Arc::new(support::Resources::new(Backend::Cluster).await);
+    let app = support::spawn_instance(resources, booking::domain::Clock::default(), |s| s).await;
     let concert = app.create_concert(1, 1).await;
     let unconfirmed = |metrics: &str| support::series_value(metrics, "redis_replication_unconfirmed_total", "");
     let mut first = app.create_user("first").await;
     let (status, body) = app.enter_queue(&mut first, concert.id).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert_eq!(unconfirmed(&app.metrics_text().await), 0.0, "a replica in sync confirms the place");
+    // Usually 0 here; a replica slower than 50 ms on a loaded machine counts too, so the test counts from here.
+    let before = unconfirmed(&app.metrics_text().await);
 
     let tag = format!("{{{}:c{}}}", app.resources.redis_prefix, concert.id);
     let replica = {
@@ -108,7 +109,7 @@ async fn a_place_no_replica_confirmed_stands_and_is_counted() {
     let (status, body) = app.enter_queue(&mut second, concert.id).await;
     drop(stalled);
     assert_eq!((status, body["position"].as_i64()), (StatusCode::CREATED, Some(2)), "the place stands: {body}");
-    assert_eq!(unconfirmed(&app.metrics_text().await), 1.0, "and is counted");
+    assert_eq!(unconfirmed(&app.metrics_text().await), before + 1.0, "and is counted");
 }
 
 /// Two lines, three instances, twelve admission calls per tick: each line
