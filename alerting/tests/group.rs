@@ -275,7 +275,9 @@ async fn a_postgresql_restart_under_the_group_loses_and_repeats_no_page() {
     cluster.start_again();
 
     // Evaluation resumes and the incident resolves, once.
-    group.slack.wait_for(2, Duration::from_secs(40)).await;
+    if let Err(e) = group.slack.try_wait_for(2, Duration::from_secs(40)).await {
+        panic!("{e}\n--- B ---\n{}\n--- C ---\n{}\n--- PostgreSQL ---\n{}", b.logs(), c.logs(), cluster.log());
+    }
     let leader = members[new_leader(&members, Duration::from_secs(20)).await];
     let evaluated = evaluations(leader).await;
     wait_until("three more evaluations", Duration::from_secs(15), async || evaluations(leader).await >= evaluated + 3.0).await;

@@ -326,6 +326,46 @@ async fn a_resolved_page_carries_the_value_at_resolution_and_how_long_it_lasted(
     assert!(text.contains("13 min"), "{text}");
 }
 
+/// A resolution whose pages cannot be written (the database went away
+/// halfway, or the evaluator's lease lapsed) changes nothing: the incident
+/// stays open, so the evaluator's retry of the same transition resolves it
+/// and pages. Resolved first and paged after, the retry would find nothing
+/// open and the resolved page would never go out.
+#[tokio::test]
+async fn a_resolution_that_fails_halfway_is_redone_in_full_by_the_retry() {
+    let h = harness(None, Config::default()).await;
+    h.service.apply(vec![fired(Severity::Critical)], T0).await.unwrap();
+    h.service.deliver(T0).await.unwrap();
+    // While `failpoint` holds a row, writing a resolved page fails.
+    sqlx::any::install_default_drivers();
+    let db = sqlx::AnyPool::connect(&format!("sqlite://{}", h._dir.path("incidents.db").display())).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE failpoint (armed INTEGER);
+         CREATE TRIGGER fail_resolved_pages BEFORE INSERT ON outbox
+         WHEN NEW.dedup_key LIKE '%:resolved:%' AND EXISTS (SELECT 1 FROM failpoint)
+         BEGIN SELECT RAISE(ABORT, 'injected: the database went away'); END;
+         INSERT INTO failpoint VALUES (1);",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    let key = AlertKey { rule_id: "high-error-rate".into(), labels: Default::default() };
+    let resolved = || vec![Transition::Resolved { key: key.clone(), value: 0.0 }];
+    let failed = h.service.apply(resolved(), T0 + 5 * MIN).await;
+    assert!(failed.is_err(), "the injected failure reaches the evaluator");
+    let incident = &h.service.store.list(None, 1).await.unwrap()[0];
+    assert_eq!(incident.state, State::Firing, "nothing of the failed resolution landed");
+
+    sqlx::raw_sql("DELETE FROM failpoint").execute(&db).await.unwrap();
+    h.service.apply(resolved(), T0 + 5 * MIN + 1000).await.unwrap();
+    h.service.deliver(T0 + 5 * MIN + 1000).await.unwrap();
+    let kinds: Vec<Value> = console_pages(&h).iter().map(|p| p["page"]["kind"]["type"].clone()).collect();
+    assert_eq!(kinds, ["firing", "resolved"]);
+    let timeline = h.service.store.timeline(incident.id).await.unwrap();
+    assert_eq!(timeline.iter().filter(|e| e.kind == "resolved").count(), 1, "one resolution on the timeline");
+    assert_eq!(h.service.store.list(None, 1).await.unwrap()[0].state, State::Resolved);
+}
+
 /// A warning of the `slow` rule on its own series (`route`).
 fn slow_on(route: &str, at: i64) -> Transition {
     Transition::Fired {

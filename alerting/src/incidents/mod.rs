@@ -13,10 +13,11 @@ mod retention;
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use serde::{Deserialize, Serialize};
-use sqlx::{AnyPool, Row, any::AnyPoolOptions};
+use sqlx::{AnyConnection, AnyPool, Row, any::AnyPoolOptions};
 
 pub use lease::{Evaluator, Fence, Lease};
 pub use outbox::Claim;
+use outbox::paged_on;
 pub use retention::{Purged, Retention};
 
 use crate::rules::{Op, Severity};
@@ -146,6 +147,15 @@ pub struct NewIncident {
     pub paged_at: i64,
 }
 
+/// An outbox row to write beside another change, in its transaction.
+#[derive(Debug, Clone)]
+pub struct NewPage {
+    pub dedup_key: String,
+    pub channel: String,
+    pub recipients: String,
+    pub page: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct OutboxRow {
     pub id: i64,
@@ -257,6 +267,32 @@ fn incident(row: &sqlx::any::AnyRow) -> Result<Incident> {
     })
 }
 
+async fn get_on(conn: &mut AnyConnection, id: i64) -> Result<Incident> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = $1")))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .ok_or(IncidentError::NotFound(id))?;
+    incident(&row)
+}
+
+async fn insert_event_on(conn: &mut AnyConnection, id: i64, at: i64, kind: &str, actor: Actor<'_>, text: &str, data: Option<&serde_json::Value>) -> Result<()> {
+    let done = sqlx::query("INSERT INTO timeline (incident_id, at, kind, actor, key_name, text, data) SELECT id, $2, $3, $4, $5, $6, $7 FROM incidents WHERE id = $1")
+        .bind(id)
+        .bind(at)
+        .bind(kind)
+        .bind(actor.by)
+        .bind(actor.key)
+        .bind(text)
+        .bind(data.map(|d| d.to_string()))
+        .execute(conn)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(IncidentError::NotFound(id));
+    }
+    Ok(())
+}
+
 fn op_str(op: Op) -> &'static str {
     match op {
         Op::Above => "above",
@@ -350,8 +386,12 @@ impl Store {
     /// was refused for a lost lease, else `Ok` (there was nothing to change).
     async fn check_fence(&self) -> Result<()> {
         let Some(fence) = &self.fence else { return Ok(()) };
+        self.check_fence_on(&mut *self.pool.acquire().await?, fence).await
+    }
+
+    async fn check_fence_on(&self, conn: &mut AnyConnection, fence: &Fence) -> Result<()> {
         let held = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT 1 AS held FROM evaluator WHERE {}", self.held(fence))))
-            .fetch_optional(&self.pool)
+            .fetch_optional(conn)
             .await?;
         if held.is_none() { Err(IncidentError::Fenced(fence.epoch)) } else { Ok(()) }
     }
@@ -443,12 +483,7 @@ impl Store {
     }
 
     pub async fn get(&self, id: i64) -> Result<Incident> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = $1")))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(IncidentError::NotFound(id))?;
-        incident(&row)
+        get_on(&mut *self.pool.acquire().await?, id).await
     }
 
     /// Newest first; `state` filters.
@@ -523,20 +558,7 @@ impl Store {
     }
 
     async fn insert_event(&self, id: i64, at: i64, kind: &str, actor: Actor<'_>, text: &str, data: Option<&serde_json::Value>) -> Result<()> {
-        let done = sqlx::query("INSERT INTO timeline (incident_id, at, kind, actor, key_name, text, data) SELECT id, $2, $3, $4, $5, $6, $7 FROM incidents WHERE id = $1")
-            .bind(id)
-            .bind(at)
-            .bind(kind)
-            .bind(actor.by)
-            .bind(actor.key)
-            .bind(text)
-            .bind(data.map(|d| d.to_string()))
-            .execute(&self.pool)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(IncidentError::NotFound(id));
-        }
-        Ok(())
+        insert_event_on(&mut *self.pool.acquire().await?, id, at, kind, actor, text, data).await
     }
 
     /// A worse severity: the escalation plan starts over at step 0.
@@ -617,22 +639,49 @@ impl Store {
 
     /// Resolves; `Ok(None)` when it already was.
     pub async fn resolve(&self, id: i64, who: impl Into<Who>, now: i64) -> Result<Option<Incident>> {
+        self.resolve_notifying(id, who, now, |_, _| Vec::new()).await
+    }
+
+    /// Resolves and writes the pages that say so, in one transaction:
+    /// `pages` is given the resolved incident and everyone paged about it
+    /// (per channel, see [`Store::paged`]) and returns the rows to write.
+    /// Either all of it lands or none: a write refused halfway (the
+    /// database gone, the lease lost) leaves the incident open, so the
+    /// evaluator's retry resolves it again and nobody misses the news.
+    /// `Ok(None)` when it already was resolved.
+    pub async fn resolve_notifying(
+        &self,
+        id: i64,
+        who: impl Into<Who>,
+        now: i64,
+        pages: impl FnOnce(&Incident, &[(String, String)]) -> Vec<NewPage>,
+    ) -> Result<Option<Incident>> {
         let who = who.into();
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE incidents SET state = 'resolved', resolved_at = $2 WHERE id = $1 AND state <> 'resolved' AND {}",
             self.fence_sql()
         )))
         .bind(id)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
-            self.get(id).await?;
-            self.check_fence().await?;
+            get_on(&mut tx, id).await?;
+            if let Some(fence) = &self.fence {
+                self.check_fence_on(&mut tx, fence).await?;
+            }
             return Ok(None);
         }
-        self.record_change(id, now, "resolved", &who, &format!("resolved by {}", who.by), None).await?;
-        Ok(Some(self.get(id).await?))
+        let actor = Actor { by: Some(&who.by), key: who.key.as_deref() };
+        insert_event_on(&mut tx, id, now, "resolved", actor, &format!("resolved by {}", who.by), None).await?;
+        let resolved = get_on(&mut tx, id).await?;
+        let paged = paged_on(&mut tx, id).await?;
+        for page in pages(&resolved, &paged) {
+            self.enqueue_on(&mut tx, &[id], &page.dedup_key, &page.channel, &page.recipients, &page.page, now).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(resolved))
     }
 
     pub async fn add_silence(&self, s: &Silence) -> Result<Silence> {

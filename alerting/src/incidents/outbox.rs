@@ -10,7 +10,7 @@
 //! renews its claim, and it writes the outcome only under its own token, so
 //! a sender paused past its deadline finds the row taken and sends nothing.
 
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 
 use super::{OutboxRow, Result, Store};
 
@@ -191,6 +191,23 @@ impl Store {
     /// Writes one grouped page for `incidents` (the first owns the row, the
     /// others are its members); `false` when it was written already.
     pub async fn enqueue_group(&self, incidents: &[i64], dedup_key: &str, channel: &str, recipients: &str, page: &str, now: i64) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let written = self.enqueue_on(&mut tx, incidents, dedup_key, channel, recipients, page, now).await?;
+        tx.commit().await?;
+        Ok(written)
+    }
+
+    /// [`Store::enqueue_group`] on `conn` (inside the caller's transaction).
+    pub(super) async fn enqueue_on(
+        &self,
+        conn: &mut AnyConnection,
+        incidents: &[i64],
+        dedup_key: &str,
+        channel: &str,
+        recipients: &str,
+        page: &str,
+        now: i64,
+    ) -> Result<bool> {
         let Some((&first, rest)) = incidents.split_first() else { return Ok(false) };
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO outbox (incident_id, dedup_key, channel, recipients, page, status, attempts, next_attempt_at, created_at)
@@ -203,10 +220,12 @@ impl Store {
         .bind(recipients)
         .bind(page)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *conn)
         .await?;
         let Some(row) = row else {
-            self.check_fence().await?;
+            if let Some(fence) = &self.fence {
+                self.check_fence_on(conn, fence).await?;
+            }
             return Ok(false);
         };
         let id: i64 = row.try_get("id")?;
@@ -214,7 +233,7 @@ impl Store {
             sqlx::query("INSERT INTO outbox_members (outbox_id, incident_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                 .bind(id)
                 .bind(*incident)
-                .execute(&self.pool)
+                .execute(&mut *conn)
                 .await?;
         }
         Ok(true)
@@ -248,15 +267,7 @@ impl Store {
     /// resolved (grouped pages included). (Retention keeps these rows while
     /// the incident is open.)
     pub async fn paged(&self, incident_id: i64) -> Result<Vec<(String, String)>> {
-        let rows = sqlx::query(
-            "SELECT channel, recipients FROM outbox
-             WHERE (incident_id = $1 OR id IN (SELECT outbox_id FROM outbox_members WHERE incident_id = $1)) AND dedup_key NOT LIKE '%:resolved:%'
-             ORDER BY id",
-        )
-            .bind(incident_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| Ok((r.try_get("channel")?, r.try_get("recipients")?))).collect()
+        paged_on(&mut *self.pool.acquire().await?, incident_id).await
     }
 
     /// Pages written but not yet delivered (the `outbox_due` index answers
@@ -265,4 +276,17 @@ impl Store {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE status = 'pending'").fetch_one(&self.pool).await?;
         Ok(row.try_get("n")?)
     }
+}
+
+/// [`Store::paged`] on `conn`.
+pub(super) async fn paged_on(conn: &mut AnyConnection, incident_id: i64) -> Result<Vec<(String, String)>> {
+    let rows = sqlx::query(
+        "SELECT channel, recipients FROM outbox
+         WHERE (incident_id = $1 OR id IN (SELECT outbox_id FROM outbox_members WHERE incident_id = $1)) AND dedup_key NOT LIKE '%:resolved:%'
+         ORDER BY id",
+    )
+    .bind(incident_id)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(|r| Ok((r.try_get("channel")?, r.try_get("recipients")?))).collect()
 }

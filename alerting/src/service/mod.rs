@@ -417,30 +417,41 @@ impl Service {
     /// [`Service::resolve`], with the rule's value when the engine saw it
     /// clear (on the resolved page).
     async fn resolve_at(&self, store: &incidents::Store, id: i64, who: impl Into<Who>, now: i64, value: Option<f64>) -> Result<Incident, ServiceError> {
-        let Some(incident) = store.resolve(id, who, now).await? else {
-            return Ok(self.store.get(id).await?);
-        };
-        let rule = self.rules.get(&incident.rule_id).cloned().unwrap_or_else(no_data_rule);
-        let mut page = self.page_for(&incident, &rule, PageKind::Resolved);
-        page.resolved_value = value.filter(|v| v.is_finite());
-        page.lasted_secs = Some(now.saturating_sub(incident.started_at) / 1000);
-        let page_json = serde_json::to_string(&page).unwrap_or_default();
-        let mut by_channel: BTreeMap<String, Vec<Recipient>> = BTreeMap::new();
-        for (channel, recipients) in self.store.paged(id).await? {
-            let list: Vec<Recipient> = serde_json::from_str(&recipients).unwrap_or_default();
-            let entry = by_channel.entry(channel).or_default();
-            for r in list {
-                if !entry.iter().any(|e| e.name == r.name) {
-                    entry.push(r);
+        // The resolved pages are written in the resolve's own transaction:
+        // an incident is never resolved without them.
+        let mut rang = Vec::new();
+        let pages = |incident: &Incident, paged: &[(String, String)]| {
+            let rule = self.rules.get(&incident.rule_id).cloned().unwrap_or_else(no_data_rule);
+            let mut page = self.page_for(incident, &rule, PageKind::Resolved);
+            page.resolved_value = value.filter(|v| v.is_finite());
+            page.lasted_secs = Some(now.saturating_sub(incident.started_at) / 1000);
+            let page_json = serde_json::to_string(&page).unwrap_or_default();
+            let mut by_channel: BTreeMap<&str, Vec<Recipient>> = BTreeMap::new();
+            for (channel, recipients) in paged {
+                let list: Vec<Recipient> = serde_json::from_str(recipients).unwrap_or_default();
+                let entry = by_channel.entry(channel.as_str()).or_default();
+                for r in list {
+                    if !entry.iter().any(|e| e.name == r.name) {
+                        entry.push(r);
+                    }
                 }
             }
-        }
-        for (channel, recipients) in &by_channel {
-            let key = format!("{id}:resolved:{channel}");
-            store.enqueue(id, &key, channel, &serde_json::to_string(recipients).unwrap_or_default(), &page_json, now).await?;
-            if let Some(channel) = Channel::parse(channel) {
-                self.ring(channel);
-            }
+            rang.extend(by_channel.keys().filter_map(|c| Channel::parse(c)));
+            by_channel
+                .into_iter()
+                .map(|(channel, recipients)| incidents::NewPage {
+                    dedup_key: format!("{id}:resolved:{channel}"),
+                    channel: channel.to_owned(),
+                    recipients: serde_json::to_string(&recipients).unwrap_or_default(),
+                    page: page_json.clone(),
+                })
+                .collect()
+        };
+        let Some(incident) = store.resolve_notifying(id, who, now, pages).await? else {
+            return Ok(self.store.get(id).await?);
+        };
+        for channel in rang {
+            self.ring(channel);
         }
         Ok(incident)
     }

@@ -114,6 +114,12 @@ impl SlackReceiver {
 
     /// Waits until `n` payloads were delivered; panics after `timeout`.
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Value> {
+        self.try_wait_for(n, timeout).await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`SlackReceiver::wait_for`], saying what it saw instead of panicking
+    /// (for a caller that adds its own evidence).
+    pub async fn try_wait_for(&self, n: usize, timeout: Duration) -> Result<Vec<Value>, String> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let changed = self.state.changed.notified();
@@ -121,15 +127,15 @@ impl SlackReceiver {
             changed.as_mut().enable();
             let delivered = self.delivered();
             if delivered.len() >= n {
-                return delivered;
+                return Ok(delivered);
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                panic!(
+                return Err(format!(
                     "Slack receiver: {} of {n} payloads delivered after {timeout:?} ({} attempts, violations: {:?})",
                     delivered.len(),
                     self.attempts(),
                     self.violations()
-                );
+                ));
             }
         }
     }
