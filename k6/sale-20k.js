@@ -12,9 +12,10 @@
 // each), a VU here drives many users at once: each user is an async
 // function whose requests go out with http.asyncRequest and whose pauses
 // are k6/timers, so USERS / VUS users share one VU's event loop. 20,000
-// users take 40 VUs (VUS: one per 500 users, at least 2). Each waiting
+// users take 20 VUs (VUS: one per 1,000 users, at least 2). Each waiting
 // user holds a k6/timers timer, and a VU's timer queue is a sorted list:
-// with 1,000 users a VU spent 4% of k6's CPU inserting into it.
+// at 1,000 users a VU spends about 4% of k6's CPU inserting into it, but
+// 40 VUs of 500 were no faster (BENCHMARKS.md, the 13:51Z sale).
 //
 // Waiting users poll when the answer says (`poll_after_seconds`, a fifth of
 // the wait estimate, 1 to 30 s), never sooner. A 502/503/504, a 408, a 429
@@ -55,7 +56,7 @@ import {
 
 const TOKENS = loadTokensFile();
 const USERS = envInt('USERS', TOKENS ? TOKENS.length : 2000);
-const VUS = Math.max(1, Math.min(USERS, envInt('VUS', Math.max(2, Math.ceil(USERS / 500)))));
+const VUS = Math.max(1, Math.min(USERS, envInt('VUS', Math.max(2, Math.ceil(USERS / 1000)))));
 const ARRIVAL_SECONDS = envFloat('ARRIVAL_SECONDS', 10);
 // The server's admission settings, only to size the default wait.
 const ADMISSION_BATCH = envInt('ADMISSION_BATCH', 500);

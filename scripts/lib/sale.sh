@@ -172,14 +172,13 @@ sale_k6_start() {
   ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
   # Go's collector took a quarter of k6's CPU at GOGC=100 (perf record of
   # k6 in a 2,000-user run; BENCHMARKS.md, the 11:48Z sale), and its
-  # assists stall the goroutines that read the responses being timed. At
-  # GOGC=400 it still took about a tenth, plus the page faults of a heap
-  # that grows and is handed back. By default the collector now runs only
-  # when the heap nears K6_GOMEMLIMIT (6 GiB; the 20,000-user sale's k6
-  # peaks near 2 GiB of live and dead objects at GOGC=400), trading memory,
-  # of which this machine has plenty, for CPU. K6_GOGC sets a GOGC instead.
-  # K6_NICE: k6's scheduling priority (nice execs, so the pid is k6's).
-  GOGC=${K6_GOGC:-off} GOMEMLIMIT=${K6_GOMEMLIMIT:-6GiB} ${K6_NICE:+nice -n "$K6_NICE"} "${cmd[@]}" >"$RUN/k6.txt" 2>&1 &
+  # assists stall the goroutines that read the responses being timed:
+  # K6_GOGC (400) trades memory, of which this machine has plenty, for
+  # both. K6_GOMEMLIMIT (unset) sets Go's soft memory limit, for trying
+  # K6_GOGC=off: at off with 6GiB k6 spent less CPU but the run was no
+  # faster (BENCHMARKS.md, the 13:51Z sale). K6_NICE: k6's scheduling
+  # priority (env and nice exec, so the pid is k6's).
+  env GOGC="${K6_GOGC:-400}" ${K6_GOMEMLIMIT:+GOMEMLIMIT="$K6_GOMEMLIMIT"} ${K6_NICE:+nice -n "$K6_NICE"} "${cmd[@]}" >"$RUN/k6.txt" 2>&1 &
   K6_PID=$!
   date +%s.%N >"$RUN/k6-start.txt"
 }
