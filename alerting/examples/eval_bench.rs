@@ -7,13 +7,19 @@
 //! ratios, P95s and gauge ratios over them, each with warning and critical
 //! levels, evaluated through the embedded PromQL evaluator and the engine.
 
-use std::{fmt::Write as _, time::{Duration, Instant}};
+use std::{
+    fmt::Write as _,
+    time::{Duration, Instant},
+};
 
 use alerting::{
     engine::Engine,
     promql,
     rules::{Condition, Level, Op, Rule, Severity, Unit},
-    source::{Results, scrape::{Store, Target}},
+    source::{
+        Results,
+        scrape::{Store, Target},
+    },
 };
 
 const BUCKETS: [&str; 12] = ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf"];
@@ -23,10 +29,15 @@ fn exposition(routes: usize, tick: u64) -> String {
     for r in 0..routes {
         for status in ["200", "201", "409", "500"] {
             let n = tick * (r as u64 % 7 + 1) * if status == "500" { 1 } else { 10 };
-            let _ = writeln!(out, "http_server_requests_total{{method=\"GET\",route=\"/r{r}\",status=\"{status}\"}} {n}");
+            let _ =
+                writeln!(out, "http_server_requests_total{{method=\"GET\",route=\"/r{r}\",status=\"{status}\"}} {n}");
         }
         for (i, le) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(out, "http_server_request_duration_seconds_bucket{{method=\"GET\",route=\"/r{r}\",le=\"{le}\"}} {}", tick * (i as u64 + 1));
+            let _ = writeln!(
+                out,
+                "http_server_request_duration_seconds_bucket{{method=\"GET\",route=\"/r{r}\",le=\"{le}\"}} {}",
+                tick * (i as u64 + 1)
+            );
         }
     }
     for p in 0..40 {
@@ -71,12 +82,21 @@ fn main() {
     for i in 0..200 {
         let r = i % routes;
         let expr = match i % 5 {
-            0 => format!("sum(rate(http_server_requests_total{{route=\"/r{r}\",status=~\"5..\"}}[5m])) / sum(rate(http_server_requests_total{{route=\"/r{r}\"}}[5m]))"),
-            1 => format!("histogram_quantile(0.95, sum by (le) (rate(http_server_request_duration_seconds_bucket{{route=\"/r{r}\"}}[5m])))"),
-            2 => format!("max(db_pool_connections_in_use{{pool=\"p{}\"}} / db_pool_connections_max{{pool=\"p{}\"}})", i % 40, i % 40),
+            0 => format!(
+                "sum(rate(http_server_requests_total{{route=\"/r{r}\",status=~\"5..\"}}[5m])) / sum(rate(http_server_requests_total{{route=\"/r{r}\"}}[5m]))"
+            ),
+            1 => format!(
+                "histogram_quantile(0.95, sum by (le) (rate(http_server_request_duration_seconds_bucket{{route=\"/r{r}\"}}[5m])))"
+            ),
+            2 => format!(
+                "max(db_pool_connections_in_use{{pool=\"p{}\"}} / db_pool_connections_max{{pool=\"p{}\"}})",
+                i % 40,
+                i % 40
+            ),
             // Rules over every series, so all 10,000 are kept and read.
             3 => "sum by (route) (rate(http_server_requests_total[5m]))".to_owned(),
-            _ => "histogram_quantile(0.99, sum by (le, route) (rate(http_server_request_duration_seconds_bucket[5m])))".to_owned(),
+            _ => "histogram_quantile(0.99, sum by (le, route) (rate(http_server_request_duration_seconds_bucket[5m])))"
+                .to_owned(),
         };
         // Most series healthy, as in a real deployment; the route rules
         // (every 5th) fire or pend on a few series.
@@ -99,7 +119,10 @@ fn main() {
         let started = Instant::now();
         let mut results = Results::new();
         for (text, expr) in exprs.iter().zip(&parsed) {
-            results.insert(text.clone(), promql::eval(expr, &store).map(promql::Value::into_samples).map_err(|e| e.to_string()));
+            results.insert(
+                text.clone(),
+                promql::eval(expr, &store).map(promql::Value::into_samples).map_err(|e| e.to_string()),
+            );
         }
         let transitions = engine.evaluate(&results, 3_600_000 + round * 5_000);
         timings.push(started.elapsed());
@@ -110,5 +133,9 @@ fn main() {
     let worst = timings[timings.len() - 1];
     let active = engine.statuses().len();
     println!("rules: 200, distinct expressions: {}, alerts pending or firing: {active}", exprs.len());
-    println!("one evaluation: median {:.2} ms, worst {:.2} ms (goal < 50 ms)", median.as_secs_f64() * 1e3, worst.as_secs_f64() * 1e3);
+    println!(
+        "one evaluation: median {:.2} ms, worst {:.2} ms (goal < 50 ms)",
+        median.as_secs_f64() * 1e3,
+        worst.as_secs_f64() * 1e3
+    );
 }

@@ -104,7 +104,10 @@ impl Keys {
     /// The keys from the settings; blank values count as unset.
     pub fn load(api_key: Option<&str>, read_key: Option<&str>, file: Option<&Path>) -> Result<Self, KeyError> {
         let mut known = Vec::new();
-        for (setting, name, role, value) in [("ALERTING_API_KEY", "api-key", Role::Responder, api_key), ("ALERTING_READ_KEY", "read-key", Role::Read, read_key)] {
+        for (setting, name, role, value) in [
+            ("ALERTING_API_KEY", "api-key", Role::Responder, api_key),
+            ("ALERTING_READ_KEY", "read-key", Role::Read, read_key),
+        ] {
             let Some(value) = value.filter(|v| !v.trim().is_empty()) else { continue };
             if value.len() < MIN_KEY_BYTES {
                 return Err(KeyError::TooShort { setting, len: value.len() });
@@ -196,15 +199,24 @@ fn parse_file(origin: &str, text: &str) -> Result<Vec<Entry>, KeyError> {
             let key = format!("{field}:");
             (start..end).find(|&n| lines[n].trim_start_matches(['-', ' ']).starts_with(&key)).unwrap_or(start) + 1
         };
-        let fail = |field: &str, message: String| KeyError::File { at: format!("{origin}:{}", line_of(field)), message };
+        let fail =
+            |field: &str, message: String| KeyError::File { at: format!("{origin}:{}", line_of(field)), message };
         if !valid_name(&raw.name) {
             return Err(fail("name", format!("key name {:?} must be 1 to 64 of a-z, 0-9, `.`, `_`, `-`", raw.name)));
         }
         let role: Role = raw.role.parse().map_err(|e: String| fail("role", format!("key `{}`: {e}", raw.name)))?;
-        let digest = parse_hex(&raw.sha256).ok_or_else(|| fail("sha256", format!("key `{}`: sha256 must be 64 hex digits (the key's SHA-256, never the key)", raw.name)))?;
+        let digest = parse_hex(&raw.sha256).ok_or_else(|| {
+            fail(
+                "sha256",
+                format!("key `{}`: sha256 must be 64 hex digits (the key's SHA-256, never the key)", raw.name),
+            )
+        })?;
         let line = start + 1;
         if let Some(same) = entries.iter().find(|e| e.name == raw.name || e.digest == digest) {
-            return Err(fail("name", format!("key `{}` repeats the name or the key of `{}` (line {})", raw.name, same.name, same.line)));
+            return Err(fail(
+                "name",
+                format!("key `{}` repeats the name or the key of `{}` (line {})", raw.name, same.name, same.line),
+            ));
         }
         entries.push(Entry { line, name: raw.name, role, digest });
     }
@@ -212,7 +224,8 @@ fn parse_file(origin: &str, text: &str) -> Result<Vec<Entry>, KeyError> {
 }
 
 fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b".-_".contains(&b))
+    (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b".-_".contains(&b))
 }
 
 fn parse_hex(text: &str) -> Option<[u8; 32]> {

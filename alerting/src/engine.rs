@@ -40,13 +40,35 @@ impl AlertKey {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum Transition {
-    Fired { key: AlertKey, severity: Severity, value: f64, threshold: f64, op: Op, since_ms: i64, detail: String },
+    Fired {
+        key: AlertKey,
+        severity: Severity,
+        value: f64,
+        threshold: f64,
+        op: Op,
+        since_ms: i64,
+        detail: String,
+    },
     /// A firing warning became critical.
-    Upgraded { key: AlertKey, severity: Severity, value: f64, threshold: f64, op: Op, detail: String },
-    Resolved { key: AlertKey, value: f64 },
+    Upgraded {
+        key: AlertKey,
+        severity: Severity,
+        value: f64,
+        threshold: f64,
+        op: Op,
+        detail: String,
+    },
+    Resolved {
+        key: AlertKey,
+        value: f64,
+    },
     /// A firing alert is muted by an inhibition: not paged (or not upgraded)
     /// while `by` (a fingerprint) is active or within the rule's hold.
-    Inhibited { key: AlertKey, severity: Severity, by: String },
+    Inhibited {
+        key: AlertKey,
+        severity: Severity,
+        by: String,
+    },
 }
 
 /// Ordered by urgency: a rule's phase is its most urgent alert's.
@@ -134,7 +156,14 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(rules: Vec<Rule>) -> Self {
-        Self { rules, alerts: BTreeMap::new(), no_data_since: HashMap::new(), no_data_firing: None, inhibitions: Vec::new(), last_active: HashMap::new() }
+        Self {
+            rules,
+            alerts: BTreeMap::new(),
+            no_data_since: HashMap::new(),
+            no_data_firing: None,
+            inhibitions: Vec::new(),
+            last_active: HashMap::new(),
+        }
     }
 
     /// The same engine, muting alerts by `inhibitions`.
@@ -152,7 +181,11 @@ impl Engine {
     /// or skipping a `for` or `clear_for`.
     pub fn snapshot(&self) -> String {
         let snapshot = Snapshot {
-            alerts: self.alerts.iter().map(|(id, states)| (id.clone(), states.iter().map(|(l, s)| (l.clone(), s.clone())).collect())).collect(),
+            alerts: self
+                .alerts
+                .iter()
+                .map(|(id, states)| (id.clone(), states.iter().map(|(l, s)| (l.clone(), s.clone())).collect()))
+                .collect(),
             no_data_since: self.no_data_since.iter().map(|(id, t)| (id.clone(), *t)).collect(),
             no_data_firing: self.no_data_firing,
             last_active: self.last_active.iter().map(|(f, (l, t, p))| (f.clone(), l.clone(), *t, *p)).collect(),
@@ -181,7 +214,8 @@ impl Engine {
                 Some((id, states))
             })
             .collect();
-        self.no_data_since = snapshot.no_data_since.into_iter().filter(|(id, _)| levels.contains_key(id.as_str())).collect();
+        self.no_data_since =
+            snapshot.no_data_since.into_iter().filter(|(id, _)| levels.contains_key(id.as_str())).collect();
         self.no_data_firing = snapshot.no_data_firing;
         self.last_active = snapshot.last_active.into_iter().map(|(f, l, t, p)| (f, (l, t, p))).collect();
         true
@@ -221,7 +255,9 @@ impl Engine {
         let mut out: Vec<AlertStatus> = self
             .alerts
             .iter()
-            .flat_map(|(rule_id, states)| states.iter().map(move |(labels, s)| (AlertKey { rule_id: rule_id.clone(), labels: labels.clone() }, s)))
+            .flat_map(|(rule_id, states)| {
+                states.iter().map(move |(labels, s)| (AlertKey { rule_id: rule_id.clone(), labels: labels.clone() }, s))
+            })
             .map(|(key, s)| {
                 let pending = s.pending_since.iter().flatten().min().copied();
                 let phase = if s.firing.is_some() {
@@ -360,7 +396,11 @@ impl Engine {
                                 // The value it resolved at is the clear
                                 // condition's (the short window), not the
                                 // long window still full of the fault.
-                                let value = lowest.clear.first().and_then(|c| at(&c.expr).lookup(&key.labels)).unwrap_or(state.value);
+                                let value = lowest
+                                    .clear
+                                    .first()
+                                    .and_then(|c| at(&c.expr).lookup(&key.labels))
+                                    .unwrap_or(state.value);
                                 out.push(Transition::Resolved { key: key.clone(), value });
                             }
                         } else {
@@ -393,7 +433,13 @@ impl Engine {
         for rule in rules.iter() {
             let Some(states) = alerts.get(&rule.id) else { continue };
             for (labels, s) in states {
-                let pending = rule.levels.iter().zip(&s.pending_since).filter(|(_, p)| p.is_some()).map(|(l, _)| l.severity).max();
+                let pending = rule
+                    .levels
+                    .iter()
+                    .zip(&s.pending_since)
+                    .filter(|(_, p)| p.is_some())
+                    .map(|(l, _)| l.severity)
+                    .max();
                 let Some(severity) = s.firing.map(|f| f.0).max(pending) else { continue };
                 let matched = rule.alert_labels(severity, labels);
                 let key = AlertKey { rule_id: rule.id.clone(), labels: labels.clone() };
@@ -403,10 +449,11 @@ impl Engine {
         }
         if let Some((severity, _)) = *no_data_firing {
             let key = AlertKey { rule_id: NO_DATA.into(), labels: Labels::new() };
-            let matched: Labels = [("alertname", "NoData"), ("rule_id", NO_DATA), ("severity", severity.as_str()), ("no_data", "true")]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect();
+            let matched: Labels =
+                [("alertname", "NoData"), ("rule_id", NO_DATA), ("severity", severity.as_str()), ("no_data", "true")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect();
             last_active.insert(key.fingerprint(), (matched, now_ms, true));
         }
         let longest = inhibitions.iter().map(|r| r.hold.as_millis() as i64).max().unwrap_or(0);
@@ -418,7 +465,9 @@ impl Engine {
             for (labels, s) in states.iter_mut() {
                 let key = AlertKey { rule_id: rule.id.clone(), labels: labels.clone() };
                 let ours = |t: &Transition| match t {
-                    Transition::Fired { key: k, .. } | Transition::Upgraded { key: k, .. } | Transition::Resolved { key: k, .. } => k == &key,
+                    Transition::Fired { key: k, .. }
+                    | Transition::Upgraded { key: k, .. }
+                    | Transition::Resolved { key: k, .. } => k == &key,
                     Transition::Inhibited { .. } => false,
                 };
                 let Some((severity, since)) = s.firing else {
@@ -436,7 +485,12 @@ impl Engine {
                     let hold = r.hold.as_millis() as i64;
                     last_active
                         .iter()
-                        .filter(|(f, (source, at, _))| **f != fingerprint && now_ms - *at <= hold && r.is_source(source) && r.equal_on(source, &matched))
+                        .filter(|(f, (source, at, _))| {
+                            **f != fingerprint
+                                && now_ms - *at <= hold
+                                && r.is_source(source)
+                                && r.equal_on(source, &matched)
+                        })
                         .min_by_key(|(f, (_, _, paged))| (!*paged, (*f).clone()))
                         .map(|(f, _)| f.clone())
                 });
@@ -454,7 +508,11 @@ impl Engine {
                 s.muted_by = None;
                 let announced = out.iter().any(&ours);
                 let level = rule.levels.iter().position(|l| l.severity == severity).unwrap_or(0);
-                let (threshold, op) = rule.levels.get(level).and_then(|l| l.fire.first()).map_or((f64::NAN, Op::Above), |c| (c.threshold, c.op));
+                let (threshold, op) = rule
+                    .levels
+                    .get(level)
+                    .and_then(|l| l.fire.first())
+                    .map_or((f64::NAN, Op::Above), |c| (c.threshold, c.op));
                 match s.notified {
                     None if !announced => late.push(Transition::Fired {
                         key,
@@ -465,9 +523,14 @@ impl Engine {
                         since_ms: s.pending_since.get(level).copied().flatten().unwrap_or(since),
                         detail: rule.summary.clone(),
                     }),
-                    Some(told) if told < severity && !announced => {
-                        late.push(Transition::Upgraded { key, severity, value: s.value, threshold, op, detail: rule.summary.clone() })
-                    }
+                    Some(told) if told < severity && !announced => late.push(Transition::Upgraded {
+                        key,
+                        severity,
+                        value: s.value,
+                        threshold,
+                        op,
+                        detail: rule.summary.clone(),
+                    }),
                     _ => {}
                 }
                 s.notified = Some(severity);
@@ -480,12 +543,15 @@ impl Engine {
         let overdue: Vec<&Rule> = self
             .rules
             .iter()
-            .filter(|r| self.no_data_since.get(&r.id).is_some_and(|since| now_ms - since >= r.no_data_for.as_millis() as i64))
+            .filter(|r| {
+                self.no_data_since.get(&r.id).is_some_and(|since| now_ms - since >= r.no_data_for.as_millis() as i64)
+            })
             .collect();
         let key = AlertKey { rule_id: NO_DATA.into(), labels: Labels::new() };
         match (self.no_data_firing, overdue.iter().map(|r| r.no_data_severity).max()) {
             (None, Some(severity)) => {
-                let since = overdue.iter().filter_map(|r| self.no_data_since.get(&r.id)).min().copied().unwrap_or(now_ms);
+                let since =
+                    overdue.iter().filter_map(|r| self.no_data_since.get(&r.id)).min().copied().unwrap_or(now_ms);
                 self.no_data_firing = Some((severity, since));
                 let ids: Vec<&str> = overdue.iter().map(|r| r.id.as_str()).collect();
                 Some(Transition::Fired {
@@ -547,12 +613,17 @@ impl<'a> Indexed<'a> {
 /// a quiet minute: no requests, so none failing), while a missing series
 /// does not (a vanished alert stays firing rather than looking resolved).
 fn all_clear<'a>(conditions: &[Condition], labels: &Labels, at: &impl Fn(&str) -> &'a Indexed<'a>) -> bool {
-    !conditions.is_empty() && conditions.iter().all(|c| at(&c.expr).lookup(labels).is_some_and(|v| v.is_nan() || c.op.holds(v, c.threshold)))
+    !conditions.is_empty()
+        && conditions
+            .iter()
+            .all(|c| at(&c.expr).lookup(labels).is_some_and(|v| v.is_nan() || c.op.holds(v, c.threshold)))
 }
 
 fn all_hold<'a>(conditions: &[Condition], labels: &Labels, at: &impl Fn(&str) -> &'a Indexed<'a>) -> bool {
     !conditions.is_empty()
-        && conditions.iter().all(|c| at(&c.expr).lookup(labels).is_some_and(|v| !v.is_nan() && c.op.holds(v, c.threshold)))
+        && conditions
+            .iter()
+            .all(|c| at(&c.expr).lookup(labels).is_some_and(|v| !v.is_nan() && c.op.holds(v, c.threshold)))
 }
 
 #[cfg(test)]
@@ -609,7 +680,9 @@ mod tests {
     /// Runs the engine over (second, value) steps, every 5 s between them.
     fn run(engine: &mut Engine, steps: &[(i64, Option<f64>)]) -> Vec<(i64, Transition)> {
         let mut out = Vec::new();
-        for w in steps.windows(2).chain(std::iter::once(&[steps[steps.len() - 1], (steps[steps.len() - 1].0 + 5, None)][..])) {
+        for w in
+            steps.windows(2).chain(std::iter::once(&[steps[steps.len() - 1], (steps[steps.len() - 1].0 + 5, None)][..]))
+        {
             let (from, value) = w[0];
             let mut t = from;
             while t < w[1].0 {
@@ -661,10 +734,7 @@ mod tests {
     fn no_data_is_its_own_alert_and_missing_series_do_not_resolve() {
         let mut e = Engine::new(vec![rule()]);
         let t = run(&mut e, &[(0, Some(0.02)), (200, None), (400, None)]);
-        let kinds: Vec<_> = t
-            .iter()
-            .map(|(s, x)| format!("{s} {}", what(x)))
-            .collect();
+        let kinds: Vec<_> = t.iter().map(|(s, x)| format!("{s} {}", what(x))).collect();
         assert_eq!(kinds, ["60 fired high-error-rate", "120 upgraded high-error-rate", "320 fired no-data"]);
         assert_eq!(e.statuses().iter().filter(|s| s.phase == Phase::Firing).count(), 2);
         let t = run(&mut e, &[(400, Some(0.0))]);
@@ -689,7 +759,10 @@ mod tests {
         let mut third = Engine::new(vec![rule()]);
         assert!(third.restore(&second.snapshot()));
         let t = run(&mut third, &[(250, Some(0.001)), (400, Some(0.001))]);
-        assert!(matches!(t.as_slice(), [(320, Transition::Resolved { .. })]), "clear_for counts from 200, not 250: {t:?}");
+        assert!(
+            matches!(t.as_slice(), [(320, Transition::Resolved { .. })]),
+            "clear_for counts from 200, not 250: {t:?}"
+        );
         assert!(!third.restore("not json"));
         // A NaN value (JSON has none) is saved as null and read back as NaN.
         let state = AlertState { value: f64::NAN, ..Default::default() };

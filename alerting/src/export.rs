@@ -99,7 +99,11 @@ fn inhibited_expr(set: &RuleSet, alert: &AlertingRule) -> String {
             }
         }
         let source = format!("ALERTS{{{}}}", matchers.join(","));
-        let active = if rule.hold.is_zero() { source } else { format!("max_over_time({source}[{}])", format_duration(rule.hold)) };
+        let active = if rule.hold.is_zero() {
+            source
+        } else {
+            format!("max_over_time({source}[{}])", format_duration(rule.hold))
+        };
         expr = format!("{expr} unless on({}) {active}", on.join(", "));
     }
     expr
@@ -114,7 +118,8 @@ fn no_evaluator(set: &RuleSet) -> AlertingRule {
     rule.runbook = rule.id.clone();
     rule.dashboard = Some("/d/booking-alerts".into());
     let mut annotations = BTreeMap::new();
-    annotations.insert("summary".to_string(), "No alerting process is evaluating the rules: nobody will be paged".to_string());
+    annotations
+        .insert("summary".to_string(), "No alerting process is evaluating the rules: nobody will be paged".to_string());
     annotations.insert(
         "description".to_string(),
         "sum(alerting_leader) has been below 1 for 1m: every alerting process is down, or none can reach the incident store to take the evaluator lease.".to_string(),
@@ -128,7 +133,10 @@ fn no_evaluator(set: &RuleSet) -> AlertingRule {
         // `or vector(0)`: with every process down there is no series to sum.
         expr: "(sum(alerting_leader) or vector(0)) < 1".into(),
         for_: "1m".into(),
-        labels: [("severity", "critical"), ("owner", "infra"), ("rule_id", "alerting-no-evaluator")].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        labels: [("severity", "critical"), ("owner", "infra"), ("rule_id", "alerting-no-evaluator")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         annotations,
     }
 }
@@ -496,7 +504,11 @@ pub fn alertmanager_config(set: &RuleSet, roster_hint: &AlertmanagerOptions) -> 
         inhibit_rules: set
             .inhibit_rules
             .iter()
-            .map(|r| InhibitRule { source_matchers: r.source_text.clone(), target_matchers: r.target_text.clone(), equal: r.equal.clone() })
+            .map(|r| InhibitRule {
+                source_matchers: r.source_text.clone(),
+                target_matchers: r.target_text.clone(),
+                equal: r.equal.clone(),
+            })
             .collect(),
     };
     serde_norway::to_string(&config).expect("an Alertmanager config always serializes")
@@ -536,10 +548,17 @@ mod tests {
         assert_eq!(expr.matches(" and ").count(), 2, "{expr}");
         assert!(expr.contains("[1h])))) > 0.072 and (1 - ") && expr.contains(" > 100 unless on() "), "{expr}");
         // The inhibitions' holds and pending sources, written as `unless`.
-        assert!(expr.contains(r#" unless on() max_over_time(ALERTS{rule_id="high-error-rate",severity="critical"}[10m])"#), "{expr}");
-        let warning = rules.iter().find(|r| r["alert"] == "HighErrorRate" && r["labels"]["severity"] == "warning").unwrap();
         assert!(
-            warning["expr"].as_str().unwrap().contains(r#" unless on() ALERTS{severity="critical",rule_id="high-error-rate"}"#),
+            expr.contains(r#" unless on() max_over_time(ALERTS{rule_id="high-error-rate",severity="critical"}[10m])"#),
+            "{expr}"
+        );
+        let warning =
+            rules.iter().find(|r| r["alert"] == "HighErrorRate" && r["labels"]["severity"] == "warning").unwrap();
+        assert!(
+            warning["expr"]
+                .as_str()
+                .unwrap()
+                .contains(r#" unless on() ALERTS{severity="critical",rule_id="high-error-rate"}"#),
             "an equal label the rule sets becomes a matcher: {:?}",
             warning["expr"]
         );
@@ -562,7 +581,8 @@ mod tests {
         );
         let p95 = no_data("HighP95LatencyNoData");
         assert!(
-            p95.starts_with("absent(histogram_quantile(") && p95.contains(r#" and on() (up{job="booking"} == 1) unless "#),
+            p95.starts_with("absent(histogram_quantile(")
+                && p95.contains(r#" and on() (up{job="booking"} == 1) unless "#),
             "{p95}"
         );
     }

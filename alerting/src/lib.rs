@@ -2,16 +2,16 @@
 //! scrape, pages the on-call roster over Slack, email or the console with a
 //! runbook link, escalates when nobody acknowledges, and keeps incidents.
 
-pub mod rules;
-pub mod promql;
-pub mod source;
+pub mod auth;
 pub mod engine;
+pub mod export;
+pub mod http;
 pub mod incidents;
-pub mod oncall;
 pub mod metrics;
 pub mod notify;
-pub mod export;
-pub mod service;
-pub mod auth;
-pub mod http;
+pub mod oncall;
+pub mod promql;
+pub mod rules;
 pub mod server;
+pub mod service;
+pub mod source;

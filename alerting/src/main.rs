@@ -254,9 +254,14 @@ impl Api {
         if let Some(body) = body {
             req = req.json(&body);
         }
-        let response = req.send().await.with_context(|| format!("cannot reach the alerting service at {}", self.url))?;
+        let response =
+            req.send().await.with_context(|| format!("cannot reach the alerting service at {}", self.url))?;
         let status = response.status();
-        let body: Value = if status == reqwest::StatusCode::NO_CONTENT { Value::Null } else { response.json().await.unwrap_or(Value::Null) };
+        let body: Value = if status == reqwest::StatusCode::NO_CONTENT {
+            Value::Null
+        } else {
+            response.json().await.unwrap_or(Value::Null)
+        };
         if !status.is_success() {
             let message = body["error"]["message"].as_str().unwrap_or("request failed");
             bail!("{message} (HTTP {status})");
@@ -317,9 +322,12 @@ fn chain(e: &anyhow::Error) -> String {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
-            tracing_subscriber::fmt().json().with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
-            ).init();
+            tracing_subscriber::fmt()
+                .json()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
+                )
+                .init();
             let server = Server::build(*args).await?;
             server.run(shutdown_signal()).await?;
         }
@@ -347,11 +355,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let (severity, owner) = match &rule {
                 Some(id) => {
                     let r = set.rules.iter().find(|r| &r.id == id).with_context(|| {
-                        format!("no rule {id:?}; the rules are {}", set.rules.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", "))
+                        format!(
+                            "no rule {id:?}; the rules are {}",
+                            set.rules.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ")
+                        )
                     })?;
                     (severity.unwrap_or(alerting::rules::Severity::Critical), r.owner.clone())
                 }
-                None => (severity.unwrap_or(alerting::rules::Severity::Warning), owner.unwrap_or_else(|| "incident-lead".into())),
+                None => (
+                    severity.unwrap_or(alerting::rules::Severity::Warning),
+                    owner.unwrap_or_else(|| "incident-lead".into()),
+                ),
             };
             if roster.role(&owner).is_none() {
                 bail!("no role {owner:?} in the roster");
@@ -364,7 +378,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             println!("assuming {what}");
             println!("         severity {severity}{}", default(assumed_severity, "--severity to change"));
-            println!("         first page at {}{}", at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), default(assumed_at, "now; --at to change"));
+            println!(
+                "         first page at {}{}",
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                default(assumed_at, "now; --at to change")
+            );
             println!("unacknowledged, each level is paged this long after the first page:");
             let who = alerting::http::who(&roster, severity, &owner, at);
             for step in who["steps"].as_array().into_iter().flatten() {
@@ -374,7 +392,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .flatten()
                     .map(|p| format!("{} ({})", p["name"].as_str().unwrap_or(""), p["role"].as_str().unwrap_or("")))
                     .collect();
-                println!("+{:>3} min  level {}  {}", step["after_minutes"].as_i64().unwrap_or_default(), step["level"], people.join(", "));
+                println!(
+                    "+{:>3} min  level {}  {}",
+                    step["after_minutes"].as_i64().unwrap_or_default(),
+                    step["level"],
+                    people.join(", ")
+                );
             }
         }
         Command::Incidents { command: IncidentCommand::List { state, api } } => {
@@ -393,20 +416,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 print_incident_line(&v["incident"]);
                 println!("  {}", v["incident"]["summary"].as_str().unwrap_or(""));
                 for e in v["timeline"].as_array().into_iter().flatten() {
-                    println!("  {}  {:<16} {}", ms(&e["at"]), e["kind"].as_str().unwrap_or(""), e["text"].as_str().unwrap_or(""));
+                    println!(
+                        "  {}  {:<16} {}",
+                        ms(&e["at"]),
+                        e["kind"].as_str().unwrap_or(""),
+                        e["text"].as_str().unwrap_or("")
+                    );
                 }
             });
         }
         Command::Ack { id, by, api } => {
-            let v = api.call(reqwest::Method::POST, &format!("/v1/incidents/{id}/ack"), Some(json!({ "by": by }))).await?;
+            let v =
+                api.call(reqwest::Method::POST, &format!("/v1/incidents/{id}/ack"), Some(json!({ "by": by }))).await?;
             api.print(&v, |v| println!("incident #{id} {}", v["incident"]["state"].as_str().unwrap_or("")));
         }
         Command::Resolve { id, by, api } => {
-            let v = api.call(reqwest::Method::POST, &format!("/v1/incidents/{id}/resolve"), Some(json!({ "by": by }))).await?;
+            let v = api
+                .call(reqwest::Method::POST, &format!("/v1/incidents/{id}/resolve"), Some(json!({ "by": by })))
+                .await?;
             api.print(&v, |v| println!("incident #{id} {}", v["incident"]["state"].as_str().unwrap_or("")));
         }
         Command::Note { id, text, by, api } => {
-            let v = api.call(reqwest::Method::POST, &format!("/v1/incidents/{id}/notes"), Some(json!({ "text": text, "by": by }))).await?;
+            let v = api
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/v1/incidents/{id}/notes"),
+                    Some(json!({ "text": text, "by": by })),
+                )
+                .await?;
             api.print(&v, |_| println!("noted on incident #{id}"));
         }
         Command::Silence { command } => match command {
@@ -430,7 +467,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         println!("it mutes {} alert(s) pending or firing now:", matches.len());
                     }
                     for a in &matches {
-                        println!("  {:<8} {:<8} {} {}", a["phase"].as_str().unwrap_or(""), a["severity"].as_str().unwrap_or("-"), a["key"]["rule_id"].as_str().unwrap_or(""), a["key"]["labels"]);
+                        println!(
+                            "  {:<8} {:<8} {} {}",
+                            a["phase"].as_str().unwrap_or(""),
+                            a["severity"].as_str().unwrap_or("-"),
+                            a["key"]["rule_id"].as_str().unwrap_or(""),
+                            a["key"]["labels"]
+                        );
                     }
                 });
             }
@@ -441,7 +484,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         println!("no silences (none active or scheduled)");
                     }
                     for s in v["silences"].as_array().into_iter().flatten() {
-                        println!("#{:<4} {:<11} {} .. {}  {}  {}", s["id"], s["kind"].as_str().unwrap_or(""), ms(&s["starts_at"]), ms(&s["ends_at"]), s["matchers"], s["comment"].as_str().unwrap_or(""));
+                        println!(
+                            "#{:<4} {:<11} {} .. {}  {}  {}",
+                            s["id"],
+                            s["kind"].as_str().unwrap_or(""),
+                            ms(&s["starts_at"]),
+                            ms(&s["ends_at"]),
+                            s["matchers"],
+                            s["comment"].as_str().unwrap_or("")
+                        );
                     }
                 });
             }

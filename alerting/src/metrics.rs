@@ -2,7 +2,10 @@
 //! visible: evaluations and their duration, rule states, and pages by
 //! channel and outcome with delivery latency.
 
-use prometheus::{Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -41,8 +44,11 @@ impl Metrics {
         )
         .expect("valid metric");
         let evaluation_seconds = HistogramVec::new(
-            HistogramOpts::new("alerting_evaluation_duration_seconds", "Time to query the source and evaluate every rule")
-                .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            HistogramOpts::new(
+                "alerting_evaluation_duration_seconds",
+                "Time to query the source and evaluate every rule",
+            )
+            .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
             &["source"],
         )
         .expect("valid metric");
@@ -51,9 +57,13 @@ impl Metrics {
             &["rule", "state"],
         )
         .expect("valid metric");
-        let source_up = Gauge::new("alerting_source_up", "1 when the last evaluation reached the metric source").expect("valid metric");
+        let source_up = Gauge::new("alerting_source_up", "1 when the last evaluation reached the metric source")
+            .expect("valid metric");
         let pages = IntCounterVec::new(
-            Opts::new("alerting_pages_total", "Page delivery attempts by channel and outcome (delivered, retry, failed, silenced, claim_lost)"),
+            Opts::new(
+                "alerting_pages_total",
+                "Page delivery attempts by channel and outcome (delivered, retry, failed, silenced, claim_lost)",
+            ),
             &["channel", "outcome"],
         )
         .expect("valid metric");
@@ -63,10 +73,15 @@ impl Metrics {
             &["channel"],
         )
         .expect("valid metric");
-        let outbox_pending = IntGauge::new("alerting_outbox_pending", "Pages written but not yet delivered").expect("valid metric");
-        let incidents_open = IntGauge::new("alerting_incidents_open", "Incidents not yet resolved").expect("valid metric");
+        let outbox_pending =
+            IntGauge::new("alerting_outbox_pending", "Pages written but not yet delivered").expect("valid metric");
+        let incidents_open =
+            IntGauge::new("alerting_incidents_open", "Incidents not yet resolved").expect("valid metric");
         let retention_deleted = IntCounterVec::new(
-            Opts::new("alerting_retention_deleted_total", "Rows deleted by retention, by table (incidents, timeline, outbox, silences)"),
+            Opts::new(
+                "alerting_retention_deleted_total",
+                "Rows deleted by retention, by table (incidents, timeline, outbox, silences)",
+            ),
             &["table"],
         )
         .expect("valid metric");
@@ -111,7 +126,9 @@ impl Metrics {
             "1 while this process evaluates the rules (holds the group's evaluator lease), else 0; summed over a group it is 1",
         )
         .expect("valid metric");
-        let leader_changes = IntCounter::new("alerting_leader_acquired_total", "Times this process took the evaluator lease").expect("valid metric");
+        let leader_changes =
+            IntCounter::new("alerting_leader_acquired_total", "Times this process took the evaluator lease")
+                .expect("valid metric");
         registry.register(Box::new(leader.clone())).expect("unique metric");
         registry.register(Box::new(leader_changes.clone())).expect("unique metric");
         let connections = serving::ConnectionMetrics::new();

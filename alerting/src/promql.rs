@@ -253,7 +253,10 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, ParseError> {
         } else {
             let two: String = chars[i..(i + 2).min(chars.len())].iter().collect();
             if let op @ ("==" | ">=" | "<=") = two.as_str() {
-                return Err(err(format!("comparison `{op}` is not supported in expr: the threshold goes in above/below"), start));
+                return Err(err(
+                    format!("comparison `{op}` is not supported in expr: the threshold goes in above/below"),
+                    start,
+                ));
             }
             let punct = match two.as_str() {
                 "!=" => Some("!="),
@@ -280,7 +283,10 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, ParseError> {
                 '/' => "/",
                 '=' => "=",
                 '>' | '<' => {
-                    return Err(err(format!("comparison `{c}` is not supported in expr: the threshold goes in above/below"), start));
+                    return Err(err(
+                        format!("comparison `{c}` is not supported in expr: the threshold goes in above/below"),
+                        start,
+                    ));
                 }
                 '^' | '%' => return Err(err(format!("operator `{c}` is not supported"), start)),
                 other => return Err(err(format!("unexpected `{other}`"), start)),
@@ -327,7 +333,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             return Err("units must go from largest to smallest, each once".to_string());
         }
         last_unit = unit;
-        total = number.checked_mul(unit).and_then(|s| total.checked_add(s)).ok_or_else(|| "number too large".to_string())?;
+        total = number
+            .checked_mul(unit)
+            .and_then(|s| total.checked_add(s))
+            .ok_or_else(|| "number too large".to_string())?;
         rest = &rest[digits + unit_char.len_utf8()..];
     }
     let duration = Duration::from_secs(total);
@@ -564,7 +573,8 @@ impl Parser<'_> {
                     _ => return Err(self.error("expected a quoted label value")),
                 };
                 let re = |v: &str, p: &Self| {
-                    Regex::new(&format!("^(?:{v})$")).map_err(|e| p.error(&format!("regex `{v}` does not compile: {e}")))
+                    Regex::new(&format!("^(?:{v})$"))
+                        .map_err(|e| p.error(&format!("regex `{v}` does not compile: {e}")))
                 };
                 let op = match op {
                     "=" => MatchOp::Eq(value),
@@ -696,7 +706,9 @@ pub fn eval(expr: &Expr, source: &dyn SeriesSource) -> Result<Value, EvalError> 
         }
         Expr::Neg(inner) => match eval(inner, source)? {
             Value::Scalar(v) => Value::Scalar(-v),
-            Value::Vector(v) => Value::Vector(v.into_iter().map(|s| Sample { labels: without_name(s.labels), value: -s.value }).collect()),
+            Value::Vector(v) => Value::Vector(
+                v.into_iter().map(|s| Sample { labels: without_name(s.labels), value: -s.value }).collect(),
+            ),
         },
         Expr::Clamp { inner, bound, min } => {
             let Value::Scalar(b) = eval(bound, source)? else {
@@ -705,7 +717,9 @@ pub fn eval(expr: &Expr, source: &dyn SeriesSource) -> Result<Value, EvalError> 
             let f = |v: f64| if *min { v.max(b) } else { v.min(b) };
             match eval(inner, source)? {
                 Value::Scalar(v) => Value::Scalar(f(v)),
-                Value::Vector(v) => Value::Vector(v.into_iter().map(|s| Sample { labels: without_name(s.labels), value: f(s.value) }).collect()),
+                Value::Vector(v) => Value::Vector(
+                    v.into_iter().map(|s| Sample { labels: without_name(s.labels), value: f(s.value) }).collect(),
+                ),
             }
         }
         Expr::Aggregate { op, grouping, inner } => {
@@ -770,14 +784,19 @@ pub fn eval(expr: &Expr, source: &dyn SeriesSource) -> Result<Value, EvalError> 
             };
             match (eval(lhs, source)?, eval(rhs, source)?) {
                 (Value::Scalar(a), Value::Scalar(b)) => Value::Scalar(apply(a, b)),
-                (Value::Vector(v), Value::Scalar(b)) => {
-                    Value::Vector(v.into_iter().map(|s| Sample { labels: without_name(s.labels), value: apply(s.value, b) }).collect())
-                }
-                (Value::Scalar(a), Value::Vector(v)) => {
-                    Value::Vector(v.into_iter().map(|s| Sample { labels: without_name(s.labels), value: apply(a, s.value) }).collect())
-                }
+                (Value::Vector(v), Value::Scalar(b)) => Value::Vector(
+                    v.into_iter()
+                        .map(|s| Sample { labels: without_name(s.labels), value: apply(s.value, b) })
+                        .collect(),
+                ),
+                (Value::Scalar(a), Value::Vector(v)) => Value::Vector(
+                    v.into_iter()
+                        .map(|s| Sample { labels: without_name(s.labels), value: apply(a, s.value) })
+                        .collect(),
+                ),
                 (Value::Vector(l), Value::Vector(r)) => {
-                    let right: HashMap<Labels, f64> = r.into_iter().map(|s| (without_name(s.labels), s.value)).collect();
+                    let right: HashMap<Labels, f64> =
+                        r.into_iter().map(|s| (without_name(s.labels), s.value)).collect();
                     Value::Vector(
                         l.into_iter()
                             .filter_map(|s| {
@@ -906,7 +925,9 @@ mod tests {
 
     #[test]
     fn histogram_quantile_interpolates_like_prometheus() {
-        let b = |le: &str, n: f64| ("h_bucket".to_string(), labels(&[("le", le), ("route", "/a")]), vec![(0, 0.0), (1000, n)]);
+        let b = |le: &str, n: f64| {
+            ("h_bucket".to_string(), labels(&[("le", le), ("route", "/a")]), vec![(0, 0.0), (1000, n)])
+        };
         let s = Fixed(vec![b("0.1", 50.0), b("0.5", 90.0), b("1", 100.0), b("+Inf", 100.0)]);
         let v = value("histogram_quantile(0.95, sum by (le) (rate(h_bucket[1m])))", &s);
         // rank 95 of 100 falls in (0.5, 1] holding 10: 0.5 + 0.5 * 5/10.

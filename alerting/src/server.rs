@@ -22,7 +22,12 @@ use crate::{
     http::{self, AppState, Shared},
     incidents::{self, Fence, Retention},
     metrics::Metrics,
-    notify::{Channel, Notifier, console::{Console, Format}, email, slack::Slack},
+    notify::{
+        Channel, Notifier,
+        console::{Console, Format},
+        email,
+        slack::Slack,
+    },
     oncall::Roster,
     promql,
     rules::{self, file::RuleSet},
@@ -49,7 +54,12 @@ pub struct ServeArgs {
     #[arg(long, env = "PROMETHEUS_URL")]
     pub prometheus_url: Option<String>,
     /// Targets to scrape when no Prometheus is given: `job=url`, comma separated.
-    #[arg(long, env = "ALERTING_SCRAPE", default_value = "booking=http://127.0.0.1:8080/metrics", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "ALERTING_SCRAPE",
+        default_value = "booking=http://127.0.0.1:8080/metrics",
+        value_delimiter = ','
+    )]
     pub scrape: Vec<String>,
     /// Evaluation interval (`5s`). Default: the rule file's, else 5s.
     #[arg(long, env = "ALERTING_INTERVAL")]
@@ -180,7 +190,10 @@ pub enum StartError {
 }
 
 /// Rules and roster, loaded and checked against each other.
-pub fn load_config(rules: Option<&std::path::Path>, roster: Option<&std::path::Path>) -> Result<(RuleSet, Roster), StartError> {
+pub fn load_config(
+    rules: Option<&std::path::Path>,
+    roster: Option<&std::path::Path>,
+) -> Result<(RuleSet, Roster), StartError> {
     let set = match rules {
         Some(path) => rules::file::load(path).map_err(|e| StartError::Config(e.to_string()))?,
         None => rules::file::shipped(),
@@ -238,7 +251,8 @@ impl Server {
         if args.keys_file.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
             args.keys_file = None;
         }
-        let keys = Keys::load(args.api_key.as_deref(), args.read_key.as_deref(), args.keys_file.as_deref()).map_err(|e| StartError::Config(e.to_string()))?;
+        let keys = Keys::load(args.api_key.as_deref(), args.read_key.as_deref(), args.keys_file.as_deref())
+            .map_err(|e| StartError::Config(e.to_string()))?;
         if !args.listen.ip().to_canonical().is_loopback() && !keys.required() {
             return Err(StartError::Config(format!(
                 "ALERTING_LISTEN {} is not a loopback address, and no key is set: anyone who reaches it could ack, resolve and silence. \
@@ -248,16 +262,20 @@ impl Server {
             )));
         }
         let (set, roster) = load_config(args.rules.as_deref(), args.roster.as_deref())?;
-        let set = set.with_links(args.runbook_base_url.clone(), args.grafana_url.clone()).map_err(StartError::Config)?;
+        let set =
+            set.with_links(args.runbook_base_url.clone(), args.grafana_url.clone()).map_err(StartError::Config)?;
         for warning in &set.warnings {
             tracing::warn!(warning, "rule file");
         }
         let interval = match &args.interval {
-            Some(i) => promql::parse_duration(i).map_err(|why| StartError::Config(format!("ALERTING_INTERVAL `{i}`: {why}")))?,
+            Some(i) => promql::parse_duration(i)
+                .map_err(|why| StartError::Config(format!("ALERTING_INTERVAL `{i}`: {why}")))?,
             None => set.evaluation_interval,
         }
         .max(Duration::from_secs(1));
-        let duration = |setting: &str, text: &str| promql::parse_duration(text).map_err(|why| StartError::Config(format!("{setting} `{text}`: {why}")));
+        let duration = |setting: &str, text: &str| {
+            promql::parse_duration(text).map_err(|why| StartError::Config(format!("{setting} `{text}`: {why}")))
+        };
         let silence_max = duration("ALERTING_SILENCE_MAX", &args.silence_max)?;
         let retry_after_max = duration("ALERTING_RETRY_AFTER_MAX", &args.retry_after_max)?;
         let request_timeout = duration("ALERTING_REQUEST_TIMEOUT", &args.request_timeout)?;
@@ -269,7 +287,10 @@ impl Server {
         };
         // A body still arriving when the request times out would be our 503
         // instead of the client's 408.
-        if limits.body_read_timeout >= request_timeout || [limits.header_read_timeout, limits.body_read_timeout, limits.idle_timeout, request_timeout].contains(&Duration::ZERO) {
+        if limits.body_read_timeout >= request_timeout
+            || [limits.header_read_timeout, limits.body_read_timeout, limits.idle_timeout, request_timeout]
+                .contains(&Duration::ZERO)
+        {
             return Err(StartError::Config(
                 "the HTTP timeouts must be above zero, and ALERTING_HTTP_BODY_READ_TIMEOUT shorter than ALERTING_REQUEST_TIMEOUT".into(),
             ));
@@ -285,27 +306,36 @@ impl Server {
                     .iter()
                     .map(|t| {
                         // Only the job: the URL may hold credentials.
-                        let (job, url) = t.split_once('=').ok_or_else(|| StartError::Config("ALERTING_SCRAPE entries must be job=url, comma separated".into()))?;
+                        let (job, url) = t.split_once('=').ok_or_else(|| {
+                            StartError::Config("ALERTING_SCRAPE entries must be job=url, comma separated".into())
+                        })?;
                         Ok(Target { job: job.trim().into(), url: url.trim().into() })
                     })
                     .collect::<Result<Vec<_>, StartError>>()?;
-                Source::scrape(targets, &exprs.iter().map(String::as_str).collect::<Vec<_>>(), timeout).map_err(|e| StartError::Config(e.to_string()))?
+                Source::scrape(targets, &exprs.iter().map(String::as_str).collect::<Vec<_>>(), timeout)
+                    .map_err(|e| StartError::Config(e.to_string()))?
             }
         };
         let channels = Channels {
             slack: args.slack_webhook_url.as_ref().map(|url| Notifier::Slack(Slack::new(url, SEND_TIMEOUT))),
             email: match &args.smtp_host {
-                Some(host) => Some(Notifier::Email(email::Email::new(email_config(&args, host)?).map_err(|e| StartError::Config(format!("email: {e}")))?)),
+                Some(host) => Some(Notifier::Email(
+                    email::Email::new(email_config(&args, host)?)
+                        .map_err(|e| StartError::Config(format!("email: {e}")))?,
+                )),
                 None => None,
             },
             console: Notifier::Console(match (&args.console_file, args.console_format) {
                 (Some(path), format) => Console::file(path).with_format(format.unwrap_or(Format::Json)),
-                (None, Some(Format::Json)) => return Err(StartError::Config("ALERTING_CONSOLE_FORMAT=json needs ALERTING_CONSOLE_FILE".into())),
+                (None, Some(Format::Json)) => {
+                    return Err(StartError::Config("ALERTING_CONSOLE_FORMAT=json needs ALERTING_CONSOLE_FILE".into()));
+                }
                 (None, _) => Console::stdout(),
             }),
         };
-        let fallback = Channel::parse(&args.fallback)
-            .ok_or_else(|| StartError::Config(format!("ALERTING_FALLBACK must be console, email or slack, not {:?}", args.fallback)))?;
+        let fallback = Channel::parse(&args.fallback).ok_or_else(|| {
+            StartError::Config(format!("ALERTING_FALLBACK must be console, email or slack, not {:?}", args.fallback))
+        })?;
         if !channels.configured().contains(&fallback) {
             return Err(StartError::Config(format!(
                 "ALERTING_FALLBACK is {fallback}, which is not configured (set {})",
@@ -331,7 +361,10 @@ impl Server {
         }
         let command_prefix = match &args.page_command_dir {
             Some(dir) if !dir.is_absolute() => {
-                return Err(StartError::Config(format!("ALERTING_PAGE_COMMAND_DIR `{}` must be absolute, or the commands work from one directory only", dir.display())));
+                return Err(StartError::Config(format!(
+                    "ALERTING_PAGE_COMMAND_DIR `{}` must be absolute, or the commands work from one directory only",
+                    dir.display()
+                )));
             }
             Some(dir) => format!("{}/", dir.display().to_string().trim_end_matches('/')),
             None => String::new(),
@@ -354,10 +387,18 @@ impl Server {
         let retention = Retention { incidents: days(args.retention_days), outbox: days(args.outbox_retention_days) };
         // Bind before the store: a taken port must not leave a new empty
         // `alerting.db` behind.
-        let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| StartError::Bind(args.listen, e))?;
+        let listener =
+            tokio::net::TcpListener::bind(args.listen).await.map_err(|e| StartError::Bind(args.listen, e))?;
         let store = incidents::Store::connect(&args.database_url).await?;
         let service = Service::new(store, roster, set.rules.clone(), channels, config, Metrics::new());
-        let state = Arc::new(AppState { service, engine: std::sync::Mutex::new(engine), wake: tokio::sync::Notify::new(), keys, silence_max, request_timeout });
+        let state = Arc::new(AppState {
+            service,
+            engine: std::sync::Mutex::new(engine),
+            wake: tokio::sync::Notify::new(),
+            keys,
+            silence_max,
+            request_timeout,
+        });
         Ok(Self { state, source, exprs, interval, lease_ttl, listener, limits, retention, lanes: !failpoint })
     }
 
@@ -401,7 +442,14 @@ impl Server {
         }
         spawn_retention(&state, retention);
         tracing::info!(addr = %listener.local_addr()?, source = source_kind, "alerting service listening");
-        let served = serving::serve(listener, http::router(state.clone()), limits, state.service.metrics.connections.clone(), shutdown).await;
+        let served = serving::serve(
+            listener,
+            http::router(state.clone()),
+            limits,
+            state.service.metrics.connections.clone(),
+            shutdown,
+        )
+        .await;
         let _ = stop_tx.send(true);
         let _ = evaluator.await;
         state.service.store.close().await;
@@ -421,7 +469,9 @@ fn spawn_serial_delivery(state: &Shared, mut stop: tokio::sync::watch::Receiver<
                 tracing::error!(error = %e, "delivering pages");
             }
             let next = state.service.store.next_due().await.ok().flatten();
-            let wait = next.map_or(Duration::from_secs(1), |t| Duration::from_millis((t - Utc::now().timestamp_millis()).clamp(0, 1000) as u64));
+            let wait = next.map_or(Duration::from_secs(1), |t| {
+                Duration::from_millis((t - Utc::now().timestamp_millis()).clamp(0, 1000) as u64)
+            });
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = state.wake.notified() => {}
@@ -510,7 +560,12 @@ fn spawn_retention(state: &Shared, policy: Retention) {
         loop {
             match service.store.purge(&policy, Utc::now().timestamp_millis()).await {
                 Ok(purged) => {
-                    let counted = [("incidents", purged.incidents), ("timeline", purged.timeline), ("outbox", purged.outbox), ("silences", purged.silences)];
+                    let counted = [
+                        ("incidents", purged.incidents),
+                        ("timeline", purged.timeline),
+                        ("outbox", purged.outbox),
+                        ("silences", purged.silences),
+                    ];
                     for (table, n) in counted {
                         service.metrics.retention_deleted.with_label_values(&[table]).inc_by(n);
                     }
@@ -548,7 +603,11 @@ async fn tick(state: &AppState, lease: &mut Option<Fence>, ttl: Duration, source
                 if let (Some(saved), Ok(mut engine)) = (&taken.state, state.engine.lock()) {
                     engine.restore(saved);
                 }
-                tracing::info!(epoch = taken.fence.epoch, instance = store.instance(), "this process now evaluates the rules");
+                tracing::info!(
+                    epoch = taken.fence.epoch,
+                    instance = store.instance(),
+                    "this process now evaluates the rules"
+                );
                 metrics.leader.set(1);
                 metrics.leader_changes.inc();
                 *lease = Some(taken.fence);
@@ -585,7 +644,10 @@ async fn tick(state: &AppState, lease: &mut Option<Fence>, ttl: Duration, source
     match outcome {
         Ok(true) => {}
         Ok(false) => {
-            tracing::warn!(epoch = fence.epoch, "the evaluator lease passed to another process; this one stops evaluating");
+            tracing::warn!(
+                epoch = fence.epoch,
+                "the evaluator lease passed to another process; this one stops evaluating"
+            );
             metrics.leader.set(0);
             *lease = None;
         }
@@ -615,7 +677,12 @@ fn publish_states(state: &AppState) {
 
 /// One evaluation: query, step the state machine, record, page. With a
 /// fence, every write holds only under that lease.
-pub async fn evaluate_once(state: &AppState, source: &mut Source, exprs: &[String], fence: Option<&Fence>) -> Result<(), ServiceError> {
+pub async fn evaluate_once(
+    state: &AppState,
+    source: &mut Source,
+    exprs: &[String],
+    fence: Option<&Fence>,
+) -> Result<(), ServiceError> {
     let started = std::time::Instant::now();
     let now = Utc::now().timestamp_millis();
     let refs: Vec<&str> = exprs.iter().map(String::as_str).collect();
@@ -636,7 +703,12 @@ pub async fn evaluate_once(state: &AppState, source: &mut Source, exprs: &[Strin
         Ok(mut e) => e.evaluate(&results, now),
         Err(_) => return Ok(()),
     };
-    state.service.metrics.evaluation_seconds.with_label_values(&[source.kind()]).observe(started.elapsed().as_secs_f64());
+    state
+        .service
+        .metrics
+        .evaluation_seconds
+        .with_label_values(&[source.kind()])
+        .observe(started.elapsed().as_secs_f64());
     state.service.metrics.scrape_series_dropped.inc_by(source.take_dropped_series());
     publish_states(state);
     for t in &transitions {

@@ -40,8 +40,10 @@ async fn api_with(keys: Keys) -> Api {
     let dir = testkit::TempDir::new("alerting-api");
     let store = incidents::Store::connect(&format!("sqlite://{}", dir.join("a.db").display())).await.unwrap();
     let set = alerting::rules::shipped();
-    let channels = Channels { slack: None, email: None, console: Notifier::Console(Console::file(dir.join("pages.jsonl"))) };
-    let service = Service::new(store, Roster::example(), set.rules.clone(), channels, Config::default(), Metrics::new());
+    let channels =
+        Channels { slack: None, email: None, console: Notifier::Console(Console::file(dir.join("pages.jsonl"))) };
+    let service =
+        Service::new(store, Roster::example(), set.rules.clone(), channels, Config::default(), Metrics::new());
     let state = Arc::new(AppState {
         service,
         engine: std::sync::Mutex::new(Engine::new(set.rules)),
@@ -64,7 +66,13 @@ impl Api {
 
     /// Sends with `key` as the bearer token, and checks the answer against
     /// the document: a documented status, a body that fits its schema.
-    async fn send_as(&self, key: Option<&str>, method: reqwest::Method, path: &str, body: Option<&str>) -> (u16, Value) {
+    async fn send_as(
+        &self,
+        key: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&str>,
+    ) -> (u16, Value) {
         let mut req = self.http.request(method.clone(), format!("{}{path}", self.base));
         if let Some(b) = body {
             req = req.header("content-type", "application/json").body(b.to_owned());
@@ -125,13 +133,40 @@ async fn bad_requests_get_a_clear_4xx_json_error_and_change_nothing() {
         (Method::POST, "/v1/silences".into(), Some(r#"{"matchers":{},"duration":"1h","comment":"c"}"#), 400),
         (Method::POST, "/v1/silences".into(), Some(r#"{"matchers":{"a":"b"},"duration":"1x","comment":"c"}"#), 400),
         (Method::POST, "/v1/silences".into(), Some(r#"{"matchers":{"a":"b"},"duration":"1h","comment":""}"#), 400),
-        (Method::POST, "/v1/silences".into(), Some(r#"{"matchers":{"a":"b"},"ends_at":"2001-01-01T00:00:00Z","comment":"c"}"#), 400),
+        (
+            Method::POST,
+            "/v1/silences".into(),
+            Some(r#"{"matchers":{"a":"b"},"ends_at":"2001-01-01T00:00:00Z","comment":"c"}"#),
+            400,
+        ),
         (Method::POST, "/v1/silences".into(), Some(r#"{"matchers":{"a":"b"},"comment":"c"}"#), 400),
         (Method::POST, "/v1/silences".into(), Some(r#"{"matchers":{"a":"b"},"duration":"1h","comment":"c"}"#), 400),
-        (Method::POST, "/v1/silences".into(), Some(r#"{"matchers":{"rule_id":"cpu-high"},"duration":"8d","comment":"c"}"#), 400),
-        (Method::POST, "/v1/silences".into(), Some(r#"{"matchers":{"rule id":"x"},"duration":"1h","comment":"c"}"#), 400),
-        (Method::POST, "/v1/silences".into(), Some(r#"{"matchers":{"rule_id":"x\u0000"},"duration":"1h","comment":"c"}"#), 400),
-        (Method::POST, "/v1/silences".into(), Some(r#"{"matchers":{"rule_id":"cpu-high"},"duration":"1h","comment":"c","starts_at":"2026-01-01 00:00:00Z"}"#), 400),
+        (
+            Method::POST,
+            "/v1/silences".into(),
+            Some(r#"{"matchers":{"rule_id":"cpu-high"},"duration":"8d","comment":"c"}"#),
+            400,
+        ),
+        (
+            Method::POST,
+            "/v1/silences".into(),
+            Some(r#"{"matchers":{"rule id":"x"},"duration":"1h","comment":"c"}"#),
+            400,
+        ),
+        (
+            Method::POST,
+            "/v1/silences".into(),
+            Some(r#"{"matchers":{"rule_id":"x\u0000"},"duration":"1h","comment":"c"}"#),
+            400,
+        ),
+        (
+            Method::POST,
+            "/v1/silences".into(),
+            Some(
+                r#"{"matchers":{"rule_id":"cpu-high"},"duration":"1h","comment":"c","starts_at":"2026-01-01 00:00:00Z"}"#,
+            ),
+            400,
+        ),
         (Method::POST, format!("/v1/incidents/{id}/notes"), Some(r#"{"text":"nul \u0000 inside"}"#), 400),
         (Method::POST, format!("/v1/incidents/{id}/notes"), Some(r#"{"text":" \t\r\n"}"#), 400),
         (Method::POST, format!("/v1/incidents/{id}/ack"), Some(&long_by), 400),
@@ -151,7 +186,13 @@ async fn bad_requests_get_a_clear_4xx_json_error_and_change_nothing() {
         assert!(json["error"]["code"].is_string() && json["error"]["message"].is_string(), "{method} {path}: {json}");
     }
     // Just within every bound is fine.
-    let (status, json) = api.send(Method::POST, &format!("/v1/incidents/{id}/notes"), Some(&json!({ "text": "é".repeat(10_000), "by": "é".repeat(200) }).to_string())).await;
+    let (status, json) = api
+        .send(
+            Method::POST,
+            &format!("/v1/incidents/{id}/notes"),
+            Some(&json!({ "text": "é".repeat(10_000), "by": "é".repeat(200) }).to_string()),
+        )
+        .await;
     assert_eq!(status, 201, "{json}");
     let (_, shown) = api.send(Method::GET, &format!("/v1/incidents/{id}"), None).await;
     assert_eq!(shown["incident"]["state"], "firing", "nothing changed");
@@ -162,7 +203,9 @@ async fn bad_requests_get_a_clear_4xx_json_error_and_change_nothing() {
 async fn notes_events_silences_ack_and_resolve_work_and_resolve_twice_is_harmless() {
     let api = api(None).await;
     let id = api.open_incident().await;
-    let (status, _) = api.send(Method::POST, &format!("/v1/incidents/{id}/notes"), Some(r#"{"text":"rolled back","by":"kim"}"#)).await;
+    let (status, _) = api
+        .send(Method::POST, &format!("/v1/incidents/{id}/notes"), Some(r#"{"text":"rolled back","by":"kim"}"#))
+        .await;
     assert_eq!(status, 201);
     let step = json!({ "kind": "runbook_step", "text": "postgres.long_queries: 1 found", "by": "runbook", "data": { "count": 1 } });
     let (status, _) = api.send(Method::POST, &format!("/v1/incidents/{id}/events"), Some(&step.to_string())).await;
@@ -181,7 +224,11 @@ async fn notes_events_silences_ack_and_resolve_work_and_resolve_twice_is_harmles
     assert_eq!(shown["timeline"][3]["data"]["count"], 1);
 
     let (status, body) = api
-        .send(Method::POST, "/v1/silences", Some(r#"{"matchers":{"rule_id":"cpu-high"},"duration":"2h","kind":"maintenance","comment":"resize"}"#))
+        .send(
+            Method::POST,
+            "/v1/silences",
+            Some(r#"{"matchers":{"rule_id":"cpu-high"},"duration":"2h","kind":"maintenance","comment":"resize"}"#),
+        )
         .await;
     assert_eq!(status, 201, "{body}");
     let silence = body["silence"]["id"].as_i64().unwrap();
@@ -217,11 +264,14 @@ async fn the_openapi_document_matches_the_router() {
     assert!(doc.0["openapi"].as_str().unwrap().starts_with("3."));
     let mut documented: Vec<(String, String)> = Vec::new();
     for (path, ops) in doc.0["paths"].as_object().unwrap() {
-        for method in ops.as_object().unwrap().keys().filter(|m| ["get", "post", "put", "patch", "delete"].contains(&m.as_str())) {
+        for method in
+            ops.as_object().unwrap().keys().filter(|m| ["get", "post", "put", "patch", "delete"].contains(&m.as_str()))
+        {
             documented.push((method.to_uppercase(), path.clone()));
         }
     }
-    let mut implemented: Vec<(String, String)> = alerting::http::routes().iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    let mut implemented: Vec<(String, String)> =
+        alerting::http::routes().iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
     documented.sort();
     implemented.sort();
     assert_eq!(documented, implemented);
@@ -233,7 +283,10 @@ async fn the_openapi_document_matches_the_router() {
         let r = api.http.request(method.parse().unwrap(), format!("{}{concrete}", api.base)).send().await.unwrap();
         let status = r.status();
         let body: Value = r.json().await.unwrap_or(Value::Null);
-        assert!(status != 405 && body["error"]["message"] != "no such endpoint", "{method} {path} is documented but not served: {status} {body}");
+        assert!(
+            status != 405 && body["error"]["message"] != "no such endpoint",
+            "{method} {path} is documented but not served: {status} {body}"
+        );
     }
     let served: Value = api.http.get(format!("{}/openapi.json", api.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(served, doc.0);
@@ -243,15 +296,35 @@ async fn the_openapi_document_matches_the_router() {
 #[tokio::test]
 async fn the_document_states_the_servers_rules() {
     let doc = Doc::load();
-    let codes: Vec<&str> = doc.0["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
-    for code in ["BAD_REQUEST", "UNAUTHORIZED", "FORBIDDEN", "NOT_FOUND", "METHOD_NOT_ALLOWED", "ALREADY_RESOLVED", "ALERT_STILL_FIRING", "PAYLOAD_TOO_LARGE", "UNSUPPORTED_MEDIA_TYPE", "INTERNAL"] {
+    let codes: Vec<&str> = doc.0["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for code in [
+        "BAD_REQUEST",
+        "UNAUTHORIZED",
+        "FORBIDDEN",
+        "NOT_FOUND",
+        "METHOD_NOT_ALLOWED",
+        "ALREADY_RESOLVED",
+        "ALERT_STILL_FIRING",
+        "PAYLOAD_TOO_LARGE",
+        "UNSUPPORTED_MEDIA_TYPE",
+        "INTERNAL",
+    ] {
         assert!(codes.contains(&code), "{code}");
     }
     for (method, path) in alerting::http::routes() {
         let op = doc.operation(method, &path.replace("{id}", "1")).unwrap();
         let responses = op["responses"].as_object().unwrap();
         let open = op["security"].as_array().is_some_and(Vec::is_empty);
-        assert_eq!(open, ["/healthz", "/metrics", "/openapi.json"].contains(&path), "{method} {path}: only those need no key");
+        assert_eq!(
+            open,
+            ["/healthz", "/metrics", "/openapi.json"].contains(&path),
+            "{method} {path}: only those need no key"
+        );
         if !open {
             assert!(responses.contains_key("401"), "{method} {path} documents 401");
         }
@@ -315,5 +388,9 @@ async fn every_answer_has_a_documented_status_and_fits_its_schema() {
         let (status, _) = api.send_as(key, method.clone(), &path, body).await;
         seen.insert(status);
     }
-    assert_eq!(seen.into_iter().collect::<Vec<_>>(), [200, 201, 204, 400, 401, 403, 404, 409], "the matrix reaches every status");
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        [200, 201, 204, 400, 401, 403, 404, 409],
+        "the matrix reaches every status"
+    );
 }

@@ -37,7 +37,8 @@ async fn schemathesis_finds_no_mismatch_between_the_alerting_contract_and_the_se
     })
     .await;
     let incident = incident.unwrap();
-    let silence = json!({ "matchers": { "rule_id": "queue-admission-stall" }, "duration": "1h", "comment": "contract fixture" });
+    let silence =
+        json!({ "matchers": { "rule_id": "queue-admission-stall" }, "duration": "1h", "comment": "contract fixture" });
     let (status, body) = alerting.call(Method::POST, "/v1/silences", Some(RESPONDER_KEY), Some(silence)).await;
     assert_eq!(status, 201, "{body}");
     let silence = body["silence"]["id"].as_i64().unwrap();
@@ -56,7 +57,8 @@ async fn schemathesis_finds_no_mismatch_between_the_alerting_contract_and_the_se
         .args(["-H", &format!("Authorization: Bearer {RESPONDER_KEY}")])
         .output()
         .expect("schemathesis' `st` is installed (scripts/test.sh installs it: pip install schemathesis)");
-    let errors: String = alerting.logs().lines().filter(|l| l.contains(r#""level":"ERROR""#)).map(|l| format!("{l}\n")).collect();
+    let errors: String =
+        alerting.logs().lines().filter(|l| l.contains(r#""level":"ERROR""#)).map(|l| format!("{l}\n")).collect();
     assert!(
         output.status.success(),
         "schemathesis found the server and alerting/openapi.json disagreeing ({}):\n{}\n{}\nserver errors logged: {errors}",

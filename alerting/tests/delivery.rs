@@ -45,7 +45,12 @@ async fn a_hung_slack_does_not_delay_the_email() {
     assert_eq!(mail.len(), 1);
     assert!(asked.elapsed() < Duration::from_secs(10));
     assert_eq!((slack.hanging(), slack.delivered().len()), (1, 0), "Slack is still stuck when the email is in");
-    let kinds: Vec<Value> = timeline(&alerting, id).await.into_iter().filter(|e| e["kind"] == "delivered").map(|e| e["text"].clone()).collect();
+    let kinds: Vec<Value> = timeline(&alerting, id)
+        .await
+        .into_iter()
+        .filter(|e| e["kind"] == "delivered")
+        .map(|e| e["text"].clone())
+        .collect();
     assert!(kinds.iter().any(|t| t.as_str().unwrap_or_default().contains("email")), "{kinds:?}");
     assert!(!alerting.logs().contains("B0000/secret"), "the webhook URL is a secret");
 }
@@ -54,7 +59,11 @@ async fn a_hung_slack_does_not_delay_the_email() {
 async fn a_slack_retry_after_beyond_the_cap_sends_the_page_to_the_fallback_at_once() {
     let gauge = Gauge::start(50).await;
     let slack = SlackReceiver::start(vec![Reply::TooMany { retry_after_secs: 1_000_000_000_000 }]).await;
-    let alerting = Launch::new(Some(&gauge)).env("ALERTING_API_KEY", RESPONDER_KEY).env("SLACK_WEBHOOK_URL", &slack.url).start().await;
+    let alerting = Launch::new(Some(&gauge))
+        .env("ALERTING_API_KEY", RESPONDER_KEY)
+        .env("SLACK_WEBHOOK_URL", &slack.url)
+        .start()
+        .await;
     let id = alerting.open_incident(Some(RESPONDER_KEY)).await;
     wait_until("the fallback page on the console", Duration::from_secs(10), async || {
         alerting.console_pages().iter().any(|p| p["page"]["kind"]["type"] == "delivery_failed")
@@ -71,7 +80,11 @@ async fn a_slack_retry_after_beyond_the_cap_sends_the_page_to_the_fallback_at_on
 async fn a_retry_after_within_the_cap_is_waited_for() {
     let gauge = Gauge::start(50).await;
     let slack = SlackReceiver::start(vec![Reply::TooMany { retry_after_secs: 1 }]).await;
-    let alerting = Launch::new(Some(&gauge)).env("SLACK_WEBHOOK_URL", &slack.url).env("ALERTING_RETRY_AFTER_MAX", "5s").start().await;
+    let alerting = Launch::new(Some(&gauge))
+        .env("SLACK_WEBHOOK_URL", &slack.url)
+        .env("ALERTING_RETRY_AFTER_MAX", "5s")
+        .start()
+        .await;
     alerting.open_incident(None).await;
     let delivered = slack.wait_for(1, Duration::from_secs(15)).await;
     assert_eq!((delivered.len(), slack.attempts()), (1, 2));

@@ -21,7 +21,6 @@ use std::{
     time::Duration,
 };
 
-
 use serde_json::Value;
 use support::{
     serve::{Launch, wait_until},
@@ -139,14 +138,17 @@ impl Sink {
             .map(|n| {
                 let alerts = n["alerts"].as_array().cloned().unwrap_or_default();
                 // A notification of a group carries firing and resolved alerts; each state counts.
-                let mut names: Vec<String> = alerts.iter().filter(|a| a["status"] == n["status"]).filter_map(|a| a["labels"]["alertname"].as_str().map(str::to_owned)).collect();
+                let mut names: Vec<String> = alerts
+                    .iter()
+                    .filter(|a| a["status"] == n["status"])
+                    .filter_map(|a| a["labels"]["alertname"].as_str().map(str::to_owned))
+                    .collect();
                 names.sort();
                 (n["status"].as_str().unwrap_or_default().to_owned(), names)
             })
             .collect()
     }
 }
-
 
 /// Each page our engine sent to Slack: (firing|resolved, the alerts it names).
 fn ours(slack: &SlackReceiver) -> Vec<Notification> {
@@ -183,7 +185,8 @@ fn alertmanager_yml(exported: &str, hook: &str) -> String {
         let name = receiver["name"].clone();
         let mut webhook = serde_norway::Mapping::new();
         webhook.insert("name".into(), name);
-        let hook_config: serde_norway::Value = serde_norway::from_str(&format!("[{{url: '{hook}', send_resolved: true}}]")).unwrap();
+        let hook_config: serde_norway::Value =
+            serde_norway::from_str(&format!("[{{url: '{hook}', send_resolved: true}}]")).unwrap();
         webhook.insert("webhook_configs".into(), hook_config);
         *receiver = serde_norway::Value::Mapping(webhook);
     }
@@ -268,18 +271,29 @@ async fn the_export_on_prometheus_and_alertmanager_pages_what_the_engine_pages()
             Ok(r) => r.json::<Value>().await.ok().is_some_and(|v| v["data"]["result"][0]["value"][1] == "1"),
             Err(_) => false,
         };
-        let am = http.get(format!("http://127.0.0.1:{am_port}/-/ready")).send().await.is_ok_and(|r| r.status().is_success());
+        let am =
+            http.get(format!("http://127.0.0.1:{am_port}/-/ready")).send().await.is_ok_and(|r| r.status().is_success());
         scraped && am
     })
     .await;
 
     // The outage and its symptom together, and two warnings of one owner.
     gauges.set(5, 5, 5);
-    let fired = |v: &[Notification]| names_in(v, "firing").is_superset(&["Outage", "Minor", "MinorTwo"].map(String::from).into());
-    wait_until("both sides to page the outage and the warnings", Duration::from_secs(60), async || fired(&ours(&slack)) && fired(&sink.notifications())).await;
+    let fired = |v: &[Notification]| {
+        names_in(v, "firing").is_superset(&["Outage", "Minor", "MinorTwo"].map(String::from).into())
+    };
+    wait_until("both sides to page the outage and the warnings", Duration::from_secs(60), async || {
+        fired(&ours(&slack)) && fired(&sink.notifications())
+    })
+    .await;
     gauges.set(0, 0, 0);
-    let resolved = |v: &[Notification]| names_in(v, "resolved").is_superset(&["Outage", "Minor", "MinorTwo"].map(String::from).into());
-    wait_until("both sides to resolve them", Duration::from_secs(60), async || resolved(&ours(&slack)) && resolved(&sink.notifications())).await;
+    let resolved = |v: &[Notification]| {
+        names_in(v, "resolved").is_superset(&["Outage", "Minor", "MinorTwo"].map(String::from).into())
+    };
+    wait_until("both sides to resolve them", Duration::from_secs(60), async || {
+        resolved(&ours(&slack)) && resolved(&sink.notifications())
+    })
+    .await;
     // Settle: let both sides evaluate a few more times.
     let evaluated = ours_up.metric("alerting_evaluations_total{outcome=\"ok\"}").await.unwrap_or(0.0);
     wait_until("five more evaluations", Duration::from_secs(20), async || {
@@ -292,12 +306,18 @@ async fn the_export_on_prometheus_and_alertmanager_pages_what_the_engine_pages()
     // Firing: the outage alone, the two warnings in one notification; the
     // symptom, inhibited, in none. The same on both sides.
     let firing = |v: &[Notification]| sorted(v.iter().filter(|(s, _)| s == "firing").cloned().collect());
-    let expected = vec![("firing".to_owned(), vec!["Minor".to_owned(), "MinorTwo".to_owned()]), ("firing".to_owned(), vec!["Outage".to_owned()])];
+    let expected = vec![
+        ("firing".to_owned(), vec!["Minor".to_owned(), "MinorTwo".to_owned()]),
+        ("firing".to_owned(), vec!["Outage".to_owned()]),
+    ];
     assert_eq!(firing(&mine), expected, "our pages: {mine:?}");
     assert_eq!(firing(&theirs), expected, "Alertmanager's notifications: {theirs:?}\n{am_log}");
     // Resolved: the same alerts. (How many notifications differs on
     // purpose: each of our incidents says it resolved on its own page,
     // where Alertmanager tells a group's resolutions together.)
     assert_eq!(names_in(&mine, "resolved"), names_in(&theirs, "resolved"));
-    assert!(!names_in(&mine, "resolved").contains("Symptom") && !names_in(&theirs, "resolved").contains("Symptom"), "never paged, never resolved");
+    assert!(
+        !names_in(&mine, "resolved").contains("Symptom") && !names_in(&theirs, "resolved").contains("Symptom"),
+        "never paged, never resolved"
+    );
 }

@@ -64,7 +64,10 @@ fn run_sh_stops_booking_when_the_alerting_service_fails_to_start() {
     let out = run_sh(&dir, booking, alerting).env("ALERTING_RULES", dir.path("no-such-rules.yaml")).output().unwrap();
     let said = text(&out);
     assert!(!out.status.success(), "{said}");
-    assert!(said.contains("alerting failed to start") && said.contains("no-such-rules.yaml"), "says why, from the log: {said}");
+    assert!(
+        said.contains("alerting failed to start") && said.contains("no-such-rules.yaml"),
+        "says why, from the log: {said}"
+    );
     assert!(said.contains("stopping everything"), "{said}");
     assert!(!listening(booking) && !listening(alerting), "nothing left running: {said}");
     assert!(!said.contains("The platform is up"), "{said}");
@@ -128,9 +131,17 @@ fn the_readme_drill_passes_against_run_sh_with_one_page_and_one_resolve() {
         .unwrap();
     let report = text(&drill);
     eprintln!("{report}");
-    assert!(drill.status.success(), "the drill failed after {} s:\n{report}\nrun.sh:\n{}", started.elapsed().as_secs(), platform.out());
+    assert!(
+        drill.status.success(),
+        "the drill failed after {} s:\n{report}\nrun.sh:\n{}",
+        started.elapsed().as_secs(),
+        platform.out()
+    );
     for stage in ["fault", "pending", "page", "ack", "mitigated", "resolved"] {
-        assert!(report.lines().any(|l| l.trim_start().starts_with(stage) && l.contains(" s ")), "stage {stage} timed: {report}");
+        assert!(
+            report.lines().any(|l| l.trim_start().starts_with(stage) && l.contains(" s ")),
+            "stage {stage} timed: {report}"
+        );
     }
     assert!(report.contains("drill passed"), "{report}");
 
@@ -143,7 +154,14 @@ fn the_readme_drill_passes_against_run_sh_with_one_page_and_one_resolve() {
     assert_eq!(titles, 1, "nothing else paged:\n{pages}");
     assert!(!pages.contains("\"level\""), "no log line among the pages:\n{pages}");
     assert!(!pages.contains("Dashboard:"), "no Grafana runs, so no dashboard link:\n{pages}");
-    let field = |name: &str| pages.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or_else(|| panic!("{name} in:\n{pages}")).to_string();
+    let field = |name: &str| {
+        pages
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("{name} in:\n{pages}"))
+            .to_string()
+    };
     let runbook = field("Runbook:");
     assert!(Path::new(&runbook).is_file(), "the runbook link opens on this machine: {runbook}");
     let ack = field("Acknowledge:");
@@ -157,6 +175,9 @@ fn the_readme_drill_passes_against_run_sh_with_one_page_and_one_resolve() {
     assert!(status.success(), "Ctrl-C (TERM) is a clean stop: {status:?}");
     let after = platform.out();
     assert!(after.contains("run.sh: stopped"), "{after}");
-    assert!(after.starts_with(&pages) && after.matches(&"=".repeat(72)).count() == 4, "run.sh's own lines land after the pages, not over them:\n{after}");
+    assert!(
+        after.starts_with(&pages) && after.matches(&"=".repeat(72)).count() == 4,
+        "run.sh's own lines land after the pages, not over them:\n{after}"
+    );
     assert!(!listening(platform.booking) && !listening(platform.alerting), "both stopped with it");
 }

@@ -55,8 +55,14 @@ impl Drop for Backing {
                 let Ok(mut conn) = client.get_multiplexed_async_connection().await else { return };
                 let mut cursor = 0u64;
                 loop {
-                    let Ok((next, keys)): Result<(u64, Vec<String>), _> =
-                        redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(format!("{prefix}*")).arg("COUNT").arg(1000).query_async(&mut conn).await
+                    let Ok((next, keys)): Result<(u64, Vec<String>), _> = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(format!("{prefix}*"))
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut conn)
+                        .await
                     else {
                         return;
                     };
@@ -160,7 +166,12 @@ async fn a_chaos_error_spike_pages_slack_and_email_with_the_runbook_then_ack_and
     wait_until("booking, alerting and Prometheus up", Duration::from_secs(60), async || {
         let q = format!("{prom}/api/v1/query?query=sum(up)");
         match http.get(&q).send().await {
-            Ok(r) => r.json::<Value>().await.ok().and_then(|v| v["data"]["result"][0]["value"][1].as_str().map(|s| s == "2")).unwrap_or(false),
+            Ok(r) => r
+                .json::<Value>()
+                .await
+                .ok()
+                .and_then(|v| v["data"]["result"][0]["value"][1].as_str().map(|s| s == "2"))
+                .unwrap_or(false),
             Err(_) => false,
         }
     })
@@ -190,18 +201,29 @@ async fn a_chaos_error_spike_pages_slack_and_email_with_the_runbook_then_ack_and
     let mail = smtp_server.wait_for(1, Duration::from_secs(90)).await;
     let detection = broken_at.elapsed();
     let slack_pages = slack.wait_for(1, Duration::from_secs(30)).await;
-    println!("detection to page (1 s scrape, 1 s evaluation, for 3 s, 20 s rate window): {:.1} s", detection.as_secs_f64());
+    println!(
+        "detection to page (1 s scrape, 1 s evaluation, for 3 s, 20 s rate window): {:.1} s",
+        detection.as_secs_f64()
+    );
     let body = smtp::bodies(&mail[0]);
     assert!(body.contains("https://runbooks.example.com/booking/high-error-rate.md"), "{body}");
     assert!(body.contains("runbook run high-error-rate --incident"), "{body}");
     let subject = smtp::header_value(&mail[0], "Subject").unwrap_or_default();
-    assert!(subject.contains("CRITICAL") && subject.contains("HighErrorRate"), "{subject:?} in {}", &mail[0][..mail[0].len().min(800)]);
+    assert!(
+        subject.contains("CRITICAL") && subject.contains("HighErrorRate"),
+        "{subject:?} in {}",
+        &mail[0][..mail[0].len().min(800)]
+    );
     // Critical: the on-call person of every role, in one message.
     let roster = alerting::oncall::Roster::example();
     let to = smtp::header_value(&mail[0], "X-RcptTo").unwrap_or_default();
     for role in ["incident-lead", "backend", "infra", "dba"] {
         let person = roster.on_call(role, chrono::Utc::now()).unwrap();
-        assert!(to.contains(person.email.as_deref().unwrap()), "{role}'s on-call {} not among the recipients: {to}", person.id);
+        assert!(
+            to.contains(person.email.as_deref().unwrap()),
+            "{role}'s on-call {} not among the recipients: {to}",
+            person.id
+        );
     }
     let payload = slack_pages[0].to_string();
     assert!(payload.contains("https://runbooks.example.com/booking/high-error-rate.md"), "{payload}");
@@ -224,33 +246,68 @@ async fn a_chaos_error_spike_pages_slack_and_email_with_the_runbook_then_ack_and
     // without error; so do the alerting dashboard's queries.
     wait_until("Prometheus to evaluate the exported rules", Duration::from_secs(30), async || {
         let rules = get_json(&http, &format!("{prom}/api/v1/rules")).await;
-        let all: Vec<&Value> = rules["data"]["groups"].as_array().into_iter().flatten().flat_map(|g| g["rules"].as_array().unwrap().iter()).collect();
+        let all: Vec<&Value> = rules["data"]["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array().unwrap().iter())
+            .collect();
         !all.is_empty() && all.iter().all(|r| r["health"] == "ok")
     })
     .await;
     let set = alerting::rules::shipped();
     for rule in &set.rules {
         for c in rule.levels.iter().flat_map(|l| l.fire.iter().chain(&l.clear)) {
-            let v: Value = http.get(format!("{prom}/api/v1/query")).query(&[("query", c.expr.as_str())]).send().await.unwrap().json().await.unwrap();
+            let v: Value = http
+                .get(format!("{prom}/api/v1/query"))
+                .query(&[("query", c.expr.as_str())])
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             assert_eq!(v["status"], "success", "rule {}: {} → {v}", rule.id, c.expr);
         }
         let first = &rule.levels[0].fire[0].expr;
-        let v: Value = http.get(format!("{prom}/api/v1/query")).query(&[("query", first.as_str())]).send().await.unwrap().json().await.unwrap();
-        assert!(!v["data"]["result"].as_array().unwrap().is_empty(), "rule {} has no data in a live stack: {first}", rule.id);
+        let v: Value = http
+            .get(format!("{prom}/api/v1/query"))
+            .query(&[("query", first.as_str())])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(
+            !v["data"]["result"].as_array().unwrap().is_empty(),
+            "rule {} has no data in a live stack: {first}",
+            rule.id
+        );
     }
-    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(repo("dashboards/alerts.json")).unwrap()).unwrap();
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo("dashboards/alerts.json")).unwrap()).unwrap();
     let mut exprs = Vec::new();
     collect_exprs(&dashboard, &mut exprs);
     assert!(!exprs.is_empty());
     for expr in exprs {
         let expr = expr.replace("$__rate_interval", "30s");
-        let v: Value = http.get(format!("{prom}/api/v1/query")).query(&[("query", expr.as_str())]).send().await.unwrap().json().await.unwrap();
+        let v: Value = http
+            .get(format!("{prom}/api/v1/query"))
+            .query(&[("query", expr.as_str())])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert_eq!(v["status"], "success", "{expr}: {v}");
         assert!(!v["data"]["result"].as_array().unwrap().is_empty(), "alerts dashboard query has no data: {expr}");
     }
 
     // Recovery: the resolved notice reaches whoever was paged.
-    let off = http.delete(format!("{booking}/v1/admin/chaos")).header("x-admin-key", "dev-admin-key").send().await.unwrap();
+    let off =
+        http.delete(format!("{booking}/v1/admin/chaos")).header("x-admin-key", "dev-admin-key").send().await.unwrap();
     assert!(off.status().is_success());
     let mail = smtp_server.wait_for(2, Duration::from_secs(90)).await;
     let resolved = smtp::header_value(&mail[1], "Subject").unwrap_or_default();
@@ -266,7 +323,10 @@ async fn a_chaos_error_spike_pages_slack_and_email_with_the_runbook_then_ack_and
     traffic.abort();
     // Its own metrics saw the pages.
     let metrics = http.get(format!("{alerting}/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.lines().any(|l| l.starts_with("alerting_pages_total{channel=\"email\",outcome=\"delivered\"} 2")), "{metrics}");
+    assert!(
+        metrics.lines().any(|l| l.starts_with("alerting_pages_total{channel=\"email\",outcome=\"delivered\"} 2")),
+        "{metrics}"
+    );
 }
 
 fn collect_exprs(v: &Value, out: &mut Vec<String>) {
@@ -322,7 +382,11 @@ async fn a_crash_between_writing_a_page_and_sending_it_delivers_it_once_after_re
             Ok(r) => r.text().await.unwrap_or_default(),
             Err(_) => return false,
         };
-        m.lines().find(|l| l.starts_with("alerting_evaluations_total{outcome=\"ok\"}")).and_then(|l| l.rsplit(' ').next()).and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n >= 5)
+        m.lines()
+            .find(|l| l.starts_with("alerting_evaluations_total{outcome=\"ok\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|n| n >= 5)
     })
     .await;
     assert_eq!(slack.delivered().len(), 1, "exactly one page across the crash");

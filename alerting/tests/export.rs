@@ -232,7 +232,9 @@ fn amtool_accepts_the_alertmanager_config() {
 
 #[test]
 fn the_compose_stacks_rule_file_is_the_current_export() {
-    let committed = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../compose/rules/alerts.rules.yml")).unwrap();
+    let committed =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../compose/rules/alerts.rules.yml"))
+            .unwrap();
     // As compose/rules/README.md exports it: the links of the compose stack.
     let mut set = alerting::rules::shipped();
     set.runbook_base_url = "/usr/share/booking/runbooks".into();

@@ -34,8 +34,10 @@ const CLAIM_TIMEOUT: &str = "11s";
 fn roster(dir: &TempDir) -> String {
     let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/roster.yaml")).unwrap();
     let (head, _) = shipped.split_once("escalation:").unwrap();
-    let text = head.replace("    name: Backend engineer\n    response_minutes: 10", "    name: Backend engineer\n    response_minutes: 1")
-        + "escalation:\n  critical:\n    steps:\n      - [owner]\n      - [incident-lead]\n    repeat: 1\n";
+    let text = head.replace(
+        "    name: Backend engineer\n    response_minutes: 10",
+        "    name: Backend engineer\n    response_minutes: 1",
+    ) + "escalation:\n  critical:\n    steps:\n      - [owner]\n      - [incident-lead]\n    repeat: 1\n";
     assert!(text.contains("response_minutes: 1\n"), "the backend target was shortened");
     let path = dir.path("roster.yaml");
     std::fs::write(&path, text).unwrap();
@@ -120,7 +122,13 @@ async fn new_leader(members: &[&Alerting], timeout: Duration) -> usize {
 }
 
 fn kinds(timeline: &Value) -> Vec<String> {
-    timeline.as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap_or_default().to_owned()).filter(|k| k != "delivered").collect()
+    timeline
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap_or_default().to_owned())
+        .filter(|k| k != "delivered")
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,7 +170,10 @@ async fn a_group_pages_once_through_a_crash_and_a_pause_of_its_evaluator_and_esc
     let (_, shown) = leader.call(Method::GET, &format!("/v1/incidents/{id}"), None, None).await;
     let plan_started = shown["incident"]["plan_started_at"].as_i64().unwrap();
     let due_at = plan_started + 60_000;
-    wait_until("the escalation to be 3 s away", Duration::from_secs(70), async || chrono::Utc::now().timestamp_millis() >= due_at - 3_000).await;
+    wait_until("the escalation to be 3 s away", Duration::from_secs(70), async || {
+        chrono::Utc::now().timestamp_millis() >= due_at - 3_000
+    })
+    .await;
     leader.signal("STOP");
     let stopped = Instant::now();
     assert_eq!(new_leader(&[other], Duration::from_secs(15)).await, 0);
@@ -172,7 +183,13 @@ async fn a_group_pages_once_through_a_crash_and_a_pause_of_its_evaluator_and_esc
     let mut escalated = Value::Null;
     wait_until("the escalation on the timeline", Duration::from_secs(10), async || {
         let (_, shown) = other.call(Method::GET, &format!("/v1/incidents/{id}"), None, None).await;
-        escalated = shown["timeline"].as_array().unwrap().iter().find(|e| e["kind"] == "escalated").cloned().unwrap_or_default();
+        escalated = shown["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["kind"] == "escalated")
+            .cloned()
+            .unwrap_or_default();
         !escalated.is_null()
     })
     .await;
@@ -191,7 +208,8 @@ async fn a_group_pages_once_through_a_crash_and_a_pause_of_its_evaluator_and_esc
     })
     .await;
     let evaluated = evaluations(other).await;
-    wait_until("three more evaluations", Duration::from_secs(15), async || evaluations(other).await >= evaluated + 3.0).await;
+    wait_until("three more evaluations", Duration::from_secs(15), async || evaluations(other).await >= evaluated + 3.0)
+        .await;
     assert!(other.is_leader().await && !leader.is_leader().await, "one evaluator");
 
     assert_eq!(
@@ -201,7 +219,11 @@ async fn a_group_pages_once_through_a_crash_and_a_pause_of_its_evaluator_and_esc
     );
     let mail = group.mail();
     let subjects: Vec<&str> = mail.iter().map(|(s, _)| s.as_str()).collect();
-    assert_eq!(subjects, ["[CRITICAL] QueueDepth firing", "[CRITICAL] QueueDepth escalated (level 1)", "[RESOLVED] QueueDepth"], "{mail:?}");
+    assert_eq!(
+        subjects,
+        ["[CRITICAL] QueueDepth firing", "[CRITICAL] QueueDepth escalated (level 1)", "[RESOLVED] QueueDepth"],
+        "{mail:?}"
+    );
     // The week's backend engineer, then incident lead (the rotation moves
     // weekly); the resolve tells both.
     assert!(["lee.backend@", "kang.server@"].iter().any(|a| mail[0].1.contains(a)), "the owner first: {mail:?}");
@@ -211,7 +233,11 @@ async fn a_group_pages_once_through_a_crash_and_a_pause_of_its_evaluator_and_esc
     assert_eq!(kinds(&shown["timeline"]), ["fired", "paged", "escalated", "resolved"], "{}", shown["timeline"]);
     let (_, list) = other.call(Method::GET, "/v1/incidents", None, None).await;
     assert_eq!(list["incidents"].as_array().unwrap().len(), 1, "one incident");
-    eprintln!("failover after a crash: {} ms; after a SIGSTOP: {} ms (lease {LEASE_TTL}, interval 1s)", crash_failover.as_millis(), pause_failover.as_millis());
+    eprintln!(
+        "failover after a crash: {} ms; after a SIGSTOP: {} ms (lease {LEASE_TTL}, interval 1s)",
+        crash_failover.as_millis(),
+        pause_failover.as_millis()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,7 +266,8 @@ async fn a_sender_killed_mid_send_leaves_its_page_to_another_after_the_claim_tim
     // The claimed page waited for its claim to lapse; the others did not.
     assert!(all_in >= Duration::from_secs(9), "the claimed page was sent after {all_in:?}, before its claim lapsed");
     let evaluated = evaluations(&b).await;
-    wait_until("three more evaluations", Duration::from_secs(15), async || evaluations(&b).await >= evaluated + 3.0).await;
+    wait_until("three more evaluations", Duration::from_secs(15), async || evaluations(&b).await >= evaluated + 3.0)
+        .await;
     assert_eq!(group.slack.delivered().len(), 1);
     assert!(group.slack.delivered()[0].to_string().contains("[CRITICAL] HighErrorRate firing"));
     assert_eq!(group.mail().len(), 1);
@@ -248,7 +275,13 @@ async fn a_sender_killed_mid_send_leaves_its_page_to_another_after_the_claim_tim
     let (_, list) = b.call(Method::GET, "/v1/incidents", None, None).await;
     let id = list["incidents"][0]["id"].as_i64().unwrap();
     let (_, shown) = b.call(Method::GET, &format!("/v1/incidents/{id}"), None, None).await;
-    let delivered: Vec<&str> = shown["timeline"].as_array().unwrap().iter().filter(|e| e["kind"] == "delivered").filter_map(|e| e["text"].as_str()).collect();
+    let delivered: Vec<&str> = shown["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "delivered")
+        .filter_map(|e| e["text"].as_str())
+        .collect();
     assert_eq!(delivered.len(), 3, "one delivery per channel: {delivered:?}");
     assert!(
         delivered.iter().any(|t| t.contains("attempt 2")),
@@ -271,7 +304,10 @@ async fn a_postgresql_restart_under_the_group_loses_and_repeats_no_page() {
     // The database goes away mid-outage; the outage ends while it is down.
     cluster.stop();
     group.gauge.set(0);
-    wait_until("the evaluator to give its lease up", Duration::from_secs(20), async || !b.is_leader().await && !c.is_leader().await).await;
+    wait_until("the evaluator to give its lease up", Duration::from_secs(20), async || {
+        !b.is_leader().await && !c.is_leader().await
+    })
+    .await;
     cluster.start_again();
 
     // Evaluation resumes and the incident resolves, once.
@@ -280,7 +316,10 @@ async fn a_postgresql_restart_under_the_group_loses_and_repeats_no_page() {
     }
     let leader = members[new_leader(&members, Duration::from_secs(20)).await];
     let evaluated = evaluations(leader).await;
-    wait_until("three more evaluations", Duration::from_secs(15), async || evaluations(leader).await >= evaluated + 3.0).await;
+    wait_until("three more evaluations", Duration::from_secs(15), async || {
+        evaluations(leader).await >= evaluated + 3.0
+    })
+    .await;
     assert_eq!(group.slack_titles(), ["[CRITICAL] QueueDepth firing", "[RESOLVED] QueueDepth"]);
     let subjects: Vec<String> = group.mail().into_iter().map(|(s, _)| s).collect();
     assert_eq!(subjects, ["[CRITICAL] QueueDepth firing", "[RESOLVED] QueueDepth"]);
@@ -315,7 +354,10 @@ async fn a_failover_neither_restarts_nor_skips_a_pending_timer() {
         alerts["alerts"][0]["phase"] == "pending"
     })
     .await;
-    wait_until("3 s into the 8 s `for`", Duration::from_secs(10), async || chrono::Utc::now().timestamp_millis() >= pending_since + 3_000).await;
+    wait_until("3 s into the 8 s `for`", Duration::from_secs(10), async || {
+        chrono::Utc::now().timestamp_millis() >= pending_since + 3_000
+    })
+    .await;
     a.signal("KILL");
     wait_until("A dead", Duration::from_secs(5), async || a.exited().is_some()).await;
     let id = b.open_incident(None).await;

@@ -62,7 +62,11 @@ impl Booking {
         let _ = writeln!(out, "{requests}{{method=\"GET\",route=\"/metrics\",status=\"200\"}} {}", self.scrapes);
         for le in BUCKETS {
             let bucket = "http_server_request_duration_seconds_bucket";
-            let _ = writeln!(out, "{bucket}{{method=\"GET\",route=\"/v1/concerts\",le=\"{le}\"}} {}", self.ok + self.failed);
+            let _ = writeln!(
+                out,
+                "{bucket}{{method=\"GET\",route=\"/v1/concerts\",le=\"{le}\"}} {}",
+                self.ok + self.failed
+            );
             let _ = writeln!(out, "{bucket}{{method=\"GET\",route=\"/metrics\",le=\"{le}\"}} {}", self.scrapes);
         }
         let gauges = [
@@ -108,14 +112,17 @@ impl Drill {
     async fn new() -> Self {
         let set = shipped();
         let engine = Engine::new(set.rules.clone()).with_inhibitions(set.inhibit_rules.clone());
-        let exprs: Vec<(String, promql::Expr)> = engine.expressions().into_iter().map(|e| (e.to_owned(), promql::parse(e).unwrap())).collect();
+        let exprs: Vec<(String, promql::Expr)> =
+            engine.expressions().into_iter().map(|e| (e.to_owned(), promql::parse(e).unwrap())).collect();
         let interest = exprs.iter().flat_map(|(_, e)| e.selectors().into_iter().map(|(s, d)| (s.clone(), d))).collect();
         let store = Store::new(vec![Target { job: "booking".into(), url: "http://booking/metrics".into() }], interest);
         let dir = testkit::TempDir::new("alerting-noise");
         let console = dir.path("pages.jsonl");
-        let incidents = incidents::Store::connect(&format!("sqlite://{}", dir.path("incidents.db").display())).await.unwrap();
+        let incidents =
+            incidents::Store::connect(&format!("sqlite://{}", dir.path("incidents.db").display())).await.unwrap();
         let channels = Channels { slack: None, email: None, console: Notifier::Console(Console::file(&console)) };
-        let service = Service::new(incidents, Roster::example(), set.rules.clone(), channels, Config::default(), Metrics::new());
+        let service =
+            Service::new(incidents, Roster::example(), set.rules.clone(), channels, Config::default(), Metrics::new());
         Self { booking: Booking::default(), store, exprs, engine, service, now: T0, console, _dir: dir }
     }
 
@@ -128,7 +135,10 @@ impl Drill {
             self.store.ingest(0, self.now, Some(&body));
             let mut results = Results::new();
             for (text, expr) in &self.exprs {
-                results.insert(text.clone(), promql::eval(expr, &self.store).map(promql::Value::into_samples).map_err(|e| e.to_string()));
+                results.insert(
+                    text.clone(),
+                    promql::eval(expr, &self.store).map(promql::Value::into_samples).map_err(|e| e.to_string()),
+                );
             }
             let transitions = self.engine.evaluate(&results, self.now);
             self.service.apply(transitions, self.now).await.unwrap();
@@ -142,7 +152,14 @@ impl Drill {
             .unwrap_or_default()
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .map(|p| format!("{} {} {}", p["page"]["kind"]["type"].as_str().unwrap_or_default(), p["page"]["alert"].as_str().unwrap_or_default(), p["page"]["severity"].as_str().unwrap_or_default()))
+            .map(|p| {
+                format!(
+                    "{} {} {}",
+                    p["page"]["kind"]["type"].as_str().unwrap_or_default(),
+                    p["page"]["alert"].as_str().unwrap_or_default(),
+                    p["page"]["severity"].as_str().unwrap_or_default()
+                )
+            })
             .collect()
     }
 }
@@ -184,5 +201,7 @@ async fn a_three_minute_fault_pages_once_and_resolves_within_minutes_of_the_fix(
     let muted: Vec<&str> = timeline.iter().filter(|e| e.kind == "inhibited").map(|e| e.text.as_str()).collect();
     assert!(muted.iter().any(|t| t.starts_with("ErrorBudgetBurnFast (critical)")), "{muted:?}");
     assert!(muted.iter().any(|t| t.starts_with("ErrorBudgetBurnSlow")), "{muted:?}");
-    eprintln!("drill on virtual time: seen {seen} s after the fault, paged at {paged} s, resolved {resolved} s after the fix");
+    eprintln!(
+        "drill on virtual time: seen {seen} s after the fault, paged at {paged} s, resolved {resolved} s after the fix"
+    );
 }

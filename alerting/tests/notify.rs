@@ -40,13 +40,8 @@ fn page(kind: PageKind) -> Page {
         threshold: 0.01,
         op: Op::Above,
         unit: Unit::Ratio,
-        since: chrono::Utc
-            .with_ymd_and_hms(2026, 11, 22, 10, 0, 0)
-            .unwrap(),
-        labels: BTreeMap::from([
-            ("route".into(), "/v1/holds".into()),
-            ("service".into(), "booking".into()),
-        ]),
+        since: chrono::Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0).unwrap(),
+        labels: BTreeMap::from([("route".into(), "/v1/holds".into()), ("service".into(), "booking".into())]),
         runbook_url: "https://runbooks.example.test/high-error-rate".into(),
         runbook_command: "runbook run high-error-rate --incident 42".into(),
         dashboard_url: Some("https://grafana.example.test/d/booking".into()),
@@ -59,16 +54,8 @@ fn page(kind: PageKind) -> Page {
 
 fn on_call() -> Vec<Recipient> {
     vec![
-        Recipient {
-            name: "Ada".into(),
-            slack: Some("U0ADA".into()),
-            email: Some("ada@example.test".into()),
-        },
-        Recipient {
-            name: "Grace".into(),
-            slack: Some("U0GRACE".into()),
-            email: Some("grace@example.test".into()),
-        },
+        Recipient { name: "Ada".into(), slack: Some("U0ADA".into()), email: Some("ada@example.test".into()) },
+        Recipient { name: "Grace".into(), slack: Some("U0GRACE".into()), email: Some("grace@example.test".into()) },
     ]
 }
 
@@ -77,38 +64,22 @@ fn slack_to(url: &str) -> Notifier {
 }
 
 fn header_text(payload: &Value) -> &str {
-    payload["blocks"][0]["text"]["text"]
-        .as_str()
-        .expect("header text")
+    payload["blocks"][0]["text"]["text"].as_str().expect("header text")
 }
 
 #[tokio::test]
 async fn slack_payloads_of_every_kind_pass_block_kit_validation() {
     let receiver = SlackReceiver::start(vec![]).await;
     let notifier = slack_to(&receiver.url);
-    let kinds = [
-        PageKind::Firing,
-        PageKind::Escalated { level: 2 },
-        PageKind::Resolved,
-        PageKind::DeliveryFailed,
-    ];
+    let kinds = [PageKind::Firing, PageKind::Escalated { level: 2 }, PageKind::Resolved, PageKind::DeliveryFailed];
     for kind in kinds {
-        notifier
-            .send(&page(kind), &on_call())
-            .await
-            .expect("delivered");
+        notifier.send(&page(kind), &on_call()).await.expect("delivered");
     }
 
     let delivered = receiver.wait_for(4, WAIT).await;
     assert_eq!(receiver.violations(), Vec::<String>::new());
-    assert_eq!(
-        header_text(&delivered[0]),
-        "[CRITICAL] HighErrorRate firing"
-    );
-    assert_eq!(
-        header_text(&delivered[1]),
-        "[CRITICAL] HighErrorRate escalated (level 2)"
-    );
+    assert_eq!(header_text(&delivered[0]), "[CRITICAL] HighErrorRate firing");
+    assert_eq!(header_text(&delivered[1]), "[CRITICAL] HighErrorRate escalated (level 2)");
     assert_eq!(header_text(&delivered[2]), "[RESOLVED] HighErrorRate");
     assert!(header_text(&delivered[3]).contains("not delivered"));
 
@@ -123,21 +94,10 @@ async fn slack_payloads_of_every_kind_pass_block_kit_validation() {
         "https://grafana.example.test/d/booking",
         "/v1/holds",
     ] {
-        assert!(
-            firing.contains(expected),
-            "firing payload lacks {expected:?}: {firing}"
-        );
+        assert!(firing.contains(expected), "firing payload lacks {expected:?}: {firing}");
     }
-    assert!(
-        delivered[0]["text"]
-            .as_str()
-            .unwrap()
-            .starts_with("<@U0ADA> <@U0GRACE> ")
-    );
-    assert!(
-        !delivered[2].to_string().contains("alerting ack 42"),
-        "a resolved page asks for no ack"
-    );
+    assert!(delivered[0]["text"].as_str().unwrap().starts_with("<@U0ADA> <@U0GRACE> "));
+    assert!(!delivered[2].to_string().contains("alerting ack 42"), "a resolved page asks for no ack");
 }
 
 #[tokio::test]
@@ -146,23 +106,14 @@ async fn oversized_pages_are_truncated_to_block_kit_limits() {
     let mut big = page(PageKind::Firing);
     big.alert = "A".repeat(400);
     big.summary = "<b>&".repeat(5_000);
-    big.labels = (0..40)
-        .map(|i| (format!("label{i}"), "v".repeat(5_000)))
-        .collect();
+    big.labels = (0..40).map(|i| (format!("label{i}"), "v".repeat(5_000))).collect();
     big.runbook_url = format!("https://runbooks.example.test/{}", "x".repeat(4_000));
     big.dashboard_url = Some("grafana/d/booking".into()); // not absolute: Slack rejects it as a button url
     let recipients: Vec<Recipient> = (0..400)
-        .map(|i| Recipient {
-            name: format!("person {i}"),
-            slack: Some(format!("U{i:08}")),
-            email: None,
-        })
+        .map(|i| Recipient { name: format!("person {i}"), slack: Some(format!("U{i:08}")), email: None })
         .collect();
 
-    slack_to(&receiver.url)
-        .send(&big, &recipients)
-        .await
-        .expect("delivered");
+    slack_to(&receiver.url).send(&big, &recipients).await.expect("delivered");
 
     let delivered = receiver.wait_for(1, WAIT).await;
     assert_eq!(receiver.violations(), Vec::<String>::new());
@@ -170,10 +121,7 @@ async fn oversized_pages_are_truncated_to_block_kit_limits() {
     assert_eq!(header.chars().count(), 150);
     assert!(header.ends_with('…'));
     let blocks = delivered[0]["blocks"].as_array().unwrap();
-    assert!(
-        blocks.iter().all(|b| b["type"] != "actions"),
-        "no valid URL, so no buttons"
-    );
+    assert!(blocks.iter().all(|b| b["type"] != "actions"), "no valid URL, so no buttons");
     assert!(delivered[0].to_string().contains("and 31 more labels"));
 }
 
@@ -191,37 +139,22 @@ async fn the_receiver_rejects_what_slack_would_reject() {
             { "type": "carousel" }
         ]
     });
-    let response = reqwest::Client::new()
-        .post(&receiver.url)
-        .json(&invalid)
-        .send()
-        .await
-        .unwrap();
+    let response = reqwest::Client::new().post(&receiver.url).json(&invalid).send().await.unwrap();
 
     assert_eq!(response.status(), 400);
     assert_eq!(response.text().await.unwrap(), "invalid_blocks");
     let violations = receiver.violations().join("\n");
-    for expected in [
-        "must be plain_text",
-        "151 chars, limit 150",
-        "not an absolute",
-        "duplicate action_id",
-        "unknown block type",
-    ] {
-        assert!(
-            violations.contains(expected),
-            "missing {expected:?} in {violations}"
-        );
+    for expected in
+        ["must be plain_text", "151 chars, limit 150", "not an absolute", "duplicate action_id", "unknown block type"]
+    {
+        assert!(violations.contains(expected), "missing {expected:?} in {violations}");
     }
     assert!(receiver.delivered().is_empty());
 }
 
 #[tokio::test]
 async fn slack_rate_limit_is_retryable_after_retry_after() {
-    let receiver = SlackReceiver::start(vec![Reply::TooMany {
-        retry_after_secs: 7,
-    }])
-    .await;
+    let receiver = SlackReceiver::start(vec![Reply::TooMany { retry_after_secs: 7 }]).await;
     let notifier = slack_to(&receiver.url);
 
     let first = notifier.send(&page(PageKind::Firing), &on_call()).await;
@@ -231,10 +164,7 @@ async fn slack_rate_limit_is_retryable_after_retry_after() {
     );
     assert!(receiver.delivered().is_empty());
 
-    notifier
-        .send(&page(PageKind::Firing), &on_call())
-        .await
-        .expect("second attempt delivered");
+    notifier.send(&page(PageKind::Firing), &on_call()).await.expect("second attempt delivered");
     assert_eq!(receiver.attempts(), 2);
     assert_eq!(receiver.wait_for(1, WAIT).await.len(), 1);
 }
@@ -242,13 +172,8 @@ async fn slack_rate_limit_is_retryable_after_retry_after() {
 #[tokio::test]
 async fn slack_server_error_is_retryable() {
     let receiver = SlackReceiver::start(vec![Reply::ServerError]).await;
-    let result = slack_to(&receiver.url)
-        .send(&page(PageKind::Firing), &on_call())
-        .await;
-    assert!(
-        matches!(result, Err(SendError::Retryable { after: None, .. })),
-        "{result:?}"
-    );
+    let result = slack_to(&receiver.url).send(&page(PageKind::Firing), &on_call()).await;
+    assert!(matches!(result, Err(SendError::Retryable { after: None, .. })), "{result:?}");
 }
 
 #[tokio::test]
@@ -264,22 +189,11 @@ async fn slack_client_errors_are_permanent() {
 #[tokio::test]
 async fn slack_unreachable_is_retryable_and_hides_the_webhook_token() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!(
-        "http://{}/services/T0/B0/secret-token",
-        closed.local_addr().unwrap()
-    );
+    let url = format!("http://{}/services/T0/B0/secret-token", closed.local_addr().unwrap());
     drop(closed);
 
-    let result = slack_to(&url)
-        .send(&page(PageKind::Firing), &on_call())
-        .await;
-    let Err(SendError::Retryable {
-        reason,
-        after: None,
-    }) = result
-    else {
-        panic!("{result:?}")
-    };
+    let result = slack_to(&url).send(&page(PageKind::Firing), &on_call()).await;
+    let Err(SendError::Retryable { reason, after: None }) = result else { panic!("{result:?}") };
     assert!(!reason.contains("secret-token"), "{reason}");
 }
 
@@ -297,10 +211,7 @@ async fn slack_timeout_is_retryable() {
 
     let notifier = Slack::new(&url, Duration::from_millis(200));
     let result = notifier.send(&page(PageKind::Firing), &on_call()).await;
-    assert!(
-        matches!(result, Err(SendError::Retryable { .. })),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(SendError::Retryable { .. })), "{result:?}");
     hold.abort();
 }
 
@@ -342,37 +253,16 @@ async fn email_arrives_with_text_and_html_parts_and_escapes_html() {
     email_to(&server).send(&p, &on_call()).await.expect("sent");
 
     let raw = &server.wait_for(1, WAIT).await[0];
-    assert_eq!(
-        smtp::header_value(raw, "subject").as_deref(),
-        Some("[CRITICAL] HighErrorRate firing")
-    );
+    assert_eq!(smtp::header_value(raw, "subject").as_deref(), Some("[CRITICAL] HighErrorRate firing"));
     let to = smtp::header_value(raw, "to").unwrap();
-    assert!(
-        to.contains("ada@example.test") && to.contains("grace@example.test"),
-        "{to}"
-    );
+    assert!(to.contains("ada@example.test") && to.contains("grace@example.test"), "{to}");
     let rcpt = smtp::header_value(raw, "x-rcptto").unwrap();
-    assert!(
-        rcpt.contains("ada@example.test") && rcpt.contains("grace@example.test"),
-        "{rcpt}"
-    );
-    assert!(
-        smtp::header_value(raw, "content-type")
-            .unwrap()
-            .starts_with("multipart/alternative")
-    );
+    assert!(rcpt.contains("ada@example.test") && rcpt.contains("grace@example.test"), "{rcpt}");
+    assert!(smtp::header_value(raw, "content-type").unwrap().starts_with("multipart/alternative"));
 
     let parts = smtp::parts(raw);
-    let text = &parts
-        .iter()
-        .find(|p| p.content_type == "text/plain")
-        .expect("text part")
-        .body;
-    let html = &parts
-        .iter()
-        .find(|p| p.content_type == "text/html")
-        .expect("html part")
-        .body;
+    let text = &parts.iter().find(|p| p.content_type == "text/plain").expect("text part").body;
+    let html = &parts.iter().find(|p| p.content_type == "text/html").expect("html part").body;
     for body in [text, html] {
         for expected in [
             "https://runbooks.example.test/high-error-rate",
@@ -407,10 +297,7 @@ async fn email_to_an_unreachable_server_is_retryable() {
     .unwrap();
 
     let result = email.send(&page(PageKind::Firing), &on_call()).await;
-    assert!(
-        matches!(result, Err(SendError::Retryable { .. })),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(SendError::Retryable { .. })), "{result:?}");
 }
 
 #[tokio::test]
@@ -434,11 +321,7 @@ async fn email_without_any_address_is_permanent() {
         password: None,
     })
     .unwrap();
-    let nobody = [Recipient {
-        name: "Ada".into(),
-        slack: Some("U0ADA".into()),
-        email: None,
-    }];
+    let nobody = [Recipient { name: "Ada".into(), slack: Some("U0ADA".into()), email: None }];
     let result = email.send(&page(PageKind::Firing), &nobody).await;
     assert!(matches!(result, Err(SendError::Permanent(_))), "{result:?}");
 }
@@ -465,25 +348,13 @@ async fn console_file_appends_one_json_line_per_page() {
     let resolved = page(PageKind::Resolved);
 
     console.send(&firing, &on_call()).await.expect("first");
-    console
-        .send(&resolved, &on_call()[..1])
-        .await
-        .expect("second");
+    console.send(&resolved, &on_call()[..1]).await.expect("second");
 
     let content = std::fs::read_to_string(&path).unwrap();
-    let lines: Vec<Value> = content
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect();
+    let lines: Vec<Value> = content.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
     assert_eq!(lines.len(), 2);
-    assert_eq!(
-        serde_json::from_value::<Page>(lines[0]["page"].clone()).unwrap(),
-        firing
-    );
-    assert_eq!(
-        serde_json::from_value::<Page>(lines[1]["page"].clone()).unwrap(),
-        resolved
-    );
+    assert_eq!(serde_json::from_value::<Page>(lines[0]["page"].clone()).unwrap(), firing);
+    assert_eq!(serde_json::from_value::<Page>(lines[1]["page"].clone()).unwrap(), resolved);
     assert_eq!(lines[0]["to"].as_array().unwrap().len(), 2);
     assert_eq!(lines[1]["to"][0]["name"], "Ada");
     std::fs::remove_dir_all(&dir).unwrap();
@@ -515,10 +386,7 @@ async fn console_file_in_text_format_appends_the_readable_block() {
 async fn console_stdout_delivers() {
     let console = Notifier::Console(Console::stdout());
     assert_eq!(console.channel().as_str(), "console");
-    console
-        .send(&page(PageKind::Firing), &on_call())
-        .await
-        .expect("printed");
+    console.send(&page(PageKind::Firing), &on_call()).await.expect("printed");
 }
 
 fn uuid_like() -> String {
@@ -542,12 +410,15 @@ async fn an_https_webhook_is_spoken_to_over_tls() {
         socket.read_exact(&mut head).await.unwrap();
         head
     });
-    let slack = Slack::try_new(&format!("https://127.0.0.1:{port}/services/T0/B0/secret"), Duration::from_secs(5)).unwrap();
+    let slack =
+        Slack::try_new(&format!("https://127.0.0.1:{port}/services/T0/B0/secret"), Duration::from_secs(5)).unwrap();
     let result = slack.send(&page(PageKind::Firing), &[]).await;
     let head = tokio::time::timeout(Duration::from_secs(5), first_bytes).await.expect("the client connected").unwrap();
     assert_eq!(&head[..2], &[0x16, 0x03], "a TLS handshake record, got {head:?}");
     match result {
-        Err(SendError::Retryable { reason, .. }) => assert!(!reason.contains("secret"), "the token stays out of reasons: {reason}"),
+        Err(SendError::Retryable { reason, .. }) => {
+            assert!(!reason.contains("secret"), "the token stays out of reasons: {reason}")
+        }
         other => panic!("a failed handshake is worth retrying, got {other:?}"),
     }
 }

@@ -39,11 +39,17 @@ async fn on_loopback_without_any_key_the_api_stays_open() {
     let gauge = Gauge::start(50).await;
     let alerting = Launch::new(Some(&gauge)).start().await;
     let id = alerting.open_incident(None).await;
-    let (status, body) = alerting.call(Method::POST, &format!("/v1/incidents/{id}/ack"), None, Some(json!({ "by": "kim" }))).await;
+    let (status, body) =
+        alerting.call(Method::POST, &format!("/v1/incidents/{id}/ack"), None, Some(json!({ "by": "kim" }))).await;
     assert_eq!(status, 200, "{body}");
     let (_, shown) = alerting.call(Method::GET, &format!("/v1/incidents/{id}"), None, None).await;
-    let acked = shown["timeline"].as_array().unwrap().iter().find(|e| e["kind"] == "acked").cloned().unwrap_or_default();
-    assert_eq!((acked["actor"].as_str(), &acked["key"]), (Some("kim"), &Value::Null), "no key, so none is named: {acked}");
+    let acked =
+        shown["timeline"].as_array().unwrap().iter().find(|e| e["kind"] == "acked").cloned().unwrap_or_default();
+    assert_eq!(
+        (acked["actor"].as_str(), &acked["key"]),
+        (Some("kim"), &Value::Null),
+        "no key, so none is named: {acked}"
+    );
 }
 
 /// Every GET route of the API, with a path that exists in a fresh service.
@@ -52,12 +58,22 @@ const READS: &[&str] = &["/v1/alerts", "/v1/incidents", "/v1/incidents/1", "/v1/
 #[tokio::test]
 async fn with_keys_every_route_but_health_metrics_and_the_document_needs_one_reads_included() {
     let gauge = Gauge::start(50).await;
-    let alerting = Launch::new(Some(&gauge)).env("ALERTING_API_KEY", RESPONDER_KEY).env("ALERTING_READ_KEY", READ_KEY).start().await;
+    let alerting = Launch::new(Some(&gauge))
+        .env("ALERTING_API_KEY", RESPONDER_KEY)
+        .env("ALERTING_READ_KEY", READ_KEY)
+        .start()
+        .await;
     alerting.open_incident(Some(READ_KEY)).await;
     for path in READS {
-        for key in [None, Some("wrong-key-that-is-long-enough-to-be-a-key"), Some(&RESPONDER_KEY[..RESPONDER_KEY.len() - 1])] {
+        for key in
+            [None, Some("wrong-key-that-is-long-enough-to-be-a-key"), Some(&RESPONDER_KEY[..RESPONDER_KEY.len() - 1])]
+        {
             let (status, body) = alerting.call(Method::GET, path, key, None).await;
-            assert_eq!((status, body["error"]["code"].as_str()), (401, Some("UNAUTHORIZED")), "GET {path} with {key:?}: {body}");
+            assert_eq!(
+                (status, body["error"]["code"].as_str()),
+                (401, Some("UNAUTHORIZED")),
+                "GET {path} with {key:?}: {body}"
+            );
             assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("Bearer")), "{body}");
         }
         for key in [READ_KEY, RESPONDER_KEY] {
@@ -70,14 +86,24 @@ async fn with_keys_every_route_but_health_metrics_and_the_document_needs_one_rea
         assert_eq!(r.status(), 200, "{open} needs no key");
     }
     // A key in any other scheme, or a bare token, is no key.
-    let r = alerting.http.get(format!("{}/v1/alerts", alerting.url)).header("authorization", format!("Basic {RESPONDER_KEY}")).send().await.unwrap();
+    let r = alerting
+        .http
+        .get(format!("{}/v1/alerts", alerting.url))
+        .header("authorization", format!("Basic {RESPONDER_KEY}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
 }
 
 #[tokio::test]
 async fn a_read_key_can_read_but_every_change_is_forbidden() {
     let gauge = Gauge::start(50).await;
-    let alerting = Launch::new(Some(&gauge)).env("ALERTING_API_KEY", RESPONDER_KEY).env("ALERTING_READ_KEY", READ_KEY).start().await;
+    let alerting = Launch::new(Some(&gauge))
+        .env("ALERTING_API_KEY", RESPONDER_KEY)
+        .env("ALERTING_READ_KEY", READ_KEY)
+        .start()
+        .await;
     let id = alerting.open_incident(Some(READ_KEY)).await;
     let silence = json!({ "matchers": { "rule_id": "queue-admission-stall" }, "duration": "1h", "comment": "deploy" });
     let changes: Vec<(Method, String, Option<Value>)> = vec![
@@ -96,7 +122,9 @@ async fn a_read_key_can_read_but_every_change_is_forbidden() {
     }
     let (_, shown) = alerting.call(Method::GET, &format!("/v1/incidents/{id}"), Some(READ_KEY), None).await;
     assert_eq!(shown["incident"]["state"], "firing", "nothing changed: {shown}");
-    let (status, body) = alerting.call(Method::POST, &format!("/v1/incidents/{id}/ack"), Some(RESPONDER_KEY), Some(json!({ "by": "kim" }))).await;
+    let (status, body) = alerting
+        .call(Method::POST, &format!("/v1/incidents/{id}/ack"), Some(RESPONDER_KEY), Some(json!({ "by": "kim" })))
+        .await;
     assert_eq!((status, body["incident"]["state"].as_str()), (200, Some("acked")), "{body}");
     let (status, body) = alerting.call(Method::POST, "/v1/silences", Some(RESPONDER_KEY), Some(silence)).await;
     assert_eq!(status, 201, "{body}");
@@ -105,10 +133,20 @@ async fn a_read_key_can_read_but_every_change_is_forbidden() {
 /// `alerting keys new`: the entry on stdout (so `>> keys.yaml` appends only
 /// the digest), the key itself on stderr.
 fn new_key(name: &str, role: &str) -> (String, String) {
-    let out = Command::new(workspace_binary("alerting")).args(["keys", "new", "--name", name, "--role", role]).env_clear().output().unwrap();
+    let out = Command::new(workspace_binary("alerting"))
+        .args(["keys", "new", "--name", name, "--role", role])
+        .env_clear()
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let entry = String::from_utf8(out.stdout).unwrap();
-    let key = String::from_utf8(out.stderr).unwrap().lines().rfind(|l| !l.trim().is_empty()).unwrap_or_default().trim().to_owned();
+    let key = String::from_utf8(out.stderr)
+        .unwrap()
+        .lines()
+        .rfind(|l| !l.trim().is_empty())
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
     (entry, key)
 }
 
@@ -118,19 +156,37 @@ async fn a_keys_file_holds_only_digests_and_the_key_name_is_on_the_timeline() {
     let (ro_entry, ro_key) = new_key("dashboards", "read");
     assert!(kim_key.len() >= 32, "{kim_key}");
     assert!(!kim_entry.contains(&kim_key), "the entry holds no secret: {kim_entry}");
-    assert!(kim_entry.contains("name: kim") && kim_entry.contains("role: responder") && kim_entry.contains("sha256: "), "{kim_entry}");
+    assert!(
+        kim_entry.contains("name: kim") && kim_entry.contains("role: responder") && kim_entry.contains("sha256: "),
+        "{kim_entry}"
+    );
 
     let gauge = Gauge::start(50).await;
     let launch = Launch::new(Some(&gauge));
     let keys = launch.dir.path("keys.yaml");
     std::fs::write(&keys, format!("{kim_entry}{ro_entry}")).unwrap();
-    let alerting = launch.env("ALERTING_KEYS_FILE", &keys.display().to_string()).env("ALERTING_API_KEY", RESPONDER_KEY).start().await;
+    let alerting = launch
+        .env("ALERTING_KEYS_FILE", &keys.display().to_string())
+        .env("ALERTING_API_KEY", RESPONDER_KEY)
+        .start()
+        .await;
     let id = alerting.open_incident(Some(&ro_key)).await;
-    let (status, _) = alerting.call(Method::POST, &format!("/v1/incidents/{id}/notes"), Some(&ro_key), Some(json!({ "text": "x" }))).await;
+    let (status, _) = alerting
+        .call(Method::POST, &format!("/v1/incidents/{id}/notes"), Some(&ro_key), Some(json!({ "text": "x" })))
+        .await;
     assert_eq!(status, 403, "a read entry cannot change anything");
-    let (status, body) = alerting.call(Method::POST, &format!("/v1/incidents/{id}/ack"), Some(&kim_key), Some(json!({ "by": "on-call phone" }))).await;
+    let (status, body) = alerting
+        .call(Method::POST, &format!("/v1/incidents/{id}/ack"), Some(&kim_key), Some(json!({ "by": "on-call phone" })))
+        .await;
     assert_eq!(status, 200, "{body}");
-    let (status, _) = alerting.call(Method::POST, &format!("/v1/incidents/{id}/notes"), Some(RESPONDER_KEY), Some(json!({ "text": "rolled back", "by": "lee" }))).await;
+    let (status, _) = alerting
+        .call(
+            Method::POST,
+            &format!("/v1/incidents/{id}/notes"),
+            Some(RESPONDER_KEY),
+            Some(json!({ "text": "rolled back", "by": "lee" })),
+        )
+        .await;
     assert_eq!(status, 201);
     let (_, shown) = alerting.call(Method::GET, &format!("/v1/incidents/{id}"), Some(&kim_key), None).await;
     let timeline = shown["timeline"].as_array().unwrap();
@@ -146,7 +202,15 @@ async fn a_keys_file_holds_only_digests_and_the_key_name_is_on_the_timeline() {
 async fn a_bad_keys_file_is_refused_with_its_line() {
     let launch = Launch::new(None);
     let keys = launch.dir.path("keys.yaml");
-    std::fs::write(&keys, format!("- name: kim\n  role: responder\n  sha256: {}\n- name: ops\n  role: admin\n  sha256: {}\n", "a".repeat(64), "b".repeat(64))).unwrap();
+    std::fs::write(
+        &keys,
+        format!(
+            "- name: kim\n  role: responder\n  sha256: {}\n- name: ops\n  role: admin\n  sha256: {}\n",
+            "a".repeat(64),
+            "b".repeat(64)
+        ),
+    )
+    .unwrap();
     let (status, logs) = launch.env("ALERTING_KEYS_FILE", &keys.display().to_string()).refused().await;
     assert!(!status.success());
     assert!(logs.contains("keys.yaml:5") && logs.contains("admin"), "{logs}");
@@ -157,7 +221,9 @@ async fn resolving_an_incident_whose_alert_still_fires_is_refused_until_it_clear
     let gauge = Gauge::start(50).await;
     let alerting = Launch::new(Some(&gauge)).env("ALERTING_API_KEY", RESPONDER_KEY).start().await;
     let id = alerting.open_incident(Some(RESPONDER_KEY)).await;
-    let (status, body) = alerting.call(Method::POST, &format!("/v1/incidents/{id}/resolve"), Some(RESPONDER_KEY), Some(json!({ "by": "kim" }))).await;
+    let (status, body) = alerting
+        .call(Method::POST, &format!("/v1/incidents/{id}/resolve"), Some(RESPONDER_KEY), Some(json!({ "by": "kim" })))
+        .await;
     assert_eq!((status, body["error"]["code"].as_str()), (409, Some("ALERT_STILL_FIRING")), "{body}");
     let message = body["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("silence") && message.contains("resolves"), "says what to do: {message}");
@@ -172,7 +238,8 @@ async fn resolving_an_incident_whose_alert_still_fires_is_refused_until_it_clear
     })
     .await;
     let (_, shown) = alerting.call(Method::GET, &format!("/v1/incidents/{id}"), Some(RESPONDER_KEY), None).await;
-    let resolved = shown["timeline"].as_array().unwrap().iter().find(|e| e["kind"] == "resolved").cloned().unwrap_or_default();
+    let resolved =
+        shown["timeline"].as_array().unwrap().iter().find(|e| e["kind"] == "resolved").cloned().unwrap_or_default();
     assert_eq!(resolved["actor"], "alerting", "{resolved}");
 }
 
@@ -196,21 +263,35 @@ async fn silences_are_bounded_in_length_and_broad_ones_need_force() {
         assert_eq!((status, answer["error"]["code"].as_str()), (400, Some("BAD_REQUEST")), "{body} → {answer}");
         assert!(answer["error"]["message"].as_str().unwrap_or_default().contains(why), "{body} → {answer}");
     }
-    let (status, answer) = add(json!({ "matchers": { "severity": "critical" }, "duration": "1h", "comment": "game day", "force": true })).await;
+    let (status, answer) =
+        add(json!({ "matchers": { "severity": "critical" }, "duration": "1h", "comment": "game day", "force": true }))
+            .await;
     assert_eq!(status, 201, "{answer}");
     let (status, answer) = add(json!({ "matchers": rule, "duration": "7d", "comment": "long freeze" })).await;
     assert_eq!(status, 201, "exactly the limit is allowed: {answer}");
-    let (status, answer) = add(json!({ "matchers": { "alertname": "QueueDepth" }, "duration": "2h", "comment": "deploy" })).await;
+    let (status, answer) =
+        add(json!({ "matchers": { "alertname": "QueueDepth" }, "duration": "2h", "comment": "deploy" })).await;
     assert_eq!(status, 201, "an alertname is narrow enough: {answer}");
 
     // The CLI says so too, and takes --force.
     let cli = |force: bool| {
         let mut cmd = Command::new(workspace_binary("alerting"));
-        cmd.args(["silence", "add", "--match", "severity=warning", "--for", "1h", "--comment", "drill", "--url", &alerting.url])
-            .env_clear()
-            .env("ALERTING_API_KEY", RESPONDER_KEY)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "silence",
+            "add",
+            "--match",
+            "severity=warning",
+            "--for",
+            "1h",
+            "--comment",
+            "drill",
+            "--url",
+            &alerting.url,
+        ])
+        .env_clear()
+        .env("ALERTING_API_KEY", RESPONDER_KEY)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         if force {
             cmd.arg("--force");
         }
@@ -231,7 +312,12 @@ async fn a_silence_that_could_never_match_is_refused_and_a_new_one_shows_what_it
     let alerting = Launch::new(Some(&gauge)).env("ALERTING_API_KEY", RESPONDER_KEY).start().await;
     alerting.open_incident(Some(RESPONDER_KEY)).await;
     let add = |matchers: Value, force: bool| {
-        alerting.call(Method::POST, "/v1/silences", Some(RESPONDER_KEY), Some(json!({ "matchers": matchers, "duration": "1h", "comment": "c", "force": force })))
+        alerting.call(
+            Method::POST,
+            "/v1/silences",
+            Some(RESPONDER_KEY),
+            Some(json!({ "matchers": matchers, "duration": "1h", "comment": "c", "force": force })),
+        )
     };
     for (matchers, why) in [
         (json!({ "rule": "queue-admission-stall" }), "did you mean `rule_id`?"),
@@ -251,14 +337,29 @@ async fn a_silence_that_could_never_match_is_refused_and_a_new_one_shows_what_it
     assert_eq!(status, 201, "{answer}");
     let matches = answer["matches"].as_array().unwrap();
     assert_eq!(matches.len(), 1, "the firing QueueDepth: {answer}");
-    assert_eq!((matches[0]["key"]["rule_id"].as_str(), matches[0]["phase"].as_str()), (Some("queue-admission-stall"), Some("firing")));
+    assert_eq!(
+        (matches[0]["key"]["rule_id"].as_str(), matches[0]["phase"].as_str()),
+        (Some("queue-admission-stall"), Some("firing"))
+    );
 
     let cli = |args: &[&str]| {
-        Command::new(workspace_binary("alerting")).args(args).args(["--url", &alerting.url]).env_clear().env("ALERTING_API_KEY", RESPONDER_KEY).output().unwrap()
+        Command::new(workspace_binary("alerting"))
+            .args(args)
+            .args(["--url", &alerting.url])
+            .env_clear()
+            .env("ALERTING_API_KEY", RESPONDER_KEY)
+            .output()
+            .unwrap()
     };
-    let out = cli(&["silence", "add", "--match", "rule_id=queue-admission-stall", "--for", "1h", "--comment", "deploy"]);
+    let out =
+        cli(&["silence", "add", "--match", "rule_id=queue-admission-stall", "--for", "1h", "--comment", "deploy"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && stdout.contains("it mutes 1 alert(s) pending or firing now") && stdout.contains("queue-admission-stall"), "{out:?}");
+    assert!(
+        out.status.success()
+            && stdout.contains("it mutes 1 alert(s) pending or firing now")
+            && stdout.contains("queue-admission-stall"),
+        "{out:?}"
+    );
     let out = cli(&["silence", "add", "--match", "rule=queue-admission-stall", "--for", "1h", "--comment", "deploy"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("did you mean `rule_id`?"), "{out:?}");
@@ -317,14 +418,19 @@ async fn a_password_in_a_scrape_url_never_reaches_labels_pages_or_logs() {
     let closed = free_port();
     let launch = Launch::new(None);
     std::fs::write(launch.dir.path("rules.yaml"), TARGET_DOWN_RULES).unwrap();
-    let alerting = launch.env("ALERTING_SCRAPE", &format!("app=http://scraper:hunter2-scrape-secret@127.0.0.1:{closed}/metrics")).start().await;
+    let alerting = launch
+        .env("ALERTING_SCRAPE", &format!("app=http://scraper:hunter2-scrape-secret@127.0.0.1:{closed}/metrics"))
+        .start()
+        .await;
     let id = alerting.open_incident(None).await;
     wait_until("the page on the console", Duration::from_secs(10), async || !alerting.console_pages().is_empty()).await;
     let (_, shown) = alerting.call(Method::GET, &format!("/v1/incidents/{id}"), None, None).await;
     assert_eq!(shown["incident"]["labels"]["instance"], format!("127.0.0.1:{closed}"), "{shown}");
     let (_, alerts) = alerting.call(Method::GET, "/v1/alerts", None, None).await;
     let pages = serde_json::to_string(&alerting.console_pages()).unwrap();
-    for (what, text) in [("incident", shown.to_string()), ("alerts", alerts.to_string()), ("pages", pages), ("logs", alerting.logs())] {
+    for (what, text) in
+        [("incident", shown.to_string()), ("alerts", alerts.to_string()), ("pages", pages), ("logs", alerting.logs())]
+    {
         assert!(!text.contains("hunter2-scrape-secret"), "{what}: {text}");
     }
 }
@@ -337,13 +443,29 @@ async fn framework_rejections_are_json_errors_too() {
     let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
         (http.put(url("/v1/alerts")), 405, "METHOD_NOT_ALLOWED"),
         (http.delete(url("/v1/incidents")), 405, "METHOD_NOT_ALLOWED"),
-        (http.post(url("/v1/incidents/1/notes")).header("content-type", "text/plain").body("hello"), 415, "UNSUPPORTED_MEDIA_TYPE"),
+        (
+            http.post(url("/v1/incidents/1/notes")).header("content-type", "text/plain").body("hello"),
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+        ),
         (http.post(url("/v1/incidents/1/notes")), 415, "UNSUPPORTED_MEDIA_TYPE"),
-        (http.post(url("/v1/incidents/1/ack")).header("content-type", "text/plain").body("{\"by\":\"kim\"}"), 415, "UNSUPPORTED_MEDIA_TYPE"),
+        (
+            http.post(url("/v1/incidents/1/ack")).header("content-type", "text/plain").body("{\"by\":\"kim\"}"),
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+        ),
         // Just over the limit: small enough for the socket buffers, so the
         // client is done writing when the early answer comes.
-        (http.post(url("/v1/silences")).header("content-type", "application/json").body(vec![b' '; 513 * 1024]), 413, "PAYLOAD_TOO_LARGE"),
-        (http.post(url("/v1/silences")).header("content-type", "application/json").body("{\"matchers\":"), 400, "BAD_REQUEST"),
+        (
+            http.post(url("/v1/silences")).header("content-type", "application/json").body(vec![b' '; 513 * 1024]),
+            413,
+            "PAYLOAD_TOO_LARGE",
+        ),
+        (
+            http.post(url("/v1/silences")).header("content-type", "application/json").body("{\"matchers\":"),
+            400,
+            "BAD_REQUEST",
+        ),
         (http.post(url("/v1/silences")).json(&json!({ "matchers": 5 })), 400, "BAD_REQUEST"),
         (http.get(url("/v1/incidents/0")), 400, "BAD_REQUEST"),
         (http.get(url("/v1/incidents/-3")), 400, "BAD_REQUEST"),
@@ -361,7 +483,8 @@ async fn framework_rejections_are_json_errors_too() {
         let response = http.execute(request).await.unwrap();
         let status = response.status().as_u16();
         let allow = response.headers().get("allow").is_some();
-        let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let content_type =
+            response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         assert_eq!(status, want, "{what}: {body}");
         assert!(content_type.starts_with("application/json"), "{what}: {content_type}");
@@ -413,7 +536,10 @@ async fn the_retention_job_deletes_old_resolved_incidents_and_delivered_pages() 
     };
     let alerting: Alerting = launch.start().await;
     let status = async |id: i64| alerting.call(Method::GET, &format!("/v1/incidents/{id}"), None, None).await.0;
-    wait_until("the incident resolved 199 days ago to be deleted", Duration::from_secs(20), async || status(old).await == 404).await;
+    wait_until("the incident resolved 199 days ago to be deleted", Duration::from_secs(20), async || {
+        status(old).await == 404
+    })
+    .await;
     assert_eq!(status(recent).await, 200, "resolved a day ago: kept");
     assert_eq!(status(old_open).await, 200, "open incidents are never deleted");
 }
@@ -446,7 +572,11 @@ async fn a_slow_client_gets_a_408_or_a_closed_connection_and_holds_nothing() {
 
 #[tokio::test]
 async fn a_body_deadline_the_request_deadline_would_cut_short_is_refused_at_start() {
-    let (status, logs) = Launch::new(None).env("ALERTING_HTTP_BODY_READ_TIMEOUT", "10s").env("ALERTING_REQUEST_TIMEOUT", "10s").refused().await;
+    let (status, logs) = Launch::new(None)
+        .env("ALERTING_HTTP_BODY_READ_TIMEOUT", "10s")
+        .env("ALERTING_REQUEST_TIMEOUT", "10s")
+        .refused()
+        .await;
     assert!(!status.success());
     assert!(logs.contains("ALERTING_HTTP_BODY_READ_TIMEOUT"), "{logs}");
 }

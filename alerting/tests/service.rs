@@ -74,7 +74,8 @@ async fn harness(slack: Option<&str>, config: Config) -> Harness {
         email: None,
         console: Notifier::Console(Console::file(&console)),
     };
-    let service = Service::new(store, Roster::example(), vec![rule("backend"), warning_rule()], channels, config, Metrics::new());
+    let service =
+        Service::new(store, Roster::example(), vec![rule("backend"), warning_rule()], channels, config, Metrics::new());
     Harness { service, console, _dir: dir }
 }
 
@@ -163,7 +164,10 @@ async fn a_critical_alert_pages_every_role_at_once_and_the_resolution_reaches_th
     h.service.apply(vec![fired(Severity::Critical)], T0 + 1000).await.unwrap();
     assert_eq!(h.service.store.list(None, 10).await.unwrap().len(), 1);
 
-    let resolved = Transition::Resolved { key: AlertKey { rule_id: "high-error-rate".into(), labels: Default::default() }, value: 0.0 };
+    let resolved = Transition::Resolved {
+        key: AlertKey { rule_id: "high-error-rate".into(), labels: Default::default() },
+        value: 0.0,
+    };
     h.service.apply(vec![resolved], T0 + 5 * MIN).await.unwrap();
     h.service.deliver(T0 + 5 * MIN).await.unwrap();
     let pages = console_pages(&h);
@@ -209,7 +213,12 @@ async fn slack_answering_429_then_500_then_200_gets_exactly_one_message() {
 #[tokio::test]
 async fn a_channel_that_keeps_failing_falls_back_and_the_failure_is_an_incident_event() {
     let rx = SlackReceiver::start(vec![Reply::ServerError; 10]).await;
-    let config = Config { max_attempts: 3, retry_base: Duration::from_millis(100), fallback: Channel::Console, ..Config::default() };
+    let config = Config {
+        max_attempts: 3,
+        retry_base: Duration::from_millis(100),
+        fallback: Channel::Console,
+        ..Config::default()
+    };
     let h = harness(Some(&rx.url), config).await;
     h.service.apply(vec![fired(Severity::Critical)], T0).await.unwrap();
     for step in 0..100 {
@@ -253,7 +262,11 @@ async fn a_silence_suppresses_pages_but_keeps_the_incident() {
 #[tokio::test]
 async fn a_retry_after_beyond_the_cap_fails_over_at_once_and_one_within_it_is_waited_for() {
     // u64::MAX seconds: far beyond the cap, and it must not wrap into "now".
-    let rx = SlackReceiver::start(vec![Reply::TooMany { retry_after_secs: u64::MAX }, Reply::TooMany { retry_after_secs: 30 }]).await;
+    let rx = SlackReceiver::start(vec![
+        Reply::TooMany { retry_after_secs: u64::MAX },
+        Reply::TooMany { retry_after_secs: 30 },
+    ])
+    .await;
     let config = Config { retry_after_max: Duration::from_secs(60), ..Config::default() };
     let h = harness(Some(&rx.url), config).await;
     h.service.apply(vec![fired(Severity::Critical)], T0).await.unwrap();
@@ -267,7 +280,10 @@ async fn a_retry_after_beyond_the_cap_fails_over_at_once_and_one_within_it_is_wa
     assert_eq!(rx.attempts(), 1);
 
     // The resolution notice is told to wait 30 s: it is retried at 30 s, not before.
-    let resolved = Transition::Resolved { key: AlertKey { rule_id: "high-error-rate".into(), labels: Default::default() }, value: 0.0 };
+    let resolved = Transition::Resolved {
+        key: AlertKey { rule_id: "high-error-rate".into(), labels: Default::default() },
+        value: 0.0,
+    };
     h.service.apply(vec![resolved], T0 + MIN).await.unwrap();
     h.service.deliver(T0 + MIN).await.unwrap();
     assert_eq!(rx.attempts(), 2);
@@ -293,7 +309,8 @@ async fn escalation_counts_from_the_first_page_on_the_clock_oncall_who_prints() 
     h.service.apply(vec![warning], T0).await.unwrap();
     let at = chrono::DateTime::from_timestamp_millis(T0).unwrap();
     let who = alerting::http::who(&Roster::example(), Severity::Warning, "backend", at);
-    let after: Vec<i64> = who["steps"].as_array().unwrap().iter().map(|s| s["after_minutes"].as_i64().unwrap()).collect();
+    let after: Vec<i64> =
+        who["steps"].as_array().unwrap().iter().map(|s| s["after_minutes"].as_i64().unwrap()).collect();
     assert!(after.len() >= 2 && after[0] == 0, "{who}");
     // Each level goes out when `oncall who` says, counted from the first
     // page: the rule's `for` is not taken out of the on-call's time to ack.
@@ -322,7 +339,10 @@ async fn a_resolved_page_carries_the_value_at_resolution_and_how_long_it_lasted(
     assert_eq!(resolved["page"]["lasted_secs"], 13 * 60, "from the condition's start to the resolution");
     let page: alerting::notify::Page = serde_json::from_value(resolved["page"].clone()).unwrap();
     let text = page.text();
-    assert!(text.contains("0.10 %") && !text.contains("Value:     20.00 % (>"), "the value at resolution, not the old firing value:\n{text}");
+    assert!(
+        text.contains("0.10 %") && !text.contains("Value:     20.00 % (>"),
+        "the value at resolution, not the old firing value:\n{text}"
+    );
     assert!(text.contains("13 min"), "{text}");
 }
 
@@ -386,7 +406,11 @@ fn grouped(h: &Harness) -> Vec<(String, String, usize)> {
         .map(|p| {
             let page = &p["page"];
             let id = page["incident_id"].as_i64().unwrap_or_default();
-            (page["kind"]["type"].as_str().unwrap_or_default().to_owned(), format!("#{id} {}", page["alert"].as_str().unwrap_or_default()), page["also"].as_array().map_or(0, Vec::len))
+            (
+                page["kind"]["type"].as_str().unwrap_or_default().to_owned(),
+                format!("#{id} {}", page["alert"].as_str().unwrap_or_default()),
+                page["also"].as_array().map_or(0, Vec::len),
+            )
         })
         .collect()
 }
@@ -394,7 +418,11 @@ fn grouped(h: &Harness) -> Vec<(String, String, usize)> {
 #[tokio::test]
 async fn warnings_that_arrive_together_are_one_page_and_critical_never_waits() {
     let config = Config {
-        grouping: Some(alerting::rules::Grouping { group_by: vec!["owner".into()], group_wait: Duration::from_secs(30), group_interval: Duration::from_secs(300) }),
+        grouping: Some(alerting::rules::Grouping {
+            group_by: vec!["owner".into()],
+            group_wait: Duration::from_secs(30),
+            group_interval: Duration::from_secs(300),
+        }),
         ..Config::default()
     };
     let h = harness(None, config).await;
@@ -429,9 +457,19 @@ async fn warnings_that_arrive_together_are_one_page_and_critical_never_waits() {
     let b = h.service.store.find_open("slow{route=\"/b\"}").await.unwrap().unwrap();
     assert_eq!(b.steps_paged, 1);
     assert_eq!(b.plan_started_at, T0 + 30 * s, "its escalation clock starts when it was paged");
-    step(vec![Transition::Resolved { key: AlertKey { rule_id: "slow".into(), labels: [("route".to_string(), "/b".to_string())].into() }, value: 0.1 }], T0 + 400 * s).await;
+    step(
+        vec![Transition::Resolved {
+            key: AlertKey { rule_id: "slow".into(), labels: [("route".to_string(), "/b".to_string())].into() },
+            value: 0.1,
+        }],
+        T0 + 400 * s,
+    )
+    .await;
     let last = console_pages(&h).pop().unwrap();
-    assert_eq!((last["page"]["kind"]["type"].as_str(), last["page"]["incident_id"].as_i64()), (Some("resolved"), Some(b.id)));
+    assert_eq!(
+        (last["page"]["kind"]["type"].as_str(), last["page"]["incident_id"].as_i64()),
+        (Some("resolved"), Some(b.id))
+    );
     assert_eq!(names(&last).len(), 1, "the owner's on-call, paged by the group page");
 }
 
@@ -439,7 +477,11 @@ async fn warnings_that_arrive_together_are_one_page_and_critical_never_waits() {
 async fn a_large_group_is_split_into_pages_slack_accepts() {
     let rx = SlackReceiver::start(vec![]).await;
     let config = Config {
-        grouping: Some(alerting::rules::Grouping { group_by: vec!["owner".into()], group_wait: Duration::from_secs(30), group_interval: Duration::from_secs(300) }),
+        grouping: Some(alerting::rules::Grouping {
+            group_by: vec!["owner".into()],
+            group_wait: Duration::from_secs(30),
+            group_interval: Duration::from_secs(300),
+        }),
         ..Config::default()
     };
     let h = harness(Some(&rx.url), config).await;
@@ -464,7 +506,8 @@ async fn a_large_group_is_split_into_pages_slack_accepts() {
 async fn a_row_renewed_late_in_a_long_pass_is_not_taken_by_another_sender_mid_send() {
     let db = testkit::Database::create("alerting_service").await;
     let rx = SlackReceiver::start(vec![Reply::Hang, Reply::Hang, Reply::Hang, Reply::Hang]).await;
-    let config = || Config { claim_timeout: Duration::from_secs(2), retry_base: Duration::from_secs(600), ..Config::default() };
+    let config =
+        || Config { claim_timeout: Duration::from_secs(2), retry_base: Duration::from_secs(600), ..Config::default() };
     let sender = |config: Config| {
         let (url, rx_url) = (db.url.clone(), rx.url.clone());
         async move {
@@ -480,7 +523,10 @@ async fn a_row_renewed_late_in_a_long_pass_is_not_taken_by_another_sender_mid_se
     let (first, second) = (sender(config()).await, sender(config()).await);
     let on = |route: &str| match fired(Severity::Critical) {
         Transition::Fired { severity, value, threshold, op, since_ms, detail, .. } => Transition::Fired {
-            key: AlertKey { rule_id: "high-error-rate".into(), labels: [("route".to_string(), route.to_string())].into() },
+            key: AlertKey {
+                rule_id: "high-error-rate".into(),
+                labels: [("route".to_string(), route.to_string())].into(),
+            },
             severity,
             value,
             threshold,

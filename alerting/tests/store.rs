@@ -66,7 +66,10 @@ async fn lifecycle(backend: &str) {
     // Upgrade, ack, resolve; the timeline keeps each.
     store.upgrade(first.id, Severity::Critical, 0.2, 0.01, 10_000).await.unwrap();
     let acked = store.ack(first.id, "kim", 11_000).await.unwrap();
-    assert_eq!((acked.state, acked.severity, acked.acked_by.as_deref()), (State::Acked, Severity::Critical, Some("kim")));
+    assert_eq!(
+        (acked.state, acked.severity, acked.acked_by.as_deref()),
+        (State::Acked, Severity::Critical, Some("kim"))
+    );
     assert_eq!(acked.steps_paged, 0, "the upgrade restarted the plan");
     assert!(store.resolve(first.id, "alerting", 12_000).await.unwrap().is_some());
     assert!(store.resolve(first.id, "alerting", 13_000).await.unwrap().is_none(), "resolving twice is a no-op");
@@ -133,7 +136,12 @@ async fn retention(backend: &str) {
     let resolved = async |fingerprint: &str, resolved_at: i64| {
         let (i, _) = store.open(&new_incident(fingerprint, resolved_at - DAY)).await.unwrap();
         store.record(i.id, resolved_at - DAY, "note", Some("kim"), "runbook output", None).await.unwrap();
-        assert!(store.enqueue(i.id, &format!("{fingerprint}:page"), "console", "[]", "{}", resolved_at - DAY).await.unwrap());
+        assert!(
+            store
+                .enqueue(i.id, &format!("{fingerprint}:page"), "console", "[]", "{}", resolved_at - DAY)
+                .await
+                .unwrap()
+        );
         store.resolve(i.id, "alerting", resolved_at).await.unwrap();
         i.id
     };
@@ -153,7 +161,8 @@ async fn retention(backend: &str) {
     store.add_silence(&silence(now - 100 * DAY)).await.unwrap();
     store.add_silence(&silence(now + DAY)).await.unwrap();
 
-    let policy = Retention { incidents: Some(Duration::from_secs(90 * 86_400)), outbox: Some(Duration::from_secs(7 * 86_400)) };
+    let policy =
+        Retention { incidents: Some(Duration::from_secs(90 * 86_400)), outbox: Some(Duration::from_secs(7 * 86_400)) };
     let purged = store.purge(&policy, now).await.unwrap();
     assert_eq!((purged.incidents, purged.timeline, purged.silences), (1, 2, 1), "{purged:?}");
     assert!(matches!(store.get(old).await, Err(IncidentError::NotFound(_))));
@@ -221,7 +230,11 @@ async fn the_lease_fences_a_stale_evaluator_and_claims_split_the_outbox_on_postg
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let second = second.unwrap();
-    assert_eq!((second.fence.epoch, second.state.as_deref()), (first.fence.epoch + 1, Some("{}")), "the saved state is handed over");
+    assert_eq!(
+        (second.fence.epoch, second.state.as_deref()),
+        (first.fence.epoch + 1, Some("{}")),
+        "the saved state is handed over"
+    );
     // (A long lease from here on, so the new holder's writes cannot lapse mid-test.)
     assert!(two.renew(&second.fence, Duration::from_secs(30), "{}").await.unwrap());
     let fenced = |r: Result<_, IncidentError>| matches!(r, Err(IncidentError::Fenced(e)) if e == first.fence.epoch);
@@ -234,14 +247,21 @@ async fn the_lease_fences_a_stale_evaluator_and_claims_split_the_outbox_on_postg
     assert_eq!(one.group_flushed("backend").await.unwrap(), None);
     assert!(!one.renew(&first.fence, ttl, "stale").await.unwrap(), "nor can it renew");
     let now = one.get(held.id).await.unwrap();
-    assert_eq!((now.state, now.severity, now.steps_paged), (State::Firing, Severity::Warning, 0), "nothing was written");
+    assert_eq!(
+        (now.state, now.severity, now.steps_paged),
+        (State::Firing, Severity::Warning, 0),
+        "nothing was written"
+    );
     assert!(one.due(i64::MAX, 10).await.unwrap().is_empty());
     assert!(one.find_open("b{}").await.unwrap().is_none());
     // The new holder writes; a clean stop hands the lease straight back.
     assert!(two.fenced(second.fence.clone()).claim_steps(&held, 1).await.unwrap());
     assert!(!two.fenced(second.fence.clone()).claim_steps(&held, 1).await.unwrap(), "a step is claimed once");
     two.release(&second.fence).await.unwrap();
-    assert_eq!(one.acquire(Duration::from_secs(30), false).await.unwrap().map(|l| l.fence.epoch), Some(second.fence.epoch + 1));
+    assert_eq!(
+        one.acquire(Duration::from_secs(30), false).await.unwrap().map(|l| l.fence.epoch),
+        Some(second.fence.epoch + 1)
+    );
 
     // Two senders claim disjoint rows; a claim that lapsed passes on, and
     // its first holder may then neither send nor record.
@@ -256,7 +276,10 @@ async fn the_lease_fences_a_stale_evaluator_and_claims_split_the_outbox_on_postg
     assert_eq!((ids.len(), a.rows.len() + b.rows.len()), (10, 10), "every row claimed once");
     let row = a.rows.first().or(b.rows.first()).unwrap().clone();
     let (owner, thief) = if a.rows.iter().any(|r| r.id == row.id) { (&one, &two) } else { (&two, &one) };
-    assert!(thief.claim("slack", 10_500, 10, 1_000).await.unwrap().unwrap().rows.is_empty(), "claimed rows are not due");
+    assert!(
+        thief.claim("slack", 10_500, 10, 1_000).await.unwrap().unwrap().rows.is_empty(),
+        "claimed rows are not due"
+    );
     let taken = thief.claim("slack", 11_000, 10, 1_000).await.unwrap().unwrap();
     assert_eq!(taken.rows.len(), 10, "lapsed claims are due again");
     assert!(taken.rows.iter().all(|r| r.attempts == 2), "each claim counts an attempt");
@@ -276,7 +299,10 @@ async fn a_single_sqlite_process_takes_its_lease_at_once_and_fences_its_old_epoc
     let second = store.acquire(ttl, true).await.unwrap().unwrap();
     assert_eq!(second.fence.epoch, first.fence.epoch + 1);
     assert!(store.fenced(second.fence.clone()).open(&new_incident("a{}", 1_000)).await.unwrap().1);
-    assert!(matches!(store.fenced(first.fence.clone()).open(&new_incident("b{}", 1_000)).await, Err(IncidentError::Fenced(_))));
+    assert!(matches!(
+        store.fenced(first.fence.clone()).open(&new_incident("b{}", 1_000)).await,
+        Err(IncidentError::Fenced(_))
+    ));
     assert!(store.renew(&second.fence, ttl, "{\"alerts\":[]}").await.unwrap());
     assert_eq!(store.evaluator().await.unwrap().and_then(|e| e.state).as_deref(), Some("{\"alerts\":[]}"));
 }

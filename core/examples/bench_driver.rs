@@ -7,7 +7,10 @@
 //! bench_driver race  BASE PAIRS_FILE FIRST_SEAT_ID SEATS ATTEMPTS
 //! ```
 
-use std::{collections::HashSet, time::{Duration, Instant}};
+use std::{
+    collections::HashSet,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, bail};
 use futures::{StreamExt, future::join_all, stream};
@@ -54,7 +57,13 @@ async fn admit(client: &reqwest::Client, base: &str, tokens: &str, concert: i64,
     let last = &pairs.last().context("no users")?.1;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let r: Value = client.get(format!("{base}/v1/queue/tokens/current")).header("queue-token", last).send().await?.json().await?;
+        let r: Value = client
+            .get(format!("{base}/v1/queue/tokens/current"))
+            .header("queue-token", last)
+            .send()
+            .await?
+            .json()
+            .await?;
         if r["status"] == "ACTIVE" {
             break;
         }
@@ -69,7 +78,14 @@ async fn admit(client: &reqwest::Client, base: &str, tokens: &str, concert: i64,
     Ok(())
 }
 
-async fn race(client: &reqwest::Client, base: &str, pairs: &str, first_seat: i64, seats: i64, attempts: usize) -> anyhow::Result<()> {
+async fn race(
+    client: &reqwest::Client,
+    base: &str,
+    pairs: &str,
+    first_seat: i64,
+    seats: i64,
+    attempts: usize,
+) -> anyhow::Result<()> {
     let pairs: Vec<(String, String)> = std::fs::read_to_string(pairs)?
         .lines()
         .filter_map(|l| l.split_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned())))

@@ -42,11 +42,13 @@ fn main() -> anyhow::Result<()> {
         };
         let state = booking::build_state(settings, booking::domain::Clock::default()).await?;
         let app = booking::app(state);
-        let request = || axum::http::Request::builder().uri("/v1/no-such-route").body(Body::empty()).expect("valid request");
+        let request =
+            || axum::http::Request::builder().uri("/v1/no-such-route").body(Body::empty()).expect("valid request");
         for _ in 0..n / 10 {
             app.clone().oneshot(request()).await?;
         }
-        let (thread0, process0, wall0) = (cpu_time("/proc/thread-self/stat"), cpu_time("/proc/self/stat"), std::time::Instant::now());
+        let (thread0, process0, wall0) =
+            (cpu_time("/proc/thread-self/stat"), cpu_time("/proc/self/stat"), std::time::Instant::now());
         for _ in 0..n {
             let response = app.clone().oneshot(request()).await?;
             std::hint::black_box(response);

@@ -51,7 +51,10 @@ pub async fn replica_probe(state: AppState, stop: watch::Receiver<bool>) {
     if state.settings.database_read_url.is_none() {
         return;
     }
-    every(REPLICA_PROBE_EVERY, stop, || async { probe_replica(&state).await; }).await;
+    every(REPLICA_PROBE_EVERY, stop, || async {
+        probe_replica(&state).await;
+    })
+    .await;
 }
 
 /// One probe of the read replica, recorded in the metrics.
@@ -123,7 +126,8 @@ pub async fn admission(state: AppState, mut stop: watch::Receiver<bool>) {
     let mut tuning = state.admission.subscribe();
     loop {
         let interval_ms = tuning.borrow_and_update().interval_ms;
-        let period = Duration::from_millis((interval_ms / 5).max(0) as u64).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let period = Duration::from_millis((interval_ms / 5).max(0) as u64)
+            .clamp(Duration::from_millis(50), Duration::from_secs(1));
         let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
         loop {

@@ -57,8 +57,9 @@ pub async fn build_state(settings: Settings, clock: Clock) -> Result<AppState, B
         .with_metrics(metrics.store.clone());
     let store = match &settings.database_read_url {
         Some(url) => {
-            let replica = store::Replica::open(url.expose(), settings.database_max_connections, settings.database_read_max_lag)
-                .map_err(|source| BuildError::Replica { location: store::location(url.expose()), source })?;
+            let replica =
+                store::Replica::open(url.expose(), settings.database_max_connections, settings.database_read_max_lag)
+                    .map_err(|source| BuildError::Replica { location: store::location(url.expose()), source })?;
             let store = store.with_replica(replica);
             metrics.register_replica();
             // Read from the replica at once if it is healthy now.
@@ -125,11 +126,17 @@ impl Application {
         let (stop_tx, stop_rx) = watch::channel(false);
         let loops = background::spawn(state.clone(), stop_rx.clone());
         let grace = state.settings.shutdown_grace;
-        let server = serving::serve(listener, app(state.clone()), state.settings.http, state.metrics.connections.clone(), async move {
-            shutdown.await;
-            tracing::info!("shutting down: draining in-flight requests");
-            let _ = stop_tx.send(true);
-        });
+        let server = serving::serve(
+            listener,
+            app(state.clone()),
+            state.settings.http,
+            state.metrics.connections.clone(),
+            async move {
+                shutdown.await;
+                tracing::info!("shutting down: draining in-flight requests");
+                let _ = stop_tx.send(true);
+            },
+        );
         let mut drain = stop_rx;
         let result = tokio::select! {
             r = server => r,

@@ -86,7 +86,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Seed(args) => {
             let url = settings.database_url.expose();
-            let summary = seed::run(&settings, &args).await.with_context(|| format!("seeding {}", store::location(url)))?;
+            let summary =
+                seed::run(&settings, &args).await.with_context(|| format!("seeding {}", store::location(url)))?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
         }
         Command::Audit => {

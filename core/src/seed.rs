@@ -173,7 +173,8 @@ async fn copy_seats(url: &str, catalogue: &[(i64, Vec<i64>)], seats: u32) -> Res
             let mut conn = sqlx::PgConnection::connect(url).await?;
             let mut buf = String::with_capacity(seats as usize * 24);
             for (_, performance_ids) in catalogue.iter().skip(stream).step_by(COPY_STREAMS) {
-                let mut copy = conn.copy_in_raw("COPY seats (performance_id, seat_no, grade, price) FROM STDIN").await?;
+                let mut copy =
+                    conn.copy_in_raw("COPY seats (performance_id, seat_no, grade, price) FROM STDIN").await?;
                 for pid in performance_ids {
                     buf.clear();
                     for n in 1..=seats {
@@ -220,7 +221,12 @@ async fn insert_seats(store: &Store, catalogue: &[(i64, Vec<i64>)], seats: u32) 
 }
 
 /// Users with a charged balance (and its ledger row, so money adds up).
-async fn seed_users(store: &Store, settings: &Settings, args: &SeedArgs, now: i64) -> Result<Vec<(i64, String)>, SeedError> {
+async fn seed_users(
+    store: &Store,
+    settings: &Settings,
+    args: &SeedArgs,
+    now: i64,
+) -> Result<Vec<(i64, String)>, SeedError> {
     let keys = settings.token_key();
     let expires_at = now + settings.user_token_ttl.as_millis() as i64;
     let bar = progress(args.users as u64, "users");
@@ -254,7 +260,10 @@ async fn seed_users(store: &Store, settings: &Settings, args: &SeedArgs, now: i6
 /// A spinner for a step whose progress PostgreSQL does not report.
 fn spinner(what: &str) -> ProgressBar {
     let bar = ProgressBar::new_spinner();
-    bar.set_style(ProgressStyle::with_template(&format!("{{spinner}} {what} ({{elapsed}})")).unwrap_or_else(|_| ProgressStyle::default_spinner()));
+    bar.set_style(
+        ProgressStyle::with_template(&format!("{{spinner}} {what} ({{elapsed}})"))
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
 }
@@ -262,8 +271,10 @@ fn spinner(what: &str) -> ProgressBar {
 fn progress(len: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
     bar.set_style(
-        ProgressStyle::with_template(&format!("{{spinner}} {what} {{bar:40}} {{pos}}/{{len}} ({{per_sec}}, eta {{eta}})"))
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(&format!(
+            "{{spinner}} {what} {{bar:40}} {{pos}}/{{len}} ({{per_sec}}, eta {{eta}})"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     bar

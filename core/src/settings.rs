@@ -142,12 +142,7 @@ pub const MIN_SECRET_BYTES: usize = 32;
 /// has read the repository knows them, so they are refused off loopback
 /// whatever their length. A test scans the repository for secrets it does
 /// not list.
-pub const PUBLIC_SECRETS: &[&str] = &[
-    DEV_ADMIN_KEY,
-    DEV_TOKEN_SECRET,
-    "change-me-admin",
-    "change-me-secret",
-];
+pub const PUBLIC_SECRETS: &[&str] = &[DEV_ADMIN_KEY, DEV_TOKEN_SECRET, "change-me-admin", "change-me-secret"];
 
 impl Default for Settings {
     fn default() -> Self {
@@ -242,7 +237,8 @@ impl Settings {
             s.http.max_connections = positive(&v, "HTTP_MAX_CONNECTIONS")?;
         }
         if let Some(v) = get("SIGNUP_RATE_PER_MINUTE") {
-            s.signup_rate_per_minute = if v.trim().eq_ignore_ascii_case("off") { None } else { Some(positive(&v, "SIGNUP_RATE_PER_MINUTE")?) };
+            s.signup_rate_per_minute =
+                if v.trim().eq_ignore_ascii_case("off") { None } else { Some(positive(&v, "SIGNUP_RATE_PER_MINUTE")?) };
         }
         if let Some(v) = get("TRUSTED_PROXIES") {
             s.trusted_proxies = v.parse().map_err(|problem| SettingsError { name: "TRUSTED_PROXIES", problem })?;
@@ -276,7 +272,11 @@ impl Settings {
     /// a body deadline the request deadline would cut short.
     pub fn validate(&self) -> Result<(), SettingsError> {
         if !self.listen.ip().is_loopback() {
-            let secrets = [("ADMIN_KEY", Some(&self.admin_key)), ("TOKEN_SECRET", Some(&self.token_secret)), ("TOKEN_SECRET_PREVIOUS", self.token_secret_previous.as_ref())];
+            let secrets = [
+                ("ADMIN_KEY", Some(&self.admin_key)),
+                ("TOKEN_SECRET", Some(&self.token_secret)),
+                ("TOKEN_SECRET_PREVIOUS", self.token_secret_previous.as_ref()),
+            ];
             for (name, secret) in secrets {
                 if let Some(secret) = secret {
                     check_secret(name, secret)?;
@@ -288,7 +288,9 @@ impl Settings {
             if !postgres(read.expose()) || !postgres(self.database_url.expose()) {
                 return Err(SettingsError {
                     name: "DATABASE_READ_URL",
-                    problem: "is a PostgreSQL replica of a PostgreSQL DATABASE_URL (postgres://…); SQLite has no replicas".into(),
+                    problem:
+                        "is a PostgreSQL replica of a PostgreSQL DATABASE_URL (postgres://…); SQLite has no replicas"
+                            .into(),
                 });
             }
         }
@@ -405,7 +407,11 @@ mod tests {
         }
         let short = public("change-me-please-0123456789", &b).validate().unwrap_err();
         assert_eq!(short.name, "ADMIN_KEY");
-        assert!(short.problem.contains("at least 32 bytes") && !short.problem.contains("change-me"), "{}", short.problem);
+        assert!(
+            short.problem.contains("at least 32 bytes") && !short.problem.contains("change-me"),
+            "{}",
+            short.problem
+        );
         let rotated = Settings { token_secret_previous: Some(Secret::new("old")), ..public(&a, &b) };
         assert_eq!(rotated.validate().unwrap_err().name, "TOKEN_SECRET_PREVIOUS");
     }
@@ -417,7 +423,10 @@ mod tests {
             ("postgres://postgres@127.0.0.1:5432/booking", "postgres://postgres@127.0.0.1:5432/booking"),
             ("postgres://u:p@h/db?sslmode=require&password=x", "postgres://u:***@h/db?sslmode=require&password=***"),
             ("redis://:hunter2@127.0.0.1:6379", "redis://:***@127.0.0.1:6379"),
-            ("redis+cluster://:hunter2@127.0.0.1:7001,127.0.0.1:7002", "redis+cluster://:***@127.0.0.1:7001,127.0.0.1:7002"),
+            (
+                "redis+cluster://:hunter2@127.0.0.1:7001,127.0.0.1:7002",
+                "redis+cluster://:***@127.0.0.1:7001,127.0.0.1:7002",
+            ),
             ("sqlite://booking.db?mode=rwc", "sqlite://booking.db?mode=rwc"),
             ("sqlite::memory:", "sqlite::memory:"),
         ];
@@ -434,7 +443,8 @@ mod tests {
 
     #[test]
     fn a_read_replica_and_a_cluster_url_are_checked_at_start() {
-        let sqlite_replica = Settings { database_read_url: Some(Secret::new("postgres://h/db")), ..Settings::default() };
+        let sqlite_replica =
+            Settings { database_read_url: Some(Secret::new("postgres://h/db")), ..Settings::default() };
         assert_eq!(sqlite_replica.validate().unwrap_err().name, "DATABASE_READ_URL", "SQLite has no replica");
         let pg = || Settings { database_url: Secret::new("postgres://p/db"), ..Settings::default() };
         assert!(Settings { database_read_url: Some(Secret::new("postgres://r/db")), ..pg() }.validate().is_ok());

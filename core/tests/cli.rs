@@ -89,7 +89,11 @@ fn audit_of_a_missing_sqlite_file_fails_and_creates_nothing() {
     assert!(err.contains(&format!("cannot audit DATABASE_URL=sqlite://booking.db ({})", file.display())), "{err}");
     assert!(err.contains("no file at"), "{err}");
     assert!(output.stdout.is_empty(), "no counts for a database that is not there");
-    assert!(std::fs::read_dir(&*dir).unwrap().next().is_none(), "audit created {:?}", std::fs::read_dir(&*dir).unwrap().collect::<Vec<_>>());
+    assert!(
+        std::fs::read_dir(&*dir).unwrap().next().is_none(),
+        "audit created {:?}",
+        std::fs::read_dir(&*dir).unwrap().collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -129,7 +133,11 @@ async fn audit_of_a_postgres_database_that_does_not_exist_fails() {
     assert_eq!(output.status.code(), Some(2), "{err}");
     assert!(err.contains(&format!("database \"{name}\" does not exist")), "{err}");
     let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&base).await.unwrap();
-    let created: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1").bind(&name).fetch_one(&mut admin).await.unwrap();
+    let created: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
+        .bind(&name)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
     assert_eq!(created, 0, "audit created the database");
 }
 
@@ -142,10 +150,11 @@ async fn audit_of_a_postgres_database_without_schema_fails() {
     assert_eq!(output.status.code(), Some(2), "{err}");
     assert!(err.contains("no booking schema"), "{err}");
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
-    let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+    let tables: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
     assert_eq!(tables, 0, "audit ran migrations");
 }
 

@@ -101,12 +101,14 @@ fn scans(node: &Value, bitmap_table: Option<&str>, out: &mut Vec<Scan>) {
     let relation = node["Relation Name"].as_str();
     let text = |key: &str| node[key].as_str().map(str::to_owned);
     match kind {
-        "Seq Scan" | "Sample Scan" | "Tid Scan" | "Tid Range Scan" | "Index Scan" | "Index Only Scan" => out.push(Scan {
-            node: kind.to_owned(),
-            table: relation.unwrap_or_default().to_owned(),
-            index: text("Index Name"),
-            cond: text("Index Cond").or_else(|| text("TID Cond")),
-        }),
+        "Seq Scan" | "Sample Scan" | "Tid Scan" | "Tid Range Scan" | "Index Scan" | "Index Only Scan" => {
+            out.push(Scan {
+                node: kind.to_owned(),
+                table: relation.unwrap_or_default().to_owned(),
+                index: text("Index Name"),
+                cond: text("Index Cond").or_else(|| text("TID Cond")),
+            })
+        }
         "Bitmap Index Scan" => out.push(Scan {
             node: kind.to_owned(),
             table: bitmap_table.unwrap_or_default().to_owned(),
@@ -137,7 +139,8 @@ fn logged_plans(log: &str) -> Vec<(String, Vec<Scan>)> {
             json.push('\n');
             lines.next();
         }
-        let plan: Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("auto_explain wrote JSON ({e}):\n{json}"));
+        let plan: Value =
+            serde_json::from_str(&json).unwrap_or_else(|e| panic!("auto_explain wrote JSON ({e}):\n{json}"));
         let query = plan["Query Text"].as_str().unwrap_or_default().split_whitespace().collect::<Vec<_>>().join(" ");
         let mut found = Vec::new();
         scans(&plan["Plan"], None, &mut found);
@@ -247,7 +250,14 @@ async fn a_hold_a_seat_map_and_a_payment_reach_every_growing_table_by_an_index_c
     drop(Store::connect(&url, 1).await.expect("migrated"));
 
     let settings = Settings { database_url: Secret::new(url.clone()), ..Settings::default() };
-    let args = SeedArgs { concerts: CONCERTS, performances: PERFORMANCES, seats: SEATS, users: 10, balance: 1_000_000, tokens_out: None };
+    let args = SeedArgs {
+        concerts: CONCERTS,
+        performances: PERFORMANCES,
+        seats: SEATS,
+        users: 10,
+        balance: 1_000_000,
+        tokens_out: None,
+    };
     let summary = seed::run(&settings, &args).await.expect("seeded");
     assert_eq!(summary.seats, (CONCERTS * PERFORMANCES * SEATS) as u64);
     println!("cluster, migration and seed: {:.1} s (seed {:.1} s)", started.elapsed().as_secs_f64(), summary.seconds);
@@ -304,7 +314,13 @@ async fn a_hold_a_seat_map_and_a_payment_reach_every_growing_table_by_an_index_c
     let mut sales = Vec::new();
     for (pass, nth) in [(0, 2 * SEATS as i64 + 7), (1, 11 * SEATS as i64 + 23)] {
         let row = sqlx::query(sqlx::AssertSqlSafe(seat_of(nth))).fetch_one(&mut conn).await.unwrap();
-        sales.push(Sale { concert_id: last_concert, performance_id: row.get(1), seat_id: row.get(0), winner: fans[2 * pass], loser: fans[2 * pass + 1] });
+        sales.push(Sale {
+            concert_id: last_concert,
+            performance_id: row.get(1),
+            seat_id: row.get(0),
+            winner: fans[2 * pass],
+            loser: fans[2 * pass + 1],
+        });
     }
 
     // From here on every session of the database explains what it runs.
@@ -335,6 +351,9 @@ async fn a_hold_a_seat_map_and_a_payment_reach_every_growing_table_by_an_index_c
     // The hold limit's count must not fall back to another partial index
     // of reservations (migration 0004), and the seat map reads one date.
     for index in ["reservations_live_by_user", "seat_no_unique", "seats_pkey", "reservations_pkey", "users_pkey"] {
-        assert!(custom.contains(index) && generic.contains(index), "{index} unused: custom {custom:?}, generic {generic:?}");
+        assert!(
+            custom.contains(index) && generic.contains(index),
+            "{index} unused: custom {custom:?}, generic {generic:?}"
+        );
     }
 }

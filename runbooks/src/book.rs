@@ -33,7 +33,8 @@ use crate::{
 };
 
 /// The six sections every runbook has, in this order.
-pub const SECTIONS: [&str; 6] = ["What it means for users", "Likely causes", "Diagnose", "Mitigate", "Verify", "Escalate"];
+pub const SECTIONS: [&str; 6] =
+    ["What it means for users", "Likely causes", "Diagnose", "Mitigate", "Verify", "Escalate"];
 
 /// The info string of a step block.
 pub const STEP_FENCE: &str = "runbook-step";
@@ -217,10 +218,19 @@ pub fn parse(id: &str, text: &str, origin: &str) -> Result<Runbook, BookError> {
             match SECTIONS.iter().find(|s| s.eq_ignore_ascii_case(heading)) {
                 Some(name) if Some(name) == expected => sections.push((name, String::new(), n)),
                 Some(name) => {
-                    return Err(err(n, format!("section `{name}` is out of order; expected `## {}` next", expected.unwrap_or(&"(none)"))));
+                    return Err(err(
+                        n,
+                        format!(
+                            "section `{name}` is out of order; expected `## {}` next",
+                            expected.unwrap_or(&"(none)")
+                        ),
+                    ));
                 }
                 None => {
-                    return Err(err(n, format!("unknown section `## {heading}`; the sections are: {}", SECTIONS.join(", "))));
+                    return Err(err(
+                        n,
+                        format!("unknown section `## {heading}`; the sections are: {}", SECTIONS.join(", ")),
+                    ));
                 }
             }
             continue;
@@ -248,7 +258,13 @@ pub fn parse(id: &str, text: &str, origin: &str) -> Result<Runbook, BookError> {
     for (line, yaml, section) in blocks {
         let section_phase = section.and_then(Phase::of_section);
         let Some(phase) = section_phase else {
-            return Err(err(line, format!("a step block must sit under ## Diagnose, ## Mitigate or ## Verify, not {}", section.map_or("the title".into(), |s| format!("## {s}")))));
+            return Err(err(
+                line,
+                format!(
+                    "a step block must sit under ## Diagnose, ## Mitigate or ## Verify, not {}",
+                    section.map_or("the title".into(), |s| format!("## {s}"))
+                ),
+            ));
         };
         let spec: StepSpec = serde_norway::from_str(&yaml).map_err(|e| {
             let at = e.location().map_or(line, |l| line + l.line());
@@ -269,16 +285,30 @@ pub fn parse(id: &str, text: &str, origin: &str) -> Result<Runbook, BookError> {
         let effect = action.spec().effect;
         match (phase, effect) {
             (Phase::Mitigate, Effect::Change) | (Phase::Diagnose | Phase::Verify, Effect::Read | Effect::Probe) => {}
-            (Phase::Mitigate, _) => return Err(step_err(format!("`{}` only reads; mitigate steps change something", spec.action))),
-            (_, Effect::Change) => return Err(step_err(format!("`{}` changes {}; only mitigate steps may", spec.action, action.spec().target))),
+            (Phase::Mitigate, _) => {
+                return Err(step_err(format!("`{}` only reads; mitigate steps change something", spec.action)));
+            }
+            (_, Effect::Change) => {
+                return Err(step_err(format!(
+                    "`{}` changes {}; only mitigate steps may",
+                    spec.action,
+                    action.spec().target
+                )));
+            }
         }
         let problem_if = match spec.problem_if {
-            Some(_) if phase == Phase::Mitigate => return Err(step_err("problem_if belongs to diagnose and verify steps".into())),
+            Some(_) if phase == Phase::Mitigate => {
+                return Err(step_err("problem_if belongs to diagnose and verify steps".into()));
+            }
             Some(source) => {
                 let condition = Condition::parse(&source).map_err(|m| step_err(format!("problem_if: {m}")))?;
                 let outputs = action.spec().outputs;
                 if let Some(field) = condition.fields().into_iter().find(|f| !outputs.contains(f)) {
-                    return Err(step_err(format!("problem_if reads `{field}`, which `{}` does not return ({})", spec.action, outputs.join(", "))));
+                    return Err(step_err(format!(
+                        "problem_if reads `{field}`, which `{}` does not return ({})",
+                        spec.action,
+                        outputs.join(", ")
+                    )));
                 }
                 Some(condition)
             }
@@ -344,17 +374,34 @@ impl Runbook {
         for (key, value) in sets {
             let targets: Vec<usize> = match key.split_once('.') {
                 Some((step, arg)) => {
-                    let index = self.steps.iter().position(|s| s.id == step).ok_or_else(|| format!("--set {key}: runbook `{}` has no step `{step}`", self.id))?;
+                    let index = self
+                        .steps
+                        .iter()
+                        .position(|s| s.id == step)
+                        .ok_or_else(|| format!("--set {key}: runbook `{}` has no step `{step}`", self.id))?;
                     let spec = self.steps[index].action.spec();
                     if !spec.args.contains(&arg) {
-                        return Err(format!("--set {key}: `{}` takes no `{arg}` (it takes: {})", spec.name, list_or_none(spec.args)));
+                        return Err(format!(
+                            "--set {key}: `{}` takes no `{arg}` (it takes: {})",
+                            spec.name,
+                            list_or_none(spec.args)
+                        ));
                     }
                     vec![index]
                 }
                 None => {
-                    let found: Vec<usize> = self.steps.iter().enumerate().filter(|(_, s)| s.action.spec().args.contains(&key.as_str())).map(|(i, _)| i).collect();
+                    let found: Vec<usize> = self
+                        .steps
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, s)| s.action.spec().args.contains(&key.as_str()))
+                        .map(|(i, _)| i)
+                        .collect();
                     if found.is_empty() {
-                        return Err(format!("--set {key}: no step of runbook `{}` takes `{key}` (use STEP.ARG=VALUE for one step)", self.id));
+                        return Err(format!(
+                            "--set {key}: no step of runbook `{}` takes `{key}` (use STEP.ARG=VALUE for one step)",
+                            self.id
+                        ));
                     }
                     found
                 }
@@ -367,7 +414,8 @@ impl Runbook {
         }
         for index in changed {
             let step = &mut self.steps[index];
-            step.action = Action::parse(step.action.name(), &step.args).map_err(|e| format!("--set: step `{}`: {e}", step.id))?;
+            step.action =
+                Action::parse(step.action.name(), &step.args).map_err(|e| format!("--set: step `{}`: {e}", step.id))?;
         }
         Ok(())
     }
@@ -494,7 +542,10 @@ Call the DBA.
         assert_eq!(book.sections.iter().map(|s| s.0).collect::<Vec<_>>(), SECTIONS);
         assert!(book.sections[2].1.contains("## Mitigate"), "a heading inside a code block is prose");
         let ids: Vec<(&str, Phase)> = book.steps.iter().map(|s| (s.id.as_str(), s.phase)).collect();
-        assert_eq!(ids, [("long-queries", Phase::Diagnose), ("terminate", Phase::Mitigate), ("long-queries-after", Phase::Verify)]);
+        assert_eq!(
+            ids,
+            [("long-queries", Phase::Diagnose), ("terminate", Phase::Mitigate), ("long-queries-after", Phase::Verify)]
+        );
         assert_eq!(book.steps[0].line, 12);
         assert_eq!(book.steps[1].when, ["long-queries"]);
         assert_eq!(book.steps[0].call(), "postgres.long_queries min_seconds=30");
@@ -502,8 +553,14 @@ Call the DBA.
         assert!(prose.contains("[diagnose step `long-queries`] postgres.long_queries min_seconds=30 — Long queries; problem if count > 0"), "{prose}");
         assert!(!prose.contains("action: postgres"), "{prose}");
         assert!(prose.contains("-- not a step"), "{prose}");
-        assert_eq!(book.steps[1].plan(), "terminate queries of application booking active longer than 60s in the current database (at most 50)");
-        assert!(prose.contains("Terminate them; would terminate queries of application booking active longer than 60s"), "{prose}");
+        assert_eq!(
+            book.steps[1].plan(),
+            "terminate queries of application booking active longer than 60s in the current database (at most 50)"
+        );
+        assert!(
+            prose.contains("Terminate them; would terminate queries of application booking active longer than 60s"),
+            "{prose}"
+        );
         assert_eq!(book.steps[0].plan(), "run postgres.long_queries min_seconds=30");
     }
 
@@ -511,7 +568,10 @@ Call the DBA.
     fn missing_unknown_and_out_of_order_sections_are_rejected() {
         assert!(error(&GOOD.replace("## Escalate\nCall the DBA.\n", "")).contains("missing section(s): Escalate"));
         assert!(error(&GOOD.replace("## Likely causes", "## Causes")).contains("unknown section `## Causes`"));
-        let swapped = GOOD.replace("## What it means for users\nBookings fail.\n\n## Likely causes\nLocks.\n", "## Likely causes\nLocks.\n\n## What it means for users\nBookings fail.\n");
+        let swapped = GOOD.replace(
+            "## What it means for users\nBookings fail.\n\n## Likely causes\nLocks.\n",
+            "## Likely causes\nLocks.\n\n## What it means for users\nBookings fail.\n",
+        );
         assert!(error(&swapped).contains("out of order"), "{}", error(&swapped));
         assert!(error(&GOOD.replace("Call the DBA.", "")).contains("section `Escalate` is empty"));
         assert!(error(&GOOD.replace("# Example", "Example")).contains("missing the `# Title`"));
@@ -525,7 +585,8 @@ Call the DBA.
         assert!(e.contains("unknown field `min_secs`"), "{e}");
         let e = error(&GOOD.replace("args: { min_seconds: 60 }\n", ""));
         assert!(e.contains("min_seconds is required"), "{e}");
-        let e = error(&GOOD.replace("args: { min_seconds: 60 }", "args: { min_seconds: 60, application_name: pg_dump }"));
+        let e =
+            error(&GOOD.replace("args: { min_seconds: 60 }", "args: { min_seconds: 60, application_name: pg_dump }"));
         assert!(e.contains("only ever terminates booking's own sessions"), "{e}");
         let e = error(&GOOD.replace("title: Long queries\n", "title: Long queries\ntitel: x\n"));
         assert!(e.contains("unknown field `titel`"), "{e}");
@@ -535,7 +596,10 @@ Call the DBA.
     fn steps_must_sit_in_their_phase_and_changes_only_mitigate() {
         let e = error(&GOOD.replace("phase: verify", "phase: diagnose"));
         assert!(e.contains("phase `diagnose` but it sits under ## Verify"), "{e}");
-        let e = error(&GOOD.replace("phase: verify\naction: postgres.long_queries", "phase: verify\naction: redis.set_eviction_policy\nargs: { policy: volatile-lru }"));
+        let e = error(&GOOD.replace(
+            "phase: verify\naction: postgres.long_queries",
+            "phase: verify\naction: redis.set_eviction_policy\nargs: { policy: volatile-lru }",
+        ));
         assert!(e.contains("only mitigate steps may"), "{e}");
         let e = error(&GOOD.replace("action: postgres.terminate_long_queries", "action: postgres.long_queries"));
         assert!(e.contains("mitigate steps change something"), "{e}");
@@ -570,14 +634,17 @@ Call the DBA.
     #[test]
     fn set_overrides_one_step_or_every_step_taking_the_argument() {
         let mut book = parse("example", GOOD, "example.md").unwrap();
-        let sets: Vec<(String, Value)> = ["min_seconds=4", "terminate.database=*"].iter().map(|s| parse_set(s).unwrap()).collect();
+        let sets: Vec<(String, Value)> =
+            ["min_seconds=4", "terminate.database=*"].iter().map(|s| parse_set(s).unwrap()).collect();
         book.override_args(&sets).unwrap();
         for step in &book.steps {
             assert_eq!(step.args["min_seconds"], serde_json::json!(4), "{}", step.id);
         }
         assert_eq!(book.step("terminate").unwrap().args["database"], "*");
         assert!(book.step("long-queries").unwrap().args.get("database").is_none());
-        let err = |s: &str| parse("example", GOOD, "example.md").unwrap().override_args(&[parse_set(s).unwrap()]).unwrap_err();
+        let err = |s: &str| {
+            parse("example", GOOD, "example.md").unwrap().override_args(&[parse_set(s).unwrap()]).unwrap_err()
+        };
         assert!(err("policy=x").contains("no step of runbook `example` takes `policy`"));
         assert!(err("nope.min_seconds=1").contains("has no step `nope`"));
         assert!(err("terminate.policy=x").contains("takes no `policy`"));

@@ -51,7 +51,8 @@ pub struct Catalog {
 
 impl Catalog {
     pub fn embedded() -> Self {
-        let entries = EMBEDDED.iter().map(|(id, text)| (id.to_string(), text.to_string(), format!("runbooks/{id}.md"))).collect();
+        let entries =
+            EMBEDDED.iter().map(|(id, text)| (id.to_string(), text.to_string(), format!("runbooks/{id}.md"))).collect();
         Self { entries }
     }
 
@@ -61,7 +62,8 @@ impl Catalog {
         let mut entries = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(|e| read_err(dir, e))? {
             let path: PathBuf = entry.map_err(|e| read_err(dir, e))?.path();
-            let is_runbook = path.extension().is_some_and(|e| e == "md") && path.file_name().is_some_and(|n| n != "README.md");
+            let is_runbook =
+                path.extension().is_some_and(|e| e == "md") && path.file_name().is_some_and(|n| n != "README.md");
             if !is_runbook {
                 continue;
             }

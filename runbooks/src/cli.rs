@@ -205,7 +205,13 @@ fn list(catalog: &Catalog, as_json: bool) -> u8 {
         for row in &rows {
             let Some(title) = row["title"].as_str() else { continue };
             let s = &row["steps"];
-            println!("{:width$}  {title}  ({} diagnose, {} mitigate, {} verify)", row["id"].as_str().unwrap_or(""), s["diagnose"], s["mitigate"], s["verify"]);
+            println!(
+                "{:width$}  {title}  ({} diagnose, {} mitigate, {} verify)",
+                row["id"].as_str().unwrap_or(""),
+                s["diagnose"],
+                s["mitigate"],
+                s["verify"]
+            );
         }
     }
     if broken { EXIT_USAGE } else { 0 }
@@ -216,7 +222,8 @@ fn show(book: &Runbook, as_json: bool) {
         print!("{}", book.prose());
         return;
     }
-    let sections: serde_json::Map<String, Value> = book.sections.iter().map(|(name, body)| (name.to_string(), json!(body))).collect();
+    let sections: serde_json::Map<String, Value> =
+        book.sections.iter().map(|(name, body)| (name.to_string(), json!(body))).collect();
     let steps: Vec<Value> = book
         .steps
         .iter()
@@ -239,7 +246,12 @@ fn show(book: &Runbook, as_json: bool) {
 async fn run_command(catalog: &Catalog, args: &RunArgs, as_json: bool) -> u8 {
     let mut book = match catalog.get(&args.id) {
         Ok(book) => book,
-        Err(e @ (CatalogError::Unknown { .. } | CatalogError::Invalid(_) | CatalogError::Read { .. } | CatalogError::Empty { .. })) => return usage(e),
+        Err(
+            e @ (CatalogError::Unknown { .. }
+            | CatalogError::Invalid(_)
+            | CatalogError::Read { .. }
+            | CatalogError::Empty { .. }),
+        ) => return usage(e),
     };
     let sets = match args.set.iter().map(|s| book::parse_set(s)).collect::<Result<Vec<_>, _>>() {
         Ok(sets) => sets,
@@ -248,9 +260,16 @@ async fn run_command(catalog: &Catalog, args: &RunArgs, as_json: bool) -> u8 {
     if let Err(e) = book.override_args(&sets) {
         return usage(e);
     }
-    if let Some(bad) = args.skip.iter().find(|s| book.step(s).is_none() && !Target::ALL.iter().any(|t| t.name() == s.as_str())) {
+    if let Some(bad) =
+        args.skip.iter().find(|s| book.step(s).is_none() && !Target::ALL.iter().any(|t| t.name() == s.as_str()))
+    {
         let ids: Vec<&str> = book.steps.iter().map(|s| s.id.as_str()).collect();
-        return usage(format!("--skip {bad}: not a step of `{}` ({}) nor a target ({})", book.id, ids.join(", "), Target::names()));
+        return usage(format!(
+            "--skip {bad}: not a step of `{}` ({}) nor a target ({})",
+            book.id,
+            ids.join(", "),
+            Target::names()
+        ));
     }
 
     let endpoints = args.targets.endpoints();
@@ -259,14 +278,16 @@ async fn run_command(catalog: &Catalog, args: &RunArgs, as_json: bool) -> u8 {
     // The incident must exist before anything runs.
     let timeline = match args.incident {
         None => None,
-        Some(incident) => match Timeline::open(&args.targets.alerting_url, args.targets.alerting_api_key.clone(), incident).await {
-            Ok(t) => Some(t),
-            Err(e @ TimelineError::NotFound { .. }) => return usage(redactor.text(&e.to_string())),
-            Err(e) => {
-                eprintln!("runbook: {}; nothing was run", redactor.text(&e.to_string()));
-                return Outcome::StepFailed.code();
+        Some(incident) => {
+            match Timeline::open(&args.targets.alerting_url, args.targets.alerting_api_key.clone(), incident).await {
+                Ok(t) => Some(t),
+                Err(e @ TimelineError::NotFound { .. }) => return usage(redactor.text(&e.to_string())),
+                Err(e) => {
+                    eprintln!("runbook: {}; nothing was run", redactor.text(&e.to_string()));
+                    return Outcome::StepFailed.code();
+                }
             }
-        },
+        }
     };
 
     let mut ctx = match Ctx::new(endpoints) {
@@ -277,17 +298,28 @@ async fn run_command(catalog: &Catalog, args: &RunArgs, as_json: bool) -> u8 {
         }
     };
     let options = Options { apply: args.apply, yes: args.yes, skip: args.skip.clone() };
-    let mut console = Console { json: as_json, redactor: &redactor, timeline: timeline.as_ref(), runbook: book.id.clone(), record_errors: Vec::new() };
+    let mut console = Console {
+        json: as_json,
+        redactor: &redactor,
+        timeline: timeline.as_ref(),
+        runbook: book.id.clone(),
+        record_errors: Vec::new(),
+    };
     if !as_json {
         println!("runbook {} — {}{}", book.id, book.title, if args.apply { " (--apply)" } else { "" });
     }
     let mut report = run::run(&book, &mut ctx, &options, &mut console).await;
 
     if let Some(timeline) = &timeline {
-        let mitigations: Vec<&str> = report.steps.iter().filter(|s| s.reason == Some(Skip::NotApplied)).map(|s| s.id.as_str()).collect();
+        let mitigations: Vec<&str> =
+            report.steps.iter().filter(|s| s.reason == Some(Skip::NotApplied)).map(|s| s.id.as_str()).collect();
         let mut text = format!("runbook {}: {} (exit {})", book.id, report.outcome.describe(), report.exit_code);
         if !mitigations.is_empty() {
-            text.push_str(&format!("; suggested mitigations: {} (`runbook run {} --apply`)", mitigations.join(", "), book.id));
+            text.push_str(&format!(
+                "; suggested mitigations: {} (`runbook run {} --apply`)",
+                mitigations.join(", "),
+                book.id
+            ));
         }
         let data = json!({ "runbook": book.id, "phase": "summary", "outcome": report.outcome, "exit_code": report.exit_code, "notes": report.notes });
         if let Err(e) = timeline.record(&redactor.text(&text), redactor.value(&data)).await {
@@ -295,7 +327,12 @@ async fn run_command(catalog: &Catalog, args: &RunArgs, as_json: bool) -> u8 {
         }
     }
     if !console.record_errors.is_empty() {
-        report.notes.push(format!("{} event(s) could not be recorded on incident {}: {}", console.record_errors.len(), args.incident.unwrap_or(0), console.record_errors[0]));
+        report.notes.push(format!(
+            "{} event(s) could not be recorded on incident {}: {}",
+            console.record_errors.len(),
+            args.incident.unwrap_or(0),
+            console.record_errors[0]
+        ));
         report.outcome = Outcome::StepFailed;
         report.exit_code = report.outcome.code();
     }
@@ -362,7 +399,8 @@ impl Observer for Console<'_> {
         if matches!(result.reason, Some(Skip::NotApplied | Skip::NotNeeded)) {
             return;
         }
-        let text = format!("[{} {}] {}: {} — {summary}", result.phase, status_word(result.status), result.id, result.title);
+        let text =
+            format!("[{} {}] {}: {} — {summary}", result.phase, status_word(result.status), result.id, result.title);
         let data = json!({
             "runbook": self.runbook,
             "step": result.id,

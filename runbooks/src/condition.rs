@@ -362,7 +362,9 @@ impl Parser {
                 self.at += 1;
                 Ok(Expr::In { path, values: self.list()?, negate: false })
             }
-            Some(Token::Ident(w)) if w == "not" && matches!(self.tokens.get(self.at + 1), Some(Token::Ident(n)) if n == "in") => {
+            Some(Token::Ident(w))
+                if w == "not" && matches!(self.tokens.get(self.at + 1), Some(Token::Ident(n)) if n == "in") =>
+            {
                 self.at += 2;
                 Ok(Expr::In { path, values: self.list()?, negate: true })
             }
@@ -388,7 +390,9 @@ impl Parser {
                 Some(Token::LBracket) => {
                     self.at += 1;
                     match self.next() {
-                        Some(Token::Number(n)) if n >= 0.0 && n.fract() == 0.0 => segments.push(Segment::Index(n as usize)),
+                        Some(Token::Number(n)) if n >= 0.0 && n.fract() == 0.0 => {
+                            segments.push(Segment::Index(n as usize))
+                        }
                         _ => return Err("expected an array index like [0]".into()),
                     }
                     self.expect(Token::RBracket)?;
@@ -405,7 +409,9 @@ impl Parser {
             Some(Token::Ident(w)) if w == "true" => Ok(Value::Bool(true)),
             Some(Token::Ident(w)) if w == "false" => Ok(Value::Bool(false)),
             Some(Token::Ident(w)) if w == "null" => Ok(Value::Null),
-            Some(Token::Ident(w)) => Err(format!("expected a number, a \"string\", true, false or null, found `{w}` (quote strings)")),
+            Some(Token::Ident(w)) => {
+                Err(format!("expected a number, a \"string\", true, false or null, found `{w}` (quote strings)"))
+            }
             Some(t) => Err(format!("expected a value, found {t}")),
             None => Err("expected a value at the end".into()),
         }

@@ -38,12 +38,7 @@ fn parse_line(line: &str) -> Option<Sample> {
 /// The sum of every series of `name`, or `None` when it has none.
 pub fn sum(samples: &[Sample], name: &str) -> Option<f64> {
     let mut found = false;
-    let total = samples
-        .iter()
-        .filter(|s| s.name == name)
-        .inspect(|_| found = true)
-        .map(|s| s.value)
-        .sum();
+    let total = samples.iter().filter(|s| s.name == name).inspect(|_| found = true).map(|s| s.value).sum();
     found.then_some(total)
 }
 
@@ -180,7 +175,9 @@ http_server_request_duration_seconds_bucket{method="POST",route="/v1/reservation
         assert_eq!(sum(&samples, "booking_queue_waiting"), Some(42.0));
         assert_eq!(sum(&samples, "db_pool_connections_in_use"), Some(7.0));
         assert_eq!(sum(&samples, "nothing"), None);
-        let odd = parse("m{a=\"x\\\"y\",b=\"z\",} 1.5 1700000000\nn +Inf\nbucket{le=\"1\"} 3 # {trace_id=\"ab\"} 0.2 17.0\nbroken{ 1\n");
+        let odd = parse(
+            "m{a=\"x\\\"y\",b=\"z\",} 1.5 1700000000\nn +Inf\nbucket{le=\"1\"} 3 # {trace_id=\"ab\"} 0.2 17.0\nbroken{ 1\n",
+        );
         assert_eq!(odd.len(), 3);
         assert_eq!(odd[0].label("a"), "x\"y");
         assert_eq!(odd[0].value, 1.5);

@@ -139,7 +139,14 @@ pub fn is_check(step: &Step) -> bool {
 }
 
 impl StepResult {
-    fn new(step: &Step, target: Target, status: Status, reason: Option<Skip>, summary: String, output: Option<Value>) -> Self {
+    fn new(
+        step: &Step,
+        target: Target,
+        status: Status,
+        reason: Option<Skip>,
+        summary: String,
+        output: Option<Value>,
+    ) -> Self {
         let needed = is_check(step).then(|| reason.is_none_or(Skip::needed));
         StepResult {
             id: step.id.clone(),
@@ -220,7 +227,8 @@ pub fn called_for(step: &Step, diagnosis: &[StepResult]) -> Call {
     if !found.is_empty() {
         return Call::For(found);
     }
-    let missing: Vec<(String, Status)> = relevant.iter().filter(|r| !matches!(r.status, Status::Ok)).map(|r| (r.id.clone(), r.status)).collect();
+    let missing: Vec<(String, Status)> =
+        relevant.iter().filter(|r| !matches!(r.status, Status::Ok)).map(|r| (r.id.clone(), r.status)).collect();
     if !missing.is_empty() || relevant.is_empty() {
         return Call::Unknown(missing);
     }
@@ -230,9 +238,15 @@ pub fn called_for(step: &Step, diagnosis: &[StepResult]) -> Call {
 /// The outcome of a finished run. A failure outranks everything; then what
 /// was applied and what verification found; then what the diagnosis found.
 pub fn outcome(steps: &[StepResult], preflight: &[Preflight]) -> Outcome {
-    let any = |phase: Option<Phase>, status: Status| steps.iter().any(|s| phase.is_none_or(|p| s.phase == p) && s.status == status);
+    let any = |phase: Option<Phase>, status: Status| {
+        steps.iter().any(|s| phase.is_none_or(|p| s.phase == p) && s.status == status)
+    };
     let missing = |phase: Phase| steps.iter().any(|s| s.phase == phase && s.missing());
-    let checked = |phase: Phase| steps.iter().any(|s| s.phase == phase && s.needed == Some(true) && matches!(s.status, Status::Ok | Status::Problem));
+    let checked = |phase: Phase| {
+        steps
+            .iter()
+            .any(|s| s.phase == phase && s.needed == Some(true) && matches!(s.status, Status::Ok | Status::Problem))
+    };
     if preflight.iter().any(|p| !p.ok) || any(None, Status::Failed) {
         return Outcome::StepFailed;
     }
@@ -310,26 +324,56 @@ mod tests {
         assert_eq!(outcome(&[ran("r", Ok), problem.clone()], &[]), Outcome::ProblemFound);
         let applied = ran("m", Applied);
         assert_eq!(outcome(&[problem.clone(), applied.clone(), ran("v", Ok)], &[]), Outcome::Mitigated);
-        assert_eq!(outcome(&[problem.clone(), applied.clone(), ran("v", Problem)], &[]), Outcome::MitigatedProblemPersists);
+        assert_eq!(
+            outcome(&[problem.clone(), applied.clone(), ran("v", Problem)], &[]),
+            Outcome::MitigatedProblemPersists
+        );
         assert_eq!(outcome(&[problem.clone(), applied.clone(), failed("v")], &[]), Outcome::StepFailed);
-        assert_eq!(outcome(&[problem.clone(), applied.clone(), skipped("v", Skip::NoSource)], &[]), Outcome::Inconclusive, "applied, not verified");
+        assert_eq!(
+            outcome(&[problem.clone(), applied.clone(), skipped("v", Skip::NoSource)], &[]),
+            Outcome::Inconclusive,
+            "applied, not verified"
+        );
         assert_eq!(outcome(&[problem.clone(), skipped("m", Skip::Declined)], &[]), Outcome::ProblemFound);
-        assert_eq!(outcome(&[problem.clone(), skipped("r", Skip::NoSource)], &[]), Outcome::ProblemFound, "a problem found is conclusive");
+        assert_eq!(
+            outcome(&[problem.clone(), skipped("r", Skip::NoSource)], &[]),
+            Outcome::ProblemFound,
+            "a problem found is conclusive"
+        );
         let down = Preflight { target: Target::Redis, url: String::new(), ok: false, error: Some("down".into()) };
         assert_eq!(outcome(std::slice::from_ref(&ok), &[down]), Outcome::StepFailed);
-        let codes: BTreeSet<u8> = [Outcome::Healthy, Outcome::ProblemFound, Outcome::StepFailed, Outcome::Mitigated, Outcome::MitigatedProblemPersists, Outcome::Inconclusive]
-            .iter()
-            .map(|o| o.code())
-            .chain([EXIT_USAGE])
-            .collect();
+        let codes: BTreeSet<u8> = [
+            Outcome::Healthy,
+            Outcome::ProblemFound,
+            Outcome::StepFailed,
+            Outcome::Mitigated,
+            Outcome::MitigatedProblemPersists,
+            Outcome::Inconclusive,
+        ]
+        .iter()
+        .map(|o| o.code())
+        .chain([EXIT_USAGE])
+        .collect();
         assert_eq!(codes.len(), 7, "every exit code is distinct");
     }
 
     #[test]
     fn healthy_needs_every_needed_check_to_have_run() {
-        assert_eq!(outcome(&[skipped("c", Skip::NoSource)], &[]), Outcome::Inconclusive, "its fallback could not answer");
-        assert_eq!(outcome(&[skipped("c", Skip::NotConfigured), ran("r", Status::Ok)], &[]), Outcome::Inconclusive, "a read is not a check: nothing was checked");
-        assert_eq!(outcome(&[skipped("c", Skip::Flag)], &[]), Outcome::Inconclusive, "nothing checked is never healthy");
+        assert_eq!(
+            outcome(&[skipped("c", Skip::NoSource)], &[]),
+            Outcome::Inconclusive,
+            "its fallback could not answer"
+        );
+        assert_eq!(
+            outcome(&[skipped("c", Skip::NotConfigured), ran("r", Status::Ok)], &[]),
+            Outcome::Inconclusive,
+            "a read is not a check: nothing was checked"
+        );
+        assert_eq!(
+            outcome(&[skipped("c", Skip::Flag)], &[]),
+            Outcome::Inconclusive,
+            "nothing checked is never healthy"
+        );
         // A check that is not needed leaves the others' answer standing.
         let b = book();
         let other = StepResult::ran(b.step("v").unwrap(), Target::Booking, Status::Ok, "", Value::Null);
@@ -348,7 +392,10 @@ mod tests {
         assert_eq!(called_for(m, &[ran("c", Status::Problem)]), Call::For(vec!["c".into()]));
         assert_eq!(called_for(m, &[ran("c", Status::Ok)]), Call::NotNeeded(vec!["c".into()]));
         assert_eq!(called_for(m, &[failed("c")]), Call::Unknown(vec![("c".into(), Status::Failed)]));
-        assert_eq!(called_for(m, &[skipped("c", Skip::NotConfigured)]), Call::Unknown(vec![("c".into(), Status::Skipped)]));
+        assert_eq!(
+            called_for(m, &[skipped("c", Skip::NotConfigured)]),
+            Call::Unknown(vec![("c".into(), Status::Skipped)])
+        );
         assert_eq!(called_for(m, &[]), Call::Unknown(vec![]), "a diagnosis that never ran decides nothing");
     }
 

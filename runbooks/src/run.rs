@@ -95,7 +95,9 @@ async fn judge(step: &Step, target: Target, ctx: &mut Ctx) -> StepResult {
             };
             StepResult::ran(step, target, status, finding.summary, finding.output)
         }
-        Err(TargetError::NotConfigured { target, message }) => StepResult::skipped(step, target, Skip::NotConfigured, format!("{target} {message}")),
+        Err(TargetError::NotConfigured { target, message }) => {
+            StepResult::skipped(step, target, Skip::NotConfigured, format!("{target} {message}"))
+        }
         Err(e) => StepResult::failed(step, target, e.to_string()),
     }
 }
@@ -116,7 +118,14 @@ impl FailedTarget {
     }
 }
 
-async fn run_step<O: Observer>(step: &Step, ctx: &mut Ctx, observer: &mut O, steps: &mut Vec<StepResult>, failed_targets: &[FailedTarget], options: &Options) {
+async fn run_step<O: Observer>(
+    step: &Step,
+    ctx: &mut Ctx,
+    observer: &mut O,
+    steps: &mut Vec<StepResult>,
+    failed_targets: &[FailedTarget],
+    options: &Options,
+) {
     let target = effective_target(step, ctx);
     let r = if let Some((reason, why)) = excluded(step, target, options, ctx) {
         StepResult::skipped(step, target, reason, why)
@@ -133,11 +142,20 @@ async fn run_step<O: Observer>(step: &Step, ctx: &mut Ctx, observer: &mut O, ste
 /// admin key where a step needs it). Probes report an unreachable target as
 /// their finding, and a fallback that cannot answer skips its step, so
 /// neither needs a check.
-async fn check_targets<O: Observer>(book: &Runbook, phases: &[Phase], ctx: &mut Ctx, options: &Options, observer: &mut O) -> (Vec<Preflight>, Vec<FailedTarget>) {
+async fn check_targets<O: Observer>(
+    book: &Runbook,
+    phases: &[Phase],
+    ctx: &mut Ctx,
+    options: &Options,
+    observer: &mut O,
+) -> (Vec<Preflight>, Vec<FailedTarget>) {
     let mut needs: BTreeSet<(Target, bool)> = BTreeSet::new();
     for step in book.steps.iter().filter(|s| phases.contains(&s.phase)) {
         let target = effective_target(step, ctx);
-        if step.action.spec().effect != Effect::Probe && target != Target::Alerting && excluded(step, target, options, ctx).is_none() {
+        if step.action.spec().effect != Effect::Probe
+            && target != Target::Alerting
+            && excluded(step, target, options, ctx).is_none()
+        {
             needs.insert((target, step.action.spec().uses_admin_api()));
         }
     }
@@ -170,14 +188,24 @@ async fn check_targets<O: Observer>(book: &Runbook, phases: &[Phase], ctx: &mut 
 /// Runs `book` against `ctx`.
 pub async fn run<O: Observer>(book: &Runbook, ctx: &mut Ctx, options: &Options, observer: &mut O) -> Report {
     let mut notes = Vec::new();
-    let phases: &[Phase] = if options.apply { &[Phase::Diagnose, Phase::Mitigate, Phase::Verify] } else { &[Phase::Diagnose] };
+    let phases: &[Phase] =
+        if options.apply { &[Phase::Diagnose, Phase::Mitigate, Phase::Verify] } else { &[Phase::Diagnose] };
     let (preflight, failed_targets) = check_targets(book, phases, ctx, options, observer).await;
 
     let mut steps: Vec<StepResult> = Vec::new();
     if options.apply && !failed_targets.is_empty() {
         notes.push("nothing was run or applied: a target the runbook needs failed its check".into());
         let outcome = Outcome::StepFailed;
-        return Report { runbook: book.id.clone(), title: book.title.clone(), apply: true, outcome, exit_code: outcome.code(), preflight, steps, notes };
+        return Report {
+            runbook: book.id.clone(),
+            title: book.title.clone(),
+            apply: true,
+            outcome,
+            exit_code: outcome.code(),
+            preflight,
+            steps,
+            notes,
+        };
     }
 
     observer.phase(Phase::Diagnose, "");
@@ -189,8 +217,13 @@ pub async fn run<O: Observer>(book: &Runbook, ctx: &mut Ctx, options: &Options, 
     }
     let diagnosis = steps.clone();
     let diagnosis_failed = diagnosis.iter().any(|r| r.status == Status::Failed);
-    if let Some(chaos) = diagnosis.iter().find(|r| r.action == Action::BookingChaos.name() && r.status == Status::Problem) {
-        let off = book.phase(Phase::Mitigate).find(|s| s.action == Action::BookingClearChaos).map_or("`DELETE /v1/admin/chaos`".to_string(), |s| format!("`{}`", s.id));
+    if let Some(chaos) =
+        diagnosis.iter().find(|r| r.action == Action::BookingChaos.name() && r.status == Status::Problem)
+    {
+        let off = book
+            .phase(Phase::Mitigate)
+            .find(|s| s.action == Action::BookingClearChaos)
+            .map_or("`DELETE /v1/admin/chaos`".to_string(), |s| format!("`{}`", s.id));
         notes.push(format!(
             "{} — a drill: the errors and latency it injects are not a database or queue fault; {off} turns it off",
             chaos.summary
@@ -212,22 +245,46 @@ pub async fn run<O: Observer>(book: &Runbook, ctx: &mut Ctx, options: &Options, 
     for step in mitigations {
         let target = effective_target(step, ctx);
         let r = match report::called_for(step, &diagnosis) {
-            Call::NotNeeded(by) => StepResult::skipped(step, target, Skip::NotNeeded, format!("not needed: {} ran and found no problem", report::ids(&by))),
+            Call::NotNeeded(by) => StepResult::skipped(
+                step,
+                target,
+                Skip::NotNeeded,
+                format!("not needed: {} ran and found no problem", report::ids(&by)),
+            ),
             Call::Unknown(missing) => {
-                let what: Vec<String> = missing.iter().map(|(id, status)| format!("`{id}` {}", if *status == Status::Failed { "failed" } else { "was skipped" })).collect();
-                let what = if what.is_empty() { "its diagnosis did not run".to_string() } else { format!("its diagnosis did not run ({})", what.join(", ")) };
-                StepResult::skipped(step, target, Skip::DiagnosisIncomplete, format!("{what}, so whether it is needed is unknown"))
+                let what: Vec<String> = missing
+                    .iter()
+                    .map(|(id, status)| {
+                        format!("`{id}` {}", if *status == Status::Failed { "failed" } else { "was skipped" })
+                    })
+                    .collect();
+                let what = if what.is_empty() {
+                    "its diagnosis did not run".to_string()
+                } else {
+                    format!("its diagnosis did not run ({})", what.join(", "))
+                };
+                StepResult::skipped(
+                    step,
+                    target,
+                    Skip::DiagnosisIncomplete,
+                    format!("{what}, so whether it is needed is unknown"),
+                )
             }
-            Call::For(by) if !options.apply => {
-                StepResult::skipped(step, target, Skip::NotApplied, format!("called for by {}; not applied without --apply: would {}", report::ids(&by), step.plan()))
-            }
+            Call::For(by) if !options.apply => StepResult::skipped(
+                step,
+                target,
+                Skip::NotApplied,
+                format!("called for by {}; not applied without --apply: would {}", report::ids(&by), step.plan()),
+            ),
             Call::For(_) if stopped => {
                 let why = if diagnosis_failed { "a diagnosis step failed" } else { "an earlier mitigation failed" };
                 StepResult::skipped(step, target, Skip::Stopped, format!("not applied: {why}"))
             }
             Call::For(_) => match excluded(step, target, options, ctx) {
                 Some((reason, why)) => StepResult::skipped(step, target, reason, why),
-                None if !options.yes && !observer.confirm(step, &ctx.endpoints.describe(target).unwrap_or_default()) => {
+                None if !options.yes
+                    && !observer.confirm(step, &ctx.endpoints.describe(target).unwrap_or_default()) =>
+                {
                     StepResult::skipped(step, target, Skip::Declined, "declined")
                 }
                 None => {
@@ -255,12 +312,23 @@ pub async fn run<O: Observer>(book: &Runbook, ctx: &mut Ctx, options: &Options, 
 
     let outcome = report::outcome(&steps, &preflight);
     notes.extend(unchecked(&steps, outcome));
-    Report { runbook: book.id.clone(), title: book.title.clone(), apply: options.apply, outcome, exit_code: outcome.code(), preflight, steps, notes }
+    Report {
+        runbook: book.id.clone(),
+        title: book.title.clone(),
+        apply: options.apply,
+        outcome,
+        exit_code: outcome.code(),
+        preflight,
+        steps,
+        notes,
+    }
 }
 
 /// The checks that did not run, and what that means for `outcome`.
 fn unchecked(steps: &[StepResult], outcome: Outcome) -> Vec<String> {
-    let ids = |f: &dyn Fn(&StepResult) -> bool| -> Vec<String> { steps.iter().filter(|s| f(s)).map(|s| s.id.clone()).collect() };
+    let ids = |f: &dyn Fn(&StepResult) -> bool| -> Vec<String> {
+        steps.iter().filter(|s| f(s)).map(|s| s.id.clone()).collect()
+    };
     let missing = ids(&|s| s.missing());
     let left_out = ids(&|s| s.status == Status::Skipped && s.needed == Some(false));
     let mut notes = Vec::new();
@@ -272,7 +340,10 @@ fn unchecked(steps: &[StepResult], outcome: Outcome) -> Vec<String> {
         });
     }
     if !left_out.is_empty() && matches!(outcome, Outcome::Healthy | Outcome::Mitigated | Outcome::Inconclusive) {
-        notes.push(format!("not checked, and not counted: {} (target not configured, or --skip)", report::ids(&left_out)));
+        notes.push(format!(
+            "not checked, and not counted: {} (target not configured, or --skip)",
+            report::ids(&left_out)
+        ));
     }
     notes
 }

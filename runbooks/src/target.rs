@@ -30,7 +30,8 @@ pub enum Target {
 }
 
 impl Target {
-    pub const ALL: [Target; 5] = [Target::Postgres, Target::Redis, Target::Prometheus, Target::Booking, Target::Alerting];
+    pub const ALL: [Target; 5] =
+        [Target::Postgres, Target::Redis, Target::Prometheus, Target::Booking, Target::Alerting];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -104,10 +105,18 @@ impl Endpoints {
                 )),
                 None => Err(format!("not configured; {}", target.hint())),
             },
-            Target::Redis => self.redis_url.as_deref().filter(|u| !u.is_empty()).map(redact_url).ok_or_else(|| format!("not configured; {}", target.hint())),
-            Target::Prometheus => {
-                self.prometheus_url.as_deref().filter(|u| !u.is_empty()).map(redact_url).ok_or_else(|| format!("not configured; {}", target.hint()))
-            }
+            Target::Redis => self
+                .redis_url
+                .as_deref()
+                .filter(|u| !u.is_empty())
+                .map(redact_url)
+                .ok_or_else(|| format!("not configured; {}", target.hint())),
+            Target::Prometheus => self
+                .prometheus_url
+                .as_deref()
+                .filter(|u| !u.is_empty())
+                .map(redact_url)
+                .ok_or_else(|| format!("not configured; {}", target.hint())),
             Target::Booking => Ok(redact_url(&self.booking_url)),
             Target::Alerting => Ok(redact_url(&self.alerting_url)),
         }
@@ -117,7 +126,11 @@ impl Endpoints {
     pub fn secrets(&self) -> Vec<String> {
         let mut out = vec![self.admin_key.clone()];
         out.extend(self.alerting_api_key.clone());
-        for url in [&self.database_url, &self.redis_url, &self.prometheus_url].into_iter().flatten().chain([&self.booking_url, &self.alerting_url]) {
+        for url in [&self.database_url, &self.redis_url, &self.prometheus_url]
+            .into_iter()
+            .flatten()
+            .chain([&self.booking_url, &self.alerting_url])
+        {
             out.extend(url_secrets(url));
         }
         out
@@ -347,8 +360,12 @@ impl Ctx {
         self.configured(Target::Postgres)?;
         if self.pg.is_none() {
             let url = self.endpoints.database_url.clone().unwrap_or_default();
-            let options: PgConnectOptions = url.parse().map_err(|e| self.unreachable(Target::Postgres, format!("bad URL: {e}")))?;
-            let options = options.application_name("runbook").options([("statement_timeout", "15s"), ("lock_timeout", "5s")]).disable_statement_logging();
+            let options: PgConnectOptions =
+                url.parse().map_err(|e| self.unreachable(Target::Postgres, format!("bad URL: {e}")))?;
+            let options = options
+                .application_name("runbook")
+                .options([("statement_timeout", "15s"), ("lock_timeout", "5s")])
+                .disable_statement_logging();
             let conn = tokio::time::timeout(CONNECT_TIMEOUT, sqlx::PgConnection::connect_with(&options))
                 .await
                 .map_err(|_| self.unreachable(Target::Postgres, "timed out connecting"))?
@@ -362,11 +379,15 @@ impl Ctx {
         self.configured(Target::Redis)?;
         if self.redis.is_none() {
             let url = self.endpoints.redis_url.clone().unwrap_or_default();
-            let client = redis::Client::open(url.as_str()).map_err(|e| self.unreachable(Target::Redis, format!("bad URL: {e}")))?;
+            let client = redis::Client::open(url.as_str())
+                .map_err(|e| self.unreachable(Target::Redis, format!("bad URL: {e}")))?;
             let config = redis::AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(CONNECT_TIMEOUT))
                 .set_response_timeout(Some(REQUEST_TIMEOUT));
-            let conn = client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| self.unreachable(Target::Redis, e))?;
+            let conn = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map_err(|e| self.unreachable(Target::Redis, e))?;
             self.redis = Some(conn);
         }
         Ok(self.redis.as_mut().expect("set above"))
@@ -399,7 +420,13 @@ impl Ctx {
         self.get(Target::Alerting, &self.endpoints.alerting_url, path, self.endpoints.alerting_api_key.as_deref()).await
     }
 
-    async fn get(&self, target: Target, base: &str, path: &str, bearer: Option<&str>) -> Result<(StatusCode, String), TargetError> {
+    async fn get(
+        &self,
+        target: Target,
+        base: &str,
+        path: &str,
+        bearer: Option<&str>,
+    ) -> Result<(StatusCode, String), TargetError> {
         let mut request = self.http.get(format!("{}{path}", base.trim_end_matches('/')));
         if let Some(key) = bearer {
             request = request.bearer_auth(key);
@@ -412,7 +439,11 @@ impl Ctx {
 
     /// Sends `request` to `target`; a redirect off its origin is an error
     /// that says where it pointed.
-    async fn send(&self, target: Target, request: reqwest_tls::RequestBuilder) -> Result<reqwest_tls::Response, TargetError> {
+    async fn send(
+        &self,
+        target: Target,
+        request: reqwest_tls::RequestBuilder,
+    ) -> Result<reqwest_tls::Response, TargetError> {
         let response = request.send().await.map_err(|e| self.unreachable(target, plain(e)))?;
         match left_origin(&response) {
             None => Ok(response),
@@ -458,7 +489,10 @@ impl Ctx {
             }
             Target::Redis => {
                 let conn = self.redis().await?;
-                let _: String = redis::cmd("PING").query_async(conn).await.map_err(|e| TargetError::failed(format!("redis PING: {e}")))?;
+                let _: String = redis::cmd("PING")
+                    .query_async(conn)
+                    .await
+                    .map_err(|e| TargetError::failed(format!("redis PING: {e}")))?;
             }
             Target::Prometheus => {
                 self.prometheus("/api/v1/query", &[("query", "vector(1)")]).await?;
@@ -526,7 +560,10 @@ mod tests {
     fn urls_lose_their_passwords_and_password_parameters() {
         assert_eq!(redact_url("postgres://app:s3cret@db:5432/booking"), "postgres://app:***@db:5432/booking");
         assert_eq!(redact_url("redis://:hunter22@127.0.0.1:6379/0"), "redis://:***@127.0.0.1:6379/0");
-        assert_eq!(redact_url("postgres://db/booking?user=a&password=xyz1"), "postgres://db/booking?user=a&password=***");
+        assert_eq!(
+            redact_url("postgres://db/booking?user=a&password=xyz1"),
+            "postgres://db/booking?user=a&password=***"
+        );
         assert_eq!(redact_url("http://127.0.0.1:8080"), "http://127.0.0.1:8080/");
         assert_eq!(redact_url("https://ops:pa55word@booking:8443/x"), "https://***@booking:8443/x");
         assert_eq!(redact_url("https://tok3n-abc@booking/"), "https://***@booking/");
@@ -552,7 +589,10 @@ mod tests {
         assert!(!format!("{endpoints:?}").contains("s3cret"));
         assert!(!format!("{endpoints:?}").contains("admin-key-123"));
         assert!(url_secrets("https://tok3n-abc@booking/").contains(&"tok3n-abc".to_string()));
-        assert!(!url_secrets("https://ops:pa55word@booking/").contains(&"ops".to_string()), "a user beside a password is a name");
+        assert!(
+            !url_secrets("https://ops:pa55word@booking/").contains(&"ops".to_string()),
+            "a user beside a password is a name"
+        );
     }
 
     #[test]

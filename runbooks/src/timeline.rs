@@ -36,7 +36,8 @@ impl Timeline {
     /// Checks the incident exists, before any step runs.
     pub async fn open(url: &str, api_key: Option<String>, incident: i64) -> Result<Self, TimelineError> {
         let shown = redact_url(url);
-        let client = http_client(Duration::from_secs(5), Duration::from_secs(15)).map_err(|message| TimelineError::Unreachable { url: shown.clone(), message })?;
+        let client = http_client(Duration::from_secs(5), Duration::from_secs(15))
+            .map_err(|message| TimelineError::Unreachable { url: shown.clone(), message })?;
         let timeline = Self { client, base: url.trim_end_matches('/').to_string(), shown, api_key, incident };
         let path = format!("/v1/incidents/{incident}");
         let response = timeline.request(Method::GET, &path).send().await.map_err(|e| timeline.unreachable(e))?;
@@ -61,7 +62,8 @@ impl Timeline {
 
     async fn refused(&self, status: StatusCode, response: Response) -> TimelineError {
         if let Some(to) = left_origin(&response) {
-            let message = format!("a redirect to another origin, {to}, which is not followed so the API key stays here");
+            let message =
+                format!("a redirect to another origin, {to}, which is not followed so the API key stays here");
             return TimelineError::Refused { url: self.shown.clone(), status, message };
         }
         let body: Value = response.json().await.unwrap_or(Value::Null);

@@ -29,7 +29,8 @@ async fn the_stall_runbook_reads_and_restores_the_admission_rate() {
     let booking = stalled_booking().await;
     // The embedded platform: the alerting service watches booking, no Prometheus.
     let alerting = Alerting::watching(&booking, &shipped_rules()).await;
-    let args = ["run", "queue-admission-stall", "--booking-url", &booking.url, "--alerting-url", &alerting.url, "--json"];
+    let args =
+        ["run", "queue-admission-stall", "--booking-url", &booking.url, "--alerting-url", &alerting.url, "--json"];
 
     let diagnosis = runbook(&args, "").await;
     assert_eq!(diagnosis.code, 1, "problem found\n{}\n{}", diagnosis.stdout, diagnosis.stderr);
@@ -68,8 +69,17 @@ async fn the_stall_runbook_reads_and_restores_the_admission_rate() {
     assert_eq!(again.code, 0, "healthy now\n{}\n{}", again.stdout, again.stderr);
     assert_eq!(again.status("restore-admission"), "skipped: not_needed");
     let admissions = again.step("admissions");
-    assert_eq!((admissions["status"].as_str(), admissions["needed"].as_bool()), (Some("ok"), Some(true)), "{admissions:#}");
-    assert!(admissions["output"]["source"].as_str().is_some_and(|s| s.starts_with(&format!("alerting service {}", alerting.url))), "{admissions:#}");
+    assert_eq!(
+        (admissions["status"].as_str(), admissions["needed"].as_bool()),
+        (Some("ok"), Some(true)),
+        "{admissions:#}"
+    );
+    assert!(
+        admissions["output"]["source"]
+            .as_str()
+            .is_some_and(|s| s.starts_with(&format!("alerting service {}", alerting.url))),
+        "{admissions:#}"
+    );
     assert_eq!(again.status("redis-memory"), "skipped: not_configured", "no REDIS_URL: not counted");
     assert_eq!(again.step("redis-memory")["needed"], false);
 }
@@ -78,11 +88,31 @@ async fn the_stall_runbook_reads_and_restores_the_admission_rate() {
 async fn an_unreachable_target_stops_apply_before_anything_changes() {
     let booking = stalled_booking().await;
     let dead_redis = format!("redis://127.0.0.1:{}", free_port());
-    let outcome = runbook(&["run", "queue-admission-stall", "--booking-url", &booking.url, "--redis-url", &dead_redis, "--apply", "--yes", "--json"], "").await;
+    let outcome = runbook(
+        &[
+            "run",
+            "queue-admission-stall",
+            "--booking-url",
+            &booking.url,
+            "--redis-url",
+            &dead_redis,
+            "--apply",
+            "--yes",
+            "--json",
+        ],
+        "",
+    )
+    .await;
     assert_eq!(outcome.code, 3, "step failed\n{}\n{}", outcome.stdout, outcome.stderr);
     let report = outcome.json();
     assert_eq!(report["steps"], json!([]), "nothing ran");
-    let redis = report["preflight"].as_array().unwrap().iter().find(|p| p["target"] == "redis").cloned().expect("redis was checked");
+    let redis = report["preflight"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["target"] == "redis")
+        .cloned()
+        .expect("redis was checked");
     assert_eq!(redis["ok"], false);
     assert!(redis["error"].as_str().unwrap().contains("unreachable"), "{redis:#}");
     assert!(report["notes"][0].as_str().unwrap().contains("nothing was run or applied"));
@@ -92,9 +122,25 @@ async fn an_unreachable_target_stops_apply_before_anything_changes() {
 #[tokio::test]
 async fn a_wrong_admin_key_is_refused_before_any_step_runs() {
     let booking = stalled_booking().await;
-    let outcome = runbook(&["run", "queue-admission-stall", "--booking-url", &booking.url, "--admin-key", "wrong-key-123", "--apply", "--yes"], "").await;
+    let outcome = runbook(
+        &[
+            "run",
+            "queue-admission-stall",
+            "--booking-url",
+            &booking.url,
+            "--admin-key",
+            "wrong-key-123",
+            "--apply",
+            "--yes",
+        ],
+        "",
+    )
+    .await;
     assert_eq!(outcome.code, 3, "{}\n{}", outcome.stdout, outcome.stderr);
     assert!(outcome.stdout.contains("booking refused the admin key"), "{}", outcome.stdout);
-    assert!(!outcome.stdout.contains("wrong-key-123") && !outcome.stderr.contains("wrong-key-123"), "the key is never echoed");
+    assert!(
+        !outcome.stdout.contains("wrong-key-123") && !outcome.stderr.contains("wrong-key-123"),
+        "the key is never echoed"
+    );
     assert_eq!(admission(&booking).await, (json!(1), json!(3_600_000)));
 }

@@ -36,7 +36,15 @@ async fn bad_flags_are_usage_errors() {
 async fn help_documents_the_exit_codes() {
     let outcome = runbook(&["run", "--help"], "").await;
     assert_eq!(outcome.code, 0);
-    for line in ["0  healthy", "1  problem found", "2  usage", "3  step failed", "4  mitigated", "5  mitigated, problem persists", "6  inconclusive"] {
+    for line in [
+        "0  healthy",
+        "1  problem found",
+        "2  usage",
+        "3  step failed",
+        "4  mitigated",
+        "5  mitigated, problem persists",
+        "6  inconclusive",
+    ] {
         assert!(outcome.stdout.contains(line), "{line}:\n{}", outcome.stdout);
     }
 }
@@ -49,7 +57,10 @@ async fn an_unreachable_redis_fails_the_run_and_applies_nothing() {
     assert!(outcome.stdout.contains("target redis FAILED"), "{}", outcome.stdout);
     assert!(outcome.stdout.contains("nothing was run or applied"), "{}", outcome.stdout);
     assert!(!outcome.stdout.contains("APPLIED"), "{}", outcome.stdout);
-    assert!(!outcome.stdout.contains("hunter2secret") && !outcome.stderr.contains("hunter2secret"), "passwords are never echoed");
+    assert!(
+        !outcome.stdout.contains("hunter2secret") && !outcome.stderr.contains("hunter2secret"),
+        "passwords are never echoed"
+    );
     assert!(outcome.stdout.contains("redis://:***@127.0.0.1"), "{}", outcome.stdout);
 
     // Diagnosis alone still runs what it can, and fails.
@@ -71,9 +82,14 @@ async fn no_configured_target_means_nothing_was_checked_not_healthy() {
 #[tokio::test]
 async fn an_unreachable_alerting_service_stops_the_run_before_it_starts() {
     let alerting = format!("http://127.0.0.1:{}", free_port());
-    let outcome = runbook(&["run", "telemetry-pipeline-down", "--incident", "7", "--alerting-url", &alerting], "").await;
+    let outcome =
+        runbook(&["run", "telemetry-pipeline-down", "--incident", "7", "--alerting-url", &alerting], "").await;
     assert_eq!(outcome.code, 3, "{}\n{}", outcome.stdout, outcome.stderr);
-    assert!(outcome.stderr.contains("cannot reach the alerting service") && outcome.stderr.contains("nothing was run"), "{}", outcome.stderr);
+    assert!(
+        outcome.stderr.contains("cannot reach the alerting service") && outcome.stderr.contains("nothing was run"),
+        "{}",
+        outcome.stderr
+    );
     assert!(!outcome.stdout.contains("booking-up"));
 }
 
@@ -85,7 +101,11 @@ async fn an_invalid_runbook_file_is_reported_with_its_line() {
     let dir_arg = dir.0.display().to_string();
     let listed = runbook(&["--dir", &dir_arg, "list"], "").await;
     assert_eq!(listed.code, 2);
-    assert!(listed.stderr.contains("broken.md:7: step `a`: unknown action `postgres.drop_everything`"), "{}", listed.stderr);
+    assert!(
+        listed.stderr.contains("broken.md:7: step `a`: unknown action `postgres.drop_everything`"),
+        "{}",
+        listed.stderr
+    );
     let run = runbook(&["--dir", &dir_arg, "run", "broken"], "").await;
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("unknown action"), "{}", run.stderr);

@@ -25,7 +25,9 @@ fn rule_runbooks() -> Vec<(String, String)> {
     assert!(!rules.is_empty());
     rules
         .iter()
-        .map(|r| (r["id"].as_str().expect("rule id").to_string(), r["runbook"].as_str().expect("rule runbook").to_string()))
+        .map(|r| {
+            (r["id"].as_str().expect("rule id").to_string(), r["runbook"].as_str().expect("rule runbook").to_string())
+        })
         .collect()
 }
 
@@ -68,11 +70,22 @@ fn every_runbook_parses_with_six_sections_and_known_actions() {
         }
         assert!(book.phase(Phase::Diagnose).count() > 0, "{}: no diagnose step", book.id);
         for step in &book.steps {
-            assert!(known.contains(step.action.name()), "{}: step {} names unknown action {}", book.id, step.id, step.action.name());
+            assert!(
+                known.contains(step.action.name()),
+                "{}: step {} names unknown action {}",
+                book.id,
+                step.id,
+                step.action.name()
+            );
         }
         // Every mitigation is reachable from the diagnosis.
         for step in book.phase(Phase::Mitigate) {
-            assert!(!step.when.is_empty(), "{}: mitigation {} should say which diagnosis calls for it (`when`)", book.id, step.id);
+            assert!(
+                !step.when.is_empty(),
+                "{}: mitigation {} should say which diagnosis calls for it (`when`)",
+                book.id,
+                step.id
+            );
         }
     }
 }
@@ -105,12 +118,19 @@ fn the_readme_documents_every_action() {
 async fn the_binary_lists_and_shows_every_runbook_from_any_directory() {
     let listed = support::runbook(&["list", "--json"], "").await;
     assert_eq!(listed.code, 0, "{}", listed.stderr);
-    let ids: Vec<String> = listed.json()["runbooks"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    let ids: Vec<String> =
+        listed.json()["runbooks"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(ids.len(), EMBEDDED.len(), "{ids:?}");
     let shown = support::runbook(&["show", "db-pool-saturation"], "").await;
     assert_eq!(shown.code, 0, "{}", shown.stderr);
     assert!(shown.stdout.contains("## Mitigate"), "{}", shown.stdout);
-    assert!(shown.stdout.contains("[mitigate step `terminate-long-queries`] postgres.terminate_long_queries min_seconds=30"), "{}", shown.stdout);
+    assert!(
+        shown
+            .stdout
+            .contains("[mitigate step `terminate-long-queries`] postgres.terminate_long_queries min_seconds=30"),
+        "{}",
+        shown.stdout
+    );
     let json = support::runbook(&["show", "redis-memory-high", "--json"], "").await.json();
     assert_eq!(json["steps"].as_array().unwrap().iter().filter(|s| s["phase"] == "mitigate").count(), 2);
 }

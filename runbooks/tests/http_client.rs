@@ -81,7 +81,11 @@ impl Drop for Server {
     }
 }
 
-async fn serve(mut stream: TcpStream, kept: &Mutex<Vec<Seen>>, answer: &(dyn Fn(&str) -> Answer + Send + Sync)) -> std::io::Result<()> {
+async fn serve(
+    mut stream: TcpStream,
+    kept: &Mutex<Vec<Seen>>,
+    answer: &(dyn Fn(&str) -> Answer + Send + Sync),
+) -> std::io::Result<()> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -93,9 +97,12 @@ async fn serve(mut stream: TcpStream, kept: &Mutex<Vec<Seen>>, answer: &(dyn Fn(
     let head = String::from_utf8_lossy(&head).into_owned();
     let mut lines = head.split("\r\n");
     let path = lines.next().and_then(|l| l.split(' ').nth(1)).unwrap_or("").to_string();
-    let headers: Vec<(String, String)> =
-        lines.filter_map(|l| l.split_once(':')).map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string())).collect();
-    let length: usize = headers.iter().find(|(n, _)| n == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let length: usize =
+        headers.iter().find(|(n, _)| n == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
     let mut body = vec![0u8; length];
     stream.read_exact(&mut body).await?;
     let reply = answer(&path);
@@ -113,8 +120,12 @@ async fn serve(mut stream: TcpStream, kept: &Mutex<Vec<Seen>>, answer: &(dyn Fn(
 /// What booking's admin API and probes answer when all is well.
 fn healthy_booking(path: &str) -> Answer {
     match path {
-        "/v1/admin/queue/admission" => json(serde_json::json!({ "batch": 500, "interval_ms": 15000, "active_window_secs": 600 })),
-        "/v1/admin/chaos" => json(serde_json::json!({ "enabled": false, "routes": [], "error_ratio": 0.0, "latency_ms": 0 })),
+        "/v1/admin/queue/admission" => {
+            json(serde_json::json!({ "batch": 500, "interval_ms": 15000, "active_window_secs": 600 }))
+        }
+        "/v1/admin/chaos" => {
+            json(serde_json::json!({ "enabled": false, "routes": [], "error_ratio": 0.0, "latency_ms": 0 }))
+        }
         "/readyz" | "/healthz" => json(serde_json::json!({ "status": "ready", "database": "ok", "queue": "ok" })),
         "/metrics" => Answer { status: "200 OK", headers: vec![], body: "booking_queue_waiting 0\n".into() },
         _ => Answer { status: "404 Not Found", headers: vec![], body: String::new() },
@@ -122,7 +133,11 @@ fn healthy_booking(path: &str) -> Answer {
 }
 
 fn preflight(report: &Value, target: &str) -> Value {
-    report["preflight"].as_array().and_then(|p| p.iter().find(|c| c["target"] == target)).cloned().unwrap_or_else(|| panic!("no {target} check in {report:#}"))
+    report["preflight"]
+        .as_array()
+        .and_then(|p| p.iter().find(|c| c["target"] == target))
+        .cloned()
+        .unwrap_or_else(|| panic!("no {target} check in {report:#}"))
 }
 
 #[tokio::test]
@@ -132,17 +147,27 @@ async fn a_redirect_to_another_origin_never_carries_the_admin_key() {
         let target = elsewhere.url.clone();
         let booking = Server::start(move |path| redirect(status, format!("{target}{path}"))).await;
 
-        let outcome = runbook(&["run", "queue-admission-stall", "--booking-url", &booking.url, "--admin-key", KEY, "--json"], "").await;
+        let outcome =
+            runbook(&["run", "queue-admission-stall", "--booking-url", &booking.url, "--admin-key", KEY, "--json"], "")
+                .await;
 
         let leaked: Vec<Seen> = elsewhere.seen().into_iter().filter(|r| r.header("x-admin-key").is_some()).collect();
         assert!(leaked.is_empty(), "{status}: the other origin got the admin key: {leaked:?}");
         let asked = booking.seen();
-        assert!(asked.iter().any(|r| r.path == "/v1/admin/queue/admission" && r.header("x-admin-key") == Some(KEY)), "booking itself was asked with the key: {asked:?}");
+        assert!(
+            asked.iter().any(|r| r.path == "/v1/admin/queue/admission" && r.header("x-admin-key") == Some(KEY)),
+            "booking itself was asked with the key: {asked:?}"
+        );
         assert_eq!(outcome.code, 3, "{status}: a target failed\n{}\n{}", outcome.stdout, outcome.stderr);
         let check = preflight(&outcome.json(), "booking");
         let error = check["error"].as_str().unwrap_or_default();
         let code = &status[..3];
-        assert!(error.contains(&format!("redirected ({code}")) && error.contains(&format!("to another origin, {}", elsewhere.url)) && error.contains("not followed"), "{status}: {check:#}");
+        assert!(
+            error.contains(&format!("redirected ({code}"))
+                && error.contains(&format!("to another origin, {}", elsewhere.url))
+                && error.contains("not followed"),
+            "{status}: {check:#}"
+        );
         assert!(!outcome.stdout.contains(KEY) && !outcome.stderr.contains(KEY), "the key is never printed");
     }
 }
@@ -158,13 +183,26 @@ async fn a_redirect_within_the_origin_is_followed_with_the_key() {
 
     // No alerting service answers its admissions check: left out, so the
     // rest can be healthy.
-    let args = ["run", "queue-admission-stall", "--booking-url", &booking.url, "--admin-key", KEY, "--skip", "admissions", "--json"];
+    let args = [
+        "run",
+        "queue-admission-stall",
+        "--booking-url",
+        &booking.url,
+        "--admin-key",
+        KEY,
+        "--skip",
+        "admissions",
+        "--json",
+    ];
     let outcome = runbook(&args, "").await;
 
     assert_eq!(outcome.code, 0, "healthy through the redirect\n{}\n{}", outcome.stdout, outcome.stderr);
     assert_eq!(outcome.step("admission-rate")["output"]["batch"], 500);
     let moved: Vec<Seen> = booking.seen().into_iter().filter(|r| r.path == "/v2/v1/admin/queue/admission").collect();
-    assert!(!moved.is_empty() && moved.iter().all(|r| r.header("x-admin-key") == Some(KEY)), "the key follows within the origin: {moved:?}");
+    assert!(
+        !moved.is_empty() && moved.iter().all(|r| r.header("x-admin-key") == Some(KEY)),
+        "the key follows within the origin: {moved:?}"
+    );
 }
 
 #[tokio::test]
@@ -188,7 +226,8 @@ async fn an_https_target_is_attempted_over_tls() {
             }
             // Kept before answering: the client fails only after the answer.
             kept.lock().expect("not poisoned").push(bytes);
-            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+            let _ =
+                stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
         }
     });
 
@@ -200,7 +239,10 @@ async fn an_https_target_is_attempted_over_tls() {
     assert!(!connections.is_empty(), "the https target was never connected to\n{}\n{}", outcome.stdout, outcome.stderr);
     for bytes in &connections {
         // A TLS handshake record (0x16), version 3.x, carrying a ClientHello (type 1).
-        assert!(bytes.len() >= 6 && bytes[0] == 0x16 && bytes[1] == 0x03 && bytes[5] == 0x01, "not a TLS ClientHello: {bytes:02x?}");
+        assert!(
+            bytes.len() >= 6 && bytes[0] == 0x16 && bytes[1] == 0x03 && bytes[5] == 0x01,
+            "not a TLS ClientHello: {bytes:02x?}"
+        );
     }
     assert_eq!(outcome.code, 3, "{}\n{}", outcome.stdout, outcome.stderr);
     let check = preflight(&outcome.json(), "booking");
@@ -228,16 +270,34 @@ async fn user_info_in_a_failing_url_is_never_printed() {
 
     for (what, outcome) in [("text", &text), ("json", &json), ("--incident", &recording)] {
         for secret in secrets {
-            assert!(!outcome.stdout.contains(secret) && !outcome.stderr.contains(secret), "{what}: `{secret}` was printed\n{}\n{}", outcome.stdout, outcome.stderr);
+            assert!(
+                !outcome.stdout.contains(secret) && !outcome.stderr.contains(secret),
+                "{what}: `{secret}` was printed\n{}\n{}",
+                outcome.stdout,
+                outcome.stderr
+            );
         }
     }
     // The failures are still reported, with the URLs shown redacted.
     assert_eq!(json.code, 3, "Prometheus failed its check\n{}\n{}", json.stdout, json.stderr);
     let prometheus_check = preflight(&json.json(), "prometheus");
-    assert!(prometheus_check["error"].as_str().is_some_and(|e| e.contains("https://***@127.0.0.1:") && e.contains("connection failed")), "{prometheus_check:#}");
-    assert!(json.step("booking-up")["summary"].as_str().is_some_and(|s| s.contains("http://***@127.0.0.1:")), "{}", json.stdout);
+    assert!(
+        prometheus_check["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("https://***@127.0.0.1:") && e.contains("connection failed")),
+        "{prometheus_check:#}"
+    );
+    assert!(
+        json.step("booking-up")["summary"].as_str().is_some_and(|s| s.contains("http://***@127.0.0.1:")),
+        "{}",
+        json.stdout
+    );
     assert_eq!(recording.code, 3, "{}\n{}", recording.stdout, recording.stderr);
-    assert!(recording.stderr.contains("cannot reach the alerting service at http://***@127.0.0.1:"), "{}", recording.stderr);
+    assert!(
+        recording.stderr.contains("cannot reach the alerting service at http://***@127.0.0.1:"),
+        "{}",
+        recording.stderr
+    );
 }
 
 /// Booking closes a kept-alive connection after 10 s idle; the two samples
@@ -265,7 +325,8 @@ async fn an_idle_connection_is_not_reused_after_a_pause_that_long() {
             });
         }
     });
-    let client = runbook::target::http_client(std::time::Duration::from_secs(2), std::time::Duration::from_secs(5)).unwrap();
+    let client =
+        runbook::target::http_client(std::time::Duration::from_secs(2), std::time::Duration::from_secs(5)).unwrap();
     for _ in 0..2 {
         assert_eq!(client.get(&url).send().await.unwrap().text().await.unwrap(), "ok");
     }

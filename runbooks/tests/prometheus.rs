@@ -61,7 +61,9 @@ impl Prometheus {
 #[tokio::test]
 async fn failing_routes_and_targets_come_from_prometheus_queries() {
     let booking = Booking::start().await;
-    booking.admin(Method::PUT, "/v1/admin/chaos", Some(json!({ "error_ratio": 1.0, "routes": ["/v1/concerts"] }))).await;
+    booking
+        .admin(Method::PUT, "/v1/admin/chaos", Some(json!({ "error_ratio": 1.0, "routes": ["/v1/concerts"] })))
+        .await;
     let target = booking.url.trim_start_matches("http://").to_string();
     let prometheus = Prometheus::start(&target).await;
 
@@ -82,7 +84,11 @@ async fn failing_routes_and_targets_come_from_prometheus_queries() {
     })
     .await;
 
-    let outcome = runbook(&["run", "high-error-rate", "--prometheus-url", &prometheus.url, "--booking-url", &booking.url, "--json"], "").await;
+    let outcome = runbook(
+        &["run", "high-error-rate", "--prometheus-url", &prometheus.url, "--booking-url", &booking.url, "--json"],
+        "",
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
     let _ = traffic.await;
     assert_eq!(outcome.code, 1, "problem found\n{}\n{}", outcome.stdout, outcome.stderr);
@@ -93,9 +99,25 @@ async fn failing_routes_and_targets_come_from_prometheus_queries() {
     assert_eq!(failing["output"]["routes"][0]["error_ratio"], 1, "{failing:#}");
     assert_eq!(outcome.step("chaos")["status"], "problem");
 
-    let pipeline = runbook(&["run", "telemetry-pipeline-down", "--prometheus-url", &prometheus.url, "--booking-url", &booking.url, "--json"], "").await;
+    let pipeline = runbook(
+        &[
+            "run",
+            "telemetry-pipeline-down",
+            "--prometheus-url",
+            &prometheus.url,
+            "--booking-url",
+            &booking.url,
+            "--json",
+        ],
+        "",
+    )
+    .await;
     assert_eq!(pipeline.code, 0, "healthy\n{}\n{}", pipeline.stdout, pipeline.stderr);
     let targets = pipeline.step("prometheus-targets");
-    assert_eq!((targets["output"]["count"].as_i64(), targets["output"]["down"].as_i64()), (Some(1), Some(0)), "{targets:#}");
+    assert_eq!(
+        (targets["output"]["count"].as_i64(), targets["output"]["down"].as_i64()),
+        (Some(1), Some(0)),
+        "{targets:#}"
+    );
     assert_eq!(pipeline.step("up-series")["output"]["min"], 1);
 }

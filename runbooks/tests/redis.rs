@@ -18,7 +18,13 @@ async fn fill(redis: &PrivateRedis) {
     pipe.cmd("SET").arg(format!("{PREFIX}big")).arg("y".repeat(200_000)).ignore();
     let () = pipe.query_async(&mut conn).await.expect("filled");
     // Below what is used now: Redis is "past" its limit.
-    let () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("2mb").query_async(&mut conn).await.expect("maxmemory set");
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("2mb")
+        .query_async(&mut conn)
+        .await
+        .expect("maxmemory set");
 }
 
 #[tokio::test]
@@ -28,7 +34,17 @@ async fn diagnosis_reports_ratio_and_policy_and_mitigation_sets_the_policy() {
     assert_eq!(redis.config("maxmemory-policy").await, "noeviction");
 
     // A sample larger than the keyspace, so the big key is always in it.
-    let args = ["run", "redis-memory-high", "--redis-url", &redis.url, "--set", &format!("prefix={PREFIX}"), "--set", "sample=10000", "--json"];
+    let args = [
+        "run",
+        "redis-memory-high",
+        "--redis-url",
+        &redis.url,
+        "--set",
+        &format!("prefix={PREFIX}"),
+        "--set",
+        "sample=10000",
+        "--json",
+    ];
     let diagnosis = runbook(&args, "").await;
     assert_eq!(diagnosis.code, 1, "problem found\n{}\n{}", diagnosis.stdout, diagnosis.stderr);
     let memory = diagnosis.step("memory");
@@ -51,7 +67,10 @@ async fn diagnosis_reports_ratio_and_policy_and_mitigation_sets_the_policy() {
     let applied = runbook(&apply, "").await;
     assert_eq!(applied.code, 4, "mitigated\n{}\n{}", applied.stdout, applied.stderr);
     let set = applied.step("set-policy");
-    assert_eq!((set["status"].as_str(), set["output"]["before"].as_str(), set["output"]["after"].as_str()), (Some("applied"), Some("noeviction"), Some("volatile-lru")));
+    assert_eq!(
+        (set["status"].as_str(), set["output"]["before"].as_str(), set["output"]["after"].as_str()),
+        (Some("applied"), Some("noeviction"), Some("volatile-lru"))
+    );
     assert_eq!(redis.config("maxmemory-policy").await, "volatile-lru");
     assert_eq!(redis.config("maxmemory").await, (64 * 1024 * 1024).to_string());
     assert_eq!(applied.step("memory-after")["status"], "ok");
@@ -69,8 +88,18 @@ async fn maxmemory_is_never_lowered_below_what_redis_uses() {
     fill(&redis).await;
     // Policy already right; only memory is the problem, and 2mb is not more.
     let mut conn = redis.conn().await;
-    let () = redis::cmd("CONFIG").arg("SET").arg("maxmemory-policy").arg("volatile-lru").query_async(&mut conn).await.unwrap();
-    let applied = runbook(&["run", "redis-memory-high", "--redis-url", &redis.url, "--set", "bytes=3mb", "--apply", "--yes", "--json"], "").await;
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("volatile-lru")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let applied = runbook(
+        &["run", "redis-memory-high", "--redis-url", &redis.url, "--set", "bytes=3mb", "--apply", "--yes", "--json"],
+        "",
+    )
+    .await;
     assert_eq!(applied.code, 3, "the refusal is a failed step\n{}\n{}", applied.stdout, applied.stderr);
     let raise = applied.step("raise-maxmemory");
     assert_eq!(raise["status"], "failed");

@@ -189,7 +189,9 @@ pub async fn serve(
                 activity.request();
                 let router = router.clone();
                 let timed_out = BodyTimedOut::default();
-                let mut req = req.map(|incoming| axum::body::Body::new(TimedBody::new(incoming, limits.body_read_timeout, timed_out.clone())));
+                let mut req = req.map(|incoming| {
+                    axum::body::Body::new(TimedBody::new(incoming, limits.body_read_timeout, timed_out.clone()))
+                });
                 req.extensions_mut().insert(ConnectInfo(peer));
                 req.extensions_mut().insert(timed_out);
                 async move { Ok::<_, Infallible>(router.oneshot(req).await.unwrap_or_else(|never| match never {})) }

@@ -39,11 +39,14 @@ impl Server {
             .route("/hello", get(|| async { "hello" }))
             .route("/echo", post(|body: Bytes| async move { body }))
             .route("/big", get(|| async { vec![b'x'; 32 * 1024 * 1024] }))
-            .route("/slow", get(|| async {
-                SLOW_ENTERED.store(true, std::sync::atomic::Ordering::Release);
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                "slow"
-            }))
+            .route(
+                "/slow",
+                get(|| async {
+                    SLOW_ENTERED.store(true, std::sync::atomic::Ordering::Release);
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    "slow"
+                }),
+            )
             .layer(middleware::from_fn(answer_408));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -104,7 +107,11 @@ async fn a_kept_alive_connection_is_closed_when_no_request_follows() {
     assert!(request(&mut stream, "/hello").await.contains("hello"));
     read_to_close(&mut stream).await;
     assert_eq!(server.metrics.closed.with_label_values(&["keepalive_timeout"]).get(), 1);
-    assert_eq!(server.metrics.closed.with_label_values(&["header_timeout"]).get(), 0, "an idle client is not a slow one");
+    assert_eq!(
+        server.metrics.closed.with_label_values(&["header_timeout"]).get(),
+        0,
+        "an idle client is not a slow one"
+    );
 }
 
 #[tokio::test]
@@ -142,7 +149,8 @@ async fn a_client_that_stops_reading_its_response_is_cut_off() {
 
 #[tokio::test]
 async fn past_the_cap_a_connection_waits_until_another_closes() {
-    let server = Server::start(Limits { max_connections: 2, header_read_timeout: Duration::from_secs(30), ..limits() }).await;
+    let server =
+        Server::start(Limits { max_connections: 2, header_read_timeout: Duration::from_secs(30), ..limits() }).await;
     let mut first = server.connect().await;
     let second = server.connect().await;
     assert!(request(&mut first, "/hello").await.contains("200 OK"));

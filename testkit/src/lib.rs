@@ -5,10 +5,7 @@
 //!
 //! Dev-only (`publish = false`); no product code depends on it.
 
-use std::{
-    path::PathBuf,
-    process::Child,
-};
+use std::{path::PathBuf, process::Child};
 
 use sqlx::Connection;
 
@@ -140,8 +137,12 @@ impl Database {
     pub async fn create(tag: &str) -> Self {
         let name = format!("{tag}_{}", unique());
         let base = postgres_base();
-        let mut admin = sqlx::PgConnection::connect(&base).await.expect("PostgreSQL reachable (scripts/test.sh starts it)");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.expect("test database created");
+        let mut admin =
+            sqlx::PgConnection::connect(&base).await.expect("PostgreSQL reachable (scripts/test.sh starts it)");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("test database created");
         let (root, _) = base.rsplit_once('/').expect("database URL has a path");
         Self { url: format!("{root}/{name}"), name }
     }
@@ -155,7 +156,9 @@ impl Drop for Database {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             runtime.block_on(async {
                 if let Ok(mut admin) = sqlx::PgConnection::connect(&postgres_base()).await {
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut admin).await;
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                        .execute(&mut admin)
+                        .await;
                 }
             });
         })
@@ -200,7 +203,9 @@ pub fn embedded_booking(db: &std::path::Path, port: u16) -> std::process::Comman
         .env("DATABASE_URL", format!("sqlite://{}", db.display()))
         .env("OTEL_SDK_DISABLED", "true")
         .stdin(std::process::Stdio::null());
-    for var in ["REDIS_URL", "ADMIN_KEY", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "LOKI_URL"] {
+    for var in
+        ["REDIS_URL", "ADMIN_KEY", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "LOKI_URL"]
+    {
         command.env_remove(var);
     }
     command

@@ -35,7 +35,10 @@ impl PgCluster {
     /// `initdb` (trust, user `postgres`) and start; panics with the server's
     /// log when either fails.
     pub fn start() -> Self {
-        let bindir = Command::new("pg_config").arg("--bindir").output().expect("pg_config is installed (PostgreSQL's server package)");
+        let bindir = Command::new("pg_config")
+            .arg("--bindir")
+            .output()
+            .expect("pg_config is installed (PostgreSQL's server package)");
         let bin = PathBuf::from(String::from_utf8_lossy(&bindir.stdout).trim());
         let dir = TempDir::new("pg-cluster");
         if is_root() {
@@ -59,7 +62,24 @@ impl PgCluster {
         }
         let replica = Self { port: free_port(), bin: self.bin.clone(), dir };
         let (port, data) = (self.port.to_string(), replica.data());
-        replica.run("pg_basebackup", &["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-D", &data, "-R", "-X", "stream", "--no-sync", "--checkpoint=fast"]);
+        replica.run(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-D",
+                &data,
+                "-R",
+                "-X",
+                "stream",
+                "--no-sync",
+                "--checkpoint=fast",
+            ],
+        );
         replica.ctl(&["start"]);
         replica
     }
@@ -71,7 +91,11 @@ impl PgCluster {
     /// Runs a server binary as the `postgres` user; panics on failure.
     fn run(&self, tool: &str, args: &[&str]) {
         let path = self.bin.join(tool);
-        let out = as_postgres(&path).args(args).stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
+        let out = as_postgres(&path)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
         let log = std::fs::read_to_string(self.dir.path("server.log")).unwrap_or_default();
         assert!(
             out.status.success(),
@@ -83,7 +107,8 @@ impl PgCluster {
 
     /// `pg_ctl <action>`, waiting for it to finish.
     fn ctl(&self, action: &[&str]) {
-        let options = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.dir.0.display());
+        let options =
+            format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.dir.0.display());
         let data = self.data();
         let log = self.dir.path("server.log").display().to_string();
         let mut args = vec!["-D", data.as_str(), "-l", log.as_str(), "-o", options.as_str(), "-w", "-t", "60"];
@@ -118,6 +143,10 @@ impl PgCluster {
 impl Drop for PgCluster {
     fn drop(&mut self) {
         let data = self.data();
-        let _ = as_postgres(&self.bin.join("pg_ctl")).args(["-D", &data, "-m", "immediate", "stop"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ = as_postgres(&self.bin.join("pg_ctl"))
+            .args(["-D", &data, "-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }

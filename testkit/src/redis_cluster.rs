@@ -80,7 +80,12 @@ impl RedisCluster {
                     .args(["--cluster-config-file", &dir.path(&format!("nodes-{port}.conf")).display().to_string()])
                     // A dead master's replica takes over after 2 s.
                     .args(["--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no"])
-                    .args(["--dir", &dir.0.display().to_string(), "--logfile", &dir.path(&format!("{port}.log")).display().to_string()])
+                    .args([
+                        "--dir",
+                        &dir.0.display().to_string(),
+                        "--logfile",
+                        &dir.path(&format!("{port}.log")).display().to_string(),
+                    ])
                     .stdin(Stdio::null())
                     .spawn()
                     .expect("redis-server runs (Debian's redis-server package)");
@@ -107,7 +112,11 @@ impl RedisCluster {
             .stdin(Stdio::null())
             .output()
             .expect("redis-cli runs");
-        assert!(created.status.success(), "redis-cli --cluster create failed: {}", String::from_utf8_lossy(&created.stdout));
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&created.stdout)
+        );
         cluster.wait_healthy(masters);
         Ok(cluster)
     }
@@ -127,12 +136,16 @@ impl RedisCluster {
     /// Waits until the live nodes agree on `masters` live masters again,
     /// after one was killed (its replica promoted).
     pub fn wait_failed_over(&self, masters: usize) {
-        wait_until("a replica took over the killed master's slots", Duration::from_secs(30), || self.agrees_on(masters));
+        wait_until("a replica took over the killed master's slots", Duration::from_secs(30), || {
+            self.agrees_on(masters)
+        });
     }
 
     /// Every live node says `cluster_state:ok`, and there are `masters` live masters.
     fn agrees_on(&self, masters: usize) -> bool {
-        self.live_ports().iter().all(|&p| info_field(&redis_cli(p, &["cluster", "info"]), "cluster_state").as_deref() == Some("ok"))
+        self.live_ports()
+            .iter()
+            .all(|&p| info_field(&redis_cli(p, &["cluster", "info"]), "cluster_state").as_deref() == Some("ok"))
             && self.masters().len() == masters
     }
 
@@ -162,13 +175,18 @@ impl RedisCluster {
     pub fn master_of(&self, key: &str) -> u16 {
         let asked = self.live_ports()[0];
         let slot: u16 = redis_cli(asked, &["cluster", "keyslot", key]).trim().parse().expect("a slot number");
-        for line in redis_cli(asked, &["cluster", "nodes"]).lines().filter(|l| l.contains("master") && !l.contains("fail")) {
+        for line in
+            redis_cli(asked, &["cluster", "nodes"]).lines().filter(|l| l.contains("master") && !l.contains("fail"))
+        {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let owns = fields.iter().skip(8).any(|range| match range.split_once('-') {
                 Some((a, b)) => a.parse::<u16>().is_ok_and(|a| a <= slot) && b.parse::<u16>().is_ok_and(|b| slot <= b),
                 None => range.parse::<u16>() == Ok(slot),
             });
-            if owns && let Some(port) = fields[1].split('@').next().and_then(|a| a.rsplit(':').next()).and_then(|p| p.parse().ok()) {
+            if owns
+                && let Some(port) =
+                    fields[1].split('@').next().and_then(|a| a.rsplit(':').next()).and_then(|p| p.parse().ok())
+            {
                 return port;
             }
         }

@@ -13,10 +13,7 @@ use axum::{
 };
 use serde_json::json;
 
-use crate::{
-    incidents::IncidentError,
-    service::ServiceError,
-};
+use crate::{incidents::IncidentError, service::ServiceError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -65,12 +62,15 @@ impl IntoResponse for ApiError {
             ApiError::Client { status, code, message } => {
                 let mut response = error_response(status, code, &message);
                 if status == StatusCode::UNAUTHORIZED {
-                    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"alerting\""));
+                    response
+                        .headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"alerting\""));
                 }
                 response
             }
             ApiError::Internal(cause) => {
-                let mut response = error_response(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "an unexpected error occurred");
+                let mut response =
+                    error_response(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "an unexpected error occurred");
                 response.extensions_mut().insert(InternalCause(cause));
                 response
             }
@@ -106,11 +106,19 @@ impl From<JsonRejection> for ApiError {
 }
 
 pub fn unsupported_media_type() -> ApiError {
-    ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE", "send the body as JSON, with `Content-Type: application/json`")
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "UNSUPPORTED_MEDIA_TYPE",
+        "send the body as JSON, with `Content-Type: application/json`",
+    )
 }
 
 pub fn too_large() -> ApiError {
-    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", format!("the request body is over {} KiB", super::BODY_LIMIT / 1024))
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "PAYLOAD_TOO_LARGE",
+        format!("the request body is over {} KiB", super::BODY_LIMIT / 1024),
+    )
 }
 
 /// Errors raised outside our handlers (an unknown method, a body over the
@@ -121,7 +129,11 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     // The client did not send its body in time: its 408, not our 5xx.
     if body_deadline.is_some_and(|d| d.fired()) {
-        return error_response(StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT", "the request body did not arrive in time");
+        return error_response(
+            StatusCode::REQUEST_TIMEOUT,
+            "REQUEST_TIMEOUT",
+            "the request body did not arrive in time",
+        );
     }
     if let Some(InternalCause(cause)) = response.extensions().get::<InternalCause>() {
         tracing::error!(cause, "request failed");
@@ -133,7 +145,9 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
     let (code, message) = match status {
         StatusCode::METHOD_NOT_ALLOWED => ("METHOD_NOT_ALLOWED", "this route does not take that method"),
         StatusCode::PAYLOAD_TOO_LARGE => ("PAYLOAD_TOO_LARGE", "the request body is too large"),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("UNSUPPORTED_MEDIA_TYPE", "send the body as JSON, with `Content-Type: application/json`"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ("UNSUPPORTED_MEDIA_TYPE", "send the body as JSON, with `Content-Type: application/json`")
+        }
         StatusCode::NOT_FOUND => ("NOT_FOUND", "no such endpoint"),
         StatusCode::SERVICE_UNAVAILABLE => ("TIMEOUT", "the request took too long"),
         s if s.is_server_error() => ("INTERNAL", "an unexpected error occurred"),

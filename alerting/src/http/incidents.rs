@@ -5,7 +5,10 @@
 use axum::{
     Extension, Json,
     body::Bytes,
-    extract::{Path, Query, State, rejection::{JsonRejection, PathRejection, QueryRejection}},
+    extract::{
+        Path, Query, State,
+        rejection::{JsonRejection, PathRejection, QueryRejection},
+    },
     http::{HeaderMap, StatusCode},
 };
 use serde::Deserialize;
@@ -32,7 +35,10 @@ pub(super) struct ListQuery {
     limit: Option<String>,
 }
 
-pub(super) async fn list(State(s): State<Shared>, q: Result<Query<ListQuery>, QueryRejection>) -> ApiResult<Json<Value>> {
+pub(super) async fn list(
+    State(s): State<Shared>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
     let q = input::query(q)?;
     let limit = q.limit.as_deref().map_or(Ok(50), |l| input::count(l, "limit", 1..=1000))?;
     let store = &s.service.store;
@@ -42,7 +48,9 @@ pub(super) async fn list(State(s): State<Shared>, q: Result<Query<ListQuery>, Qu
         Some("firing") => store.list(Some(IncidentState::Firing), limit).await?,
         Some("acked") => store.list(Some(IncidentState::Acked), limit).await?,
         Some("resolved") => store.list(Some(IncidentState::Resolved), limit).await?,
-        Some(other) => return Err(ApiError::bad(format!("state must be open, firing, acked, resolved or all, not {other:?}"))),
+        Some(other) => {
+            return Err(ApiError::bad(format!("state must be open, firing, acked, resolved or all, not {other:?}")));
+        }
     };
     Ok(Json(json!({ "incidents": incidents })))
 }
@@ -95,7 +103,8 @@ pub(super) async fn resolve(
     let body: By = input::optional_json(&headers, &body)?.unwrap_or_default();
     let who = who(body.by, &principal)?;
     let incident = s.service.store.get(id).await?;
-    let firing = incident.state != IncidentState::Resolved && s.engine.lock().is_ok_and(|e| e.is_active(&incident.fingerprint));
+    let firing =
+        incident.state != IncidentState::Resolved && s.engine.lock().is_ok_and(|e| e.is_active(&incident.fingerprint));
     if firing {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -5,7 +5,10 @@
 
 use axum::{
     Json,
-    extract::{Path, rejection::{JsonRejection, PathRejection, QueryRejection}, Query},
+    extract::{
+        Path, Query,
+        rejection::{JsonRejection, PathRejection, QueryRejection},
+    },
     http::{HeaderMap, header},
 };
 use chrono::{DateTime, Utc};
@@ -24,7 +27,8 @@ pub const COMMENT_MAX: usize = 2_000;
 /// A positive id in canonical decimal (`7`, never `07`, `+7` or `0`).
 pub fn id(raw: Result<Path<String>, PathRejection>, what: &str) -> ApiResult<i64> {
     let Path(raw) = raw.map_err(|e| ApiError::bad(e.body_text()))?;
-    let canonical = raw.bytes().next().is_some_and(|b| (b'1'..=b'9').contains(&b)) && raw.bytes().all(|b| b.is_ascii_digit());
+    let canonical =
+        raw.bytes().next().is_some_and(|b| (b'1'..=b'9').contains(&b)) && raw.bytes().all(|b| b.is_ascii_digit());
     match raw.parse::<i64>() {
         Ok(n) if canonical => Ok(n),
         _ => Err(ApiError::bad(format!("{what} id must be a whole number from 1 to {}, not {raw:?}", i64::MAX))),
@@ -33,7 +37,8 @@ pub fn id(raw: Result<Path<String>, PathRejection>, what: &str) -> ApiResult<i64
 
 /// A count within `range`, in canonical decimal.
 pub fn count(raw: &str, field: &str, range: std::ops::RangeInclusive<i64>) -> ApiResult<i64> {
-    let canonical = raw == "0" || (raw.bytes().next().is_some_and(|b| (b'1'..=b'9').contains(&b)) && raw.bytes().all(|b| b.is_ascii_digit()));
+    let canonical = raw == "0"
+        || (raw.bytes().next().is_some_and(|b| (b'1'..=b'9').contains(&b)) && raw.bytes().all(|b| b.is_ascii_digit()));
     match raw.parse::<i64>() {
         Ok(n) if canonical && range.contains(&n) => Ok(n),
         _ => Err(ApiError::bad(format!("{field} must be a whole number from {} to {}", range.start(), range.end()))),
@@ -63,7 +68,9 @@ pub fn label_name(name: &str) -> ApiResult<()> {
     let mut bytes = name.bytes();
     let first = bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
     if !first || name.len() > 100 || !bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-        return Err(ApiError::bad(format!("matcher label {name:?} is not a label name ([a-zA-Z_][a-zA-Z0-9_]*, at most 100)")));
+        return Err(ApiError::bad(format!(
+            "matcher label {name:?} is not a label name ([a-zA-Z_][a-zA-Z0-9_]*, at most 100)"
+        )));
     }
     Ok(())
 }
@@ -73,7 +80,9 @@ pub fn time(raw: &str, field: &str) -> ApiResult<DateTime<Utc>> {
     let separated = matches!(raw.as_bytes().get(10), Some(b'T' | b't'));
     match DateTime::parse_from_rfc3339(raw) {
         Ok(t) if separated => Ok(t.with_timezone(&Utc)),
-        _ => Err(ApiError::bad(format!("`{field}` must be an RFC 3339 date-time such as 2026-03-29T01:30:00Z, not {raw:?}"))),
+        _ => Err(ApiError::bad(format!(
+            "`{field}` must be an RFC 3339 date-time such as 2026-03-29T01:30:00Z, not {raw:?}"
+        ))),
     }
 }
 
@@ -93,10 +102,13 @@ pub fn optional_json<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> A
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let json = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).and_then(|v| v.split(';').next()).is_some_and(|media| {
-        let media = media.trim().to_ascii_lowercase();
-        media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
-    });
+    let json =
+        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).and_then(|v| v.split(';').next()).is_some_and(
+            |media| {
+                let media = media.trim().to_ascii_lowercase();
+                media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
+            },
+        );
     if !json {
         return Err(unsupported_media_type());
     }

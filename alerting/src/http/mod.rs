@@ -155,7 +155,12 @@ async fn authenticate(State(s): State<Shared>, mut req: Request, next: Next) -> 
     let reads = matches!(*req.method(), Method::GET | Method::HEAD);
     if !reads && !principal.role.may_change() {
         let name = principal.key.as_deref().unwrap_or("this key");
-        return ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", format!("key `{name}` may only read; changes need a responder key")).into_response();
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            format!("key `{name}` may only read; changes need a responder key"),
+        )
+        .into_response();
     }
     req.extensions_mut().insert(principal);
     next.run(req).await

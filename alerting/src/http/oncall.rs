@@ -25,7 +25,10 @@ pub(super) struct WhoQuery {
     owner: Option<String>,
 }
 
-pub(super) async fn who_is_on_call(State(s): State<Shared>, q: Result<Query<WhoQuery>, QueryRejection>) -> ApiResult<Json<Value>> {
+pub(super) async fn who_is_on_call(
+    State(s): State<Shared>,
+    q: Result<Query<WhoQuery>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
     let q = input::query(q)?;
     let at = q.at.as_deref().map(|t| input::time(t, "at")).transpose()?.unwrap_or_else(Utc::now);
     for (field, value) in [("rule", &q.rule), ("owner", &q.owner)] {

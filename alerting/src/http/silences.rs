@@ -10,7 +10,10 @@ use std::{
 
 use axum::{
     Extension, Json,
-    extract::{Path, State, rejection::{JsonRejection, PathRejection}},
+    extract::{
+        Path, State,
+        rejection::{JsonRejection, PathRejection},
+    },
     http::StatusCode,
 };
 use serde::Deserialize;
@@ -76,7 +79,13 @@ pub fn format_duration(d: Duration) -> String {
 
 /// A silence's window from what the client sent, at `now`: `(starts, ends)`
 /// in Unix ms, or why it is refused. Pure, so every edge is a unit test.
-pub fn window(now: i64, starts_at: Option<i64>, ends_at: Option<i64>, duration: Option<&str>, max: Duration) -> Result<(i64, i64), String> {
+pub fn window(
+    now: i64,
+    starts_at: Option<i64>,
+    ends_at: Option<i64>,
+    duration: Option<&str>,
+    max: Duration,
+) -> Result<(i64, i64), String> {
     let starts = starts_at.unwrap_or(now);
     if starts > now.saturating_add(ms(SCHEDULE_AHEAD)) {
         return Err(format!("a silence must start within {} from now", format_duration(SCHEDULE_AHEAD)));
@@ -132,7 +141,8 @@ fn label_names(rule: &Rule) -> BTreeSet<String> {
             Some(kept) => names.extend(kept),
             None => {
                 names.extend(["job".to_string(), "instance".to_string()]);
-                names.extend(expr.selectors().into_iter().flat_map(|(s, _)| s.matchers.iter().map(|m| m.label.clone())));
+                names
+                    .extend(expr.selectors().into_iter().flat_map(|(s, _)| s.matchers.iter().map(|m| m.label.clone())));
             }
         }
     }
@@ -155,7 +165,11 @@ fn rule_can_match(rule: &Rule, severities: &[Severity], matchers: &BTreeMap<Stri
 /// (a typo such as `rule=cpu-high` or `rule_id=no-such-rule`), or `None`.
 /// `current` are the labels of the alerts pending or firing now: a label
 /// only a live series carries still counts. Pure, so every case is a test.
-pub fn never_matches(matchers: &BTreeMap<String, String>, rules: &[Rule], current: &[BTreeMap<String, String>]) -> Option<String> {
+pub fn never_matches(
+    matchers: &BTreeMap<String, String>,
+    rules: &[Rule],
+    current: &[BTreeMap<String, String>],
+) -> Option<String> {
     if current.iter().any(|labels| labels_match(matchers, labels)) {
         return None;
     }
@@ -184,7 +198,8 @@ pub fn never_matches(matchers: &BTreeMap<String, String>, rules: &[Rule], curren
     let known = |name: &str, values: Vec<&str>| -> Option<String> {
         let value = matchers.get(name)?;
         (!values.contains(&value.as_str())).then(|| {
-            let hint = closest(value, values.iter().copied()).map(|n| format!(" (did you mean `{n}`?)")).unwrap_or_default();
+            let hint =
+                closest(value, values.iter().copied()).map(|n| format!(" (did you mean `{n}`?)")).unwrap_or_default();
             format!("no rule has {name} `{value}`{hint}; the rules have {}", values.join(", "))
         })
     };
@@ -234,7 +249,9 @@ pub(super) async fn add(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let body = input::json(body)?;
     if body.matchers.is_empty() || body.matchers.len() > MATCHERS_MAX {
-        return Err(ApiError::bad(format!("a silence needs 1 to {MATCHERS_MAX} matchers (e.g. {{\"rule_id\": \"high-error-rate\"}})")));
+        return Err(ApiError::bad(format!(
+            "a silence needs 1 to {MATCHERS_MAX} matchers (e.g. {{\"rule_id\": \"high-error-rate\"}})"
+        )));
     }
     for (name, value) in &body.matchers {
         input::label_name(name)?;
@@ -264,7 +281,9 @@ pub(super) async fn add(
     if !force {
         let live: Vec<BTreeMap<String, String>> = current.iter().flat_map(|(_, l)| l.iter().cloned()).collect();
         if let Some(why) = never_matches(&body.matchers, &rules, &live) {
-            return Err(ApiError::bad(format!("{why}. This silence would mute nothing; send \"force\": true (`--force`) to add it anyway")));
+            return Err(ApiError::bad(format!(
+                "{why}. This silence would mute nothing; send \"force\": true (`--force`) to add it anyway"
+            )));
         }
     }
     // After the typo check, whose hint (`rule` → `rule_id`) is the more useful.
@@ -346,7 +365,11 @@ mod tests {
     fn a_silence_that_could_never_mute_anything_is_refused_with_a_hint() {
         let rules = crate::rules::file::shipped().rules;
         let refused = |pairs: &[(&str, &str)]| never_matches(&matchers(pairs), &rules, &[]).unwrap_or_default();
-        assert!(refused(&[("rule", "cpu-high")]).contains("`rule` (did you mean `rule_id`?)"), "{}", refused(&[("rule", "cpu-high")]));
+        assert!(
+            refused(&[("rule", "cpu-high")]).contains("`rule` (did you mean `rule_id`?)"),
+            "{}",
+            refused(&[("rule", "cpu-high")])
+        );
         assert!(refused(&[("rule_id", "no-such-rule")]).contains("no rule has rule_id `no-such-rule`"));
         assert!(refused(&[("rule_id", "cpu-hihg")]).contains("did you mean `cpu-high`?"));
         assert!(refused(&[("alertname", "HighErrorRat")]).contains("did you mean `HighErrorRate`?"));

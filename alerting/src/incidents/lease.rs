@@ -85,7 +85,11 @@ impl Store {
     /// makes this the only process.
     pub async fn acquire(&self, ttl: Duration, force: bool) -> Result<Option<Lease>> {
         let now = self.now_sql();
-        let takeover = if force { "TRUE".to_owned() } else { format!("evaluator.expires_at <= {now} OR evaluator.holder = excluded.holder") };
+        let takeover = if force {
+            "TRUE".to_owned()
+        } else {
+            format!("evaluator.expires_at <= {now} OR evaluator.holder = excluded.holder")
+        };
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO evaluator (id, holder, epoch, expires_at) VALUES (1, $1, 1, {now} + $2)
              ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, epoch = evaluator.epoch + 1, expires_at = excluded.expires_at
@@ -97,7 +101,10 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| {
-            Ok(Lease { fence: Fence { holder: self.instance.clone(), epoch: r.try_get("epoch")? }, state: r.try_get("state")? })
+            Ok(Lease {
+                fence: Fence { holder: self.instance.clone(), epoch: r.try_get("epoch")? },
+                state: r.try_get("state")?,
+            })
         })
         .transpose()
     }
@@ -130,11 +137,19 @@ impl Store {
 
     /// The lease as it stands, and the last saved snapshot.
     pub async fn evaluator(&self) -> Result<Option<Evaluator>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT holder, epoch, expires_at - {} AS left_ms, state FROM evaluator WHERE id = 1", self.now_sql())))
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT holder, epoch, expires_at - {} AS left_ms, state FROM evaluator WHERE id = 1",
+            self.now_sql()
+        )))
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| {
-            Ok(Evaluator { holder: r.try_get("holder")?, epoch: r.try_get("epoch")?, expires_in_ms: r.try_get("left_ms")?, state: r.try_get("state")? })
+            Ok(Evaluator {
+                holder: r.try_get("holder")?,
+                epoch: r.try_get("epoch")?,
+                expires_in_ms: r.try_get("left_ms")?,
+                state: r.try_get("state")?,
+            })
         })
         .transpose()
     }

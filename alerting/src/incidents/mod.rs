@@ -276,7 +276,15 @@ async fn get_on(conn: &mut AnyConnection, id: i64) -> Result<Incident> {
     incident(&row)
 }
 
-async fn insert_event_on(conn: &mut AnyConnection, id: i64, at: i64, kind: &str, actor: Actor<'_>, text: &str, data: Option<&serde_json::Value>) -> Result<()> {
+async fn insert_event_on(
+    conn: &mut AnyConnection,
+    id: i64,
+    at: i64,
+    kind: &str,
+    actor: Actor<'_>,
+    text: &str,
+    data: Option<&serde_json::Value>,
+) -> Result<()> {
     let done = sqlx::query("INSERT INTO timeline (incident_id, at, kind, actor, key_name, text, data) SELECT id, $2, $3, $4, $5, $6, $7 FROM incidents WHERE id = $1")
         .bind(id)
         .bind(at)
@@ -316,7 +324,12 @@ fn lock_file(path: &str) -> Result<std::fs::File> {
     if let Some(dir) = std::path::Path::new(&lock_path).parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| IncidentError::Lock(lock_path.clone(), e))?;
     }
-    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(|e| IncidentError::Lock(lock_path.clone(), e))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| IncidentError::Lock(lock_path.clone(), e))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(IncidentError::InUse(path.to_owned())),
@@ -390,9 +403,10 @@ impl Store {
     }
 
     async fn check_fence_on(&self, conn: &mut AnyConnection, fence: &Fence) -> Result<()> {
-        let held = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT 1 AS held FROM evaluator WHERE {}", self.held(fence))))
-            .fetch_optional(conn)
-            .await?;
+        let held =
+            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT 1 AS held FROM evaluator WHERE {}", self.held(fence))))
+                .fetch_optional(conn)
+                .await?;
         if held.is_none() { Err(IncidentError::Fenced(fence.epoch)) } else { Ok(()) }
     }
 
@@ -466,19 +480,23 @@ impl Store {
     }
 
     pub async fn find_open(&self, fingerprint: &str) -> Result<Option<Incident>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE fingerprint = $1 AND state <> 'resolved'")))
-            .bind(fingerprint)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE fingerprint = $1 AND state <> 'resolved'"
+        )))
+        .bind(fingerprint)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(incident).transpose()
     }
 
     /// The newest incident of an alert, open or not.
     pub async fn latest(&self, fingerprint: &str) -> Result<Option<Incident>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE fingerprint = $1 ORDER BY id DESC LIMIT 1")))
-            .bind(fingerprint)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE fingerprint = $1 ORDER BY id DESC LIMIT 1"
+        )))
+        .bind(fingerprint)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(incident).transpose()
     }
 
@@ -490,17 +508,21 @@ impl Store {
     pub async fn list(&self, state: Option<State>, limit: i64) -> Result<Vec<Incident>> {
         let rows = match state {
             Some(s) => {
-                sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE state = $1 ORDER BY id DESC LIMIT $2")))
-                    .bind(s.as_str())
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await?
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE state = $1 ORDER BY id DESC LIMIT $2"
+                )))
+                .bind(s.as_str())
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
             }
             None => {
-                sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {INCIDENT_COLUMNS} FROM incidents ORDER BY id DESC LIMIT $1")))
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await?
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {INCIDENT_COLUMNS} FROM incidents ORDER BY id DESC LIMIT $1"
+                )))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
             }
         };
         rows.iter().map(incident).collect()
@@ -508,16 +530,19 @@ impl Store {
 
     /// Not yet resolved (firing or acked), newest first.
     pub async fn list_open(&self, limit: i64) -> Result<Vec<Incident>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE state <> 'resolved' ORDER BY id DESC LIMIT $1")))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE state <> 'resolved' ORDER BY id DESC LIMIT $1"
+        )))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(incident).collect()
     }
 
     /// How many incidents are not yet resolved.
     pub async fn count_open(&self) -> Result<i64> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM incidents WHERE state <> 'resolved'").fetch_one(&self.pool).await?;
+        let row =
+            sqlx::query("SELECT COUNT(*) AS n FROM incidents WHERE state <> 'resolved'").fetch_one(&self.pool).await?;
         Ok(row.try_get("n")?)
     }
 
@@ -527,10 +552,12 @@ impl Store {
     }
 
     pub async fn timeline(&self, id: i64) -> Result<Vec<Event>> {
-        let rows = sqlx::query("SELECT at, kind, actor, key_name, text, data FROM timeline WHERE incident_id = $1 ORDER BY id")
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT at, kind, actor, key_name, text, data FROM timeline WHERE incident_id = $1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
                 let data: Option<String> = r.try_get("data")?;
@@ -548,16 +575,40 @@ impl Store {
 
     /// Adds an event that no API key is behind (the engine's, or one made
     /// through an API without keys).
-    pub async fn record(&self, id: i64, at: i64, kind: &str, actor: Option<&str>, text: &str, data: Option<&serde_json::Value>) -> Result<()> {
+    pub async fn record(
+        &self,
+        id: i64,
+        at: i64,
+        kind: &str,
+        actor: Option<&str>,
+        text: &str,
+        data: Option<&serde_json::Value>,
+    ) -> Result<()> {
         self.insert_event(id, at, kind, Actor { by: actor, key: None }, text, data).await
     }
 
     /// Adds an event made by `who`, key name included.
-    pub async fn record_change(&self, id: i64, at: i64, kind: &str, who: &Who, text: &str, data: Option<&serde_json::Value>) -> Result<()> {
+    pub async fn record_change(
+        &self,
+        id: i64,
+        at: i64,
+        kind: &str,
+        who: &Who,
+        text: &str,
+        data: Option<&serde_json::Value>,
+    ) -> Result<()> {
         self.insert_event(id, at, kind, Actor { by: Some(&who.by), key: who.key.as_deref() }, text, data).await
     }
 
-    async fn insert_event(&self, id: i64, at: i64, kind: &str, actor: Actor<'_>, text: &str, data: Option<&serde_json::Value>) -> Result<()> {
+    async fn insert_event(
+        &self,
+        id: i64,
+        at: i64,
+        kind: &str,
+        actor: Actor<'_>,
+        text: &str,
+        data: Option<&serde_json::Value>,
+    ) -> Result<()> {
         insert_event_on(&mut *self.pool.acquire().await?, id, at, kind, actor, text, data).await
     }
 
@@ -627,12 +678,14 @@ impl Store {
             State::Acked => return Ok(current),
             State::Firing => {}
         }
-        sqlx::query("UPDATE incidents SET state = 'acked', acked_at = $2, acked_by = $3 WHERE id = $1 AND state = 'firing'")
-            .bind(id)
-            .bind(now)
-            .bind(by)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE incidents SET state = 'acked', acked_at = $2, acked_by = $3 WHERE id = $1 AND state = 'firing'",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(by)
+        .execute(&self.pool)
+        .await?;
         self.record_change(id, now, "acked", &who, &format!("acknowledged by {by}"), None).await?;
         self.get(id).await
     }
@@ -678,7 +731,7 @@ impl Store {
         let resolved = get_on(&mut tx, id).await?;
         let paged = paged_on(&mut tx, id).await?;
         for page in pages(&resolved, &paged) {
-            self.enqueue_on(&mut tx, &[id], &page.dedup_key, &page.channel, &page.recipients, &page.page, now).await?;
+            self.enqueue_on(&mut tx, &[id], &page, now).await?;
         }
         tx.commit().await?;
         Ok(Some(resolved))
@@ -729,7 +782,11 @@ impl Store {
 
     /// Ends a silence now.
     pub async fn expire_silence(&self, id: i64, now: i64) -> Result<()> {
-        let done = sqlx::query("UPDATE silences SET ends_at = $2 WHERE id = $1 AND ends_at > $2").bind(id).bind(now).execute(&self.pool).await?;
+        let done = sqlx::query("UPDATE silences SET ends_at = $2 WHERE id = $1 AND ends_at > $2")
+            .bind(id)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
         if done.rows_affected() == 0 {
             return Err(IncidentError::SilenceNotFound(id));
         }

@@ -12,7 +12,7 @@
 
 use sqlx::{AnyConnection, Row};
 
-use super::{OutboxRow, Result, Store};
+use super::{NewPage, OutboxRow, Result, Store};
 
 /// Rows of one channel taken for sending. While a claim is alive the store
 /// does not close, so every send it covers can record its outcome, and the
@@ -54,7 +54,15 @@ fn row(r: &sqlx::any::AnyRow) -> Result<OutboxRow> {
 impl Store {
     /// Writes a page to the outbox; `false` when a page with this dedup
     /// key was already written.
-    pub async fn enqueue(&self, incident_id: i64, dedup_key: &str, channel: &str, recipients: &str, page: &str, now: i64) -> Result<bool> {
+    pub async fn enqueue(
+        &self,
+        incident_id: i64,
+        dedup_key: &str,
+        channel: &str,
+        recipients: &str,
+        page: &str,
+        now: i64,
+    ) -> Result<bool> {
         self.enqueue_group(&[incident_id], dedup_key, channel, recipients, page, now).await
     }
 
@@ -116,9 +124,11 @@ impl Store {
     }
 
     async fn next_due_where(&self, only: Option<&str>) -> Result<Option<i64>> {
-        let rows = sqlx::query("SELECT channel, MIN(next_attempt_at) AS next FROM outbox WHERE status = 'pending' GROUP BY channel")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT channel, MIN(next_attempt_at) AS next FROM outbox WHERE status = 'pending' GROUP BY channel",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         let busy = self.life.busy.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut next: Option<i64> = None;
         for r in &rows {
@@ -136,12 +146,14 @@ impl Store {
     /// `false` when the claim was lost (its deadline passed and another
     /// sender took the row, or it was sent): then it must not be sent.
     pub async fn still_mine(&self, row: &OutboxRow, now: i64, hold_ms: i64) -> Result<bool> {
-        let done = sqlx::query("UPDATE outbox SET next_attempt_at = $3 WHERE id = $1 AND claimed_by = $2 AND status = 'pending'")
-            .bind(row.id)
-            .bind(row.claimed_by.as_deref())
-            .bind(now.saturating_add(hold_ms))
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(
+            "UPDATE outbox SET next_attempt_at = $3 WHERE id = $1 AND claimed_by = $2 AND status = 'pending'",
+        )
+        .bind(row.id)
+        .bind(row.claimed_by.as_deref())
+        .bind(now.saturating_add(hold_ms))
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -179,20 +191,36 @@ impl Store {
     }
 
     pub async fn failed(&self, row: &OutboxRow, error: &str) -> Result<()> {
-        sqlx::query("UPDATE outbox SET status = 'failed', last_error = $3 WHERE id = $1 AND claimed_by IS NOT DISTINCT FROM $2")
-            .bind(row.id)
-            .bind(row.claimed_by.as_deref())
-            .bind(error)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE outbox SET status = 'failed', last_error = $3 WHERE id = $1 AND claimed_by IS NOT DISTINCT FROM $2",
+        )
+        .bind(row.id)
+        .bind(row.claimed_by.as_deref())
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
     /// Writes one grouped page for `incidents` (the first owns the row, the
     /// others are its members); `false` when it was written already.
-    pub async fn enqueue_group(&self, incidents: &[i64], dedup_key: &str, channel: &str, recipients: &str, page: &str, now: i64) -> Result<bool> {
+    pub async fn enqueue_group(
+        &self,
+        incidents: &[i64],
+        dedup_key: &str,
+        channel: &str,
+        recipients: &str,
+        page: &str,
+        now: i64,
+    ) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        let written = self.enqueue_on(&mut tx, incidents, dedup_key, channel, recipients, page, now).await?;
+        let row = NewPage {
+            dedup_key: dedup_key.to_owned(),
+            channel: channel.to_owned(),
+            recipients: recipients.to_owned(),
+            page: page.to_owned(),
+        };
+        let written = self.enqueue_on(&mut tx, incidents, &row, now).await?;
         tx.commit().await?;
         Ok(written)
     }
@@ -202,23 +230,21 @@ impl Store {
         &self,
         conn: &mut AnyConnection,
         incidents: &[i64],
-        dedup_key: &str,
-        channel: &str,
-        recipients: &str,
-        page: &str,
+        row: &NewPage,
         now: i64,
     ) -> Result<bool> {
         let Some((&first, rest)) = incidents.split_first() else { return Ok(false) };
+        let page = row;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO outbox (incident_id, dedup_key, channel, recipients, page, status, attempts, next_attempt_at, created_at)
              SELECT $1, $2, $3, $4, $5, 'pending', 0, $6, $6 WHERE {} ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
             self.fence_sql()
         )))
         .bind(first)
-        .bind(dedup_key)
-        .bind(channel)
-        .bind(recipients)
-        .bind(page)
+        .bind(&page.dedup_key)
+        .bind(&page.channel)
+        .bind(&page.recipients)
+        .bind(&page.page)
         .bind(now)
         .fetch_optional(&mut *conn)
         .await?;
@@ -241,7 +267,10 @@ impl Store {
 
     /// When the page group `key` was last paged.
     pub async fn group_flushed(&self, key: &str) -> Result<Option<i64>> {
-        let row = sqlx::query("SELECT flushed_at FROM page_groups WHERE key = $1").bind(key).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT flushed_at FROM page_groups WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|r| r.try_get("flushed_at").map_err(Into::into)).transpose()
     }
 
@@ -273,7 +302,8 @@ impl Store {
     /// Pages written but not yet delivered (the `outbox_due` index answers
     /// it; delivered rows are never scanned).
     pub async fn pending_pages(&self) -> Result<i64> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE status = 'pending'").fetch_one(&self.pool).await?;
+        let row =
+            sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE status = 'pending'").fetch_one(&self.pool).await?;
         Ok(row.try_get("n")?)
     }
 }

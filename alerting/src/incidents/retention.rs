@@ -70,19 +70,31 @@ impl Store {
                 let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
                 let mut tx = self.pool.begin().await?;
                 purged.timeline +=
-                    sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM timeline WHERE incident_id IN ({list})"))).execute(&mut *tx).await?.rows_affected();
+                    sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM timeline WHERE incident_id IN ({list})")))
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
                 purged.outbox +=
-                    sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM outbox WHERE incident_id IN ({list})"))).execute(&mut *tx).await?.rows_affected();
-                purged.incidents += sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM incidents WHERE id IN ({list}) AND state = 'resolved'")))
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+                    sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM outbox WHERE incident_id IN ({list})")))
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                purged.incidents += sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM incidents WHERE id IN ({list}) AND state = 'resolved'"
+                )))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
                 tx.commit().await?;
                 if (ids.len() as i64) < BATCH {
                     break;
                 }
             }
-            purged.silences += sqlx::query("DELETE FROM silences WHERE ends_at < $1").bind(before).execute(&self.pool).await?.rows_affected();
+            purged.silences += sqlx::query("DELETE FROM silences WHERE ends_at < $1")
+                .bind(before)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
         }
         if let Some(keep) = policy.outbox {
             let before = cutoff(now, keep);

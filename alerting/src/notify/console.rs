@@ -44,16 +44,12 @@ struct Line<'a> {
 
 impl Console {
     pub fn stdout() -> Self {
-        Console {
-            target: Target::Stdout,
-        }
+        Console { target: Target::Stdout }
     }
 
     /// Appends JSON lines to `path`, creating it and its folders on first use.
     pub fn file(path: impl Into<PathBuf>) -> Self {
-        Console {
-            target: Target::File(path.into(), Format::Json),
-        }
+        Console { target: Target::File(path.into(), Format::Json) }
     }
 
     /// The same file, written in `format`.
@@ -80,35 +76,23 @@ impl Console {
 async fn append(path: &Path, format: Format, page: &Page, to: &[Recipient]) -> Result<(), SendError> {
     let json = match format {
         Format::Json => {
-            let mut line = serde_json::to_string(&Line {
-                sent_at: chrono::Utc::now(),
-                page,
-                to,
-            })
-            .map_err(|e| SendError::Permanent(format!("page as JSON: {e}")))?;
+            let mut line = serde_json::to_string(&Line { sent_at: chrono::Utc::now(), page, to })
+                .map_err(|e| SendError::Permanent(format!("page as JSON: {e}")))?;
             line.push('\n');
             Some(line)
         }
         Format::Text => None,
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        tokio::fs::create_dir_all(dir)
-            .await
-            .map_err(|e| retryable(&dir.display().to_string(), &e))?;
+        tokio::fs::create_dir_all(dir).await.map_err(|e| retryable(&dir.display().to_string(), &e))?;
     }
     let where_ = path.display().to_string();
-    let mut file = tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .await
-        .map_err(|e| retryable(&where_, &e))?;
+    let mut file =
+        tokio::fs::OpenOptions::new().create(true).append(true).open(path).await.map_err(|e| retryable(&where_, &e))?;
     // A terminal behind the path (`/dev/tty`, run.sh's `/dev/fd/3`) gets colour.
     let line = json.unwrap_or_else(|| block(page, to, std::os::fd::AsFd::as_fd(&file).is_terminal()));
     // A single append-mode write keeps each line whole even with several writers.
-    file.write_all(line.as_bytes())
-        .await
-        .map_err(|e| retryable(&where_, &e))?;
+    file.write_all(line.as_bytes()).await.map_err(|e| retryable(&where_, &e))?;
     file.flush().await.map_err(|e| retryable(&where_, &e))
 }
 
@@ -128,18 +112,11 @@ fn block(page: &Page, to: &[Recipient], colour: bool) -> String {
     let (title, rest) = text.split_once('\n').unwrap_or((&text, ""));
     format!(
         "{on}{rule}\n{title}{off}\nTo: {}\n{rest}{on}{rule}{off}\n",
-        if names.is_empty() {
-            "(nobody)".to_string()
-        } else {
-            names.join(", ")
-        },
+        if names.is_empty() { "(nobody)".to_string() } else { names.join(", ") },
     )
 }
 
 /// A full disk or a closed pipe may recover; the outbox decides how long to wait.
 fn retryable(what: &str, e: &std::io::Error) -> SendError {
-    SendError::Retryable {
-        reason: format!("console {what}: {e}"),
-        after: None,
-    }
+    SendError::Retryable { reason: format!("console {what}: {e}"), after: None }
 }

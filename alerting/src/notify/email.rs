@@ -62,10 +62,7 @@ pub struct Email {
 
 impl std::fmt::Debug for Email {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Email")
-            .field("host", &self.host)
-            .field("from", &self.from)
-            .finish_non_exhaustive()
+        f.debug_struct("Email").field("host", &self.host).field("from", &self.from).finish_non_exhaustive()
     }
 }
 
@@ -78,56 +75,41 @@ impl Email {
 
     /// As [`Email::new`], with `timeout` for each SMTP command.
     pub fn with_timeout(config: EmailConfig, timeout: Duration) -> Result<Self, ConfigError> {
-        let from: Mailbox = config
-            .from
-            .parse()
-            .map_err(|e| ConfigError(format!("email sender {:?}: {e}", config.from)))?;
-        let tls_error =
-            |e: smtp::Error| ConfigError(format!("SMTP TLS settings for {}: {e}", config.host));
+        let from: Mailbox =
+            config.from.parse().map_err(|e| ConfigError(format!("email sender {:?}: {e}", config.from)))?;
+        let tls_error = |e: smtp::Error| ConfigError(format!("SMTP TLS settings for {}: {e}", config.host));
         let builder = match config.tls {
             Tls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host),
-            Tls::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.host)
-                .map_err(tls_error)?,
-            Tls::Tls => {
-                AsyncSmtpTransport::<Tokio1Executor>::relay(&config.host).map_err(tls_error)?
-            }
+            Tls::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.host).map_err(tls_error)?,
+            Tls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&config.host).map_err(tls_error)?,
         };
         let mut builder = builder.port(config.port).timeout(Some(timeout));
         match (config.username, config.password) {
-            (Some(user), Some(password)) => {
-                builder = builder.credentials(Credentials::new(user, password))
-            }
+            (Some(user), Some(password)) => builder = builder.credentials(Credentials::new(user, password)),
             (None, None) => {}
             _ => return Err(ConfigError("SMTP username and password go together".into())),
         }
-        Ok(Email {
-            transport: builder.build(),
-            from,
-            host: config.host,
-        })
+        Ok(Email { transport: builder.build(), from, host: config.host })
     }
 
     /// The message `send` would deliver; recipients without an email
     /// address are skipped, and none at all is a permanent failure.
     pub fn message(&self, page: &Page, to: &[Recipient]) -> Result<Message, SendError> {
-        let mut builder = Message::builder()
-            .from(self.from.clone())
-            .subject(page.title());
+        let mut builder = Message::builder().from(self.from.clone()).subject(page.title());
         let mut any = false;
         for recipient in to {
             let Some(address) = recipient.email.as_deref() else {
                 continue;
             };
-            let address: Address = address.trim().parse().map_err(|e| {
-                SendError::Permanent(format!("email address of {}: {e}", recipient.name))
-            })?;
+            let address: Address = address
+                .trim()
+                .parse()
+                .map_err(|e| SendError::Permanent(format!("email address of {}: {e}", recipient.name)))?;
             builder = builder.to(Mailbox::new(Some(recipient.name.clone()), address));
             any = true;
         }
         if !any {
-            return Err(SendError::Permanent(
-                "no recipient has an email address".into(),
-            ));
+            return Err(SendError::Permanent("no recipient has an email address".into()));
         }
         builder
             .multipart(MultiPart::alternative_plain_html(page.text(), html(page)))
@@ -143,10 +125,7 @@ impl Email {
             Err(e) if e.is_permanent() || e.is_client() => {
                 Err(SendError::Permanent(format!("SMTP {}: {e}", self.host)))
             }
-            Err(e) => Err(SendError::Retryable {
-                reason: format!("SMTP {}: {e}", self.host),
-                after: None,
-            }),
+            Err(e) => Err(SendError::Retryable { reason: format!("SMTP {}: {e}", self.host), after: None }),
         }
     }
 }
@@ -154,9 +133,7 @@ impl Email {
 /// The HTML twin of [`Page::text`]. Every interpolated value is escaped, and
 /// only http(s) URLs become links (a `javascript:` runbook URL stays text).
 fn html(page: &Page) -> String {
-    let row = |name: &str, value: &str| {
-        format!("<tr><th align=\"left\">{name}</th><td>{value}</td></tr>\n")
-    };
+    let row = |name: &str, value: &str| format!("<tr><th align=\"left\">{name}</th><td>{value}</td></tr>\n");
     let link = |label: &str, url: &str| {
         if url.starts_with("https://") || url.starts_with("http://") {
             format!("<a href=\"{}\">{label}</a>", escape(url))
@@ -180,15 +157,9 @@ fn html(page: &Page) -> String {
     }
     let mut commands = String::new();
     if page.wants_ack() {
-        commands += &format!(
-            "Acknowledge: <code>{}</code><br>\n",
-            escape(&page.ack_command)
-        );
+        commands += &format!("Acknowledge: <code>{}</code><br>\n", escape(&page.ack_command));
     }
-    commands += &format!(
-        "Run the runbook: <code>{}</code>",
-        escape(&page.runbook_command)
-    );
+    commands += &format!("Run the runbook: <code>{}</code>", escape(&page.runbook_command));
     if !page.also.is_empty() {
         let items: Vec<String> = page.also.iter().map(|g| format!("<li>{}</li>", escape(&g.line()))).collect();
         commands += &format!("</p>\n<p>Also firing ({} more):</p>\n<ul>{}</ul>\n<p>", page.also.len(), items.join(""));

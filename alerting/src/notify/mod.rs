@@ -65,10 +65,7 @@ pub enum SendError {
     /// The same message may go through later (rate limit, outage, timeout).
     /// `after` is the wait the remote side asked for, if any.
     #[error("temporary delivery failure: {reason}")]
-    Retryable {
-        reason: String,
-        after: Option<Duration>,
-    },
+    Retryable { reason: String, after: Option<Duration> },
     /// Resending the same message cannot succeed (revoked webhook, rejected
     /// address): go to the fallback channel instead.
     #[error("permanent delivery failure: {0}")]

@@ -85,7 +85,9 @@ impl Page {
     pub fn title(&self) -> String {
         let sev = self.severity.as_str().to_uppercase();
         match self.kind {
-            PageKind::Firing if !self.also.is_empty() => format!("[{sev}] {} firing (+{} more)", self.alert, self.also.len()),
+            PageKind::Firing if !self.also.is_empty() => {
+                format!("[{sev}] {} firing (+{} more)", self.alert, self.also.len())
+            }
             PageKind::Firing => format!("[{sev}] {} firing", self.alert),
             PageKind::Escalated { level } => {
                 format!("[{sev}] {} escalated (level {level})", self.alert)
@@ -101,7 +103,9 @@ impl Page {
         let threshold = format!("{} {}", self.op.promql(), format_value(self.threshold, self.unit));
         let value = format_value(self.value, self.unit);
         match (self.kind, self.resolved_value) {
-            (PageKind::Resolved, Some(at)) => format!("{} ({threshold} when it fired at {value})", format_value(at, self.unit)),
+            (PageKind::Resolved, Some(at)) => {
+                format!("{} ({threshold} when it fired at {value})", format_value(at, self.unit))
+            }
             (PageKind::Resolved, None) => format!("{value} when it fired ({threshold})"),
             _ => format!("{value} ({threshold})"),
         }
@@ -127,11 +131,7 @@ impl Page {
 
     /// `route=/v1/holds, service=booking`, or empty.
     pub fn labels_text(&self) -> String {
-        let pairs: Vec<String> = self
-            .labels
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
+        let pairs: Vec<String> = self.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         pairs.join(", ")
     }
 
@@ -237,9 +237,16 @@ mod tests {
     #[test]
     fn a_resolved_page_says_what_it_resolved_at_and_what_it_fired_at() {
         assert_eq!(resolved(Some(0.001), None).value_vs_threshold(), "0.10 % (> 1.00 % when it fired at 95.95 %)");
-        assert_eq!(resolved(None, None).value_vs_threshold(), "95.95 % when it fired (> 1.00 %)", "resolved by a person");
+        assert_eq!(
+            resolved(None, None).value_vs_threshold(),
+            "95.95 % when it fired (> 1.00 %)",
+            "resolved by a person"
+        );
         let lasted = |secs| resolved(None, Some(secs)).lasted_text().unwrap();
-        assert_eq!((lasted(45), lasted(13 * 60), lasted(13 * 60 + 5)), ("45 s".into(), "13 min".into(), "13 min 5 s".into()));
+        assert_eq!(
+            (lasted(45), lasted(13 * 60), lasted(13 * 60 + 5)),
+            ("45 s".into(), "13 min".into(), "13 min 5 s".into())
+        );
         assert_eq!((lasted(2 * 3600), lasted(2 * 3600 + 4 * 60 + 9)), ("2 h".into(), "2 h 4 min".into()));
         assert!(resolved(None, Some(60)).text().contains("Lasted:    1 min"));
     }
@@ -249,10 +256,7 @@ mod tests {
         assert_eq!(format_value(0.0152, Unit::Ratio), "1.52 %");
         assert_eq!(format_value(0.85, Unit::Seconds), "850 ms");
         assert_eq!(format_value(1.2, Unit::Seconds), "1.20 s");
-        assert_eq!(
-            format_value(3.1 * 1024.0 * 1024.0 * 1024.0, Unit::Bytes),
-            "3.1 GiB"
-        );
+        assert_eq!(format_value(3.1 * 1024.0 * 1024.0 * 1024.0, Unit::Bytes), "3.1 GiB");
         assert_eq!(format_value(512.0, Unit::Bytes), "512 B");
         assert_eq!(format_value(2048.0, Unit::Bytes), "2.0 KiB");
         assert_eq!(format_value(42.0, Unit::None), "42");

@@ -38,14 +38,8 @@ pub struct Slack {
 /// printed.
 impl std::fmt::Debug for Slack {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let host = self
-            .target
-            .as_ref()
-            .ok()
-            .and_then(|(url, _)| url.host_str());
-        f.debug_struct("Slack")
-            .field("host", &host)
-            .finish_non_exhaustive()
+        let host = self.target.as_ref().ok().and_then(|(url, _)| url.host_str());
+        f.debug_struct("Slack").field("host", &host).finish_non_exhaustive()
     }
 }
 
@@ -54,9 +48,7 @@ impl Slack {
     /// Never fails, so a bad webhook cannot stop the service from starting;
     /// use [`Slack::try_new`] to refuse bad settings up front.
     pub fn new(webhook_url: &str, timeout: Duration) -> Self {
-        Slack {
-            target: target(webhook_url, timeout),
-        }
+        Slack { target: target(webhook_url, timeout) }
     }
 
     pub fn try_new(webhook_url: &str, timeout: Duration) -> Result<Self, ConfigError> {
@@ -70,20 +62,14 @@ impl Slack {
     /// One POST; 429 and 5xx (and no answer at all) are worth retrying, any
     /// other 4xx means the webhook or payload is wrong for good.
     pub async fn send(&self, page: &Page, to: &[Recipient]) -> Result<(), SendError> {
-        let (url, client) = self
-            .target
-            .as_ref()
-            .map_err(|e| SendError::Permanent(e.clone()))?;
+        let (url, client) = self.target.as_ref().map_err(|e| SendError::Permanent(e.clone()))?;
         let response = client
             .post(url.clone())
             .json(&payload(page, to))
             .send()
             .await
             // The URL holds the webhook token: keep it out of the reason.
-            .map_err(|e| SendError::Retryable {
-                reason: format!("Slack: {}", e.without_url()),
-                after: None,
-            })?;
+            .map_err(|e| SendError::Retryable { reason: format!("Slack: {}", e.without_url()), after: None })?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -98,18 +84,14 @@ impl Slack {
         let reason = format!("Slack answered {status}: {}", truncate(body.trim(), 200));
         Err(match status {
             StatusCode::TOO_MANY_REQUESTS => SendError::Retryable { reason, after },
-            s if s.is_server_error() => SendError::Retryable {
-                reason,
-                after: None,
-            },
+            s if s.is_server_error() => SendError::Retryable { reason, after: None },
             _ => SendError::Permanent(reason),
         })
     }
 }
 
 fn target(webhook_url: &str, timeout: Duration) -> Result<(Url, reqwest_tls::Client), String> {
-    let url =
-        Url::parse(webhook_url).map_err(|e| format!("Slack webhook URL does not parse: {e}"))?;
+    let url = Url::parse(webhook_url).map_err(|e| format!("Slack webhook URL does not parse: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err("Slack webhook URL must be http(s)".into());
     }
@@ -124,10 +106,8 @@ fn target(webhook_url: &str, timeout: Duration) -> Result<(Url, reqwest_tls::Cli
 /// The webhook body: a `text` fallback for notifications plus the blocks.
 pub fn payload(page: &Page, to: &[Recipient]) -> Value {
     let mentions = mentions(to);
-    let mut blocks = vec![
-        json!({ "type": "header", "text": plain(&page.title(), HEADER_TEXT) }),
-        section(page, &mentions),
-    ];
+    let mut blocks =
+        vec![json!({ "type": "header", "text": plain(&page.title(), HEADER_TEXT) }), section(page, &mentions)];
     if !page.labels.is_empty() {
         blocks.push(labels_context(page));
     }
@@ -145,12 +125,7 @@ pub fn payload(page: &Page, to: &[Recipient]) -> Value {
     blocks.truncate(MAX_BLOCKS);
 
     // Mentions here too: the fallback is what the push notification shows.
-    let fallback = format!(
-        "{} {}: {}",
-        mentions,
-        escape(&page.title()),
-        escape(&page.summary)
-    );
+    let fallback = format!("{} {}: {}", mentions, escape(&page.title()), escape(&page.summary));
     json!({
         "text": truncate(fallback.trim(), FALLBACK_TEXT),
         "blocks": blocks,
@@ -158,16 +133,8 @@ pub fn payload(page: &Page, to: &[Recipient]) -> Value {
 }
 
 fn section(page: &Page, mentions: &str) -> Value {
-    let since = format!(
-        "<!date^{}^{{date_short_pretty}} {{time}}|{}>",
-        page.since.timestamp(),
-        page.since_rfc3339()
-    );
-    let on_call = if mentions.is_empty() {
-        "nobody".to_string()
-    } else {
-        mentions.to_string()
-    };
+    let since = format!("<!date^{}^{{date_short_pretty}} {{time}}|{}>", page.since.timestamp(), page.since_rfc3339());
+    let on_call = if mentions.is_empty() { "nobody".to_string() } else { mentions.to_string() };
     let mut fields = vec![format!("*Value*\n{}", escape(&page.value_vs_threshold())), format!("*Since*\n{since}")];
     if let Some(lasted) = page.lasted_text() {
         fields.push(format!("*Lasted*\n{lasted}"));
@@ -177,16 +144,8 @@ fn section(page: &Page, mentions: &str) -> Value {
         format!("*Incident*\n#{}", page.incident_id),
         format!("*On call*\n{on_call}"),
     ]);
-    let fields: Vec<Value> = fields
-    .iter()
-    .take(MAX_FIELDS)
-    .map(|f| mrkdwn(f, FIELD_TEXT))
-    .collect();
-    let summary = if page.summary.trim().is_empty() {
-        page.title()
-    } else {
-        page.summary.clone()
-    };
+    let fields: Vec<Value> = fields.iter().take(MAX_FIELDS).map(|f| mrkdwn(f, FIELD_TEXT)).collect();
+    let summary = if page.summary.trim().is_empty() { page.title() } else { page.summary.clone() };
     json!({ "type": "section", "text": mrkdwn(&escape(&summary), SECTION_TEXT), "fields": fields })
 }
 
@@ -199,8 +158,7 @@ fn labels_context(page: &Page) -> Value {
         .collect();
     if page.labels.len() > MAX_CONTEXT_ELEMENTS {
         let rest = page.labels.len() - (MAX_CONTEXT_ELEMENTS - 1);
-        elements[MAX_CONTEXT_ELEMENTS - 1] =
-            mrkdwn(&format!("…and {rest} more labels"), SECTION_TEXT);
+        elements[MAX_CONTEXT_ELEMENTS - 1] = mrkdwn(&format!("…and {rest} more labels"), SECTION_TEXT);
     }
     json!({ "type": "context", "elements": elements })
 }
@@ -209,10 +167,8 @@ fn labels_context(page: &Page) -> Value {
 /// they still appear as text (a relative or oversized URL would make Slack
 /// reject the whole message).
 fn buttons(page: &Page) -> (Vec<Value>, Vec<(&'static str, String)>) {
-    let links = [
-        ("Runbook", "runbook", Some(&page.runbook_url)),
-        ("Dashboard", "dashboard", page.dashboard_url.as_ref()),
-    ];
+    let links =
+        [("Runbook", "runbook", Some(&page.runbook_url)), ("Dashboard", "dashboard", page.dashboard_url.as_ref())];
     let mut buttons = Vec::new();
     let mut unlinked = Vec::new();
     let mut action_ids = HashSet::new();
@@ -244,10 +200,7 @@ fn commands_section(page: &Page, unlinked: &[(&str, String)]) -> Value {
     if page.wants_ack() {
         lines.push(format!("*Acknowledge:* `{}`", escape(&page.ack_command)));
     }
-    lines.push(format!(
-        "*Run the runbook:* `{}`",
-        escape(&page.runbook_command)
-    ));
+    lines.push(format!("*Run the runbook:* `{}`", escape(&page.runbook_command)));
     for (label, url) in unlinked {
         lines.push(format!("*{label}:* {}", escape(url)));
     }
@@ -257,16 +210,9 @@ fn commands_section(page: &Page, unlinked: &[(&str, String)]) -> Value {
 fn mentions(to: &[Recipient]) -> String {
     let names: Vec<String> = to
         .iter()
-        .map(|r| {
-            match r
-                .slack
-                .as_deref()
-                .map(str::trim)
-                .filter(|id| !id.is_empty())
-            {
-                Some(id) => format!("<@{id}>"),
-                None => escape(&r.name),
-            }
+        .map(|r| match r.slack.as_deref().map(str::trim).filter(|id| !id.is_empty()) {
+            Some(id) => format!("<@{id}>"),
+            None => escape(&r.name),
         })
         .collect();
     names.join(" ")
@@ -287,9 +233,7 @@ fn mrkdwn(text: &str, max: usize) -> Value {
 /// Slack's mrkdwn treats `&`, `<` and `>` as control characters; user text
 /// (summaries, labels) must not turn into mentions or links.
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 /// At most `max` characters, ending in "…" when cut. A cut never splits an

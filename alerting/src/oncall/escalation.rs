@@ -86,10 +86,7 @@ impl Policy {
                 vec![vec![Selector::All], again]
             }
         };
-        Policy {
-            steps,
-            repeat: Self::DEFAULT_REPEAT,
-        }
+        Policy { steps, repeat: Self::DEFAULT_REPEAT }
     }
 
     pub fn steps(&self) -> &[Vec<Selector>] {
@@ -133,30 +130,16 @@ pub fn plan(roster: &Roster, severity: Severity, owner_role: &str) -> Vec<Step> 
             break;
         };
         let roles = expand(roster, selectors, owner_role);
-        let wait = roles
-            .iter()
-            .filter_map(|id| roster.role(id))
-            .map(|role| role.response)
-            .max()
-            .unwrap_or(Duration::ZERO);
-        steps.push(Step {
-            level,
-            after,
-            roles,
-        });
+        let wait =
+            roles.iter().filter_map(|id| roster.role(id)).map(|role| role.response).max().unwrap_or(Duration::ZERO);
+        steps.push(Step { level, after, roles });
         after = after.saturating_add(wait);
     }
     steps
 }
 
 fn expand(roster: &Roster, selectors: &[Selector], owner_role: &str) -> Vec<String> {
-    let team = || {
-        roster
-            .roles()
-            .iter()
-            .filter(|r| r.team)
-            .map(|r| r.id.as_str())
-    };
+    let team = || roster.roles().iter().filter(|r| r.team).map(|r| r.id.as_str());
     let mut roles: Vec<String> = Vec::new();
     let mut add = |id: &str| {
         if !roles.iter().any(|r| r == id) {
@@ -183,11 +166,7 @@ pub fn targets(roster: &Roster, step: &Step, at: DateTime<Utc>) -> Vec<Target> {
             continue;
         };
         if targets.iter().all(|t| t.person.id != person.id) {
-            targets.push(Target {
-                level: step.level,
-                role: role.clone(),
-                person: person.clone(),
-            });
+            targets.push(Target { level: step.level, role: role.clone(), person: person.clone() });
         }
     }
     targets
@@ -210,9 +189,7 @@ mod tests {
     use super::*;
 
     fn utc(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s)
-            .expect("valid test instant")
-            .with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(s).expect("valid test instant").with_timezone(&Utc)
     }
 
     fn minutes(m: u64) -> Duration {
@@ -281,10 +258,7 @@ overrides:
         assert_eq!(roles(&plan[3]), TEAM);
         // backend 10 min, then incident lead 5 min, then the DBA's 20 min.
         assert_eq!(afters(&plan), [0, 10, 15, 35].map(minutes));
-        assert_eq!(
-            plan.iter().map(|s| s.level).collect::<Vec<_>>(),
-            [0, 1, 2, 3]
-        );
+        assert_eq!(plan.iter().map(|s| s.level).collect::<Vec<_>>(), [0, 1, 2, 3]);
     }
 
     #[test]
@@ -295,10 +269,7 @@ overrides:
         assert_eq!(plan[0].after, Duration::ZERO);
         assert_eq!(afters(&plan), [0, 20, 40, 60].map(minutes));
         let at = utc("2025-03-04T03:00:00Z");
-        let names: Vec<_> = targets(&roster, &plan[0], at)
-            .into_iter()
-            .map(|t| t.person.name)
-            .collect();
+        let names: Vec<_> = targets(&roster, &plan[0], at).into_iter().map(|t| t.person.name).collect();
         assert_eq!(names, ["김개발", "이백엔드", "박인프라", "최디비"]);
     }
 
@@ -306,24 +277,14 @@ overrides:
     fn a_critical_page_adds_the_manager_when_one_is_defined() {
         let roster = roster_with(manager(), "");
         let plan = plan(&roster, Severity::Critical, "dba");
-        assert_eq!(
-            roles(&plan[0]),
-            TEAM,
-            "an escalation-only role is not in `all`"
-        );
-        assert_eq!(
-            roles(&plan[1]),
-            ["incident-lead", "backend", "infra", "dba", "manager"]
-        );
+        assert_eq!(roles(&plan[0]), TEAM, "an escalation-only role is not in `all`");
+        assert_eq!(roles(&plan[1]), ["incident-lead", "backend", "infra", "dba", "manager"]);
         assert_eq!(afters(&plan), [0, 20, 50, 80].map(minutes));
     }
 
     #[test]
     fn the_repeat_limit_stops_the_plan() {
-        let once = roster_with(
-            "",
-            "escalation:\n  warning: { steps: [[owner], [incident-lead], [all]], repeat: 1 }",
-        );
+        let once = roster_with("", "escalation:\n  warning: { steps: [[owner], [incident-lead], [all]], repeat: 1 }");
         let plan_once = plan(&once, Severity::Warning, "infra");
         assert_eq!(plan_once.len(), 2);
         assert_eq!(roles(&plan_once[1]), ["incident-lead"]);
@@ -334,10 +295,7 @@ overrides:
 
     #[test]
     fn a_configured_policy_replaces_the_default() {
-        let roster = roster_with(
-            manager(),
-            "escalation:\n  warning: { steps: [[owner, dba], [manager]], repeat: 2 }",
-        );
+        let roster = roster_with(manager(), "escalation:\n  warning: { steps: [[owner, dba], [manager]], repeat: 2 }");
         let plan = plan(&roster, Severity::Warning, "backend");
         assert_eq!(roles(&plan[0]), ["backend", "dba"]);
         assert_eq!(roles(&plan[1]), ["manager"]);
@@ -354,17 +312,11 @@ overrides:
     #[test]
     fn targets_resolve_people_at_the_instant_and_page_each_person_once() {
         let roster = roster_with("", "");
-        let step = Step {
-            level: 2,
-            after: minutes(15),
-            roles: vec!["incident-lead".into(), "backend".into(), "dba".into()],
-        };
+        let step =
+            Step { level: 2, after: minutes(15), roles: vec!["incident-lead".into(), "backend".into(), "dba".into()] };
         // kim covers backend by override on 2025-06-01 and leads anyway.
         let covered = targets(&roster, &step, utc("2025-06-01T12:00:00Z"));
-        let who: Vec<_> = covered
-            .iter()
-            .map(|t| (t.role.as_str(), t.person.id.as_str()))
-            .collect();
+        let who: Vec<_> = covered.iter().map(|t| (t.role.as_str(), t.person.id.as_str())).collect();
         assert_eq!(who, [("incident-lead", "kim"), ("dba", "choi")]);
         assert!(covered.iter().all(|t| t.level == 2));
 

@@ -130,8 +130,7 @@ impl Roster {
         const TEXT: &str = include_str!("../../config/roster.yaml");
         // Not user input: a test parses the same text, so this cannot fail
         // in a build that passed its tests.
-        Roster::parse(TEXT, "config/roster.yaml")
-            .unwrap_or_else(|e| panic!("the shipped roster is invalid: {e}"))
+        Roster::parse(TEXT, "config/roster.yaml").unwrap_or_else(|e| panic!("the shipped roster is invalid: {e}"))
     }
 
     /// The file this roster came from, for messages.
@@ -176,11 +175,7 @@ impl Roster {
     /// one listed wins, so a short swap can be written after a long cover),
     /// otherwise the rotation's member. `None` only for an unknown role.
     pub fn on_call(&self, role: &str, at: DateTime<Utc>) -> Option<&Person> {
-        let swapped = self
-            .overrides
-            .iter()
-            .rev()
-            .find(|o| o.role == role && o.start <= at && at < o.end);
+        let swapped = self.overrides.iter().rev().find(|o| o.role == role && o.start <= at && at < o.end);
         let id = match swapped {
             Some(o) => o.person.as_str(),
             None => self.rotations.get(role)?.on_call(at)?,
@@ -284,13 +279,7 @@ fn syntax(origin: &str, err: &serde_norway::Error) -> RosterError {
         message = message.replacen(&suffix, "", 1);
         loc.line()
     });
-    RosterError::Syntax {
-        at: Place {
-            origin: origin.to_owned(),
-            line,
-        },
-        message,
-    }
+    RosterError::Syntax { at: Place { origin: origin.to_owned(), line }, message }
 }
 
 // --- Validation ------------------------------------------------------------
@@ -312,10 +301,7 @@ struct Build<'a> {
 impl Build<'_> {
     fn fail(&self, path: &[Seg<'_>], message: String) -> RosterError {
         RosterError::Invalid {
-            at: Place {
-                origin: self.origin.to_owned(),
-                line: locate::line(self.text, path),
-            },
+            at: Place { origin: self.origin.to_owned(), line: locate::line(self.text, path) },
             message,
         }
     }
@@ -345,25 +331,17 @@ impl Build<'_> {
                 (Some(name), _) => self.zone(name, &here(&[K("zone")]))?,
                 (None, Some(zone)) => zone,
                 (None, None) => {
-                    let msg = format!(
-                        "rotation for `{}` has no zone: set `zone` on it or at the top of the file",
-                        r.role
-                    );
+                    let msg =
+                        format!("rotation for `{}` has no zone: set `zone` on it or at the top of the file", r.role);
                     return Err(self.fail(&here(&[]), msg));
                 }
             };
             let Ok(weekday) = r.handoff.weekday.parse::<Weekday>() else {
-                let msg = format!(
-                    "invalid handoff weekday `{}` (expected monday … sunday)",
-                    r.handoff.weekday
-                );
+                let msg = format!("invalid handoff weekday `{}` (expected monday … sunday)", r.handoff.weekday);
                 return Err(self.fail(&here(&[K("handoff"), K("weekday")]), msg));
             };
             let Ok(time) = NaiveTime::parse_from_str(&r.handoff.time, "%H:%M") else {
-                let msg = format!(
-                    "invalid handoff time `{}` (expected HH:MM, 24-hour)",
-                    r.handoff.time
-                );
+                let msg = format!("invalid handoff time `{}` (expected HH:MM, 24-hour)", r.handoff.time);
                 return Err(self.fail(&here(&[K("handoff"), K("time")]), msg));
             };
             let Ok(anchor) = NaiveDate::parse_from_str(&r.anchor, "%Y-%m-%d") else {
@@ -383,11 +361,7 @@ impl Build<'_> {
             })?;
             rotations.insert(r.role, rotation);
         }
-        if let Some((i, role)) = roles
-            .iter()
-            .enumerate()
-            .find(|(_, role)| !rotations.contains_key(&role.id))
-        {
+        if let Some((i, role)) = roles.iter().enumerate().find(|(_, role)| !rotations.contains_key(&role.id)) {
             let msg = format!("role `{}` has no rotation", role.id);
             return Err(self.fail(&[K("roles"), I(i)], msg));
         }
@@ -406,33 +380,16 @@ impl Build<'_> {
             let start = self.instant(&o.start, "start", &here("start"))?;
             let end = self.instant(&o.end, "end", &here("end"))?;
             if end <= start {
-                let msg = format!(
-                    "override ends at or before it starts ({} <= {})",
-                    o.end, o.start
-                );
+                let msg = format!("override ends at or before it starts ({} <= {})", o.end, o.start);
                 return Err(self.fail(&here("end"), msg));
             }
-            overrides.push(Override {
-                role: o.role,
-                person: o.person,
-                start,
-                end,
-                reason: o.reason,
-            });
+            overrides.push(Override { role: o.role, person: o.person, start, end, reason: o.reason });
         }
 
         let ids: Vec<&str> = roles.iter().map(|r| r.id.as_str()).collect();
         let warning = self.policy(raw.escalation.warning, Severity::Warning, &ids)?;
         let critical = self.policy(raw.escalation.critical, Severity::Critical, &ids)?;
-        Ok(Roster {
-            origin: self.origin.to_owned(),
-            people,
-            roles,
-            rotations,
-            overrides,
-            warning,
-            critical,
-        })
+        Ok(Roster { origin: self.origin.to_owned(), people, roles, rotations, overrides, warning, critical })
     }
 
     fn people(&self, raw: Vec<RawPerson>) -> Result<Vec<Person>, RosterError> {
@@ -450,29 +407,22 @@ impl Build<'_> {
                 // Member ids, not display names: Slack only notifies on `<@U…>`.
                 let ok = slack.len() >= 3
                     && slack.starts_with(['U', 'W'])
-                    && slack
-                        .bytes()
-                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+                    && slack.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
                 if !ok {
                     let msg = format!("invalid Slack member id `{slack}` (expected like U01ABC)");
                     return Err(self.fail(&here("slack"), msg));
                 }
             }
             if let Some(email) = &p.email {
-                let ok = email.split_once('@').is_some_and(|(user, host)| {
-                    !user.is_empty() && host.contains('.') && !host.contains('@')
-                });
+                let ok = email
+                    .split_once('@')
+                    .is_some_and(|(user, host)| !user.is_empty() && host.contains('.') && !host.contains('@'));
                 if !ok {
                     let msg = format!("invalid email address `{email}`");
                     return Err(self.fail(&here("email"), msg));
                 }
             }
-            people.push(Person {
-                id: p.id,
-                name: p.name,
-                slack: p.slack,
-                email: p.email,
-            });
+            people.push(Person { id: p.id, name: p.name, slack: p.slack, email: p.email });
         }
         Ok(people)
     }
@@ -512,12 +462,7 @@ impl Build<'_> {
         Ok(roles)
     }
 
-    fn policy(
-        &self,
-        raw: Option<RawPolicy>,
-        severity: Severity,
-        roles: &[&str],
-    ) -> Result<Policy, RosterError> {
+    fn policy(&self, raw: Option<RawPolicy>, severity: Severity, roles: &[&str]) -> Result<Policy, RosterError> {
         let default = Policy::default_for(severity, roles);
         let Some(raw) = raw else {
             return Ok(default);
@@ -525,11 +470,7 @@ impl Build<'_> {
         let sev = severity.as_str();
         let here = |rest: &[Seg<'static>]| [&[K("escalation"), K(sev)], rest].concat();
         if raw.repeat > Policy::MAX_REPEAT {
-            let msg = format!(
-                "escalation.{sev}: repeat must be at most {}, not {}",
-                Policy::MAX_REPEAT,
-                raw.repeat
-            );
+            let msg = format!("escalation.{sev}: repeat must be at most {}, not {}", Policy::MAX_REPEAT, raw.repeat);
             return Err(self.fail(&here(&[K("repeat")]), msg));
         }
         let steps = match raw.steps {
@@ -564,25 +505,18 @@ impl Build<'_> {
                 parsed
             }
         };
-        Policy::new(steps, raw.repeat).ok_or_else(|| {
-            self.fail(
-                &here(&[]),
-                format!("escalation.{sev} is not a usable policy"),
-            )
-        })
+        Policy::new(steps, raw.repeat)
+            .ok_or_else(|| self.fail(&here(&[]), format!("escalation.{sev} is not a usable policy")))
     }
 
     /// Ids appear in YAML, URLs and Slack commands: keep them plain.
     fn id(&self, id: &str, kind: &str, path: &[Seg<'_>]) -> Result<(), RosterError> {
-        let ok = !id.is_empty()
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+        let ok =
+            !id.is_empty() && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
         if ok {
             Ok(())
         } else {
-            let msg =
-                format!("invalid {kind} id `{id}` (use lowercase letters, digits, `-`, `_`, `.`)");
+            let msg = format!("invalid {kind} id `{id}` (use lowercase letters, digits, `-`, `_`, `.`)");
             Err(self.fail(path, msg))
         }
     }
@@ -594,20 +528,11 @@ impl Build<'_> {
         })
     }
 
-    fn instant(
-        &self,
-        text: &str,
-        what: &str,
-        path: &[Seg<'_>],
-    ) -> Result<DateTime<Utc>, RosterError> {
-        DateTime::parse_from_rfc3339(text)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|_| {
-                let msg = format!(
-                    "invalid override {what} `{text}` (expected RFC 3339, like 2025-03-01T09:00:00+09:00)"
-                );
-                self.fail(path, msg)
-            })
+    fn instant(&self, text: &str, what: &str, path: &[Seg<'_>]) -> Result<DateTime<Utc>, RosterError> {
+        DateTime::parse_from_rfc3339(text).map(|t| t.with_timezone(&Utc)).map_err(|_| {
+            let msg = format!("invalid override {what} `{text}` (expected RFC 3339, like 2025-03-01T09:00:00+09:00)");
+            self.fail(path, msg)
+        })
     }
 }
 
@@ -649,11 +574,7 @@ mod locate {
         type Value = ();
 
         fn deserialize<D: de::Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
-            if self.path.is_empty() {
-                de.deserialize_any(Here)
-            } else {
-                de.deserialize_any(self)
-            }
+            if self.path.is_empty() { de.deserialize_any(Here) } else { de.deserialize_any(self) }
         }
     }
 
@@ -682,9 +603,7 @@ mod locate {
             let mut index = 0;
             loop {
                 let found = match self.path.split_first() {
-                    Some((Seg::Index(want), rest)) if index == *want => {
-                        seq.next_element_seed(Walk { path: rest })?
-                    }
+                    Some((Seg::Index(want), rest)) if index == *want => seq.next_element_seed(Walk { path: rest })?,
                     _ => seq.next_element::<IgnoredAny>()?.map(|_| ()),
                 };
                 if found.is_none() {
@@ -724,9 +643,7 @@ mod tests {
     use super::*;
 
     fn utc(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s)
-            .expect("valid test instant")
-            .with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(s).expect("valid test instant").with_timezone(&Utc)
     }
 
     /// A small valid roster; tests break one thing in it with `replace`.
@@ -783,23 +700,11 @@ overrides:
     fn the_base_roster_is_valid() {
         let roster = parse(BASE).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(roster.roles().len(), 2);
-        assert_eq!(
-            roster.role("dba").map(|r| r.response),
-            Some(Duration::from_secs(1200))
-        );
+        assert_eq!(roster.role("dba").map(|r| r.response), Some(Duration::from_secs(1200)));
         assert!(roster.role("dbaa").is_none());
-        assert_eq!(
-            roster.person("ana").and_then(|p| p.slack.as_deref()),
-            Some("U01ANA")
-        );
-        assert_eq!(
-            roster.rotation("dba").map(|r| r.zone()),
-            Some(chrono_tz::Asia::Seoul)
-        );
-        assert_eq!(
-            roster.rotation("backend").map(|r| r.zone()),
-            Some(chrono_tz::Europe::Berlin)
-        );
+        assert_eq!(roster.person("ana").and_then(|p| p.slack.as_deref()), Some("U01ANA"));
+        assert_eq!(roster.rotation("dba").map(|r| r.zone()), Some(chrono_tz::Asia::Seoul));
+        assert_eq!(roster.rotation("backend").map(|r| r.zone()), Some(chrono_tz::Europe::Berlin));
     }
 
     #[test]
@@ -815,20 +720,14 @@ overrides:
         for (role, name, minutes) in seed {
             let r = roster.role(role).unwrap_or_else(|| panic!("role {role}"));
             assert_eq!(r.response, Duration::from_secs(minutes * 60), "{role}");
-            let rotation = roster
-                .rotation(role)
-                .unwrap_or_else(|| panic!("rotation {role}"));
+            let rotation = roster.rotation(role).unwrap_or_else(|| panic!("rotation {role}"));
             assert!(rotation.members().len() >= 2, "{role} rotates");
             assert_eq!(rotation.zone(), chrono_tz::Asia::Seoul);
             // The seed person takes the first week (Monday 2025-01-06 09:00 KST).
             let first = roster.on_call(role, utc("2025-01-06T00:00:00Z"));
             assert_eq!(first.map(|p| p.name.as_str()), Some(name), "{role}");
             let second = roster.on_call(role, utc("2025-01-13T00:00:00Z"));
-            assert_ne!(
-                second.map(|p| p.name.as_str()),
-                Some(name),
-                "{role} hands over"
-            );
+            assert_ne!(second.map(|p| p.name.as_str()), Some(name), "{role} hands over");
         }
         assert_eq!(Roster::example().people().len(), roster.people().len());
     }
@@ -838,21 +737,13 @@ overrides:
         let roster = parse(BASE).unwrap_or_else(|e| panic!("{e}"));
         let who = |at: &str| roster.on_call("dba", utc(at)).map(|p| p.id.as_str());
         assert_eq!(who("2025-02-28T23:59:59Z"), Some("cho"));
-        assert_eq!(
-            who("2025-03-01T00:00:00Z"),
-            Some("ana"),
-            "start is inclusive"
-        );
+        assert_eq!(who("2025-03-01T00:00:00Z"), Some("ana"), "start is inclusive");
         assert_eq!(who("2025-03-01T23:59:59Z"), Some("ana"));
         assert_eq!(who("2025-03-02T00:00:00Z"), Some("cho"), "end is exclusive");
         // Other roles are untouched by a dba override.
         let backend = roster.on_call("backend", utc("2025-03-01T12:00:00Z"));
         assert_eq!(backend.map(|p| p.id.as_str()), Some("ben"));
-        assert!(
-            roster
-                .on_call("nobody", utc("2025-03-01T12:00:00Z"))
-                .is_none()
-        );
+        assert!(roster.on_call("nobody", utc("2025-03-01T12:00:00Z")).is_none());
     }
 
     #[test]
@@ -880,10 +771,7 @@ overrides:
     #[test]
     fn an_unknown_field_is_rejected_with_its_line() {
         let err = error_after("    response_minutes: 20", "    response_minute: 20");
-        assert!(
-            err.starts_with("roster.yaml:17: roles[1]: unknown field `response_minute`"),
-            "{err}"
-        );
+        assert!(err.starts_with("roster.yaml:17: roles[1]: unknown field `response_minute`"), "{err}");
     }
 
     #[test]
@@ -892,10 +780,7 @@ overrides:
             error_after("  - role: dba\n    person", "  - role: dbaa\n    person"),
             "roster.yaml:29: unknown role `dbaa` in override"
         );
-        assert_eq!(
-            error_after("person: ana", "person: anna"),
-            "roster.yaml:30: unknown person `anna` in override"
-        );
+        assert_eq!(error_after("person: ana", "person: anna"), "roster.yaml:30: unknown person `anna` in override");
         assert_eq!(
             error_after("members: [ana, ben]", "members: [ana, bne]"),
             "roster.yaml:22: unknown person `bne` in rotation for `backend`"
@@ -926,10 +811,7 @@ overrides:
     #[test]
     fn an_override_must_end_after_it_starts() {
         assert_eq!(
-            error_after(
-                "end: 2025-03-02T09:00:00+09:00",
-                "end: 2025-03-01T09:00:00+09:00"
-            ),
+            error_after("end: 2025-03-02T09:00:00+09:00", "end: 2025-03-01T09:00:00+09:00"),
             "roster.yaml:32: override ends at or before it starts \
              (2025-03-01T09:00:00+09:00 <= 2025-03-01T09:00:00+09:00)"
         );
@@ -942,14 +824,8 @@ overrides:
 
     #[test]
     fn duplicate_ids_are_rejected() {
-        assert_eq!(
-            error_after("  - id: cho\n", "  - id: ben\n"),
-            "roster.yaml:9: duplicate person id `ben`"
-        );
-        assert_eq!(
-            error_after("  - id: dba\n", "  - id: backend\n"),
-            "roster.yaml:15: duplicate role id `backend`"
-        );
+        assert_eq!(error_after("  - id: cho\n", "  - id: ben\n"), "roster.yaml:9: duplicate person id `ben`");
+        assert_eq!(error_after("  - id: dba\n", "  - id: backend\n"), "roster.yaml:15: duplicate role id `backend`");
         assert_eq!(
             error_after("  - role: dba\n    zone", "  - role: backend\n    zone"),
             "roster.yaml:23: role `backend` has a second rotation"
@@ -970,35 +846,22 @@ overrides:
             "weekday: monday, time: '09:00' }\n    anchor: 2025-01-06\n    members: [ana",
             "weekday: mondy, time: '09:00' }\n    anchor: 2025-01-06\n    members: [ana",
         );
-        assert_eq!(
-            weekday,
-            "roster.yaml:20: invalid handoff weekday `mondy` (expected monday … sunday)"
-        );
+        assert_eq!(weekday, "roster.yaml:20: invalid handoff weekday `mondy` (expected monday … sunday)");
         let time = error_after(
             "time: '09:00' }\n    anchor: 2025-01-06\n    members: [cho",
             "time: '25:00' }\n    anchor: 2025-01-06\n    members: [cho",
         );
+        assert_eq!(time, "roster.yaml:25: invalid handoff time `25:00` (expected HH:MM, 24-hour)");
         assert_eq!(
-            time,
-            "roster.yaml:25: invalid handoff time `25:00` (expected HH:MM, 24-hour)"
-        );
-        assert_eq!(
-            error_after(
-                "anchor: 2025-01-06\n    members: [ana",
-                "anchor: 2025-01-07\n    members: [ana"
-            ),
+            error_after("anchor: 2025-01-06\n    members: [ana", "anchor: 2025-01-07\n    members: [ana"),
             "roster.yaml:21: rotation for `backend`: anchor 2025-01-07 is a Tue, but the handoff is on Mon"
         );
     }
 
     #[test]
     fn every_role_needs_a_rotation() {
-        let infra =
-            "    response_minutes: 20\n  - id: infra\n    name: Infra\n    response_minutes: 15\n";
-        assert_eq!(
-            error_after("    response_minutes: 20\n", infra),
-            "roster.yaml:18: role `infra` has no rotation"
-        );
+        let infra = "    response_minutes: 20\n  - id: infra\n    name: Infra\n    response_minutes: 15\n";
+        assert_eq!(error_after("    response_minutes: 20\n", infra), "roster.yaml:18: role `infra` has no rotation");
     }
 
     #[test]
@@ -1011,10 +874,7 @@ overrides:
             error_after("email: ana@example.com", "email: ana.example.com"),
             "roster.yaml:6: invalid email address `ana.example.com`"
         );
-        assert!(
-            error_after("  - id: ana", "  - id: Ana")
-                .starts_with("roster.yaml:3: invalid person id `Ana`")
-        );
+        assert!(error_after("  - id: ana", "  - id: Ana").starts_with("roster.yaml:3: invalid person id `Ana`"));
         assert_eq!(
             error_after("  - id: dba\n", "  - id: all\n"),
             "roster.yaml:15: role id `all` is reserved for escalation steps"
@@ -1023,14 +883,11 @@ overrides:
 
     #[test]
     fn bad_escalation_policies_are_rejected() {
-        let with = |policy: &str| {
-            parse(&format!("{BASE}escalation:\n{policy}"))
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        };
+        let with = |policy: &str| parse(&format!("{BASE}escalation:\n{policy}")).map(|_| ()).map_err(|e| e.to_string());
         assert_eq!(
             with("  warning:\n    steps:\n      - [owner]\n      - [dbaa]\n"),
-            Err("roster.yaml:38: unknown role `dbaa` in escalation step (expected a role id, `owner` or `all`)".to_owned())
+            Err("roster.yaml:38: unknown role `dbaa` in escalation step (expected a role id, `owner` or `all`)"
+                .to_owned())
         );
         assert_eq!(
             with("  critical:\n    steps: [[all], []]\n"),
@@ -1042,9 +899,7 @@ overrides:
         );
         assert_eq!(
             with("  critical:\n    repeat: 50\n"),
-            Err(
-                "roster.yaml:36: escalation.critical: repeat must be at most 20, not 50".to_owned()
-            )
+            Err("roster.yaml:36: escalation.critical: repeat must be at most 20, not 50".to_owned())
         );
         assert_eq!(
             with("  critical:\n    steps: [[all]]\n    repet: 2\n"),
@@ -1055,10 +910,7 @@ overrides:
     #[test]
     fn a_missing_file_is_a_read_error_naming_it() {
         let err = Roster::load(Path::new("/nonexistent/roster.yaml")).expect_err("no such file");
-        assert_eq!(
-            err.to_string(),
-            "/nonexistent/roster.yaml: cannot read the roster file"
-        );
+        assert_eq!(err.to_string(), "/nonexistent/roster.yaml: cannot read the roster file");
         assert!(matches!(err, RosterError::Read { .. }));
         assert_eq!(err.line(), None);
     }

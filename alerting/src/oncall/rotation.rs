@@ -6,8 +6,7 @@
 //! around DST changes, never a fixed 7 × 24 h.
 
 use chrono::{
-    DateTime, Datelike, Days, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta,
-    TimeZone, Utc, Weekday,
+    DateTime, Datelike, Days, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, TimeZone, Utc, Weekday,
 };
 use chrono_tz::Tz;
 
@@ -17,11 +16,7 @@ pub enum RotationError {
     #[error("rotation has no members")]
     NoMembers,
     #[error("anchor {anchor} is a {actual:?}, but the handoff is on {handoff:?}")]
-    AnchorWeekday {
-        anchor: NaiveDate,
-        actual: Weekday,
-        handoff: Weekday,
-    },
+    AnchorWeekday { anchor: NaiveDate, actual: Weekday, handoff: Weekday },
 }
 
 /// A weekly rotation: `members[0]` is on call from the handoff on `anchor`,
@@ -61,19 +56,9 @@ impl Rotation {
             return Err(RotationError::NoMembers);
         }
         if anchor.weekday() != weekday {
-            return Err(RotationError::AnchorWeekday {
-                anchor,
-                actual: anchor.weekday(),
-                handoff: weekday,
-            });
+            return Err(RotationError::AnchorWeekday { anchor, actual: anchor.weekday(), handoff: weekday });
         }
-        Ok(Rotation {
-            zone,
-            weekday,
-            time,
-            anchor,
-            members,
-        })
+        Ok(Rotation { zone, weekday, time, anchor, members })
     }
 
     pub fn zone(&self) -> Tz {
@@ -108,8 +93,7 @@ impl Rotation {
     /// representable range (hundreds of thousands of years away).
     pub fn shift_at(&self, at: DateTime<Utc>) -> Option<Shift> {
         let today = at.with_timezone(&self.zone).date_naive();
-        let back =
-            (7 + today.weekday().num_days_from_monday() - self.weekday.num_days_from_monday()) % 7;
+        let back = (7 + today.weekday().num_days_from_monday() - self.weekday.num_days_from_monday()) % 7;
         let mut day = today.checked_sub_days(Days::new(u64::from(back)))?;
         // This week's handoff may still be ahead (Monday 08:00 before a
         // 09:00 handoff); then the shift began a week earlier. A handoff on a
@@ -184,22 +168,18 @@ mod tests {
     }
 
     fn utc(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s)
-            .expect("valid test instant")
-            .with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(s).expect("valid test instant").with_timezone(&Utc)
     }
 
     /// Monday 09:00 local, anchored on Monday 2024-01-01.
     fn monday_nine(zone: Tz) -> Rotation {
-        Rotation::new(zone, Weekday::Mon, hm(9, 0), date(2024, 1, 1), members())
-            .expect("valid rotation")
+        Rotation::new(zone, Weekday::Mon, hm(9, 0), date(2024, 1, 1), members()).expect("valid rotation")
     }
 
     /// Sunday 02:30 in Berlin: skipped on spring-forward Sundays, repeated
     /// on fall-back Sundays.
     fn sunday_two_thirty() -> Rotation {
-        Rotation::new(Berlin, Weekday::Sun, hm(2, 30), date(2024, 1, 7), members())
-            .expect("valid rotation")
+        Rotation::new(Berlin, Weekday::Sun, hm(2, 30), date(2024, 1, 7), members()).expect("valid rotation")
     }
 
     fn is_monday_nine_local(zone: Tz, t: DateTime<Utc>) -> bool {
@@ -254,10 +234,7 @@ mod tests {
     fn a_handoff_in_the_spring_forward_gap_moves_to_the_end_of_the_gap() {
         let r = sunday_two_thirty();
         // 2025-03-30 02:30 does not exist in Berlin; 03:00 CEST = 01:00 UTC.
-        assert_eq!(
-            r.handoff_on(date(2025, 3, 30)),
-            Some(utc("2025-03-30T01:00:00Z"))
-        );
+        assert_eq!(r.handoff_on(date(2025, 3, 30)), Some(utc("2025-03-30T01:00:00Z")));
         let before = r.shift_at(utc("2025-03-30T00:59:59Z")).expect("in range");
         let after = r.shift_at(utc("2025-03-30T01:00:00Z")).expect("in range");
         assert_eq!(before.end, after.start);
@@ -268,10 +245,7 @@ mod tests {
     fn a_handoff_in_the_fall_back_overlap_takes_the_earlier_instant() {
         let r = sunday_two_thirty();
         // 2025-10-26 02:30 happens at 00:30 UTC (CEST) and 01:30 UTC (CET).
-        assert_eq!(
-            r.handoff_on(date(2025, 10, 26)),
-            Some(utc("2025-10-26T00:30:00Z"))
-        );
+        assert_eq!(r.handoff_on(date(2025, 10, 26)), Some(utc("2025-10-26T00:30:00Z")));
         let s = r.shift_at(utc("2025-10-26T01:00:00Z")).expect("in range");
         assert_eq!(s.start, utc("2025-10-26T00:30:00Z"));
     }
@@ -282,18 +256,14 @@ mod tests {
             Rotation::new(Berlin, Weekday::Mon, hm(9, 0), date(2024, 1, 1), vec![]),
             Err(RotationError::NoMembers)
         );
-        let err = Rotation::new(Berlin, Weekday::Mon, hm(9, 0), date(2024, 1, 2), members())
-            .expect_err("Tuesday anchor");
-        assert_eq!(
-            err.to_string(),
-            "anchor 2024-01-02 is a Tue, but the handoff is on Mon"
-        );
+        let err =
+            Rotation::new(Berlin, Weekday::Mon, hm(9, 0), date(2024, 1, 2), members()).expect_err("Tuesday anchor");
+        assert_eq!(err.to_string(), "anchor 2024-01-02 is a Tue, but the handoff is on Mon");
     }
 
     /// Instants from 2023 through 2029: seven springs and autumns per zone.
     fn instant() -> impl Strategy<Value = DateTime<Utc>> {
-        (1_672_531_200i64..1_893_456_000i64)
-            .prop_map(|s| DateTime::from_timestamp(s, 0).expect("in range"))
+        (1_672_531_200i64..1_893_456_000i64).prop_map(|s| DateTime::from_timestamp(s, 0).expect("in range"))
     }
 
     fn zone() -> impl Strategy<Value = Tz> {

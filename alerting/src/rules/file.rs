@@ -238,10 +238,16 @@ pub fn parse(text: &str, origin: &str) -> Result<RuleSet, RulesError> {
             rules.iter().any(|r| r.levels.iter().any(|l| matches(&r.alert_labels(l.severity, &BTreeMap::new()))))
         };
         if !any_alert(&|l| rule.is_source(l)) {
-            warnings.push(format!("{origin}: inhibit_rules[{i}]: source_matchers {:?} match no alert of these rules", rule.source_text));
+            warnings.push(format!(
+                "{origin}: inhibit_rules[{i}]: source_matchers {:?} match no alert of these rules",
+                rule.source_text
+            ));
         }
         if !any_alert(&|l| rule.is_target(l)) {
-            warnings.push(format!("{origin}: inhibit_rules[{i}]: target_matchers {:?} match no alert of these rules", rule.target_text));
+            warnings.push(format!(
+                "{origin}: inhibit_rules[{i}]: target_matchers {:?} match no alert of these rules",
+                rule.target_text
+            ));
         }
         inhibit_rules.push(rule);
     }
@@ -274,8 +280,11 @@ fn inhibit_rule(spec: InhibitSpec) -> Result<super::InhibitRule, String> {
         }
         let mut out = Vec::new();
         for text in list {
-            let expr = crate::promql::parse(&format!("ALERTS{{{text}}}")).map_err(|e| format!("{side}: `{text}` is not a matcher (label=\"value\", !=, =~ or !~): {e}"))?;
-            let crate::promql::Expr::Vector(selector) = expr else { return Err(format!("{side}: `{text}` is not a matcher")) };
+            let expr = crate::promql::parse(&format!("ALERTS{{{text}}}"))
+                .map_err(|e| format!("{side}: `{text}` is not a matcher (label=\"value\", !=, =~ or !~): {e}"))?;
+            let crate::promql::Expr::Vector(selector) = expr else {
+                return Err(format!("{side}: `{text}` is not a matcher"));
+            };
             if selector.matchers.len() != 1 {
                 return Err(format!("{side}: `{text}` must be exactly one matcher"));
             }
@@ -636,7 +645,15 @@ fn build_threshold(
 
     let short = spec.short_window.map_or(defaults.short_window, |d| d.0);
     let explicit_short = spec.short_window.is_some();
-    let context = Levels { expr: expr.as_deref(), unit, guards: &guards, clear_for: defaults.clear_for, kind, short, explicit_short };
+    let context = Levels {
+        expr: expr.as_deref(),
+        unit,
+        guards: &guards,
+        clear_for: defaults.clear_for,
+        kind,
+        short,
+        explicit_short,
+    };
     let mut levels = Vec::new();
     for (severity, level) in [(Severity::Warning, spec.warning), (Severity::Critical, spec.critical)] {
         if let Some(level) = level {
@@ -774,7 +791,10 @@ fn shorten(expr: &str, short: Duration) -> Result<Option<String>, String> {
         return Err(format!("no range in the expression is longer than {}", format_duration(short)));
     }
     if let Some(f) = RANGE_SCALED.iter().find(|f| expr.contains(*f)) {
-        return Err(format!("the expression uses {}…), whose value grows with its range; write the short window as an `and` condition", f));
+        return Err(format!(
+            "the expression uses {}…), whose value grows with its range; write the short window as an `and` condition",
+            f
+        ));
     }
     Ok(Some(out.into_owned()))
 }
@@ -1119,21 +1139,35 @@ rules:
         assert_eq!((critical.fire[1].op, critical.fire[1].threshold), (Op::Above, 0.01));
         assert!(exprs[2].contains("increase(") && exprs[2].contains("[5m]"), "the traffic guard keeps the long window");
         assert_eq!(critical.clear.len(), 1);
-        assert_eq!((critical.clear[0].expr.as_str(), critical.clear[0].threshold), (exprs[1], 0.008), "resolves on the short window");
+        assert_eq!(
+            (critical.clear[0].expr.as_str(), critical.clear[0].threshold),
+            (exprs[1], 0.008),
+            "resolves on the short window"
+        );
         // Gauges have no window to pair; a promql rate does.
         assert_eq!(set.get("db-pool-saturation").unwrap().levels[0].fire.len(), 1);
         let payments = &set.get("payment-failures").unwrap().levels[0];
-        assert!(payments.fire[1].expr.contains("[1m]") && payments.fire[2].expr.contains("increase(booking_payments_total[5m])"), "{:?}", payments.fire);
+        assert!(
+            payments.fire[1].expr.contains("[1m]")
+                && payments.fire[2].expr.contains("increase(booking_payments_total[5m])"),
+            "{:?}",
+            payments.fire
+        );
         // increase() grows with its range: left alone by default, refused when asked for.
         let stall = &set.get("queue-admission-stall").unwrap().levels[0];
         assert_eq!(stall.fire.len(), 1);
-        let text = VALID.replace("expr: max(booking_holds_overdue)", "expr: sum(increase(x_total[10m]))\n    short_window: 2m");
+        let text = VALID
+            .replace("expr: max(booking_holds_overdue)", "expr: sum(increase(x_total[10m]))\n    short_window: 2m");
         assert_eq!(
             error(&text),
             "rules.yaml:22: rule `holds-overdue`: short_window: the expression uses increase(…), whose value grows with its range; write the short window as an `and` condition (critical)"
         );
         let text = VALID.replace("sli: p95_latency", "sli: db_pool_saturation\n    short_window: 1m");
-        assert!(error(&text).contains("`short_window` does not apply to `db_pool_saturation` (it reads gauges)"), "{}", error(&text));
+        assert!(
+            error(&text).contains("`short_window` does not apply to `db_pool_saturation` (it reads gauges)"),
+            "{}",
+            error(&text)
+        );
         let off = VALID.replace("  no_data_for: 3m", "  no_data_for: 3m\n  short_window: 0s");
         assert_eq!(parse(&off, "rules.yaml").unwrap().rules[0].levels[1].fire.len(), 1, "0s turns it off");
     }
@@ -1248,7 +1282,10 @@ rules:
         let shipped = shipped();
         let link = shipped.runbook_url(shipped.get("high-error-rate").unwrap());
         assert!(std::path::Path::new(&link).is_file(), "{link} is not a file");
-        assert!(parse(&format!("runbook_base_url: runbooks\n{VALID}"), "rules.yaml").is_err(), "a relative path depends on the cwd");
+        assert!(
+            parse(&format!("runbook_base_url: runbooks\n{VALID}"), "rules.yaml").is_err(),
+            "a relative path depends on the cwd"
+        );
         assert!(parse(&format!("runbook_base_url: /srv/runbooks\n{VALID}"), "rules.yaml").is_ok());
     }
 

@@ -186,7 +186,8 @@ pub struct InhibitRule {
 /// Two inhibitions are the same when written the same.
 impl PartialEq for InhibitRule {
     fn eq(&self, other: &Self) -> bool {
-        (&self.source_text, &self.target_text, &self.equal, self.hold) == (&other.source_text, &other.target_text, &other.equal, other.hold)
+        (&self.source_text, &self.target_text, &self.equal, self.hold)
+            == (&other.source_text, &other.target_text, &other.equal, other.hold)
     }
 }
 
@@ -222,7 +223,8 @@ pub struct Grouping {
 impl Grouping {
     /// The group an alert with these labels belongs to.
     pub fn key(&self, labels: &BTreeMap<String, String>) -> String {
-        let parts: Vec<String> = self.group_by.iter().map(|l| format!("{l}={:?}", labels.get(l).map_or("", String::as_str))).collect();
+        let parts: Vec<String> =
+            self.group_by.iter().map(|l| format!("{l}={:?}", labels.get(l).map_or("", String::as_str))).collect();
         format!("{{{}}}", parts.join(","))
     }
 }

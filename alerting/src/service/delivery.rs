@@ -189,31 +189,64 @@ impl Service {
                     // Sent, but the claim had passed to another sender,
                     // which may send it too: the one duplicate this design
                     // allows (a pause longer than the claim in mid-send).
-                    tracing::warn!(channel = label, incident = row.incident_id, "page sent after its claim was lost; it may arrive twice");
+                    tracing::warn!(
+                        channel = label,
+                        incident = row.incident_id,
+                        "page sent after its claim was lost; it may arrive twice"
+                    );
                 }
                 self.metrics.pages.with_label_values(&[label, "delivered"]).inc();
-                self.metrics.delivery_seconds.with_label_values(&[label]).observe(((now - row.created_at).max(0)) as f64 / 1000.0);
+                self.metrics
+                    .delivery_seconds
+                    .with_label_values(&[label])
+                    .observe(((now - row.created_at).max(0)) as f64 / 1000.0);
                 let names: Vec<&str> = recipients.iter().map(|r| r.name.as_str()).collect();
                 let what = page.as_ref().map_or("page", |p| kind_name(&p.kind));
                 let _ = self
                     .store
-                    .record(row.incident_id, now, "delivered", None, &format!("{what} delivered over {label} to {} (attempt {attempts})", names.join(", ")), None)
+                    .record(
+                        row.incident_id,
+                        now,
+                        "delivered",
+                        None,
+                        &format!("{what} delivered over {label} to {} (attempt {attempts})", names.join(", ")),
+                        None,
+                    )
                     .await;
                 Ok(true)
             }
             Outcome::RetryAt(at, reason) => {
                 self.store.retry_later(row, at, &reason).await?;
                 self.metrics.pages.with_label_values(&[label, "retry"]).inc();
-                tracing::warn!(channel = label, incident = row.incident_id, attempts, reason, "page delivery failed; retrying");
+                tracing::warn!(
+                    channel = label,
+                    incident = row.incident_id,
+                    attempts,
+                    reason,
+                    "page delivery failed; retrying"
+                );
                 Ok(false)
             }
             Outcome::Failed(reason) => {
                 self.store.failed(row, &reason).await?;
                 self.metrics.pages.with_label_values(&[label, "failed"]).inc();
-                tracing::error!(channel = label, incident = row.incident_id, attempts, reason, "page delivery failed; using the fallback channel");
+                tracing::error!(
+                    channel = label,
+                    incident = row.incident_id,
+                    attempts,
+                    reason,
+                    "page delivery failed; using the fallback channel"
+                );
                 let _ = self
                     .store
-                    .record(row.incident_id, now, "delivery_failed", None, &format!("{label} delivery failed after {attempts} attempt(s): {reason}"), None)
+                    .record(
+                        row.incident_id,
+                        now,
+                        "delivery_failed",
+                        None,
+                        &format!("{label} delivery failed after {attempts} attempt(s): {reason}"),
+                        None,
+                    )
                     .await;
                 let fallback = self.config.fallback;
                 if channel != fallback
@@ -223,7 +256,14 @@ impl Service {
                     page.summary = format!("{} (could not be delivered over {label}: {reason})", page.summary);
                     let key = format!("fallback:{}", row.id);
                     self.store
-                        .enqueue(row.incident_id, &key, fallback.as_str(), &row.recipients, &serde_json::to_string(&page).unwrap_or_default(), now)
+                        .enqueue(
+                            row.incident_id,
+                            &key,
+                            fallback.as_str(),
+                            &row.recipients,
+                            &serde_json::to_string(&page).unwrap_or_default(),
+                            now,
+                        )
                         .await?;
                     self.ring(fallback);
                 }

@@ -119,7 +119,14 @@ fn utc(ms: i64) -> DateTime<Utc> {
 }
 
 impl Service {
-    pub fn new(store: incidents::Store, roster: Roster, rules: Vec<Rule>, channels: Channels, config: Config, metrics: Metrics) -> Self {
+    pub fn new(
+        store: incidents::Store,
+        roster: Roster,
+        rules: Vec<Rule>,
+        channels: Channels,
+        config: Config,
+        metrics: Metrics,
+    ) -> Self {
         let mut by_id: BTreeMap<String, Rule> = rules.into_iter().map(|r| (r.id.clone(), r)).collect();
         by_id.entry(NO_DATA.into()).or_insert_with(no_data_rule);
         Self { store, roster, rules: by_id, channels, config, metrics, lanes: delivery::Lanes::default() }
@@ -138,11 +145,21 @@ impl Service {
     /// [`Service::apply`] as the group's evaluator under `fence`: every
     /// write is refused ([`IncidentError::Fenced`]) once the lease has
     /// passed to another process.
-    pub async fn apply_fenced(&self, fence: &Fence, transitions: Vec<Transition>, now: i64) -> Result<(), ServiceError> {
+    pub async fn apply_fenced(
+        &self,
+        fence: &Fence,
+        transitions: Vec<Transition>,
+        now: i64,
+    ) -> Result<(), ServiceError> {
         self.apply_with(&self.store.fenced(fence.clone()), transitions, now).await
     }
 
-    async fn apply_with(&self, store: &incidents::Store, transitions: Vec<Transition>, now: i64) -> Result<(), ServiceError> {
+    async fn apply_with(
+        &self,
+        store: &incidents::Store,
+        transitions: Vec<Transition>,
+        now: i64,
+    ) -> Result<(), ServiceError> {
         for t in transitions {
             match t {
                 Transition::Fired { key, severity, value, threshold, op, since_ms, detail } => {
@@ -171,13 +188,24 @@ impl Service {
                             op.promql(),
                             crate::notify::format_value(threshold, rule.unit)
                         );
-                        store.record(incident.id, now, "fired", None, &text, Some(&serde_json::json!({ "value": value, "threshold": threshold }))).await?;
+                        store
+                            .record(
+                                incident.id,
+                                now,
+                                "fired",
+                                None,
+                                &text,
+                                Some(&serde_json::json!({ "value": value, "threshold": threshold })),
+                            )
+                            .await?;
                     }
                 }
                 Transition::Upgraded { key, severity, value, threshold, .. } => {
                     if let Some(open) = store.find_open(&key.fingerprint()).await? {
                         store.upgrade(open.id, severity, value, threshold, now).await?;
-                        store.record(open.id, now, "upgraded", None, &format!("severity raised to {severity}"), None).await?;
+                        store
+                            .record(open.id, now, "upgraded", None, &format!("severity raised to {severity}"), None)
+                            .await?;
                     }
                 }
                 Transition::Resolved { key, value } => {
@@ -190,8 +218,18 @@ impl Service {
                     // resolved), so whoever handles it sees what it muted.
                     let name = self.rules.get(&key.rule_id).map_or(key.rule_id.as_str(), |r| r.name.as_str());
                     if let Some(host) = store.latest(&by).await? {
-                        let text = format!("{name} ({severity}) is firing too; not paged: inhibited by this incident's alert");
-                        store.record(host.id, now, "inhibited", None, &text, Some(&serde_json::json!({ "alert": key.fingerprint(), "severity": severity }))).await?;
+                        let text =
+                            format!("{name} ({severity}) is firing too; not paged: inhibited by this incident's alert");
+                        store
+                            .record(
+                                host.id,
+                                now,
+                                "inhibited",
+                                None,
+                                &text,
+                                Some(&serde_json::json!({ "alert": key.fingerprint(), "severity": severity })),
+                            )
+                            .await?;
                     }
                 }
             }
@@ -222,7 +260,9 @@ impl Service {
             }
             if let Some(silence) = self.silenced_by(&incident, rule, now).await? {
                 if store.claim_steps(&incident, due).await? {
-                    store.record(incident.id, now, "silenced", None, &format!("page suppressed by {silence}"), None).await?;
+                    store
+                        .record(incident.id, now, "silenced", None, &format!("page suppressed by {silence}"), None)
+                        .await?;
                     self.metrics.pages.with_label_values(&["console", "silenced"]).inc();
                 }
                 continue;
@@ -272,7 +312,13 @@ impl Service {
     /// One first page for a group of warnings: the first incident's page,
     /// listing the others, to everyone any of them would page. Each
     /// incident's step is claimed (and its escalation clock started) now.
-    async fn page_group(&self, store: &incidents::Store, key: &str, members: &[Incident], now: i64) -> Result<(), ServiceError> {
+    async fn page_group(
+        &self,
+        store: &incidents::Store,
+        key: &str,
+        members: &[Incident],
+        now: i64,
+    ) -> Result<(), ServiceError> {
         let Some(lead) = members.first() else { return Ok(()) };
         let Some(rule) = self.rules.get(&lead.rule_id) else { return Ok(()) };
         let mut recipients: Vec<Recipient> = Vec::new();
@@ -309,8 +355,10 @@ impl Service {
         let who: Vec<String> = recipients.iter().map(|r| r.name.clone()).collect();
         for incident in members {
             if store.claim_grouped_page(incident, now).await? {
-                let others: Vec<String> = ids.iter().filter(|id| **id != incident.id).map(|id| format!("#{id}")).collect();
-                let text = format!("paged {} via {} (one page with {})", who.join(", "), used.join(", "), others.join(", "));
+                let others: Vec<String> =
+                    ids.iter().filter(|id| **id != incident.id).map(|id| format!("#{id}")).collect();
+                let text =
+                    format!("paged {} via {} (one page with {})", who.join(", "), used.join(", "), others.join(", "));
                 let data = serde_json::json!({ "level": 0, "recipients": who, "group": key, "with": ids });
                 store.record(incident.id, now, "paged", None, &text, Some(&data)).await?;
             }
@@ -320,13 +368,14 @@ impl Service {
 
     async fn silenced_by(&self, incident: &Incident, rule: &Rule, now: i64) -> Result<Option<String>, ServiceError> {
         let labels = rule.alert_labels(incident.severity, &incident.labels);
-        Ok(self
-            .store
-            .silences(now)
-            .await?
-            .into_iter()
-            .find(|s| s.matches(&labels, now))
-            .map(|s| format!("{} #{} ({})", if s.kind == incidents::SilenceKind::Maintenance { "maintenance" } else { "silence" }, s.id, s.comment)))
+        Ok(self.store.silences(now).await?.into_iter().find(|s| s.matches(&labels, now)).map(|s| {
+            format!(
+                "{} #{} ({})",
+                if s.kind == incidents::SilenceKind::Maintenance { "maintenance" } else { "silence" },
+                s.id,
+                s.comment
+            )
+        }))
     }
 
     pub fn page_for(&self, incident: &Incident, rule: &Rule, kind: PageKind) -> Page {
@@ -344,7 +393,10 @@ impl Service {
             since: utc(incident.started_at),
             labels: incident.labels.clone(),
             runbook_url: crate::rules::file::runbook_url(&self.config.runbook_base_url, rule),
-            runbook_command: format!("{}runbook run {} --incident {}", self.config.command_prefix, rule.runbook, incident.id),
+            runbook_command: format!(
+                "{}runbook run {} --incident {}",
+                self.config.command_prefix, rule.runbook, incident.id
+            ),
             dashboard_url: crate::rules::file::dashboard_url(self.config.dashboard_base_url.as_deref(), rule),
             ack_command: format!("{}alerting ack {}", self.config.command_prefix, incident.id),
             resolved_value: None,
@@ -369,7 +421,11 @@ impl Service {
         let targets = oncall::targets(&self.roster, step, utc(now));
         let recipients: Vec<Recipient> = targets
             .iter()
-            .map(|t| Recipient { name: format!("{} ({})", t.person.name, t.role), slack: t.person.slack.clone(), email: t.person.email.clone() })
+            .map(|t| Recipient {
+                name: format!("{} ({})", t.person.name, t.role),
+                slack: t.person.slack.clone(),
+                email: t.person.email.clone(),
+            })
             .collect();
         let page = self.page_for(incident, rule, kind);
         let tag = format!("{}:{}:step{}", incident.id, incident.plan_started_at, index);
@@ -380,12 +436,24 @@ impl Service {
         } else {
             format!("not acknowledged: escalated (level {index}) to {} via {}", who.join(", "), channels.join(", "))
         };
-        Ok((if index == 0 { "paged" } else { "escalated" }, text, serde_json::json!({ "level": index, "recipients": who })))
+        Ok((
+            if index == 0 { "paged" } else { "escalated" },
+            text,
+            serde_json::json!({ "level": index, "recipients": who }),
+        ))
     }
 
     /// Writes one outbox row per channel that can reach some recipient; a
     /// grouped page's row speaks for every incident in `incidents`.
-    async fn enqueue_everywhere(&self, store: &incidents::Store, incidents: &[i64], tag: &str, page: &Page, to: &[Recipient], now: i64) -> Result<Vec<&'static str>, ServiceError> {
+    async fn enqueue_everywhere(
+        &self,
+        store: &incidents::Store,
+        incidents: &[i64],
+        tag: &str,
+        page: &Page,
+        to: &[Recipient],
+        now: i64,
+    ) -> Result<Vec<&'static str>, ServiceError> {
         let mut used = Vec::new();
         let page_json = serde_json::to_string(page).unwrap_or_default();
         for channel in [Channel::Slack, Channel::Email, Channel::Console] {
@@ -416,7 +484,14 @@ impl Service {
 
     /// [`Service::resolve`], with the rule's value when the engine saw it
     /// clear (on the resolved page).
-    async fn resolve_at(&self, store: &incidents::Store, id: i64, who: impl Into<Who>, now: i64, value: Option<f64>) -> Result<Incident, ServiceError> {
+    async fn resolve_at(
+        &self,
+        store: &incidents::Store,
+        id: i64,
+        who: impl Into<Who>,
+        now: i64,
+        value: Option<f64>,
+    ) -> Result<Incident, ServiceError> {
         // The resolved pages are written in the resolve's own transaction:
         // an incident is never resolved without them.
         let mut rang = Vec::new();

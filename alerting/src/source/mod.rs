@@ -91,7 +91,9 @@ impl Source {
                 let mut results = Results::new();
                 for expr in exprs {
                     let result = match parsed.get(*expr) {
-                        Some(e) => promql::eval(e, store.as_ref()).map(promql::Value::into_samples).map_err(|e| e.to_string()),
+                        Some(e) => {
+                            promql::eval(e, store.as_ref()).map(promql::Value::into_samples).map_err(|e| e.to_string())
+                        }
                         None => Err("expression was not registered with the scrape source".into()),
                     };
                     results.insert((*expr).to_owned(), result);
@@ -115,7 +117,10 @@ async fn fetch_metrics(client: &reqwest::Client, url: &str) -> Option<String> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.ok()? {
         if body.len() + chunk.len() > MAX_SCRAPE_BYTES {
-            tracing::warn!(max_bytes = MAX_SCRAPE_BYTES, "a scrape was larger than the limit; the target counts as down");
+            tracing::warn!(
+                max_bytes = MAX_SCRAPE_BYTES,
+                "a scrape was larger than the limit; the target counts as down"
+            );
             return None;
         }
         body.extend_from_slice(&chunk);
@@ -158,7 +163,12 @@ fn number(text: &str) -> f64 {
     }
 }
 
-async fn query_prometheus(client: &reqwest::Client, base: &str, expr: &str, now_ms: i64) -> Result<Vec<Sample>, QueryError> {
+async fn query_prometheus(
+    client: &reqwest::Client,
+    base: &str,
+    expr: &str,
+    now_ms: i64,
+) -> Result<Vec<Sample>, QueryError> {
     let time = format!("{:.3}", now_ms as f64 / 1000.0);
     let response = client
         .get(format!("{base}/api/v1/query"))
@@ -177,7 +187,9 @@ async fn query_prometheus(client: &reqwest::Client, base: &str, expr: &str, now_
         return Err(QueryError::Rejected(body.error.unwrap_or_else(|| format!("HTTP {status}"))));
     }
     Ok(match body.data {
-        Some(ApiData::Vector(v)) => v.into_iter().map(|s| Sample { labels: s.metric, value: number(&s.value.1) }).collect(),
+        Some(ApiData::Vector(v)) => {
+            v.into_iter().map(|s| Sample { labels: s.metric, value: number(&s.value.1) }).collect()
+        }
         Some(ApiData::Scalar((_, v))) => vec![Sample { labels: Labels::new(), value: number(&v) }],
         _ => return Err(QueryError::Rejected("the expression must return an instant vector or scalar".into())),
     })

@@ -94,7 +94,8 @@ impl Store {
     pub fn ingest(&mut self, index: usize, at_ms: i64, body: Option<&str>) {
         self.now_ms = self.now_ms.max(at_ms);
         let target = &self.targets[index];
-        let base: Labels = [("job".to_owned(), target.job.clone()), ("instance".to_owned(), instance_of(&target.url))].into();
+        let base: Labels =
+            [("job".to_owned(), target.job.clone()), ("instance".to_owned(), instance_of(&target.url))].into();
         let mut up = base.clone();
         up.insert("__name__".into(), "up".into());
         self.push(up, index, at_ms, if body.is_some() { 1.0 } else { 0.0 });
@@ -200,7 +201,8 @@ impl Store {
         }
         if self.series.iter().any(|s| s.points.is_empty()) {
             // Rare (a series gone for the whole window): rebuild the indexes.
-            let kept: Vec<Series> = std::mem::take(&mut self.series).into_iter().filter(|s| !s.points.is_empty()).collect();
+            let kept: Vec<Series> =
+                std::mem::take(&mut self.series).into_iter().filter(|s| !s.points.is_empty()).collect();
             self.ids.clear();
             self.by_name.clear();
             self.postings.clear();
@@ -217,7 +219,8 @@ impl Store {
     /// name and equality matchers, then the full match.
     fn candidates<'a>(&'a self, selector: &'a Selector) -> impl Iterator<Item = &'a Series> + 'a {
         const EMPTY: &[usize] = &[];
-        let mut best: Option<&[usize]> = selector.name.as_ref().map(|n| self.by_name.get(n).map_or(EMPTY, Vec::as_slice));
+        let mut best: Option<&[usize]> =
+            selector.name.as_ref().map(|n| self.by_name.get(n).map_or(EMPTY, Vec::as_slice));
         for m in &selector.matchers {
             if let crate::promql::MatchOp::Eq(v) = &m.op
                 && !v.is_empty()
@@ -246,7 +249,8 @@ impl SeriesSource for Store {
                 let &(t, value) = series.points.back()?;
                 // Stale unless it was in its target's latest good scrape
                 // (`up` is written on every scrape, good or not).
-                let fresh = series.labels.get("__name__").is_some_and(|n| n == "up") || self.last_ok[series.target] == Some(t);
+                let fresh =
+                    series.labels.get("__name__").is_some_and(|n| n == "up") || self.last_ok[series.target] == Some(t);
                 fresh.then(|| Sample { labels: series.labels.clone(), value })
             })
             .collect()
@@ -355,7 +359,11 @@ mod tests {
     fn the_text_format_parses_with_escapes_and_special_values() {
         assert_eq!(
             parse_line(r#"x_total{route="/a,b",msg="say \"hi\""} 3 1700000000"#),
-            Some(("x_total".into(), [("route".to_string(), "/a,b".to_string()), ("msg".into(), "say \"hi\"".into())].into(), 3.0))
+            Some((
+                "x_total".into(),
+                [("route".to_string(), "/a,b".to_string()), ("msg".into(), "say \"hi\"".into())].into(),
+                3.0
+            ))
         );
         assert_eq!(parse_line("up 1").map(|l| l.2), Some(1.0));
         assert!(parse_line("h_bucket{le=\"+Inf\"} +Inf").unwrap().2.is_infinite());
@@ -398,7 +406,10 @@ mod tests {
         s.ingest(0, 0, Some("req_total{status=\"200\"} 10\n"));
         s.ingest(0, 5_000, Some("req_total{status=\"200\"} 20\nreq_total{status=\"503\"} 50\n"));
         let r = query(&s, "sum(rate(req_total{status=~\"5..\"}[5m]))");
-        assert!((r[0].value - 50.0 / 300.0).abs() < 1e-9, "50 errors in the 5m window, visible at the first scrape that has them: {r:?}");
+        assert!(
+            (r[0].value - 50.0 / 300.0).abs() < 1e-9,
+            "50 errors in the 5m window, visible at the first scrape that has them: {r:?}"
+        );
         // Not on the very first scrape: nothing says the series was 0.
         let mut fresh = store(&["sum(rate(req_total[5m]))"]);
         fresh.ingest(0, 0, Some("req_total 50\n"));

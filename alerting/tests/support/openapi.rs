@@ -19,10 +19,14 @@ impl Doc {
     pub fn template(&self, path: &str) -> Option<String> {
         let path = path.split('?').next().unwrap_or(path);
         let parts: Vec<&str> = path.split('/').collect();
-        self.0["paths"].as_object()?.keys().find(|t| {
-            let want: Vec<&str> = t.split('/').collect();
-            want.len() == parts.len() && want.iter().zip(&parts).all(|(w, p)| w.starts_with('{') || w == p)
-        }).cloned()
+        self.0["paths"]
+            .as_object()?
+            .keys()
+            .find(|t| {
+                let want: Vec<&str> = t.split('/').collect();
+                want.len() == parts.len() && want.iter().zip(&parts).all(|(w, p)| w.starts_with('{') || w == p)
+            })
+            .cloned()
     }
 
     pub fn operation(&self, method: &str, path: &str) -> Option<&Value> {
@@ -43,10 +47,16 @@ impl Doc {
             response = self.pointer(r);
         }
         let Some(content) = response["content"].as_object() else {
-            return if body.is_null() { Ok(()) } else { Err(format!("{method} {path} {status}: a body where none is documented: {body}")) };
+            return if body.is_null() {
+                Ok(())
+            } else {
+                Err(format!("{method} {path} {status}: a body where none is documented: {body}"))
+            };
         };
         let media = content_type.split(';').next().unwrap_or("").trim();
-        let schema = &content.get(media).ok_or_else(|| format!("{method} {path} {status}: content type {media:?} not documented"))?["schema"];
+        let schema = &content
+            .get(media)
+            .ok_or_else(|| format!("{method} {path} {status}: content type {media:?} not documented"))?["schema"];
         if media == "application/json" {
             self.validate(schema, body, "$").map_err(|e| format!("{method} {path} {status}: {e}\nbody: {body}"))?;
         }
@@ -134,14 +144,16 @@ impl Doc {
                 }
                 "pattern" => {
                     if let Some(s) = v.as_str() {
-                        let re = regex::Regex::new(rule.as_str().unwrap_or("")).map_err(|e| format!("{at}: bad pattern: {e}"))?;
+                        let re = regex::Regex::new(rule.as_str().unwrap_or(""))
+                            .map_err(|e| format!("{at}: bad pattern: {e}"))?;
                         if !re.is_match(s) {
                             return Err(format!("{at}: {s:?} does not match {rule}"));
                         }
                     }
                 }
                 "oneOf" | "anyOf" | "allOf" => {
-                    let passed = rule.as_array().into_iter().flatten().filter(|sub| self.validate(sub, v, at).is_ok()).count();
+                    let passed =
+                        rule.as_array().into_iter().flatten().filter(|sub| self.validate(sub, v, at).is_ok()).count();
                     let n = rule.as_array().map_or(0, Vec::len);
                     let ok = match keyword.as_str() {
                         "oneOf" => passed == 1,
@@ -152,7 +164,8 @@ impl Doc {
                         return Err(format!("{at}: {v} fails {keyword} ({passed} of {n} match)"));
                     }
                 }
-                "description" | "format" | "default" | "example" | "minProperties" | "maxProperties" | "propertyNames" => {}
+                "description" | "format" | "default" | "example" | "minProperties" | "maxProperties"
+                | "propertyNames" => {}
                 other => return Err(format!("{at}: the checker does not know `{other}`")),
             }
         }

@@ -84,7 +84,10 @@ impl Booking {
         );
         let url = format!("http://127.0.0.1:{port}");
         let http = client();
-        wait_until("booking up", Duration::from_secs(30), async || http.get(format!("{url}/healthz")).send().await.is_ok_and(|r| r.status().is_success())).await;
+        wait_until("booking up", Duration::from_secs(30), async || {
+            http.get(format!("{url}/healthz")).send().await.is_ok_and(|r| r.status().is_success())
+        })
+        .await;
         let concerts = format!("{url}/v1/concerts");
         let traffic = tokio::spawn(async move {
             loop {
@@ -100,7 +103,10 @@ impl Booking {
         let http = client();
         let admin = |r: reqwest::RequestBuilder| r.header("x-admin-key", "dev-admin-key");
         let r = if on {
-            admin(http.put(format!("{}/v1/admin/chaos", self.url))).json(&serde_json::json!({ "error_ratio": 1.0 })).send().await
+            admin(http.put(format!("{}/v1/admin/chaos", self.url)))
+                .json(&serde_json::json!({ "error_ratio": 1.0 }))
+                .send()
+                .await
         } else {
             admin(http.delete(format!("{}/v1/admin/chaos", self.url))).send().await
         };
@@ -168,7 +174,8 @@ impl Launch {
         let dir = TempDir::new("alerting-serve");
         std::fs::write(dir.path("rules.yaml"), GAUGE_RULES).unwrap();
         let port = free_port();
-        let scrape = gauge.map_or_else(|| format!("app=http://127.0.0.1:{}/metrics", free_port()), |g| format!("app={}", g.url));
+        let scrape =
+            gauge.map_or_else(|| format!("app=http://127.0.0.1:{}/metrics", free_port()), |g| format!("app={}", g.url));
         let mut launch = Self { env: Vec::new(), port, dir };
         let db = format!("sqlite://{}", launch.dir.path("incidents.db").display());
         let rules = launch.dir.path("rules.yaml").display().to_string();
@@ -209,7 +216,8 @@ impl Launch {
     /// Starts the service and waits until `/healthz` answers.
     pub async fn start(self) -> Alerting {
         let child = Process(self.command().spawn().unwrap());
-        let mut alerting = Alerting { url: format!("http://127.0.0.1:{}", self.port), http: client(), child, launch: self };
+        let mut alerting =
+            Alerting { url: format!("http://127.0.0.1:{}", self.port), http: client(), child, launch: self };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = alerting.child.0.try_wait() {
@@ -270,7 +278,13 @@ impl Alerting {
 
     /// Sends a request with `key` as the bearer token (if any); the status
     /// and the JSON body (`Null` when there is none).
-    pub async fn call(&self, method: reqwest::Method, path: &str, key: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut req = self.http.request(method, format!("{}{path}", self.url));
         if let Some(key) = key {
             req = req.bearer_auth(key);

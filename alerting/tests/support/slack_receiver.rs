@@ -62,34 +62,26 @@ impl Drop for SlackReceiver {
 
 impl SlackReceiver {
     pub async fn start(script: Vec<Reply>) -> Self {
-        let state = Arc::new(State {
-            script: Mutex::new(script.into()),
-            ..State::default()
-        });
+        let state = Arc::new(State { script: Mutex::new(script.into()), ..State::default() });
         let app = Router::new().fallback({
             let state = state.clone();
             move |method: Method, headers: HeaderMap, body: Bytes| async move {
                 // The script is read once per POST, here, so concurrent
                 // requests each take their own reply.
-                let scripted = (method == Method::POST).then(|| state.script.lock().unwrap().pop_front().unwrap_or(Reply::Ok));
+                let scripted =
+                    (method == Method::POST).then(|| state.script.lock().unwrap().pop_front().unwrap_or(Reply::Ok));
                 if matches!(scripted, Some(Reply::Hang)) {
                     return hang(&state).await;
                 }
                 receive(&state, method, &headers, &body, scripted.unwrap_or(Reply::Ok))
             }
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind receiver");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
         let addr = listener.local_addr().expect("receiver address");
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        SlackReceiver {
-            url: format!("http://{addr}/services/T0000/B0000/secret"),
-            state,
-            server,
-        }
+        SlackReceiver { url: format!("http://{addr}/services/T0000/B0000/secret"), state, server }
     }
 
     /// Payloads answered 200, in arrival order.
@@ -171,22 +163,14 @@ fn answer(state: &State, method: Method, headers: &HeaderMap, body: &[u8], scrip
     *state.attempts.lock().unwrap() += 1;
     let checked = validate(headers, body);
     if let Err(problems) = &checked {
-        state
-            .violations
-            .lock()
-            .unwrap()
-            .extend(problems.iter().cloned());
+        state.violations.lock().unwrap().extend(problems.iter().cloned());
     }
     match (scripted, checked) {
-        (Reply::TooMany { retry_after_secs }, _) => (
-            StatusCode::TOO_MANY_REQUESTS,
-            [(header::RETRY_AFTER, retry_after_secs.to_string())],
-            "rate_limited",
-        )
-            .into_response(),
-        (Reply::ServerError, _) => {
-            (StatusCode::INTERNAL_SERVER_ERROR, "internal_error").into_response()
+        (Reply::TooMany { retry_after_secs }, _) => {
+            (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, retry_after_secs.to_string())], "rate_limited")
+                .into_response()
         }
+        (Reply::ServerError, _) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error").into_response(),
         (Reply::Status(code), _) => {
             let status = StatusCode::from_u16(code).expect("scripted status");
             (status, status.canonical_reason().unwrap_or("error")).into_response()
@@ -204,14 +188,9 @@ fn answer(state: &State, method: Method, headers: &HeaderMap, body: &[u8], scrip
 /// Slack's checks on an incoming-webhook body; every problem is reported.
 pub fn validate(headers: &HeaderMap, body: &[u8]) -> Result<Value, Vec<String>> {
     let mut problems = Vec::new();
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !content_type.starts_with("application/json") {
-        problems.push(format!(
-            "content-type is {content_type:?}, not application/json"
-        ));
+        problems.push(format!("content-type is {content_type:?}, not application/json"));
     }
     let payload: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
@@ -220,17 +199,9 @@ pub fn validate(headers: &HeaderMap, body: &[u8]) -> Result<Value, Vec<String>> 
             return Err(problems);
         }
     };
-    let mut v = Validator {
-        problems,
-        action_ids: HashSet::new(),
-        block_ids: HashSet::new(),
-    };
+    let mut v = Validator { problems, action_ids: HashSet::new(), block_ids: HashSet::new() };
     v.payload(&payload);
-    if v.problems.is_empty() {
-        Ok(payload)
-    } else {
-        Err(v.problems)
-    }
+    if v.problems.is_empty() { Ok(payload) } else { Err(v.problems) }
 }
 
 struct Validator {
@@ -250,10 +221,7 @@ impl Validator {
         };
         match obj.get("text").and_then(Value::as_str) {
             Some(t) if !t.trim().is_empty() => self.max_len("text", t, 40_000),
-            _ => self.fail(
-                "text",
-                "missing or empty (Slack needs it for notifications)",
-            ),
+            _ => self.fail("text", "missing or empty (Slack needs it for notifications)"),
         }
         let Some(blocks) = obj.get("blocks").and_then(Value::as_array) else {
             return self.fail("blocks", "missing or not an array");
@@ -307,10 +275,7 @@ impl Validator {
                     return self.fail(at, "context without elements");
                 };
                 if elements.is_empty() || elements.len() > 10 {
-                    self.fail(
-                        at,
-                        format!("{} context elements, must be 1..=10", elements.len()),
-                    );
+                    self.fail(at, format!("{} context elements, must be 1..=10", elements.len()));
                 }
                 for (i, element) in elements.iter().enumerate() {
                     self.text_object(&format!("{at}.elements[{i}]"), element, 3000, false);
@@ -321,10 +286,7 @@ impl Validator {
                     return self.fail(at, "actions without elements");
                 };
                 if elements.is_empty() || elements.len() > 25 {
-                    self.fail(
-                        at,
-                        format!("{} action elements, must be 1..=25", elements.len()),
-                    );
+                    self.fail(at, format!("{} action elements, must be 1..=25", elements.len()));
                 }
                 for (i, element) in elements.iter().enumerate() {
                     self.button(&format!("{at}.elements[{i}]"), element);
@@ -392,10 +354,6 @@ impl Validator {
 }
 
 fn is_absolute_web_url(url: &str) -> bool {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"));
-    rest.is_some_and(|r| {
-        !r.is_empty() && !r.starts_with('/') && !url.chars().any(char::is_whitespace)
-    })
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/') && !url.chars().any(char::is_whitespace))
 }

@@ -41,24 +41,16 @@ impl SmtpServer {
                 .stderr(log)
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
-            let mut server = SmtpServer {
-                host: "127.0.0.1".into(),
-                port,
-                child: Process(child),
-                dir,
-            };
+            let mut server = SmtpServer { host: "127.0.0.1".into(), port, child: Process(child), dir };
             match server.wait_ready(Duration::from_secs(15)) {
                 Ok(()) => return server,
                 Err(e) => {
-                    let log = std::fs::read_to_string(server.dir.join("aiosmtpd.log"))
-                        .unwrap_or_default();
+                    let log = std::fs::read_to_string(server.dir.join("aiosmtpd.log")).unwrap_or_default();
                     last_error = format!("{e}\n{log}");
                 }
             }
         }
-        panic!(
-            "aiosmtpd did not start (is it installed? `{python} -m pip install aiosmtpd`): {last_error}"
-        );
+        panic!("aiosmtpd did not start (is it installed? `{python} -m pip install aiosmtpd`): {last_error}");
     }
 
     fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
@@ -80,10 +72,7 @@ impl SmtpServer {
                 }
             }
             if Instant::now() > deadline {
-                return Err(format!(
-                    "no SMTP greeting on port {} after {timeout:?}",
-                    self.port
-                ));
+                return Err(format!("no SMTP greeting on port {} after {timeout:?}", self.port));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -99,11 +88,7 @@ impl SmtpServer {
             }
         }
         files.sort();
-        files
-            .iter()
-            .filter_map(|f| std::fs::read(f).ok())
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .collect()
+        files.iter().filter_map(|f| std::fs::read(f).ok()).map(|b| String::from_utf8_lossy(&b).into_owned()).collect()
     }
 
     /// Polls the Maildir (it has no change notification) until `n` messages
@@ -116,10 +101,7 @@ impl SmtpServer {
                 return messages;
             }
             if tokio::time::Instant::now() > deadline {
-                panic!(
-                    "SMTP server: {} of {n} messages after {timeout:?}",
-                    messages.len()
-                );
+                panic!("SMTP server: {} of {n} messages after {timeout:?}", messages.len());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -157,33 +139,19 @@ pub fn parts(raw: &str) -> Vec<Part> {
         }
         return out;
     }
-    let encoding = header(&headers, "content-transfer-encoding")
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+    let encoding = header(&headers, "content-transfer-encoding").unwrap_or_default().to_ascii_lowercase();
     let bytes = match encoding.trim() {
         "quoted-printable" => decode_qp(body),
         "base64" => decode_base64(body),
         _ => body.as_bytes().to_vec(),
     };
-    let media = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    vec![Part {
-        content_type: media,
-        body: String::from_utf8_lossy(&bytes).into_owned(),
-    }]
+    let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    vec![Part { content_type: media, body: String::from_utf8_lossy(&bytes).into_owned() }]
 }
 
 /// All decoded bodies, joined.
 pub fn bodies(raw: &str) -> String {
-    parts(raw)
-        .into_iter()
-        .map(|p| p.body)
-        .collect::<Vec<_>>()
-        .join("\n")
+    parts(raw).into_iter().map(|p| p.body).collect::<Vec<_>>().join("\n")
 }
 
 /// A header value (first occurrence), or `None`.
@@ -209,10 +177,7 @@ fn unfold(head: &str) -> Vec<(String, String)> {
 }
 
 fn header(headers: &[(String, String)], name: &str) -> Option<String> {
-    headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.clone())
+    headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone())
 }
 
 fn param(value: &str, name: &str) -> Option<String> {

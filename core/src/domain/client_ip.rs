@@ -22,8 +22,12 @@ pub struct Cidr {
 impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.net, canonical(ip)) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => mask(u128::from(u32::from(net)), self.prefix, 32) == mask(u128::from(u32::from(ip)), self.prefix, 32),
-            (IpAddr::V6(net), IpAddr::V6(ip)) => mask(u128::from(net), self.prefix, 128) == mask(u128::from(ip), self.prefix, 128),
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                mask(u128::from(u32::from(net)), self.prefix, 32) == mask(u128::from(u32::from(ip)), self.prefix, 32)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                mask(u128::from(net), self.prefix, 128) == mask(u128::from(ip), self.prefix, 128)
+            }
             _ => false,
         }
     }
@@ -53,7 +57,11 @@ impl FromStr for Cidr {
         let width = if net.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => width,
-            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= width).ok_or_else(|| format!("{s:?}: the prefix must be 0 to {width}"))?,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= width)
+                .ok_or_else(|| format!("{s:?}: the prefix must be 0 to {width}"))?,
         };
         Ok(Self { net, prefix })
     }

@@ -44,7 +44,8 @@ impl Clock {
     pub fn advance(&self, by: std::time::Duration) {
         let by = by.as_millis() as i64;
         self.offset_ms.fetch_add(by, Ordering::Relaxed);
-        let _ = self.frozen_at.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| (f != NOT_FROZEN).then_some(f + by));
+        let _ =
+            self.frozen_at.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| (f != NOT_FROZEN).then_some(f + by));
     }
 
     /// Stops this clock (and every clone) at `at`, so racing requests all
@@ -56,9 +57,7 @@ impl Clock {
 
 /// RFC 3339 in UTC with millisecond precision, the only time format the API emits.
 pub fn rfc3339(ms: Millis) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// Parses an RFC 3339 timestamp into milliseconds.

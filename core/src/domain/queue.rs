@@ -26,7 +26,13 @@ pub fn tick_of(now: Millis, interval_ms: i64) -> Millis {
 /// moves the user a batch forward lowers it too. (It assumes full batches:
 /// when `ADMISSION_MAX_ACTIVE` holds admissions back, it rises, as the wait
 /// does.) It is early by at most the loop's lag, never late.
-pub fn estimated_wait_seconds(position: i64, batch: i64, interval_ms: i64, last_tick: Option<Millis>, now: Millis) -> i64 {
+pub fn estimated_wait_seconds(
+    position: i64,
+    batch: i64,
+    interval_ms: i64,
+    last_tick: Option<Millis>,
+    now: Millis,
+) -> i64 {
     if position <= 0 {
         return 0;
     }
@@ -62,20 +68,34 @@ mod tests {
         // The reported sequence: 3 s, 1 s, then 15 s just before admission.
         let (interval, tick) = (15_000, 1_790_000_010_000);
         let last = Some(tick - interval);
-        let polls = [tick - 3_000, tick - 1_000, tick + 200, tick + 900].map(|now| estimated_wait_seconds(1, 500, interval, last, now));
+        let polls = [tick - 3_000, tick - 1_000, tick + 200, tick + 900]
+            .map(|now| estimated_wait_seconds(1, 500, interval, last, now));
         assert_eq!(polls, [3, 1, 0, 0]);
-        assert_eq!(estimated_wait_seconds(501, 500, interval, last, tick + 200), 15, "the second batch: one interval after this one");
-        assert_eq!(estimated_wait_seconds(1, 500, interval, Some(tick), tick + 200), 15, "once admitted, the next tick counts");
+        assert_eq!(
+            estimated_wait_seconds(501, 500, interval, last, tick + 200),
+            15,
+            "the second batch: one interval after this one"
+        );
+        assert_eq!(
+            estimated_wait_seconds(1, 500, interval, Some(tick), tick + 200),
+            15,
+            "once admitted, the next tick counts"
+        );
     }
 
     #[test]
     fn for_a_fixed_position_and_last_tick_the_estimate_never_rises() {
-        for (interval, batch, position) in [(15_000, 500, 1), (15_000, 500, 501), (1_000, 2, 5), (5_000, 1, 3), (1, 1, 1)] {
+        for (interval, batch, position) in
+            [(15_000, 500, 1), (15_000, 500, 501), (1_000, 2, 5), (5_000, 1, 3), (1, 1, 1)]
+        {
             let last = 1_790_000_010_000 / interval * interval;
             let mut before = i64::MAX;
             for now in (last..last + 4 * interval).step_by((interval as usize / 97).max(1)) {
                 let estimate = estimated_wait_seconds(position, batch, interval, Some(last), now);
-                assert!(estimate <= before, "rose to {estimate} s at {now} ({interval} ms, batch {batch}, position {position})");
+                assert!(
+                    estimate <= before,
+                    "rose to {estimate} s at {now} ({interval} ms, batch {batch}, position {position})"
+                );
                 before = estimate;
             }
         }
@@ -112,20 +132,29 @@ mod tests {
             // After the first admission: before any, the estimate is not meant to be early.
             let entered = admitted_at(0) + rng.below(interval * 2);
             let position_at_entry = 1 + rng.below(batch * 4);
-            let admissions_between = |from: Millis, to: Millis| (0..64).filter(|&j| admitted_at(j) > from && admitted_at(j) <= to).count() as i64;
-            let last_tick_at = |now: Millis| (0..64).filter(|&j| admitted_at(j) <= now).max().map(|j| start + j * interval);
+            let admissions_between = |from: Millis, to: Millis| {
+                (0..64).filter(|&j| admitted_at(j) > from && admitted_at(j) <= to).count() as i64
+            };
+            let last_tick_at =
+                |now: Millis| (0..64).filter(|&j| admitted_at(j) <= now).max().map(|j| start + j * interval);
             let ticks_to_wait = (position_at_entry + batch - 1) / batch;
-            let admission = (0..64).filter(|&j| admitted_at(j) > entered).nth(ticks_to_wait as usize - 1).map(admitted_at).unwrap();
+            let admission =
+                (0..64).filter(|&j| admitted_at(j) > entered).nth(ticks_to_wait as usize - 1).map(admitted_at).unwrap();
 
             let (mut now, mut before) = (entered, i64::MAX);
             while now < admission {
                 let position = position_at_entry - batch * admissions_between(entered, now);
                 assert!(position > 0, "still waiting");
                 let estimate = estimated_wait_seconds(position, batch, interval, last_tick_at(now), now);
-                let context = format!("interval {interval} ms, batch {batch}, entered at {position_at_entry}, now {now}, admitted at {admission}");
+                let context = format!(
+                    "interval {interval} ms, batch {batch}, entered at {position_at_entry}, now {now}, admitted at {admission}"
+                );
                 assert!(estimate <= before, "rose from {before} s to {estimate} s: {context}");
                 let real = admission - now;
-                assert!(real > estimate * 1_000 - 1_000 && real <= estimate * 1_000 + max_lag, "estimate {estimate} s, real {real} ms: {context}");
+                assert!(
+                    real > estimate * 1_000 - 1_000 && real <= estimate * 1_000 + max_lag,
+                    "estimate {estimate} s, real {real} ms: {context}"
+                );
                 before = estimate;
                 now += 1 + rng.below(interval / 3);
             }

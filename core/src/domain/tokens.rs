@@ -130,7 +130,8 @@ fn mac(secret: &[u8]) -> HmacSha256 {
 }
 
 fn numbers<const N: usize>(fields: &[&str]) -> Result<[i64; N], TokenError> {
-    let values: Vec<i64> = fields.iter().map(|f| f.parse().map_err(|_| TokenError::Malformed)).collect::<Result<_, _>>()?;
+    let values: Vec<i64> =
+        fields.iter().map(|f| f.parse().map_err(|_| TokenError::Malformed)).collect::<Result<_, _>>()?;
     values.try_into().map_err(|_| TokenError::Malformed)
 }
 
@@ -168,7 +169,11 @@ mod tests {
         let fresh = rotated.issue_user(UserClaims { user_id: 8, expires_at: 1_000 });
         assert_eq!(key().verify_user(&fresh, 0), Err(TokenError::BadSignature), "the old key does not sign");
         assert_eq!(TokenKey::new(b"new-secret").verify_user(&fresh, 0).map(|c| c.user_id), Ok(8));
-        assert_eq!(TokenKey::new(b"new-secret").verify_user(&old, 0), Err(TokenError::BadSignature), "once dropped, old tokens end");
+        assert_eq!(
+            TokenKey::new(b"new-secret").verify_user(&old, 0),
+            Err(TokenError::BadSignature),
+            "once dropped, old tokens end"
+        );
         let q = key().issue_queue(QueueClaims { concert_id: 1, user_id: 2, seq: 3 });
         assert!(rotated.verify_queue(&q).is_ok());
     }

@@ -99,7 +99,9 @@ fn render_seat_map(map: &SeatMapData) -> Bytes {
         performance_id: i64,
         seats: &'a [SeatView],
     }
-    serde_json::to_vec(&Body { performance_id: map.performance_id, seats: &map.seats }).expect("a seat map serialises").into()
+    serde_json::to_vec(&Body { performance_id: map.performance_id, seats: &map.seats })
+        .expect("a seat map serialises")
+        .into()
 }
 
 fn render_performance_list(list: &PerformanceList) -> Bytes {
@@ -153,11 +155,11 @@ impl Caches {
     /// Its seat map shows the new status and its date's count of available
     /// seats moves with it, at once; the entries keep their age.
     pub fn seat_changed(&self, concert_id: i64, performance_id: i64, seat_id: i64, status: SeatStatus) {
-        if let Some(entry) = locked(&self.seat_maps).get_mut(&performance_id) {
-            if let Ok(i) = entry.data.seats.binary_search_by_key(&seat_id, |s| s.seat_id) {
-                entry.data.seats[i].status = status;
-                entry.body = None;
-            }
+        if let Some(entry) = locked(&self.seat_maps).get_mut(&performance_id)
+            && let Ok(i) = entry.data.seats.binary_search_by_key(&seat_id, |s| s.seat_id)
+        {
+            entry.data.seats[i].status = status;
+            entry.body = None;
         }
         let delta = match status {
             SeatStatus::Held => -1,
@@ -167,11 +169,11 @@ impl Caches {
         if delta == 0 {
             return;
         }
-        if let Some(entry) = locked(&self.performance_lists).get_mut(&concert_id) {
-            if let Some(p) = entry.data.performances.iter_mut().find(|p| p.performance_id == performance_id) {
-                p.available_seats = (p.available_seats + delta).clamp(0, p.total_seats);
-                entry.body = None;
-            }
+        if let Some(entry) = locked(&self.performance_lists).get_mut(&concert_id)
+            && let Some(p) = entry.data.performances.iter_mut().find(|p| p.performance_id == performance_id)
+        {
+            p.available_seats = (p.available_seats + delta).clamp(0, p.total_seats);
+            entry.body = None;
         }
     }
 
@@ -207,14 +209,23 @@ mod tests {
         available
             .iter()
             .enumerate()
-            .map(|(i, a)| PerformanceSummary { performance_id: 10 + i as i64, starts_at: 0, total_seats: 3, available_seats: *a })
+            .map(|(i, a)| PerformanceSummary {
+                performance_id: 10 + i as i64,
+                starts_at: 0,
+                total_seats: 3,
+                available_seats: *a,
+            })
             .collect()
     }
 
     #[test]
     fn own_changes_patch_the_cached_views_in_place() {
         let c = Caches::default();
-        c.put_seat_map(10, 1, vec![seat(5, SeatStatus::Available), seat(7, SeatStatus::Available), seat(9, SeatStatus::Sold)]);
+        c.put_seat_map(
+            10,
+            1,
+            vec![seat(5, SeatStatus::Available), seat(7, SeatStatus::Available), seat(9, SeatStatus::Sold)],
+        );
         c.put_performance_list(1, list(&[2, 3]));
 
         c.seat_changed(1, 10, 7, SeatStatus::Held);

@@ -148,7 +148,11 @@ pub(super) async fn endure(fault: Fault, metrics: &Metrics) -> bool {
 /// Applies `fault` to a request: waits, then fails it or serves it.
 pub(super) async fn inject(fault: Fault, metrics: &Metrics, req: Request, next: Next) -> Response {
     if endure(fault, metrics).await {
-        return error_response(StatusCode::SERVICE_UNAVAILABLE, "CHAOS_INJECTED", "a fault was injected by the chaos switch");
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "CHAOS_INJECTED",
+            "a fault was injected by the chaos switch",
+        );
     }
     next.run(req).await
 }
@@ -242,7 +246,11 @@ mod tests {
             assert_eq!(chaos.fault_for(exempt), None, "{exempt}");
         }
         assert_eq!(chaos.fault_for("/v1/concerts"), Some(Fault { latency: Duration::ZERO, error: true }));
-        assert_eq!((chaos.fault_for(READYZ), chaos.readiness_fault()), (None, None), "a plan of every route leaves /readyz alone");
+        assert_eq!(
+            (chaos.fault_for(READYZ), chaos.readiness_fault()),
+            (None, None),
+            "a plan of every route leaves /readyz alone"
+        );
         chaos.set(None);
         assert_eq!(chaos.fault_for("/v1/concerts"), None);
         assert_eq!(chaos.plan(), None);
@@ -254,7 +262,10 @@ mod tests {
         chaos.set(Some(plan(&["/v1/reservations"], 0.0, 200)));
         assert_eq!(chaos.fault_for("/v1/concerts"), None);
         for _ in 0..100 {
-            assert_eq!(chaos.fault_for("/v1/reservations"), Some(Fault { latency: Duration::from_millis(200), error: false }));
+            assert_eq!(
+                chaos.fault_for("/v1/reservations"),
+                Some(Fault { latency: Duration::from_millis(200), error: false })
+            );
         }
     }
 

@@ -11,8 +11,8 @@ use axum::{extract::FromRequestParts, http::request::Parts};
 
 use super::{AppState, error::ApiError};
 use crate::domain::{
-    clock::Millis,
     client_ip::{TrustedProxies, limit_key},
+    clock::Millis,
     rate_limit::KeyedBuckets,
 };
 
@@ -40,9 +40,11 @@ impl ClientLimits {
     /// Counts one sign-up of `client`, or refuses it.
     pub fn signup(&self, client: ClientIp, now: Millis) -> Result<(), ApiError> {
         let (Some(ip), Some(table)) = (client.0, &self.signup) else { return Ok(()) };
-        table.lock().unwrap_or_else(|p| p.into_inner()).take(limit_key(ip), now).map_err(|retry_after| ApiError::RateLimited {
-            message: format!("too many sign-ups from your address; retry in {retry_after} s"),
-            retry_after,
+        table.lock().unwrap_or_else(|p| p.into_inner()).take(limit_key(ip), now).map_err(|retry_after| {
+            ApiError::RateLimited {
+                message: format!("too many sign-ups from your address; retry in {retry_after} s"),
+                retry_after,
+            }
         })
     }
 
@@ -50,7 +52,10 @@ impl ClientLimits {
     pub fn admin_allowed(&self, client: ClientIp, now: Millis) -> Result<(), ApiError> {
         let Some(ip) = client.0 else { return Ok(()) };
         self.admin_failures.lock().unwrap_or_else(|p| p.into_inner()).check(limit_key(ip), now).map_err(|retry_after| {
-            ApiError::RateLimited { message: format!("too many wrong admin keys from your address; retry in {retry_after} s"), retry_after }
+            ApiError::RateLimited {
+                message: format!("too many wrong admin keys from your address; retry in {retry_after} s"),
+                retry_after,
+            }
         })
     }
 

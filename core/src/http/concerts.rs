@@ -14,25 +14,21 @@ use serde_json::{Value, json};
 use tower_http::limit::RequestBodyLimitLayer;
 
 use super::{
-    ADMIN_BODY_LIMIT, AppState, ts,
+    ADMIN_BODY_LIMIT, AppState,
     error::{ApiError, Result},
     extract::{Admin, ApiJson, parse_id},
+    ts,
 };
 use crate::{
     domain::clock::Millis,
     store::{NewConcert, NewPerformance, NewSeat},
 };
 
-pub const ROUTES: &[(&str, &str)] = &[
-    ("POST", "/v1/admin/concerts"),
-    ("GET", "/v1/concerts"),
-    ("GET", "/v1/concerts/{concert_id}/performances"),
-];
+pub const ROUTES: &[(&str, &str)] =
+    &[("POST", "/v1/admin/concerts"), ("GET", "/v1/concerts"), ("GET", "/v1/concerts/{concert_id}/performances")];
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/concerts", get(list))
-        .route("/v1/concerts/{concert_id}/performances", get(performances))
+    Router::new().route("/v1/concerts", get(list)).route("/v1/concerts/{concert_id}/performances", get(performances))
 }
 
 /// Concert creation carries whole seat maps, so it takes bodies up to
@@ -93,8 +89,9 @@ fn validate(body: ConcertBody) -> Result<NewConcert> {
     }
     let mut performances = Vec::with_capacity(body.performances.len());
     for (i, p) in body.performances.into_iter().enumerate() {
-        let starts_at = parse_starts_at(&p.starts_at)
-            .ok_or_else(|| bad(format!("performances[{i}].starts_at must be an RFC 3339 timestamp in the years 0002 to 9998")))?;
+        let starts_at = parse_starts_at(&p.starts_at).ok_or_else(|| {
+            bad(format!("performances[{i}].starts_at must be an RFC 3339 timestamp in the years 0002 to 9998"))
+        })?;
         if p.seats.is_empty() || p.seats.len() > 5000 {
             return Err(bad(format!("performances[{i}] must have 1 to 5000 seats")));
         }
@@ -104,7 +101,9 @@ fn validate(body: ConcertBody) -> Result<NewConcert> {
             let seat_no = s.seat_no.trim().to_owned();
             let grade = s.grade.trim().to_owned();
             if !is_text(&seat_no, 20) || !is_text(&grade, 20) {
-                return Err(bad(format!("performances[{i}].seats[{j}]: seat_no and grade must be 1 to 20 characters, without NUL")));
+                return Err(bad(format!(
+                    "performances[{i}].seats[{j}]: seat_no and grade must be 1 to 20 characters, without NUL"
+                )));
             }
             if !(0..=crate::domain::money::MAX_CHARGE).contains(&s.price) {
                 return Err(bad(format!("performances[{i}].seats[{j}].price must be 0 to 1000000000")));
@@ -119,13 +118,19 @@ fn validate(body: ConcertBody) -> Result<NewConcert> {
     Ok(NewConcert { title, performances })
 }
 
-async fn create(State(s): State<AppState>, _: Admin, ApiJson(body): ApiJson<ConcertBody>) -> Result<(StatusCode, Json<Value>)> {
+async fn create(
+    State(s): State<AppState>,
+    _: Admin,
+    ApiJson(body): ApiJson<ConcertBody>,
+) -> Result<(StatusCode, Json<Value>)> {
     let concert = validate(body)?;
     let created = s.store.create_concert(&concert, s.clock.now_ms()).await?;
     let performances: Vec<Value> = created
         .performances
         .iter()
-        .map(|p| json!({ "performance_id": p.performance_id, "starts_at": ts(p.starts_at), "seat_count": p.seat_count }))
+        .map(
+            |p| json!({ "performance_id": p.performance_id, "starts_at": ts(p.starts_at), "seat_count": p.seat_count }),
+        )
         .collect();
     Ok((
         StatusCode::CREATED,

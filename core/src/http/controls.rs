@@ -78,7 +78,11 @@ fn tuned(now: AdmissionTuning, body: AdmissionBody) -> Result<AdmissionTuning> {
     Ok(AdmissionTuning { batch, interval_ms })
 }
 
-async fn tune_admission(State(s): State<AppState>, _: Admin, ApiJson(body): ApiJson<AdmissionBody>) -> Result<Json<Value>> {
+async fn tune_admission(
+    State(s): State<AppState>,
+    _: Admin,
+    ApiJson(body): ApiJson<AdmissionBody>,
+) -> Result<Json<Value>> {
     let before = *s.admission.borrow();
     let after = tuned(before, body)?;
     s.admission.send_replace(after);
@@ -127,7 +131,11 @@ fn limit_of(body: RateLimitBody) -> Result<Option<u32>> {
     }
 }
 
-async fn set_rate_limit(State(s): State<AppState>, _: Admin, ApiJson(body): ApiJson<RateLimitBody>) -> Result<Json<Value>> {
+async fn set_rate_limit(
+    State(s): State<AppState>,
+    _: Admin,
+    ApiJson(body): ApiJson<RateLimitBody>,
+) -> Result<Json<Value>> {
     let per_second = limit_of(body)?;
     s.entry_limit.set(per_second, s.clock.now_ms());
     tracing::info!(per_second, "queue entry rate limit {}", if per_second.is_some() { "set" } else { "lifted" });

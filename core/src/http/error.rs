@@ -113,7 +113,9 @@ impl From<StoreError> for ApiError {
             StoreError::HoldLimitReached => {
                 ApiError::conflict("HOLD_LIMIT_REACHED", "you already hold the most seats allowed for this performance")
             }
-            StoreError::HoldExpired => ApiError::conflict("HOLD_EXPIRED", "the hold has expired; reserve the seat again"),
+            StoreError::HoldExpired => {
+                ApiError::conflict("HOLD_EXPIRED", "the hold has expired; reserve the seat again")
+            }
             StoreError::NotPayable => {
                 ApiError::conflict("RESERVATION_NOT_PAYABLE", "the reservation is not a live hold of yours")
             }
@@ -149,6 +151,10 @@ impl From<QueueError> for ApiError {
     fn from(e: QueueError) -> Self {
         let QueueError::Unavailable(cause) = e;
         tracing::warn!(cause, "queue backend unavailable");
-        ApiError::Unavailable { code: "QUEUE_UNAVAILABLE", message: "the waiting queue is unavailable".into(), retry_after: 5 }
+        ApiError::Unavailable {
+            code: "QUEUE_UNAVAILABLE",
+            message: "the waiting queue is unavailable".into(),
+            retry_after: 5,
+        }
     }
 }

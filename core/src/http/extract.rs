@@ -68,7 +68,8 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let key = header(parts, "idempotency-key")
             .ok_or_else(|| ApiError::bad_request("MISSING_IDEMPOTENCY_KEY", "send an Idempotency-Key header"))?;
-        let valid = (1..=128).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let valid =
+            (1..=128).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !valid {
             return Err(ApiError::bad_request(
                 "INVALID_IDEMPOTENCY_KEY",

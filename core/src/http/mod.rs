@@ -209,16 +209,18 @@ async fn json_errors(req: Request, next: Next) -> Response {
     // The client did not send its body in time: whatever the extractor made
     // of the failed read, it is the client's 408, not our 5xx.
     if body_deadline.is_some_and(|d| d.fired()) {
-        return error_response(StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT", "the request body did not arrive in time");
+        return error_response(
+            StatusCode::REQUEST_TIMEOUT,
+            "REQUEST_TIMEOUT",
+            "the request body did not arrive in time",
+        );
     }
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) || response.extensions().get::<ErrorCode>().is_some() {
         return response;
     }
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let is_json =
+        response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     if is_json {
         return response;
     }

@@ -5,16 +5,27 @@ use std::sync::{
     atomic::{AtomicBool, Ordering},
 };
 
-use axum::{Json, Router, extract::State, http::StatusCode, routing::{get, post}};
+use axum::{
+    Json, Router,
+    extract::State,
+    http::StatusCode,
+    routing::{get, post},
+};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AppState, ts,
+    AppState,
     error::{ApiError, Result},
     extract::{ApiJson, AuthUser, QueuePlace},
+    ts,
 };
 use crate::{
-    domain::{clock::Millis, queue::{estimated_wait_seconds, tick_of}, rate_limit::TokenBucket, tokens::QueueClaims},
+    domain::{
+        clock::Millis,
+        queue::{estimated_wait_seconds, tick_of},
+        rate_limit::TokenBucket,
+        tokens::QueueClaims,
+    },
     queue::{AdmissionPolicy, PlaceStatus},
 };
 
@@ -145,7 +156,11 @@ impl EntryRateLimit {
     }
 }
 
-async fn enter(State(s): State<AppState>, user: AuthUser, ApiJson(body): ApiJson<Enter>) -> Result<(StatusCode, Json<PlaceView>)> {
+async fn enter(
+    State(s): State<AppState>,
+    user: AuthUser,
+    ApiJson(body): ApiJson<Enter>,
+) -> Result<(StatusCode, Json<PlaceView>)> {
     s.entry_limit.admit(s.clock.now_ms())?;
     let known = s.caches.known_concerts.read().unwrap_or_else(|p| p.into_inner()).contains(&body.concert_id);
     if !known {

@@ -1,6 +1,5 @@
 //! Seats of a performance, and holds on them.
 
-
 use axum::{
     Json, Router,
     extract::{Path, State},
@@ -12,9 +11,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    AppState, ts,
+    AppState,
     error::{ApiError, Result},
     extract::{ApiJson, AuthUser, QueuePlace, parse_id},
+    ts,
 };
 use crate::{
     queue::SeatFlag,
@@ -35,7 +35,12 @@ pub fn router() -> Router<AppState> {
         .route("/v1/reservations/{reservation_id}", get(show).delete(release))
 }
 
-async fn seats(State(s): State<AppState>, user: AuthUser, place: QueuePlace, Path(raw): Path<String>) -> Result<Response> {
+async fn seats(
+    State(s): State<AppState>,
+    user: AuthUser,
+    place: QueuePlace,
+    Path(raw): Path<String>,
+) -> Result<Response> {
     let place = place.of(user)?;
     let performance_id = parse_id(&raw, "performance_id")?;
     s.require_active(place, None).await?;
@@ -130,7 +135,9 @@ pub(crate) fn remember_seat(s: &AppState, concert_id: i64, seat_id: i64, flag: S
 
 fn reservation_id(raw: &str) -> Result<&str> {
     // Ids are UUIDs; anything else cannot exist.
-    uuid::Uuid::parse_str(raw).map(|_| raw).map_err(|_| ApiError::not_found("RESERVATION_NOT_FOUND", "reservation not found"))
+    uuid::Uuid::parse_str(raw)
+        .map(|_| raw)
+        .map_err(|_| ApiError::not_found("RESERVATION_NOT_FOUND", "reservation not found"))
 }
 
 async fn show(State(s): State<AppState>, user: AuthUser, Path(raw): Path<String>) -> Result<Json<Value>> {

@@ -1,14 +1,19 @@
 //! Users, their bearer tokens, and their balances.
 
-use axum::{Json, Router, extract::State, http::StatusCode, routing::{get, post}};
+use axum::{
+    Json, Router,
+    extract::State,
+    http::StatusCode,
+    routing::{get, post},
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    AppState, ts,
+    AppState, ClientIp,
     error::{ApiError, Result},
-    ClientIp,
     extract::{ApiJson, AuthUser, IdempotencyKey},
+    ts,
 };
 use crate::domain::{Won, tokens::UserClaims};
 
@@ -30,7 +35,11 @@ struct NewUser {
 
 /// Signs up. Limited per client (`SIGNUP_RATE_PER_MINUTE`): identities are
 /// free, and many of them could hoard seats.
-async fn create(State(s): State<AppState>, client: ClientIp, ApiJson(body): ApiJson<NewUser>) -> Result<(StatusCode, Json<Value>)> {
+async fn create(
+    State(s): State<AppState>,
+    client: ClientIp,
+    ApiJson(body): ApiJson<NewUser>,
+) -> Result<(StatusCode, Json<Value>)> {
     if let Err(refused) = s.client_limits.signup(client, s.clock.now_ms()) {
         s.metrics.client_limited.with_label_values(&["signup"]).inc();
         return Err(refused);

@@ -63,7 +63,9 @@ impl Target {
         let key = self.keys.seat(concert_id, seat_id);
         let histogram = self.metrics.as_ref().map(|m| &m.command_duration);
         let result = match op {
-            Op::Set(SeatFlag::Sold, _) => telemetry::client_call("redis", "flag", histogram, conn.set(key, "S")).await.map(drop),
+            Op::Set(SeatFlag::Sold, _) => {
+                telemetry::client_call("redis", "flag", histogram, conn.set(key, "S")).await.map(drop)
+            }
             Op::Set(SeatFlag::HeldUntil(until), now) => {
                 let ttl = (until - now + FLAG_SLACK_MS).max(1) as u64;
                 telemetry::client_call("redis", "flag", histogram, conn.pset_ex(key, until, ttl)).await.map(drop)

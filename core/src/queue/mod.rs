@@ -31,8 +31,13 @@ pub enum PlaceStatus {
     /// of the last tick the queue admitted (`None`: none yet), read with the
     /// position, so the wait estimate knows whether this tick's batch is
     /// still to come.
-    Waiting { position: i64, last_tick: Option<Millis> },
-    Active { until: Millis },
+    Waiting {
+        position: i64,
+        last_tick: Option<Millis>,
+    },
+    Active {
+        until: Millis,
+    },
     /// Admitted and timed out, finished by a payment, or replaced by a newer place.
     Expired,
 }

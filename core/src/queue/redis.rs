@@ -15,8 +15,8 @@ use futures::{StreamExt, stream};
 use redis::{AsyncTypedCommands, Script};
 
 use super::{
-    AdmissionPolicy, Gate, Place, PlaceStatus, QueueDepth, QueueResult, SeatFlag, conn::Conn, fallback::Remembered, flags::FlagLanes,
-    keys::Keys,
+    AdmissionPolicy, Gate, Place, PlaceStatus, QueueDepth, QueueResult, SeatFlag, conn::Conn, fallback::Remembered,
+    flags::FlagLanes, keys::Keys,
 };
 use crate::{
     domain::{clock::Millis, queue::tick_of, tokens::QueueClaims},
@@ -53,7 +53,10 @@ pub struct RedisQueue {
 
 impl std::fmt::Debug for RedisQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisQueue").field("keys", &self.keys).field("cluster", &self.conn.is_cluster()).finish_non_exhaustive()
+        f.debug_struct("RedisQueue")
+            .field("keys", &self.keys)
+            .field("cluster", &self.conn.is_cluster())
+            .finish_non_exhaustive()
     }
 }
 
@@ -103,7 +106,9 @@ impl RedisQueue {
         let mut last = self.last_info.lock().unwrap_or_else(|p| p.into_inner());
         for (node, info) in &infos {
             let field = |name: &str| {
-                info.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':'))).and_then(|v| v.trim().parse::<u64>().ok())
+                info.lines()
+                    .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
             };
             for name in ["used_memory", "connected_clients"] {
                 *sums.entry(name).or_default() += field(name).unwrap_or(0);
@@ -129,8 +134,11 @@ impl RedisQueue {
         if let Some(limit) = limit_sum.filter(|l| *l > 0) {
             m.memory_max.set(i64::try_from(limit).unwrap_or(i64::MAX));
         }
-        let counters =
-            [(&m.commands_processed, "total_commands_processed"), (&m.keyspace_hits, "keyspace_hits"), (&m.keyspace_misses, "keyspace_misses")];
+        let counters = [
+            (&m.commands_processed, "total_commands_processed"),
+            (&m.keyspace_hits, "keyspace_hits"),
+            (&m.keyspace_misses, "keyspace_misses"),
+        ];
         for (counter, name) in counters {
             counter.inc_by(sums.get(name).copied().unwrap_or(0));
         }
@@ -146,7 +154,11 @@ impl RedisQueue {
             self.note_line(concert_id).await?;
         }
         let mut invocation = self.enter.key(self.line(concert_id, "current"));
-        invocation.key(self.line(concert_id, "waiting")).key(self.line(concert_id, "active")).key(self.line(concert_id, "seq")).key(self.line(concert_id, "tick"));
+        invocation
+            .key(self.line(concert_id, "waiting"))
+            .key(self.line(concert_id, "active"))
+            .key(self.line(concert_id, "seq"))
+            .key(self.line(concert_id, "tick"));
         if !self.is_cluster() {
             invocation.key(self.keys.lines());
         }
@@ -155,7 +167,11 @@ impl RedisQueue {
         if created == 1 {
             self.replicated(&mut conn, concert_id).await;
         }
-        let status = if until > 0 { PlaceStatus::Active { until } } else { PlaceStatus::Waiting { position, last_tick: tick_read(last_tick) } };
+        let status = if until > 0 {
+            PlaceStatus::Active { until }
+        } else {
+            PlaceStatus::Waiting { position, last_tick: tick_read(last_tick) }
+        };
         Ok(Place { seq, status, created: created == 1 })
     }
 
@@ -176,10 +192,10 @@ impl RedisQueue {
     /// Waits for a replica to confirm the line's latest write (see
     /// [`Conn::replicated`]), counting the writes none confirmed.
     async fn replicated(&self, conn: &mut Conn, concert_id: i64) {
-        if !conn.replicated(&self.keys.tag(concert_id)).await {
-            if let Some(m) = &self.metrics {
-                m.replication_unconfirmed.inc();
-            }
+        if !conn.replicated(&self.keys.tag(concert_id)).await
+            && let Some(m) = &self.metrics
+        {
+            m.replication_unconfirmed.inc();
         }
     }
 
@@ -189,7 +205,9 @@ impl RedisQueue {
 
     pub async fn gate(&self, place: QueueClaims, seat_id: Option<i64>, now: Millis) -> QueueResult<Gate> {
         let mut call = self.gate.key(self.line(place.concert_id, "current"));
-        call.key(self.line(place.concert_id, "waiting")).key(self.line(place.concert_id, "active")).key(self.line(place.concert_id, "tick"));
+        call.key(self.line(place.concert_id, "waiting"))
+            .key(self.line(place.concert_id, "active"))
+            .key(self.line(place.concert_id, "tick"));
         if let Some(seat_id) = seat_id {
             call.key(self.keys.seat(place.concert_id, seat_id));
         }
@@ -207,7 +225,10 @@ impl RedisQueue {
                     // Someone waits in a line the set lost: put it back.
                     let _ = self.note_line(place.concert_id).await;
                 }
-                Ok(Gate { status: PlaceStatus::Waiting { position, last_tick: tick_read(last_tick) }, seat_taken: false })
+                Ok(Gate {
+                    status: PlaceStatus::Waiting { position, last_tick: tick_read(last_tick) },
+                    seat_taken: false,
+                })
             }
             Ok(_) => Ok(Gate { status: PlaceStatus::Expired, seat_taken: false }),
             Err(e) => {
@@ -254,8 +275,11 @@ impl RedisQueue {
         if due.is_empty() {
             return Ok(None);
         }
-        let results: Vec<(i64, QueueResult<i64>)> =
-            stream::iter(due).map(|concert| async move { (concert, self.admit_line(concert, tick, policy, now).await) }).buffer_unordered(LINES_IN_FLIGHT).collect().await;
+        let results: Vec<(i64, QueueResult<i64>)> = stream::iter(due)
+            .map(|concert| async move { (concert, self.admit_line(concert, tick, policy, now).await) })
+            .buffer_unordered(LINES_IN_FLIGHT)
+            .collect()
+            .await;
         let (mut admitted, mut ran, mut failed, mut last_error) = (0u64, false, 0usize, None);
         let mut seen = self.admitted_ticks.lock().unwrap_or_else(|p| p.into_inner());
         for (concert, result) in results.iter() {
@@ -277,7 +301,11 @@ impl RedisQueue {
             return Err(super::QueueError::Unavailable(last_error.unwrap_or_default()));
         }
         if failed > 0 {
-            tracing::warn!(failed, error = last_error.as_deref().unwrap_or(""), "admission skipped lines whose Redis node is away");
+            tracing::warn!(
+                failed,
+                error = last_error.as_deref().unwrap_or(""),
+                "admission skipped lines whose Redis node is away"
+            );
         }
         Ok(ran.then_some(admitted))
     }
@@ -333,7 +361,9 @@ impl RedisQueue {
     pub async fn entries(&self) -> QueueResult<usize> {
         let per_line = self.per_line(|concert| {
             let mut pipe = redis::pipe();
-            pipe.hlen(self.line(concert, "current")).zcard(self.line(concert, "waiting")).zcard(self.line(concert, "active"));
+            pipe.hlen(self.line(concert, "current"))
+                .zcard(self.line(concert, "waiting"))
+                .zcard(self.line(concert, "active"));
             pipe
         });
         let counts: Vec<(usize, usize, usize)> = per_line.await?;
@@ -362,7 +392,10 @@ impl RedisQueue {
     }
 
     /// Runs one pipeline per line (all of one line's keys, so one node).
-    async fn per_line<T: redis::FromRedisValue>(&self, pipeline: impl Fn(i64) -> redis::Pipeline) -> QueueResult<Vec<T>> {
+    async fn per_line<T: redis::FromRedisValue>(
+        &self,
+        pipeline: impl Fn(i64) -> redis::Pipeline,
+    ) -> QueueResult<Vec<T>> {
         let concerts = self.concerts().await?;
         let results: Vec<QueueResult<T>> = stream::iter(concerts)
             .map(|concert| {

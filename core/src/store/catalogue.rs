@@ -121,12 +121,15 @@ impl Store {
              FROM concerts c ORDER BY c.id LIMIT 1000";
         let rows = self.read(|pool| sqlx::query(sql).fetch_all(pool)).await?;
         rows.iter()
-            .map(|r| Ok(ConcertSummary { concert_id: r.try_get(0)?, title: r.try_get(1)?, performance_count: r.try_get(2)? }))
+            .map(|r| {
+                Ok(ConcertSummary { concert_id: r.try_get(0)?, title: r.try_get(1)?, performance_count: r.try_get(2)? })
+            })
             .collect()
     }
 
     pub async fn concert_exists(&self, concert_id: i64) -> StoreResult<bool> {
-        let row = sqlx::query("SELECT id FROM concerts WHERE id = $1").bind(concert_id).fetch_optional(&self.pool).await?;
+        let row =
+            sqlx::query("SELECT id FROM concerts WHERE id = $1").bind(concert_id).fetch_optional(&self.pool).await?;
         Ok(row.is_some())
     }
 
@@ -146,7 +149,12 @@ impl Store {
             .read(|pool| {
                 let sql = sql.clone();
                 async move {
-                    if sqlx::query("SELECT id FROM concerts WHERE id = $1").bind(concert_id).fetch_optional(pool).await?.is_none() {
+                    if sqlx::query("SELECT id FROM concerts WHERE id = $1")
+                        .bind(concert_id)
+                        .fetch_optional(pool)
+                        .await?
+                        .is_none()
+                    {
                         return Ok(None);
                     }
                     sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(concert_id).fetch_all(pool).await.map(Some)
@@ -168,7 +176,13 @@ impl Store {
 
     /// The concert a performance belongs to.
     pub async fn performance_concert(&self, performance_id: i64) -> StoreResult<i64> {
-        let row = self.read(|pool| sqlx::query("SELECT concert_id FROM performances WHERE id = $1").bind(performance_id).fetch_optional(pool)).await?;
+        let row = self
+            .read(|pool| {
+                sqlx::query("SELECT concert_id FROM performances WHERE id = $1")
+                    .bind(performance_id)
+                    .fetch_optional(pool)
+            })
+            .await?;
         row.map(|r| r.try_get(0)).transpose()?.ok_or(StoreError::NotFound("performance"))
     }
 
@@ -190,7 +204,13 @@ impl Store {
                     1 => SeatStatus::Held,
                     _ => SeatStatus::Available,
                 };
-                Ok(SeatView { seat_id: r.try_get(0)?, seat_no: r.try_get(1)?, grade: r.try_get(2)?, price: r.try_get(3)?, status })
+                Ok(SeatView {
+                    seat_id: r.try_get(0)?,
+                    seat_no: r.try_get(1)?,
+                    grade: r.try_get(2)?,
+                    price: r.try_get(3)?,
+                    status,
+                })
             })
             .collect()
     }

@@ -81,7 +81,8 @@ impl Store {
             Dialect::Postgres => "SELECT id FROM users WHERE id = $1 FOR UPDATE",
             Dialect::Sqlite => "SELECT id FROM users WHERE id = $1",
         };
-        if sqlx::query(lock_user).bind(req.user_id).fetch_optional(&mut *tx).await.map_err(StoreError::from)?.is_none() {
+        if sqlx::query(lock_user).bind(req.user_id).fetch_optional(&mut *tx).await.map_err(StoreError::from)?.is_none()
+        {
             return Err(StoreError::NotFound("user").into());
         }
         let live: i64 = sqlx::query(
@@ -101,12 +102,14 @@ impl Store {
         }
         // A lapsed hold on this seat stops being HELD, which keeps the
         // unique index `seat_hold_unique` free for the new one.
-        sqlx::query("UPDATE reservations SET status = 'EXPIRED' WHERE seat_id = $1 AND status = 'HELD' AND expires_at <= $2")
-            .bind(req.seat_id)
-            .bind(req.now)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::from)?;
+        sqlx::query(
+            "UPDATE reservations SET status = 'EXPIRED' WHERE seat_id = $1 AND status = 'HELD' AND expires_at <= $2",
+        )
+        .bind(req.seat_id)
+        .bind(req.now)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
         let reservation_id = uuid::Uuid::now_v7().to_string();
         let claimed = sqlx::query(
             "UPDATE seats SET hold_reservation_id = $1, hold_user_id = $2, hold_expires_at = $3
@@ -280,7 +283,12 @@ async fn why_unclaimed(tx: &mut Transaction<'static, Any>, req: &HoldRequest) ->
     }
 }
 
-pub(crate) async fn fetch_reservation<'e, E>(exec: E, reservation_id: &str, user_id: i64, now: Millis) -> StoreResult<Reservation>
+pub(crate) async fn fetch_reservation<'e, E>(
+    exec: E,
+    reservation_id: &str,
+    user_id: i64,
+    now: Millis,
+) -> StoreResult<Reservation>
 where
     E: sqlx::Executor<'e, Database = Any>,
 {

@@ -25,7 +25,10 @@ use sqlx::{
     sqlite::SqliteConnectOptions,
 };
 
-pub use catalogue::{seat_insert_sql, ConcertSummary, CreatedConcert, NewConcert, NewPerformance, NewSeat, PerformanceSummary, SeatStatus, SeatView};
+pub use catalogue::{
+    ConcertSummary, CreatedConcert, NewConcert, NewPerformance, NewSeat, PerformanceSummary, SeatStatus, SeatView,
+    seat_insert_sql,
+};
 pub use holds::{HoldRequest, Reservation, ReservationStatus, Taken};
 pub use money::{ChargeReceipt, Idempotent, PaymentReceipt, ledger_sum};
 pub use replica::{Replica, ReplicaHealth};
@@ -96,7 +99,10 @@ impl From<sqlx::Error> for StoreError {
         // A violated constraint is the database refusing bad input; report it
         // as such, not as an outage.
         if let sqlx::Error::Database(db) = &e
-            && matches!(db.kind(), ErrorKind::UniqueViolation | ErrorKind::CheckViolation | ErrorKind::ForeignKeyViolation)
+            && matches!(
+                db.kind(),
+                ErrorKind::UniqueViolation | ErrorKind::CheckViolation | ErrorKind::ForeignKeyViolation
+            )
         {
             return StoreError::Constraint(constraint_name(db.as_ref()));
         }
@@ -252,7 +258,8 @@ impl Store {
         let applied: Vec<i64> = if tables == 0 {
             Vec::new()
         } else {
-            let rows = sqlx::query("SELECT version FROM _sqlx_migrations WHERE success = TRUE").fetch_all(&self.pool).await?;
+            let rows =
+                sqlx::query("SELECT version FROM _sqlx_migrations WHERE success = TRUE").fetch_all(&self.pool).await?;
             rows.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?
         };
         Ok(self
@@ -298,7 +305,11 @@ impl Store {
     }
 
     /// Runs one database operation inside a client span, timing it.
-    pub(crate) async fn timed<T>(&self, operation: &'static str, fut: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+    pub(crate) async fn timed<T>(
+        &self,
+        operation: &'static str,
+        fut: impl Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
         let histogram = self.metrics.as_ref().map(|m| &m.operation_duration);
         crate::telemetry::client_call(self.dialect.system_name(), operation, histogram, fut).await
     }
@@ -358,7 +369,8 @@ impl Store {
     }
 
     pub async fn balance(&self, user_id: i64) -> StoreResult<i64> {
-        let row = sqlx::query("SELECT balance FROM users WHERE id = $1").bind(user_id).fetch_optional(&self.pool).await?;
+        let row =
+            sqlx::query("SELECT balance FROM users WHERE id = $1").bind(user_id).fetch_optional(&self.pool).await?;
         row.map(|r| r.try_get(0)).transpose()?.ok_or(StoreError::NotFound("user"))
     }
 
@@ -466,7 +478,8 @@ fn sqlite_file(url: &str) -> Option<PathBuf> {
     }
     let options = SqliteConnectOptions::from_str(url).ok()?;
     let path = options.get_filename();
-    (!path.as_os_str().is_empty() && !url.contains(":memory:") && !url.contains("mode=memory")).then(|| path.to_path_buf())
+    (!path.as_os_str().is_empty() && !url.contains(":memory:") && !url.contains("mode=memory"))
+        .then(|| path.to_path_buf())
 }
 
 fn absolute(path: &Path) -> PathBuf {

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use sqlx::{Any, Row, Transaction};
 
-use super::{Store, StoreError, StoreResult, holds::fetch_reservation, holds::ReservationStatus};
+use super::{Store, StoreError, StoreResult, holds::ReservationStatus, holds::fetch_reservation};
 use crate::domain::{Won, clock::Millis};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,11 +37,23 @@ pub struct Idempotent<T> {
 }
 
 impl Store {
-    pub async fn charge(&self, user_id: i64, key: &str, amount: Won, now: Millis) -> StoreResult<Idempotent<ChargeReceipt>> {
+    pub async fn charge(
+        &self,
+        user_id: i64,
+        key: &str,
+        amount: Won,
+        now: Millis,
+    ) -> StoreResult<Idempotent<ChargeReceipt>> {
         self.timed("charge", self.charge_balance(user_id, key, amount, now)).await
     }
 
-    async fn charge_balance(&self, user_id: i64, key: &str, amount: Won, now: Millis) -> StoreResult<Idempotent<ChargeReceipt>> {
+    async fn charge_balance(
+        &self,
+        user_id: i64,
+        key: &str,
+        amount: Won,
+        now: Millis,
+    ) -> StoreResult<Idempotent<ChargeReceipt>> {
         let mut tx = self.begin().await?;
         let fingerprint = format!("charge:{}", amount.get());
         if let Some(first) = claim_key(&mut tx, user_id, "charge", key, &fingerprint, now).await? {
@@ -63,7 +75,12 @@ impl Store {
     }
 
     /// The first result of a payment request, if this key already paid.
-    pub async fn replay_payment(&self, user_id: i64, key: &str, reservation_id: &str) -> StoreResult<Option<Idempotent<PaymentReceipt>>> {
+    pub async fn replay_payment(
+        &self,
+        user_id: i64,
+        key: &str,
+        reservation_id: &str,
+    ) -> StoreResult<Option<Idempotent<PaymentReceipt>>> {
         let first = stored_result(&self.pool, user_id, "payment", key, &pay_fingerprint(reservation_id)).await?;
         Ok(first.map(|value| Idempotent { value, replayed: true }))
     }
@@ -76,11 +93,25 @@ impl Store {
     /// The hold must be of a performance of `concert_id`, the concert the
     /// payer's queue place admits to: a place won in one concert's line does
     /// not pay for a seat of another.
-    pub async fn pay(&self, user_id: i64, key: &str, reservation_id: &str, concert_id: i64, now: Millis) -> StoreResult<Idempotent<PaymentReceipt>> {
+    pub async fn pay(
+        &self,
+        user_id: i64,
+        key: &str,
+        reservation_id: &str,
+        concert_id: i64,
+        now: Millis,
+    ) -> StoreResult<Idempotent<PaymentReceipt>> {
         self.timed("pay", self.pay_hold(user_id, key, reservation_id, concert_id, now)).await
     }
 
-    async fn pay_hold(&self, user_id: i64, key: &str, reservation_id: &str, concert_id: i64, now: Millis) -> StoreResult<Idempotent<PaymentReceipt>> {
+    async fn pay_hold(
+        &self,
+        user_id: i64,
+        key: &str,
+        reservation_id: &str,
+        concert_id: i64,
+        now: Millis,
+    ) -> StoreResult<Idempotent<PaymentReceipt>> {
         let mut tx = self.begin().await?;
         let fingerprint = pay_fingerprint(reservation_id);
         if let Some(first) = claim_key(&mut tx, user_id, "payment", key, &fingerprint, now).await? {
@@ -108,13 +139,18 @@ impl Store {
         let seat_id: i64 = paid.try_get(0)?;
         let price: i64 = paid.try_get(1)?;
         let performance_id: i64 = paid.try_get(2)?;
-        let balance = sqlx::query("UPDATE users SET balance = balance - $1 WHERE id = $2 AND balance >= $1 RETURNING balance")
-            .bind(price)
-            .bind(user_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let balance =
+            sqlx::query("UPDATE users SET balance = balance - $1 WHERE id = $2 AND balance >= $1 RETURNING balance")
+                .bind(price)
+                .bind(user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
         let Some(balance) = balance else {
-            let balance: i64 = sqlx::query("SELECT balance FROM users WHERE id = $1").bind(user_id).fetch_one(&mut *tx).await?.try_get(0)?;
+            let balance: i64 = sqlx::query("SELECT balance FROM users WHERE id = $1")
+                .bind(user_id)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
             return Err(StoreError::InsufficientBalance { balance, price });
         };
         let balance: i64 = balance.try_get(0)?;
@@ -131,16 +167,25 @@ impl Store {
             return Err(StoreError::HoldExpired);
         }
         let payment_id = uuid::Uuid::now_v7().to_string();
-        sqlx::query("INSERT INTO payments (id, reservation_id, user_id, amount, created_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(&payment_id)
-            .bind(reservation_id)
-            .bind(user_id)
-            .bind(price)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO payments (id, reservation_id, user_id, amount, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&payment_id)
+        .bind(reservation_id)
+        .bind(user_id)
+        .bind(price)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         write_ledger(&mut tx, &payment_id, user_id, "PAYMENT", -price, reservation_id, now).await?;
-        let receipt = PaymentReceipt { payment_id, reservation_id: reservation_id.to_owned(), seat_id, performance_id, amount: price, balance };
+        let receipt = PaymentReceipt {
+            payment_id,
+            reservation_id: reservation_id.to_owned(),
+            seat_id,
+            performance_id,
+            amount: price,
+            balance,
+        };
         store_result(&mut tx, user_id, "payment", key, &receipt).await?;
         tx.commit().await?;
         Ok(Idempotent { value: receipt, replayed: false })
@@ -171,13 +216,22 @@ fn pay_fingerprint(reservation_id: &str) -> String {
     format!("pay:{reservation_id}")
 }
 
-async fn why_unpayable(tx: &mut Transaction<'static, Any>, reservation_id: &str, user_id: i64, concert_id: i64, now: Millis) -> StoreError {
+async fn why_unpayable(
+    tx: &mut Transaction<'static, Any>,
+    reservation_id: &str,
+    user_id: i64,
+    concert_id: i64,
+    now: Millis,
+) -> StoreError {
     match fetch_reservation(&mut **tx, reservation_id, user_id, now).await {
         Ok(r) if r.status == ReservationStatus::Expired => StoreError::HoldExpired,
         Ok(r) if r.status == ReservationStatus::Held => {
             // A live hold of the payer's that the UPDATE did not take: it is
             // of another concert than the queue place.
-            let concert = sqlx::query("SELECT concert_id FROM performances WHERE id = $1").bind(r.performance_id).fetch_optional(&mut **tx).await;
+            let concert = sqlx::query("SELECT concert_id FROM performances WHERE id = $1")
+                .bind(r.performance_id)
+                .fetch_optional(&mut **tx)
+                .await;
             match concert {
                 Ok(Some(row)) if row.try_get::<i64, _>(0).is_ok_and(|c| c != concert_id) => StoreError::OtherConcert,
                 Ok(_) => StoreError::NotPayable,
@@ -187,7 +241,10 @@ async fn why_unpayable(tx: &mut Transaction<'static, Any>, reservation_id: &str,
         Ok(_) => StoreError::NotPayable,
         Err(StoreError::NotFound(_)) => {
             // Someone else's reservation: it exists, but it is not payable by this user.
-            let exists = sqlx::query("SELECT id FROM reservations WHERE id = $1").bind(reservation_id).fetch_optional(&mut **tx).await;
+            let exists = sqlx::query("SELECT id FROM reservations WHERE id = $1")
+                .bind(reservation_id)
+                .fetch_optional(&mut **tx)
+                .await;
             match exists {
                 Ok(Some(_)) => StoreError::NotPayable,
                 Ok(None) => StoreError::NotFound("reservation"),
@@ -233,17 +290,25 @@ async fn claim_key<T: for<'de> Deserialize<'de>>(
 
 /// The stored first result for a key, if any. A key used with another
 /// request is refused.
-async fn stored_result<'e, T, E>(exec: E, user_id: i64, scope: &str, key: &str, fingerprint: &str) -> StoreResult<Option<T>>
+async fn stored_result<'e, T, E>(
+    exec: E,
+    user_id: i64,
+    scope: &str,
+    key: &str,
+    fingerprint: &str,
+) -> StoreResult<Option<T>>
 where
     T: for<'de> Deserialize<'de>,
     E: sqlx::Executor<'e, Database = Any>,
 {
-    let row = sqlx::query("SELECT request_hash, response FROM idempotency_keys WHERE user_id = $1 AND scope = $2 AND key = $3")
-        .bind(user_id)
-        .bind(scope)
-        .bind(key)
-        .fetch_optional(exec)
-        .await?;
+    let row = sqlx::query(
+        "SELECT request_hash, response FROM idempotency_keys WHERE user_id = $1 AND scope = $2 AND key = $3",
+    )
+    .bind(user_id)
+    .bind(scope)
+    .bind(key)
+    .fetch_optional(exec)
+    .await?;
     let Some(row) = row else { return Ok(None) };
     let stored_fingerprint: String = row.try_get(0)?;
     if stored_fingerprint != fingerprint {
@@ -255,7 +320,13 @@ where
         .transpose()
 }
 
-async fn store_result<T: Serialize>(tx: &mut Transaction<'static, Any>, user_id: i64, scope: &str, key: &str, value: &T) -> StoreResult<()> {
+async fn store_result<T: Serialize>(
+    tx: &mut Transaction<'static, Any>,
+    user_id: i64,
+    scope: &str,
+    key: &str,
+    value: &T,
+) -> StoreResult<()> {
     let json = serde_json::to_string(value).map_err(|e| StoreError::Database(sqlx::Error::Encode(e.into())))?;
     sqlx::query("UPDATE idempotency_keys SET response = $1 WHERE user_id = $2 AND scope = $3 AND key = $4")
         .bind(json)
@@ -277,20 +348,25 @@ async fn write_ledger(
     reference: &str,
     now: Millis,
 ) -> StoreResult<()> {
-    sqlx::query("INSERT INTO ledger (id, user_id, kind, amount, reference, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
-        .bind(id)
-        .bind(user_id)
-        .bind(kind)
-        .bind(amount)
-        .bind(reference)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO ledger (id, user_id, kind, amount, reference, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(id)
+    .bind(user_id)
+    .bind(kind)
+    .bind(amount)
+    .bind(reference)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
 /// Balance after all ledger rows, for audits.
 pub async fn ledger_sum(store: &Store, user_id: i64) -> StoreResult<i64> {
-    let row = sqlx::query("SELECT CAST(sum(amount) AS BIGINT) FROM ledger WHERE user_id = $1").bind(user_id).fetch_one(store.pool()).await?;
+    let row = sqlx::query("SELECT CAST(sum(amount) AS BIGINT) FROM ledger WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_one(store.pool())
+        .await?;
     Ok(row.try_get::<Option<i64>, _>(0)?.unwrap_or(0))
 }

@@ -113,7 +113,9 @@ impl Replica {
         };
         let replayed = tokio::time::timeout(
             Duration::from_secs(1),
-            sqlx::query("SELECT COALESCE(pg_last_wal_replay_lsn() >= $1::pg_lsn, TRUE)").bind(&position).fetch_one(&self.pool),
+            sqlx::query("SELECT COALESCE(pg_last_wal_replay_lsn() >= $1::pg_lsn, TRUE)")
+                .bind(&position)
+                .fetch_one(&self.pool),
         )
         .await;
         let replayed: Option<bool> = match replayed {
@@ -135,7 +137,12 @@ impl Replica {
             if healthy {
                 tracing::info!("read replica healthy again; catalogue reads go to it");
             } else {
-                tracing::warn!(up, lag_ms = self.lag_ms.load(Ordering::Acquire), max_lag_ms = self.max_lag.as_millis() as u64, "read replica down or behind; catalogue reads go to the primary");
+                tracing::warn!(
+                    up,
+                    lag_ms = self.lag_ms.load(Ordering::Acquire),
+                    max_lag_ms = self.max_lag.as_millis() as u64,
+                    "read replica down or behind; catalogue reads go to the primary"
+                );
             }
         }
         self.health()

@@ -101,7 +101,8 @@ mod tests {
     fn every_ancestor_cgroup_is_searched() {
         let root = Path::new("/sys/fs/cgroup");
         let dirs = cgroup_dirs(root, "1:cpu:/\n0::/kubepods/pod1/ctr\n");
-        let expected: Vec<PathBuf> = ["kubepods/pod1/ctr", "kubepods/pod1", "kubepods", ""].iter().map(|p| root.join(p)).collect();
+        let expected: Vec<PathBuf> =
+            ["kubepods/pod1/ctr", "kubepods/pod1", "kubepods", ""].iter().map(|p| root.join(p)).collect();
         assert_eq!(dirs, expected);
         assert_eq!(cgroup_dirs(root, "0::/\n"), vec![root.join("")]);
         assert!(cgroup_dirs(root, "4:memory:/x\n").is_empty(), "cgroup v1 only: no v2 limits");

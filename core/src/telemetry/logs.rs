@@ -6,10 +6,7 @@
 //! escaped by serde_json), not built as a map first: this runs for every
 //! request.
 
-use std::{
-    fmt,
-    io::Write as _,
-};
+use std::{fmt, io::Write as _};
 
 use tracing::{Event, Subscriber, field::Field};
 use tracing_subscriber::{Layer, fmt::MakeWriter, layer::Context, registry::LookupSpan};
@@ -141,7 +138,8 @@ const HOLD_AT_MOST: usize = 16 * 1024 * 1024;
 
 impl BufferedStdout {
     fn unstarted() -> Self {
-        let shared = Shared { buf: std::sync::Mutex::new(Vec::with_capacity(FLUSH_AT * 2)), full: std::sync::Condvar::new() };
+        let shared =
+            Shared { buf: std::sync::Mutex::new(Vec::with_capacity(FLUSH_AT * 2)), full: std::sync::Condvar::new() };
         Self { shared: std::sync::Arc::new(shared) }
     }
 
@@ -154,7 +152,11 @@ impl BufferedStdout {
             loop {
                 let taken = {
                     let Ok(guard) = flusher.buf.lock() else { return };
-                    let Ok((mut guard, _)) = flusher.full.wait_timeout_while(guard, FLUSH_EVERY, |b| b.len() < FLUSH_AT) else { return };
+                    let Ok((mut guard, _)) =
+                        flusher.full.wait_timeout_while(guard, FLUSH_EVERY, |b| b.len() < FLUSH_AT)
+                    else {
+                        return;
+                    };
                     std::mem::replace(&mut *guard, Vec::with_capacity(FLUSH_AT * 2))
                 };
                 if !taken.is_empty() {
@@ -255,7 +257,12 @@ where
 
 /// Renders `event` as its JSON line (`\n` included) into this thread's
 /// buffer, reused so that no line allocates, and hands it to `sink`.
-pub(crate) fn with_rendered_line(service_name: &str, event: &Event<'_>, cx: Option<SpanContext>, sink: impl FnOnce(&[u8])) {
+pub(crate) fn with_rendered_line(
+    service_name: &str,
+    event: &Event<'_>,
+    cx: Option<SpanContext>,
+    sink: impl FnOnce(&[u8]),
+) {
     thread_local! {
         static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }

@@ -36,7 +36,8 @@ const DEFAULT_MAX_QUEUE_BYTES: usize = 8 * 1024 * 1024;
 /// The `telemetry_dropped_total` label.
 pub const SIGNAL: &str = "loki";
 
-const LEVELS: [tracing::Level; 5] = [tracing::Level::ERROR, tracing::Level::WARN, tracing::Level::INFO, tracing::Level::DEBUG, tracing::Level::TRACE];
+const LEVELS: [tracing::Level; 5] =
+    [tracing::Level::ERROR, tracing::Level::WARN, tracing::Level::INFO, tracing::Level::DEBUG, tracing::Level::TRACE];
 
 fn level_index(level: tracing::Level) -> usize {
     LEVELS.iter().position(|l| *l == level).unwrap_or(2)
@@ -75,9 +76,21 @@ impl Loki {
     /// unless the URL already ends with it).
     pub fn start(base: &str, service_name: &str, environment: &str) -> Result<(Self, LokiShipper), String> {
         let url = push_url(base)?;
-        let max_bytes = std::env::var("LOKI_MAX_QUEUE_BYTES").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(DEFAULT_MAX_QUEUE_BYTES);
-        let shared = Arc::new(Shared { pending: Mutex::new(Pending::default()), wake: Condvar::new(), closing: AtomicBool::new(false), max_bytes });
-        let client = reqwest::Client::builder().timeout(PUSH_TIMEOUT).connect_timeout(PUSH_TIMEOUT).build().map_err(|e| e.to_string())?;
+        let max_bytes = std::env::var("LOKI_MAX_QUEUE_BYTES")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(DEFAULT_MAX_QUEUE_BYTES);
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending::default()),
+            wake: Condvar::new(),
+            closing: AtomicBool::new(false),
+            max_bytes,
+        });
+        let client = reqwest::Client::builder()
+            .timeout(PUSH_TIMEOUT)
+            .connect_timeout(PUSH_TIMEOUT)
+            .build()
+            .map_err(|e| e.to_string())?;
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
         let labels: Vec<String> = LEVELS
             .iter()
@@ -109,20 +122,22 @@ impl Loki {
                     };
                     if batch.count > 0 {
                         let body = encode(&labels, &batch);
-                        let sent = snap::raw::Encoder::new().compress_vec(&body).map_err(|e| e.to_string()).and_then(|compressed| {
-                            runtime.block_on(async {
-                                let response = client
-                                    .post(url.as_str())
-                                    .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf")
-                                    .body(compressed)
-                                    .send()
-                                    .await
-                                    .map_err(|e| e.without_url().to_string())?;
-                                let status = response.status();
-                                let _ = response.bytes().await;
-                                if status.is_success() { Ok(()) } else { Err(format!("HTTP {status}")) }
-                            })
-                        });
+                        let sent = snap::raw::Encoder::new().compress_vec(&body).map_err(|e| e.to_string()).and_then(
+                            |compressed| {
+                                runtime.block_on(async {
+                                    let response = client
+                                        .post(url.as_str())
+                                        .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf")
+                                        .body(compressed)
+                                        .send()
+                                        .await
+                                        .map_err(|e| e.without_url().to_string())?;
+                                    let status = response.status();
+                                    let _ = response.bytes().await;
+                                    if status.is_success() { Ok(()) } else { Err(format!("HTTP {status}")) }
+                                })
+                            },
+                        );
                         if let Err(e) = sent {
                             DROPPED.with_label_values(&[SIGNAL]).inc_by(batch.count);
                             tracing::debug!(target: "loki_push", error = %e, lines = batch.count, "Loki push failed");
@@ -232,7 +247,12 @@ mod tests {
 
     #[test]
     fn past_its_byte_bound_the_queue_drops_and_counts() {
-        let shared = Arc::new(Shared { pending: Mutex::new(Pending::default()), wake: Condvar::new(), closing: AtomicBool::new(false), max_bytes: 100 });
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending::default()),
+            wake: Condvar::new(),
+            closing: AtomicBool::new(false),
+            max_bytes: 100,
+        });
         let loki = Loki { shared, service_name: "booking".into() };
         let dropped = || DROPPED.with_label_values(&[SIGNAL]).get();
         let before = dropped();

@@ -268,7 +268,10 @@ impl Metrics {
     /// set). Its lag is always exported, 0 without a replica, so the lag
     /// alert reads a value rather than "no data" where there is none.
     pub fn register_replica(&self) {
-        for c in [Box::new(self.replica.up.clone()) as Box<dyn prometheus::core::Collector>, Box::new(self.replica.in_use.clone())] {
+        for c in [
+            Box::new(self.replica.up.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(self.replica.in_use.clone()),
+        ] {
             // Registered once per registry; a second call is a no-op.
             let _ = self.registry.register(c);
         }
@@ -328,7 +331,8 @@ struct Exemplars(Mutex<HashMap<String, Slots>>);
 impl Exemplars {
     fn record(&self, method: &str, route: &str, value: f64, trace_id: TraceId) {
         let bucket = LATENCY_BUCKETS.iter().position(|le| value <= *le).unwrap_or(LATENCY_BUCKETS.len());
-        let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let at =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         let exemplar = Exemplar { trace_id, value, at };
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if !map.contains_key(route) {
@@ -371,7 +375,10 @@ impl Exemplars {
             }
             out.push_str(line);
             if let Some(exemplar) = exemplar_for(line, &map) {
-                out.push_str(&format!(" # {{trace_id=\"{}\"}} {} {:.3}", exemplar.trace_id, exemplar.value, exemplar.at));
+                out.push_str(&format!(
+                    " # {{trace_id=\"{}\"}} {} {:.3}",
+                    exemplar.trace_id, exemplar.value, exemplar.at
+                ));
             }
             out.push('\n');
         }

@@ -31,7 +31,10 @@ use tracing_subscriber::{Layer, filter::Targets, layer::SubscriberExt, util::Sub
 /// the exporters are; every app's registry exposes it.
 pub static DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     IntCounterVec::new(
-        prometheus::Opts::new("telemetry_dropped_total", "Telemetry dropped: spans and log records whose export failed, log lines stdout could not take"),
+        prometheus::Opts::new(
+            "telemetry_dropped_total",
+            "Telemetry dropped: spans and log records whose export failed, log lines stdout could not take",
+        ),
         &["signal"],
     )
     .expect("valid metric")
@@ -136,7 +139,8 @@ impl TelemetryConfig {
             disabled: var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")),
             traces: otlp::Destination::from_env(otlp::Signal::Traces).filter(|_| exporter_on("OTEL_TRACES_EXPORTER")),
             logs: otlp::Destination::from_env(otlp::Signal::Logs).filter(|_| exporter_on("OTEL_LOGS_EXPORTER")),
-            otlp_access_lines: var("BOOKING_OTLP_ACCESS_LINES").is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1"),
+            otlp_access_lines: var("BOOKING_OTLP_ACCESS_LINES")
+                .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1"),
             sampler: spans::Sampler::from_env(),
             resource,
             loki_url: var("LOKI_URL"),
@@ -208,7 +212,11 @@ impl SplitFilter {
 
 impl<S: tracing::Subscriber> Layer<S> for SplitFilter {
     fn register_callsite(&self, meta: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
-        if self.enables(meta) { tracing::subscriber::Interest::always() } else { tracing::subscriber::Interest::never() }
+        if self.enables(meta) {
+            tracing::subscriber::Interest::always()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
     }
 
     fn enabled(&self, meta: &tracing::Metadata<'_>, _: tracing_subscriber::layer::Context<'_, S>) -> bool {
@@ -270,7 +278,8 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
 
     let loki = match &config.loki_url {
         Some(url) => {
-            let (layer, shipper) = loki::Loki::start(url, &config.service_name, &config.environment).map_err(TelemetryError::Loki)?;
+            let (layer, shipper) =
+                loki::Loki::start(url, &config.service_name, &config.environment).map_err(TelemetryError::Loki)?;
             telemetry.loki = Some(shipper);
             Some(layer)
         }

@@ -91,12 +91,15 @@ pub enum Value<'a> {
 /// `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`, by default [`DEFAULT_VALUE_LENGTH_LIMIT`]
 /// (the specification leaves it unlimited, but values such as `url.path`
 /// come from clients, and a span must not grow with what they send).
-static VALUE_LENGTH_LIMIT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(DEFAULT_VALUE_LENGTH_LIMIT);
+static VALUE_LENGTH_LIMIT: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(DEFAULT_VALUE_LENGTH_LIMIT);
 pub const DEFAULT_VALUE_LENGTH_LIMIT: usize = 1024;
 
 /// Sets the limit from `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`, if set.
 pub fn set_value_length_limit_from_env() {
-    if let Some(limit) = std::env::var("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT").ok().and_then(|v| v.trim().parse::<usize>().ok()) {
+    if let Some(limit) =
+        std::env::var("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT").ok().and_then(|v| v.trim().parse::<usize>().ok())
+    {
         VALUE_LENGTH_LIMIT.store(limit, Ordering::Relaxed);
     }
 }
@@ -208,7 +211,8 @@ impl Signal {
 /// (1) and the items (2).
 pub(crate) fn wrap(resource: &[u8], scope: &[u8], items: &[u8]) -> Vec<u8> {
     let scope_body = 1 + varint_len(scope.len() as u64) + scope.len() + items.len();
-    let resource_body = 1 + varint_len(resource.len() as u64) + resource.len() + 1 + varint_len(scope_body as u64) + scope_body;
+    let resource_body =
+        1 + varint_len(resource.len() as u64) + resource.len() + 1 + varint_len(scope_body as u64) + scope_body;
     let mut out = Vec::with_capacity(resource_body + 16);
     put_tag(&mut out, 1, LEN);
     put_varint(&mut out, resource_body as u64);
@@ -313,7 +317,9 @@ impl Queue {
     pub fn push(&self, item: &[u8]) {
         let inner = &*self.inner;
         let mut pending = inner.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if pending.count >= inner.settings.max_queue || pending.bytes.len() + item.len() > inner.settings.max_queue_bytes {
+        if pending.count >= inner.settings.max_queue
+            || pending.bytes.len() + item.len() > inner.settings.max_queue_bytes
+        {
             drop(pending);
             DROPPED.with_label_values(&[inner.signal.label()]).inc();
             return;
@@ -361,13 +367,16 @@ impl Destination {
             Signal::Traces => "TRACES",
             Signal::Logs => "LOGS",
         };
-        let protocol = var(&format!("OTEL_EXPORTER_OTLP_{which}_PROTOCOL")).or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL"));
+        let protocol =
+            var(&format!("OTEL_EXPORTER_OTLP_{which}_PROTOCOL")).or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL"));
         // HTTP/protobuf unless gRPC is asked for: the specification's default.
         let http = match protocol.as_deref().map(str::trim) {
             None | Some("http/protobuf") => true,
             Some(p) if p.eq_ignore_ascii_case("grpc") => false,
             Some(other) => {
-                eprintln!("OTEL_EXPORTER_OTLP_PROTOCOL={other:?}: only grpc and http/protobuf are supported; using http/protobuf");
+                eprintln!(
+                    "OTEL_EXPORTER_OTLP_PROTOCOL={other:?}: only grpc and http/protobuf are supported; using http/protobuf"
+                );
                 true
             }
         };
@@ -433,7 +442,13 @@ pub struct Exporter {
 impl Exporter {
     /// Starts the shipping thread. `resource` and `scope` are encoded once
     /// (see [`resource`], [`scope`]).
-    pub fn start(signal: Signal, to: Destination, settings: BatchSettings, resource: Vec<u8>, scope: Vec<u8>) -> Result<Self, SetupError> {
+    pub fn start(
+        signal: Signal,
+        to: Destination,
+        settings: BatchSettings,
+        resource: Vec<u8>,
+        scope: Vec<u8>,
+    ) -> Result<Self, SetupError> {
         let queue = Queue::new(signal, settings);
         // The transport belongs to the exporter's own runtime: a gRPC
         // channel spawns its connection task on the runtime it is made in,
@@ -501,7 +516,10 @@ impl Transport {
         let bad = |e: &dyn std::fmt::Display| SetupError::Endpoint(to.url.clone(), e.to_string());
         if to.http {
             let mut headers = reqwest::header::HeaderMap::new();
-            headers.insert(reqwest::header::CONTENT_TYPE, reqwest::header::HeaderValue::from_static("application/x-protobuf"));
+            headers.insert(
+                reqwest::header::CONTENT_TYPE,
+                reqwest::header::HeaderValue::from_static("application/x-protobuf"),
+            );
             for (k, v) in &to.headers {
                 let name = reqwest::header::HeaderName::from_bytes(k.as_bytes()).map_err(|e| bad(&e))?;
                 headers.insert(name, reqwest::header::HeaderValue::from_str(v).map_err(|e| bad(&e))?);
@@ -524,7 +542,13 @@ impl Transport {
     async fn send(&mut self, signal: Signal, body: Vec<u8>) -> Result<(), String> {
         match self {
             Self::Http { client, url, headers } => {
-                let response = client.post(url.as_str()).headers(headers.clone()).body(body).send().await.map_err(|e| e.to_string())?;
+                let response = client
+                    .post(url.as_str())
+                    .headers(headers.clone())
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let status = response.status();
                 // The response body (a partial-success message) is read so the
                 // connection can be reused.
@@ -636,8 +660,12 @@ mod tests {
         let s = &ss.spans[0];
         assert_eq!(s.trace_id, 7u128.to_be_bytes());
         assert_eq!(s.span_id, 9u64.to_be_bytes());
-        assert_eq!((s.name.as_str(), s.kind, s.start_time_unix_nano, s.end_time_unix_nano, s.flags), ("GET /v1/concerts", 2, 1_000, 2_000, 1));
-        let values: Vec<_> = s.attributes.iter().map(|kv| (kv.key.as_str(), kv.value.clone().unwrap().value.unwrap())).collect();
+        assert_eq!(
+            (s.name.as_str(), s.kind, s.start_time_unix_nano, s.end_time_unix_nano, s.flags),
+            ("GET /v1/concerts", 2, 1_000, 2_000, 1)
+        );
+        let values: Vec<_> =
+            s.attributes.iter().map(|kv| (kv.key.as_str(), kv.value.clone().unwrap().value.unwrap())).collect();
         assert_eq!(
             values,
             vec![
@@ -660,7 +688,8 @@ mod tests {
         put_attribute(&mut record, 6, "route", &Value::Str("/v1/x"));
         let mut items = Vec::new();
         put_bytes(&mut items, 2, &record);
-        let decoded = ExportLogsServiceRequest::decode(wrap(&resource(&[]), &scope("booking"), &items).as_slice()).unwrap();
+        let decoded =
+            ExportLogsServiceRequest::decode(wrap(&resource(&[]), &scope("booking"), &items).as_slice()).unwrap();
         let r = &decoded.resource_logs[0].scope_logs[0].log_records[0];
         assert_eq!((r.time_unix_nano, r.severity_number, r.severity_text.as_str()), (5, 9, "INFO"));
         assert_eq!(r.body.as_ref().unwrap().value, Some(any_value::Value::StringValue("request".into())));
@@ -677,7 +706,13 @@ mod tests {
 
     #[test]
     fn a_queue_full_of_bytes_drops_and_counts_however_few_its_items() {
-        let settings = BatchSettings { max_queue: 100, max_queue_bytes: 1024, max_batch: 100, delay: Duration::from_secs(1), timeout: Duration::from_secs(1) };
+        let settings = BatchSettings {
+            max_queue: 100,
+            max_queue_bytes: 1024,
+            max_batch: 100,
+            delay: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+        };
         let queue = Queue::new(Signal::Traces, settings);
         let dropped = || DROPPED.with_label_values(&["spans"]).get();
         let before = dropped();
@@ -694,8 +729,10 @@ mod tests {
         put_attribute(&mut span, 9, "url.path", &Value::Str(&long));
         let mut items = Vec::new();
         put_bytes(&mut items, 2, &span);
-        let decoded = ExportTraceServiceRequest::decode(wrap(&resource(&[]), &scope("booking"), &items).as_slice()).expect("lengths agree");
-        let value = decoded.resource_spans[0].scope_spans[0].spans[0].attributes[0].value.clone().unwrap().value.unwrap();
+        let decoded = ExportTraceServiceRequest::decode(wrap(&resource(&[]), &scope("booking"), &items).as_slice())
+            .expect("lengths agree");
+        let value =
+            decoded.resource_spans[0].scope_spans[0].spans[0].attributes[0].value.clone().unwrap().value.unwrap();
         let any_value::Value::StringValue(cut) = value else { panic!("a string") };
         assert_eq!(cut.chars().count(), DEFAULT_VALUE_LENGTH_LIMIT);
         assert!(long.starts_with(&cut));
@@ -703,7 +740,13 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_and_counts_instead_of_growing() {
-        let settings = BatchSettings { max_queue: 2, max_queue_bytes: 1 << 20, max_batch: 2, delay: Duration::from_secs(1), timeout: Duration::from_secs(1) };
+        let settings = BatchSettings {
+            max_queue: 2,
+            max_queue_bytes: 1 << 20,
+            max_batch: 2,
+            delay: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+        };
         let queue = Queue::new(Signal::Logs, settings);
         let dropped = || DROPPED.with_label_values(&["logs"]).get();
         let before = dropped();

@@ -232,7 +232,12 @@ impl RequestSpan {
             let remote = traceparent.and_then(SpanContext::from_traceparent);
             let trace_id = remote.map_or_else(|| TraceId(nonzero(rand::random::<u128>())), |r| r.trace_id);
             let sampled = spans.sampler.sample(remote.map(|r| r.sampled), trace_id);
-            let cx = SpanContext { trace_id, span_id: SpanId(nonzero(rand::random::<u64>())), parent: remote.map(|r| r.span_id), sampled };
+            let cx = SpanContext {
+                trace_id,
+                span_id: SpanId(nonzero(rand::random::<u64>())),
+                parent: remote.map(|r| r.span_id),
+                sampled,
+            };
             Some(Self { cx, remote_parent: remote.is_some(), start_unix_nanos: otlp::unix_nanos() })
         })
     }
@@ -254,7 +259,15 @@ impl RequestSpan {
     pub fn end(self, took: std::time::Duration, name: &[&str], attributes: &[(&str, Value<'_>)], failed: bool) {
         let remote_bit = if self.remote_parent { FLAG_IS_REMOTE } else { 0 };
         let (start, end) = (self.start_unix_nanos, self.start_unix_nanos + took.as_nanos() as u64);
-        let finished = Finished { cx: self.cx, name, kind: KIND_SERVER, start, end, flags: 1 | FLAG_HAS_IS_REMOTE | remote_bit, failed };
+        let finished = Finished {
+            cx: self.cx,
+            name,
+            kind: KIND_SERVER,
+            start,
+            end,
+            flags: 1 | FLAG_HAS_IS_REMOTE | remote_bit,
+            failed,
+        };
         finished.export(attributes);
     }
 }
@@ -340,7 +353,8 @@ where
             Some(p) => p.extensions().get::<Building>().map(|b| b.cx),
             None => current_request(),
         };
-        let mut fields = Fields::new(Vec::with_capacity(if self.queue.is_some() { 320 } else { 0 }), FieldsAre::SpanAttributes);
+        let mut fields =
+            Fields::new(Vec::with_capacity(if self.queue.is_some() { 320 } else { 0 }), FieldsAre::SpanAttributes);
         attrs.record(&mut fields);
         let remote = if local_parent.is_none() { fields.remote.take() } else { None };
         let (trace_id, parent, parent_sampled) = match (local_parent, remote) {
@@ -425,7 +439,11 @@ impl Leaf {
     /// span of `kind` (see `otel.kind`) named `name` (its parts joined), with
     /// `attributes`.
     pub fn end(self, took: std::time::Duration, name: &[&str], kind: u64, attributes: &[(&str, Value<'_>)]) {
-        let cx = SpanContext { span_id: SpanId(nonzero(rand::random::<u64>())), parent: Some(self.parent.span_id), ..self.parent };
+        let cx = SpanContext {
+            span_id: SpanId(nonzero(rand::random::<u64>())),
+            parent: Some(self.parent.span_id),
+            ..self.parent
+        };
         let (start, end) = (self.start_unix_nanos, self.start_unix_nanos + took.as_nanos() as u64);
         let finished = Finished { cx, name, kind, start, end, flags: 1 | FLAG_HAS_IS_REMOTE, failed: false };
         finished.export(attributes);
@@ -551,7 +569,9 @@ mod tests {
         assert_eq!(&cx.span_id.hex(), b"00f067aa0ba902b7");
         assert_eq!(cx.span_id.to_string(), "00f067aa0ba902b7");
         assert!(cx.sampled);
-        assert!(!SpanContext::from_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap().sampled);
+        assert!(
+            !SpanContext::from_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap().sampled
+        );
         for bad in [
             "",
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
@@ -565,7 +585,9 @@ mod tests {
             assert_eq!(SpanContext::from_traceparent(bad), None, "{bad:?}");
         }
         // A later version may carry more parts.
-        assert!(SpanContext::from_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more").is_some());
+        assert!(
+            SpanContext::from_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more").is_some()
+        );
     }
 
     #[test]
@@ -580,7 +602,9 @@ mod tests {
         assert!(Sampler::parse("traceidratio", Some("2")).is_err());
         assert!(Sampler::parse("nonsense", None).is_err());
         let half = Sampler::parse("parentbased_traceidratio", Some("0.5")).unwrap();
-        let kept = (0..10_000u64).filter(|i| half.sample(None, TraceId(u128::from(i.wrapping_mul(0x9e37_79b9_7f4a_7c15))))).count();
+        let kept = (0..10_000u64)
+            .filter(|i| half.sample(None, TraceId(u128::from(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)))))
+            .count();
         assert!((4_000..6_000).contains(&kept), "about half: {kept}");
         assert!(!Sampler::TraceIdRatio(0.0).sample(None, TraceId(1)));
         assert!(Sampler::TraceIdRatio(1.0).sample(None, TraceId(u128::MAX)));
@@ -621,7 +645,15 @@ mod tests {
             );
             seen = context_of(&server);
             let _in = server.enter();
-            tracing::info_span!("client", otel.kind = "client", db.operation.name = "hold_seat", rows = 1u64, ms = 0.5, ok = true).in_scope(|| {});
+            tracing::info_span!(
+                "client",
+                otel.kind = "client",
+                db.operation.name = "hold_seat",
+                rows = 1u64,
+                ms = 0.5,
+                ok = true
+            )
+            .in_scope(|| {});
             server.record("http.response.status_code", 500u64);
             server.record("error.type", "INTERNAL");
         });
@@ -635,7 +667,8 @@ mod tests {
         assert_eq!(server.flags, 0x301, "sampled, parent known to be remote");
         assert_eq!(server.span_id, seen.span_id.0.to_be_bytes());
         assert_eq!(server.status.as_ref().map(|s| s.code), Some(2), "error.type marks the span failed");
-        let attrs: Vec<_> = server.attributes.iter().map(|kv| (kv.key.as_str(), kv.value.clone().unwrap().value.unwrap())).collect();
+        let attrs: Vec<_> =
+            server.attributes.iter().map(|kv| (kv.key.as_str(), kv.value.clone().unwrap().value.unwrap())).collect();
         assert_eq!(
             attrs,
             vec![
@@ -663,11 +696,19 @@ mod tests {
             parent = context_of(&server);
             let _in = server.enter();
             let leaf = Leaf::start().expect("a sampled current span");
-            leaf.end(std::time::Duration::from_micros(3), &["redis ", "gate"], KIND_CLIENT, &[("db.system.name", Value::Str("redis"))]);
+            leaf.end(
+                std::time::Duration::from_micros(3),
+                &["redis ", "gate"],
+                KIND_CLIENT,
+                &[("db.system.name", Value::Str("redis"))],
+            );
         });
         let parent = parent.unwrap();
         let leaf = spans.iter().find(|s| s.name == "redis gate").expect("the leaf was exported");
-        assert_eq!((leaf.trace_id.as_slice(), leaf.parent_span_id.as_slice()), (&parent.trace_id.0.to_be_bytes()[..], &parent.span_id.0.to_be_bytes()[..]));
+        assert_eq!(
+            (leaf.trace_id.as_slice(), leaf.parent_span_id.as_slice()),
+            (&parent.trace_id.0.to_be_bytes()[..], &parent.span_id.0.to_be_bytes()[..])
+        );
         assert_eq!(leaf.kind, 3);
         assert!(leaf.end_time_unix_nano >= leaf.start_time_unix_nano);
         assert_eq!(leaf.attributes[0].key, "db.system.name");
@@ -682,7 +723,8 @@ mod tests {
     fn a_request_span_lives_outside_the_registry_yet_parents_leaves_and_spans() {
         let mut request = None;
         let spans = spans_of(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)), || {
-            let span = RequestSpan::start(Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")).expect("tracing is on");
+            let span = RequestSpan::start(Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"))
+                .expect("tracing is on");
             assert_eq!(current_request(), None, "only while it is served");
             span.in_scope(|| {
                 assert_eq!(current_request(), Some(span.cx));
@@ -690,7 +732,12 @@ mod tests {
                 let _inner = tracing::info_span!("inner").entered();
             });
             request = Some(span.cx);
-            span.end(std::time::Duration::from_millis(1), &["POST", " ", "/v1/x"], &[("http.response.status_code", Value::Int(503))], true);
+            span.end(
+                std::time::Duration::from_millis(1),
+                &["POST", " ", "/v1/x"],
+                &[("http.response.status_code", Value::Int(503))],
+                true,
+            );
         });
         let request = request.unwrap();
         let by_name = |n: &str| spans.iter().find(|s| s.name == n).unwrap_or_else(|| panic!("no {n} span"));
@@ -701,7 +748,11 @@ mod tests {
         assert_eq!((server.kind, server.flags), (2, 0x301));
         assert_eq!(server.status.as_ref().map(|s| s.code), Some(2));
         for child in ["redis gate", "inner"] {
-            assert_eq!(by_name(child).parent_span_id, request.span_id.0.to_be_bytes(), "{child} hangs under the request");
+            assert_eq!(
+                by_name(child).parent_span_id,
+                request.span_id.0.to_be_bytes(),
+                "{child} hangs under the request"
+            );
             assert_eq!(by_name(child).trace_id, server.trace_id);
         }
         let unsampled = spans_of(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)), || {
@@ -728,7 +779,8 @@ mod tests {
         assert_eq!(ids[1].parent, Some(ids[0].span_id));
         assert!(!ids[0].sampled && !ids[1].sampled);
         let sampled = spans_of(Sampler::ParentBased(Box::new(Sampler::AlwaysOff)), || {
-            let _root = tracing::info_span!("root", traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+            let _root =
+                tracing::info_span!("root", traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
         });
         assert_eq!(sampled.len(), 1, "a sampled remote parent wins over the root sampler");
     }

@@ -28,7 +28,8 @@ async fn a_claim_reads_only_the_claimants_holds_whatever_plan_was_cached_first()
     let db = testkit::Database::create("booking_test").await;
     let store = Store::connect(&db.url, 1).await.unwrap();
     let seats = (0..3000).map(|n| NewSeat { seat_no: format!("A{n}"), grade: "R".into(), price: 100 }).collect();
-    let concert = NewConcert { title: "plans".into(), performances: vec![NewPerformance { starts_at: 10_000_000, seats }] };
+    let concert =
+        NewConcert { title: "plans".into(), performances: vec![NewPerformance { starts_at: 10_000_000, seats }] };
     let created = store.create_concert(&concert, 0).await.unwrap();
     let performance_id = created.performances[0].performance_id;
     let concert_id = created.concert_id;
@@ -39,7 +40,11 @@ async fn a_claim_reads_only_the_claimants_holds_whatever_plan_was_cached_first()
     let pool = store.pool();
     let column = |rows: Vec<sqlx::any::AnyRow>| rows.iter().map(|r| r.get::<i64, _>(0)).collect::<Vec<_>>();
     let seat_ids = column(
-        sqlx::query("SELECT id FROM seats WHERE performance_id = $1 ORDER BY id").bind(performance_id).fetch_all(pool).await.unwrap(),
+        sqlx::query("SELECT id FROM seats WHERE performance_id = $1 ORDER BY id")
+            .bind(performance_id)
+            .fetch_all(pool)
+            .await
+            .unwrap(),
     );
     let user_ids = column(sqlx::query("SELECT id FROM users ORDER BY id").fetch_all(pool).await.unwrap());
     let claim = |i: usize| HoldRequest {

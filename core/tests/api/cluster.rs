@@ -60,7 +60,11 @@ async fn concerts_spread_over_the_masters_and_each_concerts_keys_stay_on_one() {
     for concert in &concerts {
         let tag = format!("{{{prefix}:c{}}}", concert.id);
         let owner = cluster(&app).master_of(&tag);
-        assert_eq!(queue.node_of(concert.id).await.unwrap(), Some(format!("127.0.0.1:{owner}")), "the client's slot map agrees");
+        assert_eq!(
+            queue.node_of(concert.id).await.unwrap(),
+            Some(format!("127.0.0.1:{owner}")),
+            "the client's slot map agrees"
+        );
         // The line and the seat flag are all on the owner.
         for key in [format!("{tag}:active"), format!("{tag}:current"), format!("{tag}:seat:{}", concert.seat_ids[0])] {
             let kind = redis_cli(owner, &["type", &key]);
@@ -79,7 +83,10 @@ async fn concerts_spread_over_the_masters_and_each_concerts_keys_stay_on_one() {
     let metrics = app.metrics_text().await;
     for &m in &masters {
         let labels = format!("node=\"127.0.0.1:{m}\"");
-        assert!(support::series_value(&metrics, "redis_node_commands_processed_total", &labels) > 0.0, "no commands counted for {m}:\n{metrics}");
+        assert!(
+            support::series_value(&metrics, "redis_node_commands_processed_total", &labels) > 0.0,
+            "no commands counted for {m}:\n{metrics}"
+        );
     }
 }
 
@@ -145,11 +152,17 @@ async fn each_line_admits_once_per_tick_across_three_instances() {
     // The first 40 of each line are active; the rest moved up by 40.
     for (i, (user, _, position)) in entered.iter().enumerate() {
         let app = [&first, &others[0], &others[1]][i % 3];
-        let (_, status) = app.call("GET", "/v1/queue/tokens/current", &[("queue-token", user.queue_token.as_deref().unwrap())], None).await;
+        let (_, status) = app
+            .call("GET", "/v1/queue/tokens/current", &[("queue-token", user.queue_token.as_deref().unwrap())], None)
+            .await;
         if *position <= 40 {
             assert_eq!(status["status"], "ACTIVE", "position {position}: {status}");
         } else {
-            assert_eq!((&status["status"], status["position"].as_i64()), (&json!("WAITING"), Some(position - 40)), "{status}");
+            assert_eq!(
+                (&status["status"], status["position"].as_i64()),
+                (&json!("WAITING"), Some(position - 40)),
+                "{status}"
+            );
         }
     }
 }
@@ -162,14 +175,20 @@ async fn each_line_admits_once_per_tick_across_three_instances() {
 /// through it: the client found the new topology by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_master_killed_mid_sale_is_survived() {
-    let app = spawn_app_with(Backend::Cluster, |s| booking::settings::Settings { active_window: Duration::from_secs(3600), ..s }).await;
+    let app = spawn_app_with(Backend::Cluster, |s| booking::settings::Settings {
+        active_window: Duration::from_secs(3600),
+        ..s
+    })
+    .await;
     let concert = app.create_concert(40, 1_000).await;
     let users = app.active_users(40, concert.id).await;
     for user in &users {
         app.charge(user, 1_000, &format!("fund-{}", user.id)).await;
         // Each instance sees the place active once (the round robin).
         for _ in 0..support::CLUSTER_INSTANCES {
-            let (status, body) = app.call("GET", "/v1/queue/tokens/current", &[("queue-token", user.queue_token.as_deref().unwrap())], None).await;
+            let (status, body) = app
+                .call("GET", "/v1/queue/tokens/current", &[("queue-token", user.queue_token.as_deref().unwrap())], None)
+                .await;
             assert_eq!((status, &body["status"]), (StatusCode::OK, &json!("ACTIVE")), "{body}");
         }
     }
@@ -189,7 +208,9 @@ async fn a_master_killed_mid_sale_is_survived() {
                 Some(rid) => app.pay(user, rid, &format!("pay-{}", user.id)).await,
             };
             match status {
-                StatusCode::CREATED if reservation.is_none() => reservation = body["reservation_id"].as_str().map(str::to_owned),
+                StatusCode::CREATED if reservation.is_none() => {
+                    reservation = body["reservation_id"].as_str().map(str::to_owned)
+                }
                 StatusCode::CREATED => {
                     paid = true;
                     break;
@@ -222,7 +243,9 @@ async fn a_master_killed_mid_sale_is_survived() {
             let policy = app.state.admission_policy();
             app.clock.advance(Duration::from_millis(policy.interval_ms as u64));
             let _ = app.state.queue.admit(policy, app.clock.now_ms()).await;
-            let (_, place) = app.call("GET", "/v1/queue/tokens/current", &[("queue-token", late.queue_token.as_deref().unwrap())], None).await;
+            let (_, place) = app
+                .call("GET", "/v1/queue/tokens/current", &[("queue-token", late.queue_token.as_deref().unwrap())], None)
+                .await;
             admitted = place["status"] == "ACTIVE";
         } else {
             assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
@@ -262,7 +285,11 @@ fn cluster_sh(dir: &std::path::Path, base: u16, args: &[&str]) -> (i32, String, 
         .env_remove("REDIS_URL")
         .output()
         .expect("cluster.sh runs");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// The `export NAME='value'` lines of cluster.env.
@@ -312,29 +339,37 @@ async fn cluster_sh_runs_a_sale_through_haproxy_that_survives_a_killed_instance(
     let _down = Down(&dir, base);
     let (code, status, err) = cluster_sh(&dir, base, &["status"]);
     assert_eq!(code, 0, "{status}{err}");
-    assert_eq!(status.lines().filter(|l| l.split_whitespace().nth(1) == Some("ok")).count(), 6, "redis, postgres, 3 instances, haproxy:\n{status}");
+    assert_eq!(
+        status.lines().filter(|l| l.split_whitespace().nth(1) == Some("ok")).count(),
+        6,
+        "redis, postgres, 3 instances, haproxy:\n{status}"
+    );
     let env = cluster_env(&dir);
     let (url, admin) = (env["BOOKING_URL"].clone(), env["ADMIN_KEY"].clone());
     let http = reqwest::Client::new();
-    let call = |method: reqwest::Method, path: &str, body: Option<serde_json::Value>, headers: Vec<(&'static str, String)>| {
-        let mut req = http.request(method, format!("{url}{path}"));
-        for (k, v) in headers {
-            req = req.header(k, v);
-        }
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        async move {
-            let resp = req.send().await.expect("HAProxy answers");
-            let status = resp.status().as_u16();
-            (status, resp.json::<serde_json::Value>().await.unwrap_or_default())
-        }
-    };
+    let call =
+        |method: reqwest::Method, path: &str, body: Option<serde_json::Value>, headers: Vec<(&'static str, String)>| {
+            let mut req = http.request(method, format!("{url}{path}"));
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
+            if let Some(body) = body {
+                req = req.json(&body);
+            }
+            async move {
+                let resp = req.send().await.expect("HAProxy answers");
+                let status = resp.status().as_u16();
+                (status, resp.json::<serde_json::Value>().await.unwrap_or_default())
+            }
+        };
     use reqwest::Method;
 
-    let seats: Vec<serde_json::Value> = (1..=20).map(|n| json!({ "seat_no": format!("A{n}"), "grade": "R", "price": 1_000 })).collect();
-    let concert = json!({ "title": "Cluster", "performances": [{ "starts_at": "2030-05-01T19:00:00Z", "seats": seats }] });
-    let (status, created) = call(Method::POST, "/v1/admin/concerts", Some(concert), vec![("x-admin-key", admin.clone())]).await;
+    let seats: Vec<serde_json::Value> =
+        (1..=20).map(|n| json!({ "seat_no": format!("A{n}"), "grade": "R", "price": 1_000 })).collect();
+    let concert =
+        json!({ "title": "Cluster", "performances": [{ "starts_at": "2030-05-01T19:00:00Z", "seats": seats }] });
+    let (status, created) =
+        call(Method::POST, "/v1/admin/concerts", Some(concert), vec![("x-admin-key", admin.clone())]).await;
     assert_eq!(status, 201, "{created}");
     let concert_id = created["concert_id"].as_i64().unwrap();
     let performance_id = created["performances"][0]["performance_id"].as_i64().unwrap();
@@ -345,14 +380,21 @@ async fn cluster_sh_runs_a_sale_through_haproxy_that_survives_a_killed_instance(
         let (status, user) = call(Method::POST, "/v1/users", Some(json!({ "name": format!("fan{i}") })), vec![]).await;
         assert_eq!(status, 201, "{user}");
         let bearer = format!("Bearer {}", user["token"].as_str().unwrap());
-        let (status, place) = call(Method::POST, "/v1/queue/tokens", Some(json!({ "concert_id": concert_id })), vec![("authorization", bearer.clone())]).await;
+        let (status, place) = call(
+            Method::POST,
+            "/v1/queue/tokens",
+            Some(json!({ "concert_id": concert_id })),
+            vec![("authorization", bearer.clone())],
+        )
+        .await;
         assert_eq!(status, 201, "{place}");
         fans.push((bearer, place["queue_token"].as_str().unwrap().to_owned()));
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     for (_, queue) in &fans {
         loop {
-            let (_, place) = call(Method::GET, "/v1/queue/tokens/current", None, vec![("queue-token", queue.clone())]).await;
+            let (_, place) =
+                call(Method::GET, "/v1/queue/tokens/current", None, vec![("queue-token", queue.clone())]).await;
             if place["status"] == "ACTIVE" {
                 break;
             }
@@ -360,15 +402,28 @@ async fn cluster_sh_runs_a_sale_through_haproxy_that_survives_a_killed_instance(
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    let (status, map) = call(Method::GET, &format!("/v1/performances/{performance_id}/seats"), None, vec![("authorization", fans[0].0.clone()), ("queue-token", fans[0].1.clone())]).await;
+    let (status, map) = call(
+        Method::GET,
+        &format!("/v1/performances/{performance_id}/seats"),
+        None,
+        vec![("authorization", fans[0].0.clone()), ("queue-token", fans[0].1.clone())],
+    )
+    .await;
     assert_eq!(status, 200, "{map}");
     let seat_ids: Vec<i64> = map["seats"].as_array().unwrap().iter().map(|s| s["seat_id"].as_i64().unwrap()).collect();
     let mut reservations = Vec::new();
     for (i, (bearer, queue)) in fans.iter().enumerate() {
         let headers = vec![("authorization", bearer.clone()), ("idempotency-key", format!("fund-{i}"))];
-        let (status, body) = call(Method::POST, "/v1/users/me/balance/charges", Some(json!({ "amount": 1_000 })), headers).await;
+        let (status, body) =
+            call(Method::POST, "/v1/users/me/balance/charges", Some(json!({ "amount": 1_000 })), headers).await;
         assert_eq!(status, 201, "{body}");
-        let (status, held) = call(Method::POST, "/v1/reservations", Some(json!({ "seat_id": seat_ids[i] })), vec![("authorization", bearer.clone()), ("queue-token", queue.clone())]).await;
+        let (status, held) = call(
+            Method::POST,
+            "/v1/reservations",
+            Some(json!({ "seat_id": seat_ids[i] })),
+            vec![("authorization", bearer.clone()), ("queue-token", queue.clone())],
+        )
+        .await;
         assert_eq!(status, 201, "{held}");
         reservations.push(held["reservation_id"].as_str().unwrap().to_owned());
     }
@@ -380,8 +435,13 @@ async fn cluster_sh_runs_a_sale_through_haproxy_that_survives_a_killed_instance(
     for (i, ((bearer, queue), rid)) in fans.iter().zip(&reservations).enumerate() {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let headers = vec![("authorization", bearer.clone()), ("queue-token", queue.clone()), ("idempotency-key", format!("pay-{i}"))];
-            let (status, body) = call(Method::POST, "/v1/payments", Some(json!({ "reservation_id": rid })), headers).await;
+            let headers = vec![
+                ("authorization", bearer.clone()),
+                ("queue-token", queue.clone()),
+                ("idempotency-key", format!("pay-{i}")),
+            ];
+            let (status, body) =
+                call(Method::POST, "/v1/payments", Some(json!({ "reservation_id": rid })), headers).await;
             *statuses.entry(status).or_insert(0) += 1;
             if status == 201 {
                 break;
@@ -399,7 +459,12 @@ async fn cluster_sh_runs_a_sale_through_haproxy_that_survives_a_killed_instance(
         .env("DATABASE_URL", &env["DATABASE_URL"])
         .output()
         .unwrap();
-    assert!(audit.status.success(), "audit: {}{}", String::from_utf8_lossy(&audit.stdout), String::from_utf8_lossy(&audit.stderr));
+    assert!(
+        audit.status.success(),
+        "audit: {}{}",
+        String::from_utf8_lossy(&audit.stdout),
+        String::from_utf8_lossy(&audit.stderr)
+    );
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&env["DATABASE_URL"]).await.unwrap();
     let paid: i64 = sqlx::query_scalar("SELECT count(*) FROM payments").fetch_one(&mut conn).await.unwrap();
     assert_eq!(paid, 20);

@@ -102,23 +102,33 @@ impl Fixtures {
             assert_eq!(status, expected, "{body}");
             body
         };
-        let seats: Vec<Value> = (1..=3).map(|n| json!({ "seat_no": format!("A{n}"), "grade": "R", "price": 100_000 })).collect();
-        let concert = json!({ "title": "Contract", "performances": [{ "starts_at": "2030-01-01T19:00:00Z", "seats": seats }] });
-        let created = call(http.post(format!("{base}/v1/admin/concerts")).header("x-admin-key", ADMIN_KEY).json(&concert), 201).await;
+        let seats: Vec<Value> =
+            (1..=3).map(|n| json!({ "seat_no": format!("A{n}"), "grade": "R", "price": 100_000 })).collect();
+        let concert =
+            json!({ "title": "Contract", "performances": [{ "starts_at": "2030-01-01T19:00:00Z", "seats": seats }] });
+        let created =
+            call(http.post(format!("{base}/v1/admin/concerts")).header("x-admin-key", ADMIN_KEY).json(&concert), 201)
+                .await;
         let concert_id = created["concert_id"].as_i64().unwrap();
         let performance_id = created["performances"][0]["performance_id"].as_i64().unwrap();
 
         let user = call(http.post(format!("{base}/v1/users")).json(&json!({ "name": "contract" })), 201).await;
         let token = user["token"].as_str().unwrap().to_owned();
         let bearer = format!("Bearer {token}");
-        let place =
-            call(http.post(format!("{base}/v1/queue/tokens")).header("authorization", &bearer).json(&json!({ "concert_id": concert_id })), 201)
-                .await;
+        let place = call(
+            http.post(format!("{base}/v1/queue/tokens"))
+                .header("authorization", &bearer)
+                .json(&json!({ "concert_id": concert_id })),
+            201,
+        )
+        .await;
         let queue_token = place["queue_token"].as_str().unwrap().to_owned();
         // Admission ticks every second (`Binary::serve`).
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let current = call(http.get(format!("{base}/v1/queue/tokens/current")).header("queue-token", &queue_token), 200).await;
+            let current =
+                call(http.get(format!("{base}/v1/queue/tokens/current")).header("queue-token", &queue_token), 200)
+                    .await;
             if current["status"] == "ACTIVE" {
                 break;
             }
@@ -126,12 +136,18 @@ impl Fixtures {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
 
-        let authorized = |req: reqwest::RequestBuilder| req.header("authorization", &bearer).header("queue-token", &queue_token);
+        let authorized =
+            |req: reqwest::RequestBuilder| req.header("authorization", &bearer).header("queue-token", &queue_token);
         let map = call(authorized(http.get(format!("{base}/v1/performances/{performance_id}/seats"))), 200).await;
-        let seat_ids: Vec<i64> = map["seats"].as_array().unwrap().iter().map(|s| s["seat_id"].as_i64().unwrap()).collect();
+        let seat_ids: Vec<i64> =
+            map["seats"].as_array().unwrap().iter().map(|s| s["seat_id"].as_i64().unwrap()).collect();
         let mut reservation_ids = Vec::new();
         for seat_id in &seat_ids[..2] {
-            let held = call(authorized(http.post(format!("{base}/v1/reservations")).json(&json!({ "seat_id": seat_id }))), 201).await;
+            let held = call(
+                authorized(http.post(format!("{base}/v1/reservations")).json(&json!({ "seat_id": seat_id }))),
+                201,
+            )
+            .await;
             reservation_ids.push(held["reservation_id"].as_str().unwrap().to_owned());
         }
         Self { concert_id, performance_id, seat_ids, reservation_ids, token, queue_token }

@@ -42,7 +42,10 @@ pub(crate) async fn the_chaos_switch_fails_only_the_chosen_route_and_counts_ever
     let concert = app.create_concert(1, 1).await;
     let performances = format!("/v1/concerts/{}/performances", concert.id);
     let (status, off) = admin(&app, "GET", "/v1/admin/chaos", None).await;
-    assert_eq!((status, off), (StatusCode::OK, json!({ "enabled": false, "routes": [], "error_ratio": 0.0, "latency_ms": 0 })));
+    assert_eq!(
+        (status, off),
+        (StatusCode::OK, json!({ "enabled": false, "routes": [], "error_ratio": 0.0, "latency_ms": 0 }))
+    );
 
     let before = metrics(&app).await;
     let (status, on) =
@@ -63,14 +66,23 @@ pub(crate) async fn the_chaos_switch_fails_only_the_chosen_route_and_counts_ever
     assert_eq!(delta(r#"http_server_requests_total{method="GET",route="/v1/concerts",status="503"}"#), 3.0);
     assert_eq!(delta(r#"http_server_requests_total{method="GET",route="/v1/concerts",status="200"}"#), 0.0);
     assert_eq!(delta(r#"http_server_request_duration_seconds_count{method="GET",route="/v1/concerts"}"#), 3.0);
-    assert_eq!(delta(r#"http_server_requests_total{method="GET",route="/v1/concerts/{concert_id}/performances",status="200"}"#), 2.0);
+    assert_eq!(
+        delta(
+            r#"http_server_requests_total{method="GET",route="/v1/concerts/{concert_id}/performances",status="200"}"#
+        ),
+        2.0
+    );
     assert_eq!(delta(r#"booking_chaos_injected_total{kind="error"}"#), 3.0);
     assert_eq!(delta(r#"booking_chaos_injected_total{kind="latency"}"#), 0.0);
 
     // A new plan replaces the old one: only latency, on the other route.
-    let (status, _) =
-        admin(&app, "PUT", "/v1/admin/chaos", Some(json!({ "routes": ["/v1/concerts/{concert_id}/performances"], "latency_ms": 100 })))
-            .await;
+    let (status, _) = admin(
+        &app,
+        "PUT",
+        "/v1/admin/chaos",
+        Some(json!({ "routes": ["/v1/concerts/{concert_id}/performances"], "latency_ms": 100 })),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     for _ in 0..2 {
         let started = Instant::now();
@@ -80,8 +92,15 @@ pub(crate) async fn the_chaos_switch_fails_only_the_chosen_route_and_counts_ever
     }
     assert_eq!(app.call("GET", "/v1/concerts", &[], None).await.0, StatusCode::OK);
     let later = metrics(&app).await;
-    assert_eq!(sample(&later, r#"booking_chaos_injected_total{kind="latency"}"#) - sample(&after, r#"booking_chaos_injected_total{kind="latency"}"#), 2.0);
-    assert_eq!(sample(&later, r#"booking_chaos_injected_total{kind="error"}"#), sample(&after, r#"booking_chaos_injected_total{kind="error"}"#));
+    assert_eq!(
+        sample(&later, r#"booking_chaos_injected_total{kind="latency"}"#)
+            - sample(&after, r#"booking_chaos_injected_total{kind="latency"}"#),
+        2.0
+    );
+    assert_eq!(
+        sample(&later, r#"booking_chaos_injected_total{kind="error"}"#),
+        sample(&after, r#"booking_chaos_injected_total{kind="error"}"#)
+    );
 
     // No routes: everything but scrapes, liveness, readiness and the admin API.
     let (status, _) = admin(&app, "PUT", "/v1/admin/chaos", Some(json!({ "error_ratio": 1.0 }))).await;
@@ -116,14 +135,20 @@ async fn readyz_says_why_it_is_not_ready_and_chaos_fails_it_only_when_named(back
     let (status, _) = admin(&app, "PUT", "/v1/admin/chaos", Some(json!({ "error_ratio": 1.0 }))).await;
     assert_eq!(status, StatusCode::OK);
     let drill = json!({ "status": "ready", "reasons": [], "database": "ok", "queue": "ok", "chaos": true });
-    assert_eq!(app.call("GET", "/readyz", &[], None).await, (StatusCode::OK, drill), "a drill of the routes is not an outage");
+    assert_eq!(
+        app.call("GET", "/readyz", &[], None).await,
+        (StatusCode::OK, drill),
+        "a drill of the routes is not an outage"
+    );
 
     // Named, /readyz is drilled (a load balancer's drill): chaos is the
     // reason, and the database and queue are said to be fine.
     let before = metrics(&app).await;
-    let (status, _) = admin(&app, "PUT", "/v1/admin/chaos", Some(json!({ "routes": ["/readyz"], "error_ratio": 1.0 }))).await;
+    let (status, _) =
+        admin(&app, "PUT", "/v1/admin/chaos", Some(json!({ "routes": ["/readyz"], "error_ratio": 1.0 }))).await;
     assert_eq!(status, StatusCode::OK);
-    let drained = json!({ "status": "not_ready", "reasons": ["chaos"], "database": "ok", "queue": "ok", "chaos": true });
+    let drained =
+        json!({ "status": "not_ready", "reasons": ["chaos"], "database": "ok", "queue": "ok", "chaos": true });
     assert_eq!(app.call("GET", "/readyz", &[], None).await, (StatusCode::SERVICE_UNAVAILABLE, drained));
     assert_eq!(app.call("GET", "/v1/concerts", &[], None).await.0, StatusCode::OK, "only /readyz is drilled");
     let after = metrics(&app).await;
@@ -163,7 +188,11 @@ async fn readyz_names_the_queue_when_redis_is_down() {
     redis.stop();
     let (status, body) = app.call("GET", "/readyz", &[], None).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!((&body["status"], &body["reasons"], &body["database"], &body["queue"]), (&json!("not_ready"), &json!(["queue"]), &json!("ok"), &json!("unavailable")), "{body}");
+    assert_eq!(
+        (&body["status"], &body["reasons"], &body["database"], &body["queue"]),
+        (&json!("not_ready"), &json!(["queue"]), &json!("ok"), &json!("unavailable")),
+        "{body}"
+    );
 }
 
 pub(crate) async fn invalid_operator_requests_are_clean_json_4xx_and_change_nothing(backend: Backend) {
@@ -178,8 +207,22 @@ pub(crate) async fn invalid_operator_requests_are_clean_json_4xx_and_change_noth
         ("PUT", "/v1/admin/chaos", &admin, Some(r#"{"latency_ms": 60001}"#), 400, "INVALID_CHAOS"),
         ("PUT", "/v1/admin/chaos", &admin, Some(r#"{}"#), 400, "INVALID_CHAOS"),
         ("PUT", "/v1/admin/chaos", &admin, Some(r#"{"routes": ["/metrics"], "error_ratio": 1}"#), 400, "INVALID_CHAOS"),
-        ("PUT", "/v1/admin/chaos", &admin, Some(r#"{"routes": ["/v1/admin/chaos"], "error_ratio": 1}"#), 400, "INVALID_CHAOS"),
-        ("PUT", "/v1/admin/chaos", &admin, Some(r#"{"routes": ["/v1/concerts/1/performances"], "error_ratio": 1}"#), 400, "INVALID_CHAOS"),
+        (
+            "PUT",
+            "/v1/admin/chaos",
+            &admin,
+            Some(r#"{"routes": ["/v1/admin/chaos"], "error_ratio": 1}"#),
+            400,
+            "INVALID_CHAOS",
+        ),
+        (
+            "PUT",
+            "/v1/admin/chaos",
+            &admin,
+            Some(r#"{"routes": ["/v1/concerts/1/performances"], "error_ratio": 1}"#),
+            400,
+            "INVALID_CHAOS",
+        ),
         ("PUT", "/v1/admin/chaos", &admin, Some(r#"{"error_ratio": 1, "kind": "error"}"#), 400, "INVALID_BODY"),
         ("PUT", "/v1/admin/chaos", &admin, Some(r#"{"error_ratio": "half"}"#), 400, "INVALID_BODY"),
         ("PUT", "/v1/admin/chaos", &admin, Some(r#"{"error_ratio": "#), 400, "MALFORMED_JSON"),
@@ -196,7 +239,14 @@ pub(crate) async fn invalid_operator_requests_are_clean_json_4xx_and_change_noth
         ("GET", "/v1/admin/queue/admission", &[], None, 401, "INVALID_ADMIN_KEY"),
         ("POST", "/v1/admin/caches/flush", &wrong, None, 401, "INVALID_ADMIN_KEY"),
         ("PUT", "/v1/admin/rate-limit", &admin, Some(r#"{"enabled": true}"#), 400, "INVALID_RATE_LIMIT"),
-        ("PUT", "/v1/admin/rate-limit", &admin, Some(r#"{"enabled": true, "per_second": 0}"#), 400, "INVALID_RATE_LIMIT"),
+        (
+            "PUT",
+            "/v1/admin/rate-limit",
+            &admin,
+            Some(r#"{"enabled": true, "per_second": 0}"#),
+            400,
+            "INVALID_RATE_LIMIT",
+        ),
         ("PUT", "/v1/admin/rate-limit", &admin, Some(r#"{"per_second": 5}"#), 400, "INVALID_BODY"),
         ("PUT", "/v1/admin/rate-limit", &wrong, Some(r#"{"enabled": false}"#), 401, "INVALID_ADMIN_KEY"),
         ("GET", "/v1/admin/rate-limit", &[], None, 401, "INVALID_ADMIN_KEY"),
@@ -206,7 +256,11 @@ pub(crate) async fn invalid_operator_requests_are_clean_json_4xx_and_change_noth
             Some(b) => app.call_raw(method, path, headers, b).await,
             None => app.call(method, path, headers, None).await,
         };
-        assert_eq!((got.as_u16(), value["error"]["code"].as_str()), (status, Some(code)), "{method} {path} {body:?} -> {value}");
+        assert_eq!(
+            (got.as_u16(), value["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{method} {path} {body:?} -> {value}"
+        );
         assert!(value["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
     let (status, value) = support::send(app.router.clone(), "PUT", "/v1/admin/chaos", &admin, None).await;
@@ -217,7 +271,10 @@ pub(crate) async fn invalid_operator_requests_are_clean_json_4xx_and_change_noth
     assert_eq!(app.call("GET", "/v1/concerts", &[], None).await.0, StatusCode::OK);
     let (_, admission) = app.call("GET", "/v1/admin/queue/admission", &admin, None).await;
     assert_eq!(admission["batch"], app.state.settings.admission_batch);
-    assert_eq!(app.call("GET", "/v1/admin/rate-limit", &admin, None).await.1, json!({ "enabled": false, "per_second": null }));
+    assert_eq!(
+        app.call("GET", "/v1/admin/rate-limit", &admin, None).await.1,
+        json!({ "enabled": false, "per_second": null })
+    );
 }
 
 pub(crate) async fn admission_retuned_at_run_time_is_used_by_the_running_admission_loop(backend: Backend) {
@@ -246,7 +303,8 @@ pub(crate) async fn admission_retuned_at_run_time_is_used_by_the_running_admissi
     })
     .await;
 
-    let (status, tuned) = admin(&app, "PUT", "/v1/admin/queue/admission", Some(json!({ "batch": 2, "interval_ms": 1_000 }))).await;
+    let (status, tuned) =
+        admin(&app, "PUT", "/v1/admin/queue/admission", Some(json!({ "batch": 2, "interval_ms": 1_000 }))).await;
     assert_eq!(status, StatusCode::OK, "{tuned}");
     assert_eq!(tuned, json!({ "batch": 2, "interval_ms": 1_000, "active_window_secs": 600 }));
     assert_eq!(admin(&app, "GET", "/v1/admin/queue/admission", None).await.1, tuned);
@@ -301,10 +359,17 @@ pub(crate) async fn flushing_the_caches_drops_seat_maps_and_known_concerts(backe
         max_holds: 4,
     };
     app.state.store.hold_seat(&request).await.unwrap();
-    assert_eq!(available(&app.call("GET", &list, &[], None).await.1), Some(2), "another instance's hold shows only after the TTL, or a flush");
+    assert_eq!(
+        available(&app.call("GET", &list, &[], None).await.1),
+        Some(2),
+        "another instance's hold shows only after the TTL, or a flush"
+    );
 
     let (status, flushed) = admin(&app, "POST", "/v1/admin/caches/flush", None).await;
-    assert_eq!((status, flushed), (StatusCode::OK, json!({ "flushed": { "seat_maps": 1, "known_concerts": 1, "performance_lists": 1 } })));
+    assert_eq!(
+        (status, flushed),
+        (StatusCode::OK, json!({ "flushed": { "seat_maps": 1, "known_concerts": 1, "performance_lists": 1 } }))
+    );
     assert_eq!(available(&app.call("GET", &list, &[], None).await.1), Some(1), "the list is rendered afresh");
     let (_, map) = app.call("GET", &seats, &[("authorization", &bearer(user)), ("queue-token", &q)], None).await;
     assert_eq!(map["seats"][0]["status"], "HELD", "the map is rendered afresh");
@@ -337,7 +402,10 @@ pub(crate) async fn the_queue_entry_rate_limit_answers_429_with_retry_after_only
         }
     };
     let before = metrics(&app).await;
-    assert_eq!(admin(&app, "GET", "/v1/admin/rate-limit", None).await.1, json!({ "enabled": false, "per_second": null }));
+    assert_eq!(
+        admin(&app, "GET", "/v1/admin/rate-limit", None).await.1,
+        json!({ "enabled": false, "per_second": null })
+    );
     for _ in 0..3 {
         for u in &users {
             let (status, _, body) = enter(u).await;
@@ -345,7 +413,8 @@ pub(crate) async fn the_queue_entry_rate_limit_answers_429_with_retry_after_only
         }
     }
 
-    let (status, on) = admin(&app, "PUT", "/v1/admin/rate-limit", Some(json!({ "enabled": true, "per_second": 2 }))).await;
+    let (status, on) =
+        admin(&app, "PUT", "/v1/admin/rate-limit", Some(json!({ "enabled": true, "per_second": 2 }))).await;
     assert_eq!((status, on), (StatusCode::OK, json!({ "enabled": true, "per_second": 2 })));
     assert_eq!(admin(&app, "GET", "/v1/admin/rate-limit", None).await.1, json!({ "enabled": true, "per_second": 2 }));
     assert!(enter(&users[0]).await.0.is_success());

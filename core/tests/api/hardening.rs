@@ -21,7 +21,12 @@ fn http() -> reqwest::Client {
 
 /// Every series of `/metrics`: names with labels, without values.
 fn series(metrics: &str) -> std::collections::BTreeSet<String> {
-    metrics.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).filter_map(|l| l.rsplit_once(' ')).map(|(s, _)| s.to_owned()).collect()
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| l.rsplit_once(' '))
+        .map(|(s, _)| s.to_owned())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,7 +35,8 @@ async fn ten_thousand_unknown_methods_are_one_other_and_add_no_series() {
     let served = app.serve().await;
     let client = http();
     let send = |method: String| {
-        let request = client.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), served.url("/v1/concerts"));
+        let request =
+            client.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), served.url("/v1/concerts"));
         async move { request.send().await.unwrap().status() }
     };
     assert_eq!(send("BREW".into()).await, reqwest::StatusCode::METHOD_NOT_ALLOWED);
@@ -65,7 +71,11 @@ async fn a_slow_client_is_cut_off_with_a_408_that_no_error_rate_counts() {
     let served = app.serve().await;
 
     // A body trickled past its deadline: 408 with the JSON error body.
-    let answer = exchange(served.addr, b"POST /v1/users HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"na").await;
+    let answer = exchange(
+        served.addr,
+        b"POST /v1/users HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"na",
+    )
+    .await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
     let error: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("a JSON body: {body}"));
@@ -76,7 +86,10 @@ async fn a_slow_client_is_cut_off_with_a_408_that_no_error_rate_counts() {
     assert!(!answer.contains("200 OK"), "{answer}");
 
     let metrics = app.metrics_text().await;
-    assert_eq!(series_value(&metrics, "http_server_requests_total", "method=\"POST\",route=\"/v1/users\",status=\"408\""), 1.0);
+    assert_eq!(
+        series_value(&metrics, "http_server_requests_total", "method=\"POST\",route=\"/v1/users\",status=\"408\""),
+        1.0
+    );
     let server_errors: f64 = metrics
         .lines()
         .filter(|l| l.starts_with("http_server_requests_total{") && l.contains("status=\"5"))
@@ -125,7 +138,8 @@ async fn sign_ups_are_limited_per_client_and_only_a_trusted_proxy_names_the_clie
     .await;
     let served = proxied.serve().await;
     let sign_up = |xff: &'static str| {
-        let request = client.post(served.url("/v1/users")).header("x-forwarded-for", xff).json(&json!({ "name": "lee" }));
+        let request =
+            client.post(served.url("/v1/users")).header("x-forwarded-for", xff).json(&json!({ "name": "lee" }));
         async move { request.send().await.unwrap().status() }
     };
     for _ in 0..3 {
@@ -150,7 +164,11 @@ async fn wrong_admin_keys_are_throttled_per_client_until_the_minute_passes() {
     for _ in 0..booking::http::ADMIN_FAILURES_PER_MINUTE {
         assert_eq!(admin("guess").await, reqwest::StatusCode::UNAUTHORIZED);
     }
-    assert_eq!(admin("dev-admin-key").await, reqwest::StatusCode::TOO_MANY_REQUESTS, "even the right key, until the minute passes");
+    assert_eq!(
+        admin("dev-admin-key").await,
+        reqwest::StatusCode::TOO_MANY_REQUESTS,
+        "even the right key, until the minute passes"
+    );
     assert_eq!(series_value(&app.metrics_text().await, "booking_client_limited_total", "limit=\"admin_key\""), 1.0);
     app.clock.advance(Duration::from_secs(60));
     assert_eq!(admin("dev-admin-key").await, reqwest::StatusCode::OK);
@@ -166,7 +184,10 @@ async fn after_a_secret_rotation_old_tokens_still_work_and_new_ones_use_the_new_
         ..s
     })
     .await;
-    assert_eq!(rotated.call("GET", "/v1/users/me/balance", &[("authorization", &bearer(&old_user))], None).await.0, StatusCode::OK);
+    assert_eq!(
+        rotated.call("GET", "/v1/users/me/balance", &[("authorization", &bearer(&old_user))], None).await.0,
+        StatusCode::OK
+    );
     let new_user = rotated.create_user("lee").await;
     let (status, _) = before.call("GET", "/v1/users/me/balance", &[("authorization", &bearer(&new_user))], None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "new tokens are signed with the new secret only");
@@ -201,7 +222,12 @@ fn secret_candidates(line: &str) -> Vec<String> {
 #[test]
 fn no_secret_written_in_the_repository_passes_the_guard() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let files = std::process::Command::new("git").arg("-C").arg(&root).args(["ls-files", "-z"]).output().expect("git is installed");
+    let files = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&root)
+        .args(["ls-files", "-z"])
+        .output()
+        .expect("git is installed");
     assert!(files.status.success(), "git ls-files: {}", String::from_utf8_lossy(&files.stderr));
     let mut found = Vec::new();
     for file in files.stdout.split(|b| *b == 0).filter(|f| !f.is_empty()) {
@@ -215,7 +241,11 @@ fn no_secret_written_in_the_repository_passes_the_guard() {
             }
         }
     }
-    assert!(found.is_empty(), "values that would pass as ADMIN_KEY/TOKEN_SECRET are written in the repository (list them in PUBLIC_SECRETS or remove them):\n{}", found.join("\n"));
+    assert!(
+        found.is_empty(),
+        "values that would pass as ADMIN_KEY/TOKEN_SECRET are written in the repository (list them in PUBLIC_SECRETS or remove them):\n{}",
+        found.join("\n")
+    );
     // The scan itself sees what it looks for.
     // (Built here, or this very line would be a finding.)
     let sample = "0123456789abcdef".repeat(2) + "01";
@@ -242,7 +272,11 @@ pub async fn a_queue_place_of_another_concert_cannot_pay_for_a_seat(backend: Bac
     assert_eq!(status, StatusCode::CREATED, "{held}");
     let reservation = held["reservation_id"].as_str().unwrap();
     let (status, body) = app.pay(&in_a, reservation, "p1").await;
-    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("QUEUE_TOKEN_WRONG_CONCERT")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("QUEUE_TOKEN_WRONG_CONCERT")),
+        "{body}"
+    );
     assert_eq!(app.balance(&in_a).await, 100_000, "nothing was charged");
     let (status, paid) = app.pay(&in_b, reservation, "p2").await;
     assert_eq!(status, StatusCode::CREATED, "{paid}");
@@ -293,7 +327,12 @@ pub async fn the_flags_of_one_seat_land_in_the_order_they_were_made(backend: Bac
             still_flagged.push(seat);
         }
     }
-    assert!(still_flagged.is_empty(), "{} seats still flagged after their release, e.g. {:?}", still_flagged.len(), &still_flagged[..still_flagged.len().min(5)]);
+    assert!(
+        still_flagged.is_empty(),
+        "{} seats still flagged after their release, e.g. {:?}",
+        still_flagged.len(),
+        &still_flagged[..still_flagged.len().min(5)]
+    );
 }
 
 pub async fn idempotency_keys_past_their_retention_are_deleted(backend: Backend) {
@@ -312,10 +351,11 @@ pub async fn idempotency_keys_past_their_retention_are_deleted(backend: Backend)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn booking_sessions_carry_the_application_name_the_runbooks_look_for() {
     let app = spawn_app(Backend::PostgresRedis).await;
-    let name: (String,) = sqlx::query_as("SELECT application_name::text FROM pg_stat_activity WHERE pid = pg_backend_pid()")
-        .fetch_one(app.state.store.pool())
-        .await
-        .unwrap();
+    let name: (String,) =
+        sqlx::query_as("SELECT application_name::text FROM pg_stat_activity WHERE pid = pg_backend_pid()")
+            .fetch_one(app.state.store.pool())
+            .await
+            .unwrap();
     assert_eq!(name.0, booking::store::APPLICATION_NAME);
 }
 

@@ -2,7 +2,6 @@
 //! SQLite with the in-process queue (the embedded default), and PostgreSQL
 //! with Redis (production).
 
-mod support;
 mod claims;
 mod cluster;
 mod contract;
@@ -11,14 +10,13 @@ mod hardening;
 mod k6;
 mod observability;
 mod replica;
+mod support;
 mod telemetry;
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use axum::http::StatusCode;
 use booking::domain::Clock;
-use futures::future::join_all;
-use serde_json::{Value, json};
 use controls::{
     admission_retuned_at_run_time_is_used_by_the_running_admission_loop,
     flushing_the_caches_drops_seat_maps_and_known_concerts,
@@ -27,10 +25,12 @@ use controls::{
     the_gauges_alert_rules_read_are_exposed_with_sane_values,
     the_queue_entry_rate_limit_answers_429_with_retry_after_only_when_on,
 };
+use futures::future::join_all;
 use hardening::{
     a_queue_place_of_another_concert_cannot_pay_for_a_seat, idempotency_keys_past_their_retention_are_deleted,
     the_flags_of_one_seat_land_in_the_order_they_were_made, users_who_paid_or_lapsed_leave_nothing_in_the_queue,
 };
+use serde_json::{Value, json};
 use support::{Backend, TestApp, bearer, spawn_app, spawn_instance};
 
 macro_rules! on_every_backend {
@@ -128,7 +128,8 @@ async fn a_full_booking_flow_sells_the_seat_and_ends_the_queue_token(backend: Ba
 
     // Waiting users cannot see or hold seats.
     let seats_path = format!("/v1/performances/{}/seats", concert.performance_id);
-    let (status, body) = app.call("GET", &seats_path, &[("authorization", &bearer(&user)), ("queue-token", &q)], None).await;
+    let (status, body) =
+        app.call("GET", &seats_path, &[("authorization", &bearer(&user)), ("queue-token", &q)], None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("QUEUE_TOKEN_NOT_ACTIVE")));
 
     assert_eq!(app.admit().await, Some(1));
@@ -150,7 +151,8 @@ async fn a_full_booking_flow_sells_the_seat_and_ends_the_queue_token(backend: Ba
 
     let (_, perfs) = app.call("GET", &format!("/v1/concerts/{}/performances", concert.id), &[], None).await;
     assert_eq!(perfs["performances"][0]["available_seats"], 2);
-    let (status, map) = app.call("GET", &seats_path, &[("authorization", &bearer(&user)), ("queue-token", &q)], None).await;
+    let (status, map) =
+        app.call("GET", &seats_path, &[("authorization", &bearer(&user)), ("queue-token", &q)], None).await;
     assert_eq!(status, StatusCode::OK, "{map}");
     let statuses: Vec<&str> = map["seats"].as_array().unwrap().iter().map(|s| s["status"].as_str().unwrap()).collect();
     assert_eq!(statuses, ["HELD", "AVAILABLE", "AVAILABLE"], "the seat map shows this instance's hold at once");
@@ -173,7 +175,8 @@ async fn a_full_booking_flow_sells_the_seat_and_ends_the_queue_token(backend: Ba
     if backend != Backend::Cluster {
         let map = app.state.caches.seat_map(concert.performance_id).expect("the map stays cached");
         let map: serde_json::Value = serde_json::from_slice(&map.body).unwrap();
-        let statuses: Vec<&str> = map["seats"].as_array().unwrap().iter().map(|s| s["status"].as_str().unwrap()).collect();
+        let statuses: Vec<&str> =
+            map["seats"].as_array().unwrap().iter().map(|s| s["status"].as_str().unwrap()).collect();
         assert_eq!(statuses, ["SOLD", "AVAILABLE", "AVAILABLE"], "the seat map shows this instance's sale at once");
     }
     let (_, perfs) = app.call("GET", &format!("/v1/concerts/{}/performances", concert.id), &[], None).await;
@@ -188,7 +191,9 @@ async fn a_full_booking_flow_sells_the_seat_and_ends_the_queue_token(backend: Ba
     let (_, current) = app.call("GET", "/v1/queue/tokens/current", &[("queue-token", &q)], None).await;
     assert_eq!(current["status"], "EXPIRED");
 
-    let (status, r) = app.call("GET", &format!("/v1/reservations/{reservation_id}"), &[("authorization", &bearer(&user))], None).await;
+    let (status, r) = app
+        .call("GET", &format!("/v1/reservations/{reservation_id}"), &[("authorization", &bearer(&user))], None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(r["status"], "PAID");
     assert_eq!(r["payment_id"], paid["payment_id"]);
@@ -216,10 +221,20 @@ async fn a_thousand_attempts_on_a_hundred_seats_make_exactly_a_hundred_holds(bac
     let users = app.active_users(1000, concert.id).await;
     let results = race(&app, &users, &concert.seat_ids, 1000).await;
     let held = results.iter().filter(|(s, _)| *s == StatusCode::CREATED).count();
-    let refused = results.iter().filter(|(s, b)| *s == StatusCode::CONFLICT && b["error"]["code"] == "SEAT_UNAVAILABLE").count();
+    let refused =
+        results.iter().filter(|(s, b)| *s == StatusCode::CONFLICT && b["error"]["code"] == "SEAT_UNAVAILABLE").count();
     assert_eq!(held, 100);
-    assert_eq!(refused, 900, "every loser gets SEAT_UNAVAILABLE: {:?}", results.iter().find(|(s, _)| *s != StatusCode::CREATED && *s != StatusCode::CONFLICT));
-    let seats: HashSet<i64> = results.iter().filter(|(s, _)| *s == StatusCode::CREATED).map(|(_, b)| b["seat_id"].as_i64().unwrap()).collect();
+    assert_eq!(
+        refused,
+        900,
+        "every loser gets SEAT_UNAVAILABLE: {:?}",
+        results.iter().find(|(s, _)| *s != StatusCode::CREATED && *s != StatusCode::CONFLICT)
+    );
+    let seats: HashSet<i64> = results
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CREATED)
+        .map(|(_, b)| b["seat_id"].as_i64().unwrap())
+        .collect();
     assert_eq!(seats.len(), 100);
     assert!(app.state.store.audit().await.unwrap().violations().is_empty());
 }
@@ -235,7 +250,11 @@ async fn a_thousand_attempts_on_one_seat_have_exactly_one_winner(backend: Backen
 
 async fn a_payment_racing_hold_expiry_has_exactly_one_winner_and_money_is_conserved(backend: Backend) {
     // Windows long enough that every round's places stay active.
-    let app = support::spawn_app_with(backend, |s| booking::settings::Settings { active_window: Duration::from_secs(86_400), ..s }).await;
+    let app = support::spawn_app_with(backend, |s| booking::settings::Settings {
+        active_window: Duration::from_secs(86_400),
+        ..s
+    })
+    .await;
     let rounds = 24;
     let concert = app.create_concert(rounds, 1_000).await;
     let mut payer = app.create_user("payer").await;
@@ -330,7 +349,10 @@ async fn concurrent_duplicate_charges_with_one_key_charge_once(backend: Backend)
     assert_eq!(booking::store::ledger_sum(&app.state.store, user.id).await.unwrap(), 5_000);
 
     let (status, body) = app.charge(&user, 6_000, "same-key").await;
-    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("IDEMPOTENCY_KEY_REUSED")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("IDEMPOTENCY_KEY_REUSED"))
+    );
 }
 
 async fn the_queue_is_fifo_under_a_burst_and_admits_nobody_twice_with_two_instances(backend: Backend) {
@@ -338,8 +360,15 @@ async fn the_queue_is_fifo_under_a_burst_and_admits_nobody_twice_with_two_instan
     // With Redis, a second replica shares the queue; the in-process queue is
     // one instance by design, so its two callers share one state.
     let second = match backend {
-        Backend::PostgresRedis | Backend::Cluster => spawn_instance(first.resources.clone(), first.clock.clone(), |s| s).await,
-        Backend::SqliteMemory => TestApp { router: first.router.clone(), state: first.state.clone(), clock: first.clock.clone(), resources: first.resources.clone() },
+        Backend::PostgresRedis | Backend::Cluster => {
+            spawn_instance(first.resources.clone(), first.clock.clone(), |s| s).await
+        }
+        Backend::SqliteMemory => TestApp {
+            router: first.router.clone(),
+            state: first.state.clone(),
+            clock: first.clock.clone(),
+            resources: first.resources.clone(),
+        },
     };
     let concert = first.create_concert(1, 1).await;
     let mut users = Vec::new();
@@ -349,7 +378,14 @@ async fn the_queue_is_fifo_under_a_burst_and_admits_nobody_twice_with_two_instan
     let entries = users.iter().cloned().enumerate().map(|(i, mut u)| {
         let router = if i % 2 == 0 { first.router.clone() } else { second.router.clone() };
         tokio::spawn(async move {
-            let (status, body) = support::send(router, "POST", "/v1/queue/tokens", &[("authorization", &bearer(&u))], Some(json!({ "concert_id": concert.id }).to_string())).await;
+            let (status, body) = support::send(
+                router,
+                "POST",
+                "/v1/queue/tokens",
+                &[("authorization", &bearer(&u))],
+                Some(json!({ "concert_id": concert.id }).to_string()),
+            )
+            .await;
             assert_eq!(status, StatusCode::CREATED, "{body}");
             u.queue_token = body["queue_token"].as_str().map(str::to_owned);
             (u, body["position"].as_i64().unwrap())
@@ -394,8 +430,15 @@ async fn the_queue_is_fifo_under_a_burst_and_admits_nobody_twice_with_two_instan
 async fn the_wait_estimate_counts_down_to_a_started_tick_and_never_jumps_back_up(backend: Backend) {
     let first = spawn_app(backend).await;
     let second = match backend {
-        Backend::PostgresRedis | Backend::Cluster => spawn_instance(first.resources.clone(), first.clock.clone(), |s| s).await,
-        Backend::SqliteMemory => TestApp { router: first.router.clone(), state: first.state.clone(), clock: first.clock.clone(), resources: first.resources.clone() },
+        Backend::PostgresRedis | Backend::Cluster => {
+            spawn_instance(first.resources.clone(), first.clock.clone(), |s| s).await
+        }
+        Backend::SqliteMemory => TestApp {
+            router: first.router.clone(),
+            state: first.state.clone(),
+            clock: first.clock.clone(),
+            resources: first.resources.clone(),
+        },
     };
     let concert = first.create_concert(1, 1).await;
     let policy = first.state.admission_policy();
@@ -435,7 +478,9 @@ async fn a_second_entry_returns_the_same_place(backend: Backend) {
     assert_eq!(again["queue_token"], first["queue_token"]);
     assert_eq!(again["position"], 2);
     assert!(again["estimated_wait_seconds"].as_i64().unwrap() > 0);
-    let (status, body) = app.call("POST", "/v1/queue/tokens", &[("authorization", &bearer(&a))], Some(json!({ "concert_id": 999_999 }))).await;
+    let (status, body) = app
+        .call("POST", "/v1/queue/tokens", &[("authorization", &bearer(&a))], Some(json!({ "concert_id": 999_999 })))
+        .await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("CONCERT_NOT_FOUND")));
 }
 
@@ -446,7 +491,12 @@ async fn a_user_cannot_hold_more_than_the_limit(backend: Backend) {
     // Eight parallel attempts on eight free seats: the limit (4) is exact.
     let results = race(&app, &users, &concert.seat_ids[..8], 8).await;
     assert_eq!(results.iter().filter(|(s, _)| *s == StatusCode::CREATED).count(), 4);
-    assert!(results.iter().filter(|(s, _)| *s != StatusCode::CREATED).all(|(s, b)| *s == StatusCode::CONFLICT && b["error"]["code"] == "HOLD_LIMIT_REACHED"));
+    assert!(
+        results
+            .iter()
+            .filter(|(s, _)| *s != StatusCode::CREATED)
+            .all(|(s, b)| *s == StatusCode::CONFLICT && b["error"]["code"] == "HOLD_LIMIT_REACHED")
+    );
 }
 
 async fn expired_holds_are_available_again_and_the_sweeper_expires_them(backend: Backend) {
@@ -462,7 +512,8 @@ async fn expired_holds_are_available_again_and_the_sweeper_expires_them(backend:
     // Lazy expiry: available before any sweep.
     let (_, perfs) = app.call("GET", &format!("/v1/concerts/{}/performances", concert.id), &[], None).await;
     assert_eq!(perfs["performances"][0]["available_seats"], 2);
-    let (_, r) = app.call("GET", &format!("/v1/reservations/{rid}"), &[("authorization", &bearer(&users[0]))], None).await;
+    let (_, r) =
+        app.call("GET", &format!("/v1/reservations/{rid}"), &[("authorization", &bearer(&users[0]))], None).await;
     assert_eq!(r["status"], "EXPIRED");
 
     let (_, also) = app.hold(&users[0], concert.seat_ids[1]).await;
@@ -492,23 +543,104 @@ async fn every_error_is_a_clean_json_4xx(backend: Backend) {
         ("POST", "/v1/users".into(), vec![], Some("{\"name\": \"\"}"), 400, "INVALID_NAME"),
         ("POST", "/v1/users".into(), vec![], Some("{\"name\": \"x\", \"admin\": true}"), 400, "INVALID_BODY"),
         ("GET", "/v1/users/me/balance".into(), vec![], None, 401, "UNAUTHORIZED"),
-        ("GET", "/v1/users/me/balance".into(), vec![("authorization", "Bearer u.1.99999999999999.forged")], None, 401, "UNAUTHORIZED"),
-        ("POST", "/v1/users/me/balance/charges".into(), a.to_vec(), Some("{\"amount\": 5}"), 400, "MISSING_IDEMPOTENCY_KEY"),
-        ("POST", "/v1/users/me/balance/charges".into(), vec![("authorization", auth.as_str()), ("idempotency-key", "bad key!")], Some("{\"amount\": 5}"), 400, "INVALID_IDEMPOTENCY_KEY"),
-        ("POST", "/v1/users/me/balance/charges".into(), charge.to_vec(), Some("{\"amount\": 0}"), 400, "INVALID_AMOUNT"),
-        ("POST", "/v1/users/me/balance/charges".into(), charge.to_vec(), Some("{\"amount\": -5}"), 400, "INVALID_AMOUNT"),
+        (
+            "GET",
+            "/v1/users/me/balance".into(),
+            vec![("authorization", "Bearer u.1.99999999999999.forged")],
+            None,
+            401,
+            "UNAUTHORIZED",
+        ),
+        (
+            "POST",
+            "/v1/users/me/balance/charges".into(),
+            a.to_vec(),
+            Some("{\"amount\": 5}"),
+            400,
+            "MISSING_IDEMPOTENCY_KEY",
+        ),
+        (
+            "POST",
+            "/v1/users/me/balance/charges".into(),
+            vec![("authorization", auth.as_str()), ("idempotency-key", "bad key!")],
+            Some("{\"amount\": 5}"),
+            400,
+            "INVALID_IDEMPOTENCY_KEY",
+        ),
+        (
+            "POST",
+            "/v1/users/me/balance/charges".into(),
+            charge.to_vec(),
+            Some("{\"amount\": 0}"),
+            400,
+            "INVALID_AMOUNT",
+        ),
+        (
+            "POST",
+            "/v1/users/me/balance/charges".into(),
+            charge.to_vec(),
+            Some("{\"amount\": -5}"),
+            400,
+            "INVALID_AMOUNT",
+        ),
         ("POST", "/v1/users/me/balance/charges".into(), charge.to_vec(), Some(huge), 400, "INVALID_BODY"),
-        ("POST", "/v1/users/me/balance/charges".into(), charge.to_vec(), Some("{\"amount\": 9223372036854775807}"), 400, "INVALID_AMOUNT"),
-        ("POST", "/v1/users/me/balance/charges".into(), charge.to_vec(), Some("{\"amount\": \"10\"}"), 400, "INVALID_BODY"),
+        (
+            "POST",
+            "/v1/users/me/balance/charges".into(),
+            charge.to_vec(),
+            Some("{\"amount\": 9223372036854775807}"),
+            400,
+            "INVALID_AMOUNT",
+        ),
+        (
+            "POST",
+            "/v1/users/me/balance/charges".into(),
+            charge.to_vec(),
+            Some("{\"amount\": \"10\"}"),
+            400,
+            "INVALID_BODY",
+        ),
         ("POST", "/v1/admin/concerts".into(), vec![], Some("{}"), 401, "INVALID_ADMIN_KEY"),
-        ("POST", "/v1/admin/concerts".into(), admin.to_vec(), Some("{\"title\":\"x\",\"performances\":[]}"), 400, "INVALID_CONCERT"),
-        ("POST", "/v1/admin/concerts".into(), admin.to_vec(), Some("{\"title\":\"x\",\"performances\":[{\"starts_at\":\"soon\",\"seats\":[{\"seat_no\":\"1\",\"grade\":\"R\",\"price\":1}]}]}"), 400, "INVALID_CONCERT"),
-        ("POST", "/v1/admin/concerts".into(), admin.to_vec(), Some("{\"title\":\"x\",\"performances\":[{\"starts_at\":\"2030-01-01T00:00:00Z\",\"seats\":[{\"seat_no\":\"1\",\"grade\":\"R\",\"price\":1},{\"seat_no\":\"1\",\"grade\":\"R\",\"price\":1}]}]}"), 400, "INVALID_CONCERT"),
+        (
+            "POST",
+            "/v1/admin/concerts".into(),
+            admin.to_vec(),
+            Some("{\"title\":\"x\",\"performances\":[]}"),
+            400,
+            "INVALID_CONCERT",
+        ),
+        (
+            "POST",
+            "/v1/admin/concerts".into(),
+            admin.to_vec(),
+            Some(
+                "{\"title\":\"x\",\"performances\":[{\"starts_at\":\"soon\",\"seats\":[{\"seat_no\":\"1\",\"grade\":\"R\",\"price\":1}]}]}",
+            ),
+            400,
+            "INVALID_CONCERT",
+        ),
+        (
+            "POST",
+            "/v1/admin/concerts".into(),
+            admin.to_vec(),
+            Some(
+                "{\"title\":\"x\",\"performances\":[{\"starts_at\":\"2030-01-01T00:00:00Z\",\"seats\":[{\"seat_no\":\"1\",\"grade\":\"R\",\"price\":1},{\"seat_no\":\"1\",\"grade\":\"R\",\"price\":1}]}]}",
+            ),
+            400,
+            "INVALID_CONCERT",
+        ),
         ("GET", "/v1/concerts/abc/performances".into(), vec![], None, 400, "INVALID_ID"),
         ("GET", "/v1/concerts/99999999999999999999999/performances".into(), vec![], None, 400, "INVALID_ID"),
         ("GET", "/v1/concerts/424242/performances".into(), vec![], None, 404, "CONCERT_NOT_FOUND"),
         ("GET", "/v1/queue/tokens/current".into(), vec![], None, 401, "INVALID_QUEUE_TOKEN"),
-        ("GET", "/v1/queue/tokens/current".into(), vec![("queue-token", "q.1.1.1.AAAA")], None, 401, "INVALID_QUEUE_TOKEN"),
+        (
+            "GET",
+            "/v1/queue/tokens/current".into(),
+            vec![("queue-token", "q.1.1.1.AAAA")],
+            None,
+            401,
+            "INVALID_QUEUE_TOKEN",
+        ),
         ("POST", "/v1/queue/tokens".into(), a.to_vec(), Some("{\"concert_id\": \"one\"}"), 400, "INVALID_BODY"),
         ("GET", format!("/v1/performances/{}/seats", 777_777), aq.to_vec(), None, 404, "PERFORMANCE_NOT_FOUND"),
         ("POST", "/v1/reservations".into(), aq.to_vec(), Some("{\"seat_id\": 987654}"), 404, "SEAT_NOT_FOUND"),
@@ -516,8 +648,22 @@ async fn every_error_is_a_clean_json_4xx(backend: Backend) {
         ("POST", "/v1/reservations".into(), aq.to_vec(), Some("{\"seat_id\": [1,2]}"), 400, "INVALID_BODY"),
         ("GET", "/v1/reservations/not-a-uuid".into(), a.to_vec(), None, 404, "RESERVATION_NOT_FOUND"),
         ("GET", format!("/v1/reservations/{}", uuid::Uuid::now_v7()), a.to_vec(), None, 404, "RESERVATION_NOT_FOUND"),
-        ("DELETE", format!("/v1/reservations/{}", uuid::Uuid::now_v7()), a.to_vec(), None, 404, "RESERVATION_NOT_FOUND"),
-        ("POST", "/v1/payments".into(), vec![("authorization", auth.as_str()), ("queue-token", q.as_str()), ("idempotency-key", "p")], Some(&*Box::leak(format!("{{\"reservation_id\":\"{}\"}}", uuid::Uuid::now_v7()).into_boxed_str())), 404, "RESERVATION_NOT_FOUND"),
+        (
+            "DELETE",
+            format!("/v1/reservations/{}", uuid::Uuid::now_v7()),
+            a.to_vec(),
+            None,
+            404,
+            "RESERVATION_NOT_FOUND",
+        ),
+        (
+            "POST",
+            "/v1/payments".into(),
+            vec![("authorization", auth.as_str()), ("queue-token", q.as_str()), ("idempotency-key", "p")],
+            Some(&*Box::leak(format!("{{\"reservation_id\":\"{}\"}}", uuid::Uuid::now_v7()).into_boxed_str())),
+            404,
+            "RESERVATION_NOT_FOUND",
+        ),
         ("PUT", "/v1/users".into(), vec![], None, 405, "METHOD_NOT_ALLOWED"),
         ("GET", "/v2/nothing".into(), vec![], None, 404, "ROUTE_NOT_FOUND"),
     ];
@@ -526,7 +672,11 @@ async fn every_error_is_a_clean_json_4xx(backend: Backend) {
             Some(b) => app.call_raw(method, &path, &headers, b).await,
             None => app.call(method, &path, &headers, None).await,
         };
-        assert_eq!((got.as_u16(), value["error"]["code"].as_str()), (status, Some(code)), "{method} {path} {body:?} -> {value}");
+        assert_eq!(
+            (got.as_u16(), value["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{method} {path} {body:?} -> {value}"
+        );
         assert!(value["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
 
@@ -596,10 +746,13 @@ async fn restarting_loses_nothing_that_was_acknowledged(backend: Backend) {
 
     let restarted = spawn_instance(resources, clock, |s| s).await;
     assert_eq!(restarted.balance(u).await, 150_000);
-    let (_, r) = restarted.call("GET", &format!("/v1/reservations/{rid}"), &[("authorization", &bearer(u))], None).await;
+    let (_, r) =
+        restarted.call("GET", &format!("/v1/reservations/{rid}"), &[("authorization", &bearer(u))], None).await;
     assert_eq!((r["status"].as_str(), &r["payment_id"]), (Some("PAID"), &paid["payment_id"]));
     let rid2 = second["reservation_id"].as_str().unwrap();
-    let (_, r2) = restarted.call("GET", &format!("/v1/reservations/{rid2}"), &[("authorization", &bearer(&users[1]))], None).await;
+    let (_, r2) = restarted
+        .call("GET", &format!("/v1/reservations/{rid2}"), &[("authorization", &bearer(&users[1]))], None)
+        .await;
     assert_eq!(r2["status"], "HELD");
     let (status, replay) = restarted.charge(u, 200_000, "c").await;
     assert_eq!((status, restarted.balance(u).await), (StatusCode::CREATED, 150_000), "{replay}");
@@ -611,11 +764,14 @@ async fn the_openapi_document_matches_the_router() {
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     let mut documented: Vec<(String, String)> = Vec::new();
     for (path, ops) in doc["paths"].as_object().unwrap() {
-        for method in ops.as_object().unwrap().keys().filter(|m| ["get", "post", "put", "patch", "delete"].contains(&m.as_str())) {
+        for method in
+            ops.as_object().unwrap().keys().filter(|m| ["get", "post", "put", "patch", "delete"].contains(&m.as_str()))
+        {
             documented.push((method.to_uppercase(), path.clone()));
         }
     }
-    let mut implemented: Vec<(String, String)> = booking::http::routes().iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    let mut implemented: Vec<(String, String)> =
+        booking::http::routes().iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
     documented.sort();
     implemented.sort();
     assert_eq!(documented, implemented);
@@ -624,7 +780,8 @@ async fn the_openapi_document_matches_the_router() {
     // or METHOD_NOT_ALLOWED.
     let app = spawn_app(Backend::SqliteMemory).await;
     for (method, path) in implemented {
-        let concrete = path.replace("{concert_id}", "1").replace("{performance_id}", "1").replace("{reservation_id}", "x");
+        let concrete =
+            path.replace("{concert_id}", "1").replace("{performance_id}", "1").replace("{reservation_id}", "x");
         let (status, body) = app.call(&method, &concrete, &[], None).await;
         assert!(
             status != StatusCode::METHOD_NOT_ALLOWED && body["error"]["code"] != "ROUTE_NOT_FOUND",
@@ -649,7 +806,18 @@ impl OwnRedis {
     fn start_again(&self) {
         let port = self.port;
         let status = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "yes"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "yes",
+            ])
             .args(["--pidfile", &format!("/tmp/booking-test-redis-{port}.pid")])
             .status()
             .expect("redis-server is installed");
@@ -662,20 +830,29 @@ impl OwnRedis {
     }
 
     fn answers(&self) -> bool {
-        std::process::Command::new("redis-cli").args(["-p", &self.port.to_string(), "ping"]).output().is_ok_and(|o| o.stdout.starts_with(b"PONG"))
+        std::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "ping"])
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"PONG"))
     }
 
     /// Polls until the server's state is `up`, for at most ten seconds.
     fn wait(&self, up: bool) {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while self.answers() != up {
-            assert!(std::time::Instant::now() < deadline, "redis on {} did not become {}", self.port, if up { "up" } else { "down" });
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis on {} did not become {}",
+                self.port,
+                if up { "up" } else { "down" }
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     fn stop(&self) {
-        let _ = std::process::Command::new("redis-cli").args(["-p", &self.port.to_string(), "shutdown", "nosave"]).output();
+        let _ =
+            std::process::Command::new("redis-cli").args(["-p", &self.port.to_string(), "shutdown", "nosave"]).output();
         self.wait(false);
     }
 }
@@ -762,7 +939,9 @@ async fn shutdown_drains_and_stops_within_the_grace_period() {
     }));
     // A real request over TCP is served.
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut stream, b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stream, b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
     let mut response = String::new();
     tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut response).await.unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
@@ -802,11 +981,20 @@ async fn known_requests_move_the_metrics_by_exactly_their_count(backend: Backend
     let delta = |series: &str| sample(&after, series) - sample(&before, series);
     assert_eq!(delta(r#"http_server_requests_total{method="GET",route="/v1/concerts",status="200"}"#), 3.0);
     assert_eq!(delta(r#"http_server_request_duration_seconds_count{method="GET",route="/v1/concerts"}"#), 3.0);
-    assert_eq!(delta(r#"http_server_requests_total{method="GET",route="/v1/concerts/{concert_id}/performances",status="400"}"#), 1.0);
+    assert_eq!(
+        delta(
+            r#"http_server_requests_total{method="GET",route="/v1/concerts/{concert_id}/performances",status="400"}"#
+        ),
+        1.0
+    );
     assert_eq!(delta(r#"http_server_requests_total{method="POST",route="/v1/reservations",status="201"}"#), 1.0);
     assert_eq!(delta(r#"http_server_requests_total{method="POST",route="/v1/reservations",status="409"}"#), 1.0);
     assert_eq!(delta(r#"booking_hold_attempts_total{outcome="held"}"#), 1.0);
-    assert_eq!(delta(r#"booking_hold_attempts_total{outcome="rejected_fast"}"#) + delta(r#"booking_hold_attempts_total{outcome="conflict"}"#), 1.0);
+    assert_eq!(
+        delta(r#"booking_hold_attempts_total{outcome="rejected_fast"}"#)
+            + delta(r#"booking_hold_attempts_total{outcome="conflict"}"#),
+        1.0
+    );
     assert_eq!(delta(r#"booking_hold_attempts_total{outcome="not_found"}"#), 1.0);
     assert_eq!(delta("booking_balance_charges_total"), 1.0, "a replayed charge is not a second charge");
     assert_eq!(delta(r#"booking_payments_total{outcome="paid"}"#), 1.0);

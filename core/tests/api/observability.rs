@@ -43,7 +43,8 @@ async fn json_of(req: reqwest::RequestBuilder) -> Value {
 fn collect_exprs(v: &Value, file: &str, out: &mut Vec<(String, String)>) {
     match v {
         Value::Object(map) => {
-            let is_prometheus = map.get("datasource").is_none_or(|d| d["uid"] == "prometheus" || d["type"] == "prometheus");
+            let is_prometheus =
+                map.get("datasource").is_none_or(|d| d["uid"] == "prometheus" || d["type"] == "prometheus");
             if let Some(Value::String(expr)) = map.get("expr")
                 && is_prometheus
                 && !expr.trim_start().starts_with('{')
@@ -88,7 +89,9 @@ async fn a_real_prometheus_scraping_the_service_answers_every_dashboard_query_an
     let base = format!("http://127.0.0.1:{port}");
     let prom = format!("http://127.0.0.1:{prom_port}");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while http.get(format!("{base}/healthz")).send().await.is_err() || http.get(format!("{prom}/-/ready")).send().await.is_err() {
+    while http.get(format!("{base}/healthz")).send().await.is_err()
+        || http.get(format!("{prom}/-/ready")).send().await.is_err()
+    {
         assert!(Instant::now() < deadline, "booking or prometheus did not start");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -103,18 +106,22 @@ async fn a_real_prometheus_scraping_the_service_answers_every_dashboard_query_an
             u["token"].as_str().unwrap().to_owned()
         }
     };
-    let concert = json_of(
-        http.post(format!("{base}/v1/admin/concerts")).header("x-admin-key", "dev-admin-key").json(&json!({
+    let concert = json_of(http.post(format!("{base}/v1/admin/concerts")).header("x-admin-key", "dev-admin-key").json(
+        &json!({
             "title": "P", "performances": [{ "starts_at": "2031-01-01T19:00:00Z",
-            "seats": [{ "seat_no": "1", "grade": "R", "price": 5 }, { "seat_no": "2", "grade": "R", "price": 5 }] }] })),
-    )
+            "seats": [{ "seat_no": "1", "grade": "R", "price": 5 }, { "seat_no": "2", "grade": "R", "price": 5 }] }] }),
+    ))
     .await;
     let performance = concert["performances"][0]["performance_id"].as_i64().unwrap();
     let mut fans = Vec::new();
     for name in ["a", "b"] {
         let token = user(name).await;
-        let place = json_of(http.post(format!("{base}/v1/queue/tokens")).bearer_auth(&token)
-            .json(&json!({ "concert_id": concert["concert_id"] }))).await;
+        let place = json_of(
+            http.post(format!("{base}/v1/queue/tokens"))
+                .bearer_auth(&token)
+                .json(&json!({ "concert_id": concert["concert_id"] })),
+        )
+        .await;
         fans.push((token, place["queue_token"].as_str().unwrap().to_owned()));
     }
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -126,16 +133,37 @@ async fn a_real_prometheus_scraping_the_service_answers_every_dashboard_query_an
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let seats = json_of(http.get(format!("{base}/v1/performances/{performance}/seats")).bearer_auth(&fans[0].0)
-        .header("queue-token", &fans[0].1)).await;
+    let seats = json_of(
+        http.get(format!("{base}/v1/performances/{performance}/seats"))
+            .bearer_auth(&fans[0].0)
+            .header("queue-token", &fans[0].1),
+    )
+    .await;
     let seat = seats["seats"][0]["seat_id"].as_i64().unwrap();
-    let hold = |i: usize| http.post(format!("{base}/v1/reservations")).bearer_auth(&fans[i].0).header("queue-token", &fans[i].1).json(&json!({ "seat_id": seat }));
+    let hold = |i: usize| {
+        http.post(format!("{base}/v1/reservations"))
+            .bearer_auth(&fans[i].0)
+            .header("queue-token", &fans[i].1)
+            .json(&json!({ "seat_id": seat }))
+    };
     let held: Value = json_of(hold(0)).await;
     assert_eq!(hold(1).send().await.unwrap().status(), 409);
-    http.post(format!("{base}/v1/users/me/balance/charges")).bearer_auth(&fans[0].0).header("idempotency-key", "c")
-        .json(&json!({ "amount": 5 })).send().await.unwrap();
-    let paid = http.post(format!("{base}/v1/payments")).bearer_auth(&fans[0].0).header("queue-token", &fans[0].1)
-        .header("idempotency-key", "p").json(&json!({ "reservation_id": held["reservation_id"] })).send().await.unwrap();
+    http.post(format!("{base}/v1/users/me/balance/charges"))
+        .bearer_auth(&fans[0].0)
+        .header("idempotency-key", "c")
+        .json(&json!({ "amount": 5 }))
+        .send()
+        .await
+        .unwrap();
+    let paid = http
+        .post(format!("{base}/v1/payments"))
+        .bearer_auth(&fans[0].0)
+        .header("queue-token", &fans[0].1)
+        .header("idempotency-key", "p")
+        .json(&json!({ "reservation_id": held["reservation_id"] }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(paid.status(), 201);
 
     // Wait until Prometheus holds a few scrapes of the traffic above, then
@@ -143,9 +171,7 @@ async fn a_real_prometheus_scraping_the_service_answers_every_dashboard_query_an
     let query = |expr: String| {
         let http = http.clone();
         let prom = prom.clone();
-        async move {
-            json_of(http.get(format!("{prom}/api/v1/query")).query(&[("query", expr)])).await
-        }
+        async move { json_of(http.get(format!("{prom}/api/v1/query")).query(&[("query", expr)])).await }
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -173,10 +199,11 @@ async fn a_real_prometheus_scraping_the_service_answers_every_dashboard_query_an
     assert!(failures.is_empty(), "dashboard queries without data:\n{}", failures.join("\n"));
 
     // The latency histogram links to traces.
-    let r = json_of(
-        http.get(format!("{prom}/api/v1/query_exemplars"))
-            .query(&[("query", "http_server_request_duration_seconds_bucket"), ("start", "0"), ("end", "9999999999")]),
-    )
+    let r = json_of(http.get(format!("{prom}/api/v1/query_exemplars")).query(&[
+        ("query", "http_server_request_duration_seconds_bucket"),
+        ("start", "0"),
+        ("end", "9999999999"),
+    ]))
     .await;
     let exemplars = r["data"].to_string();
     assert!(exemplars.contains("trace_id"), "exemplars with trace ids: {r}");
@@ -196,16 +223,24 @@ fn the_compose_file_and_the_collector_config_are_valid() {
     // Made up here: no secret that passes the guards is written in the repository.
     let key = &format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
     let out = compose(&[("ADMIN_KEY", key), ("TOKEN_SECRET", key), ("ALERTING_API_KEY", key)]);
-    assert!(out.status.success(), "docker-compose config rejects compose/docker-compose.yml: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "docker-compose config rejects compose/docker-compose.yml: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Without its secrets the stack does not start on placeholders.
     let out = compose(&[("TOKEN_SECRET", key), ("ALERTING_API_KEY", key)]);
     assert!(!out.status.success(), "the compose file must require ADMIN_KEY");
     assert!(String::from_utf8_lossy(&out.stderr).contains("set ADMIN_KEY"), "{}", String::from_utf8_lossy(&out.stderr));
 
     let config: serde_norway::Value =
-        serde_norway::from_str(&std::fs::read_to_string(repo("otel/collector.yaml")).unwrap()).expect("collector.yaml parses");
+        serde_norway::from_str(&std::fs::read_to_string(repo("otel/collector.yaml")).unwrap())
+            .expect("collector.yaml parses");
     let defined = |section: &str| -> Vec<String> {
-        config[section].as_mapping().map(|m| m.keys().filter_map(|k| k.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+        config[section]
+            .as_mapping()
+            .map(|m| m.keys().filter_map(|k| k.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
     };
     let (receivers, processors, exporters) = (defined("receivers"), defined("processors"), defined("exporters"));
     assert!(receivers.iter().any(|r| r == "otlp"));
@@ -220,7 +255,10 @@ fn the_compose_file_and_the_collector_config_are_valid() {
     }
     for (name, pipeline) in pipelines {
         let list = |key: &str| -> Vec<String> {
-            pipeline[key].as_sequence().map(|s| s.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+            pipeline[key]
+                .as_sequence()
+                .map(|s| s.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+                .unwrap_or_default()
         };
         for r in list("receivers") {
             assert!(receivers.contains(&r), "{name:?}: receiver {r} is not defined");

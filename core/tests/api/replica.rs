@@ -38,7 +38,8 @@ async fn titles(app: &TestApp) -> Vec<String> {
 async fn create_titled(app: &TestApp, title: &str) -> i64 {
     let seats = [serde_json::json!({ "seat_no": "A1", "grade": "R", "price": 1 })];
     let body = serde_json::json!({ "title": title, "performances": [{ "starts_at": "2030-05-01T19:00:00Z", "seats": seats }] });
-    let (status, created) = app.call("POST", "/v1/admin/concerts", &[("x-admin-key", "dev-admin-key")], Some(body)).await;
+    let (status, created) =
+        app.call("POST", "/v1/admin/concerts", &[("x-admin-key", "dev-admin-key")], Some(body)).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     created["concert_id"].as_i64().unwrap()
 }
@@ -95,7 +96,8 @@ async fn the_catalogue_is_read_on_the_replica_until_it_lags_or_stops_and_on_the_
 
     // Replay resumed: the replica catches up and is used again.
     on_replica(&replica, "SELECT pg_wal_replay_resume()").await;
-    let back = probe_until(&app, "the replica is used again once caught up", |h| h.in_use && h.lag_seconds == 0.0).await;
+    let back =
+        probe_until(&app, "the replica is used again once caught up", |h| h.in_use && h.lag_seconds == 0.0).await;
     assert_eq!(back.lag_seconds, 0.0);
     assert_eq!(titles(&app).await, ["first", "second"]);
 
@@ -108,6 +110,7 @@ async fn the_catalogue_is_read_on_the_replica_until_it_lags_or_stops_and_on_the_
     assert!(!down.in_use);
     assert_eq!(series_value(&app.metrics_text().await, "db_replica_up", ""), 0.0);
     replica.start_again();
-    probe_until(&app, "the replica is used again after its restart", |h| h.up && h.in_use && h.lag_seconds == 0.0).await;
+    probe_until(&app, "the replica is used again after its restart", |h| h.up && h.in_use && h.lag_seconds == 0.0)
+        .await;
     assert_eq!(titles(&app).await, ["first", "second"]);
 }

@@ -4,7 +4,11 @@
 
 use std::time::Duration;
 
-use axum::{Router, body::Body, http::{Request, StatusCode}};
+use axum::{
+    Router,
+    body::Body,
+    http::{Request, StatusCode},
+};
 use booking::{
     AppState, app, build_state,
     domain::Clock,
@@ -27,8 +31,8 @@ pub enum Backend {
 /// How many instances a [`Backend::Cluster`] app spreads its requests over.
 pub const CLUSTER_INSTANCES: usize = 3;
 
-pub use testkit::{free_port, redis_url};
 use testkit::unique;
+pub use testkit::{free_port, redis_url};
 
 /// The test's database and key prefix; dropped with the test.
 pub struct Resources {
@@ -73,7 +77,9 @@ impl Resources {
             }
             Backend::Cluster => {
                 let db = testkit::Database::create("booking_test").await;
-                let cluster = tokio::task::spawn_blocking(|| testkit::RedisCluster::start(3)).await.expect("the Redis Cluster starts");
+                let cluster = tokio::task::spawn_blocking(|| testkit::RedisCluster::start(3))
+                    .await
+                    .expect("the Redis Cluster starts");
                 Self {
                     backend,
                     database_url: db.url.clone(),
@@ -235,9 +241,15 @@ impl TestApp {
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let settings = &self.state.settings;
-        tokio::spawn(serving::serve(listener, self.router.clone(), settings.http, self.state.metrics.connections.clone(), async move {
-            let _ = stopped.await;
-        }));
+        tokio::spawn(serving::serve(
+            listener,
+            self.router.clone(),
+            settings.http,
+            self.state.metrics.connections.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         Served { addr, stop: Some(stop) }
     }
 
@@ -272,25 +284,42 @@ pub struct Concert {
 }
 
 impl TestApp {
-    pub async fn call(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         send(self.router.clone(), method, path, headers, body.map(|b| b.to_string())).await
     }
 
-    pub async fn call_raw(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (StatusCode, Value) {
+    pub async fn call_raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (StatusCode, Value) {
         send(self.router.clone(), method, path, headers, Some(body.to_owned())).await
     }
 
     pub async fn create_user(&self, name: &str) -> User {
         let (status, body) = self.call("POST", "/v1/users", &[], Some(json!({ "name": name }))).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
-        User { id: body["user_id"].as_i64().unwrap(), token: body["token"].as_str().unwrap().to_owned(), queue_token: None }
+        User {
+            id: body["user_id"].as_i64().unwrap(),
+            token: body["token"].as_str().unwrap().to_owned(),
+            queue_token: None,
+        }
     }
 
     pub async fn create_concert(&self, seats: usize, price: i64) -> Concert {
         let seats: Vec<Value> =
             (1..=seats).map(|n| json!({ "seat_no": format!("A{n}"), "grade": "VIP", "price": price })).collect();
         let body = json!({ "title": "Test concert", "performances": [{ "starts_at": "2030-05-01T19:00:00Z", "seats": seats }] });
-        let (status, created) = self.call("POST", "/v1/admin/concerts", &[("x-admin-key", "dev-admin-key")], Some(body)).await;
+        let (status, created) =
+            self.call("POST", "/v1/admin/concerts", &[("x-admin-key", "dev-admin-key")], Some(body)).await;
         assert_eq!(status, StatusCode::CREATED, "{created}");
         let concert_id = created["concert_id"].as_i64().unwrap();
         let performance_id = created["performances"][0]["performance_id"].as_i64().unwrap();
@@ -300,7 +329,12 @@ impl TestApp {
 
     pub async fn enter_queue(&self, user: &mut User, concert_id: i64) -> (StatusCode, Value) {
         let (status, body) = self
-            .call("POST", "/v1/queue/tokens", &[("authorization", &bearer(user))], Some(json!({ "concert_id": concert_id })))
+            .call(
+                "POST",
+                "/v1/queue/tokens",
+                &[("authorization", &bearer(user))],
+                Some(json!({ "concert_id": concert_id })),
+            )
             .await;
         if let Some(t) = body["queue_token"].as_str() {
             user.queue_token = Some(t.to_owned());
@@ -381,7 +415,13 @@ pub async fn pay(router: Router, user: &User, reservation_id: &str, key: &str) -
     .await
 }
 
-pub async fn send(router: Router, method: &str, path: &str, headers: &[(&str, &str)], body: Option<String>) -> (StatusCode, Value) {
+pub async fn send(
+    router: Router,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<String>,
+) -> (StatusCode, Value) {
     let (status, _, value) = send_for_headers(router, method, path, headers, body).await;
     (status, value)
 }
@@ -407,10 +447,10 @@ pub async fn send_for_headers(
     let status = response.status();
     let headers = response.headers().clone();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    let value =
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
     (status, headers, value)
 }
-
 
 /// The real `booking` binary serving this test's database (and Redis
 /// prefix), killed when dropped.

@@ -52,7 +52,11 @@ mod prost_types_timestamp {
 type Pushed = Arc<Mutex<Vec<(String, String)>>>;
 
 /// A Loki stand-in that accepts only the real push format.
-async fn loki_push(State(pushed): State<Pushed>, headers: axum::http::HeaderMap, body: Bytes) -> axum::http::StatusCode {
+async fn loki_push(
+    State(pushed): State<Pushed>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> axum::http::StatusCode {
     if headers.get("content-type").and_then(|v| v.to_str().ok()) != Some("application/x-protobuf") {
         return axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
     }
@@ -99,7 +103,16 @@ impl Rotel {
             .arg(&rotel.log_file)
             .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc}")])
             .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http}")])
-            .args(["--debug-log", "traces", "--debug-log", "logs", "--debug-log-verbosity", "detailed", "--exporter", "blackhole"])
+            .args([
+                "--debug-log",
+                "traces",
+                "--debug-log",
+                "logs",
+                "--debug-log-verbosity",
+                "detailed",
+                "--exporter",
+                "blackhole",
+            ])
             .status()
             .expect("rotel-agent runs");
         assert!(status.success());
@@ -168,10 +181,17 @@ fn spans_in(log: &str) -> Vec<SpanSeen> {
     let mut spans = Vec::new();
     let mut current: Option<SpanSeen> = None;
     for line in log.lines() {
-        let field = |label: &str| line.trim().strip_prefix(label).map(|r| r.trim_start().trim_start_matches(':').trim().to_owned());
+        let field = |label: &str| {
+            line.trim().strip_prefix(label).map(|r| r.trim_start().trim_start_matches(':').trim().to_owned())
+        };
         if line.starts_with("Span #") {
             spans.extend(current.take());
-            current = Some(SpanSeen { trace_id: String::new(), parent_id: String::new(), id: String::new(), name: String::new() });
+            current = Some(SpanSeen {
+                trace_id: String::new(),
+                parent_id: String::new(),
+                id: String::new(),
+                name: String::new(),
+            });
         } else if ["Resource", "Scope", "LogRecord"].iter().any(|p| line.starts_with(p)) {
             // A log record's "Trace ID" must not land on the span before it.
             spans.extend(current.take());
@@ -254,23 +274,35 @@ async fn one_booking_flow_ties_log_lines_traces_and_loki_entries_together_by_tra
         (status, trace, r.json::<Value>().await.unwrap_or(Value::Null))
     };
     let seats = json!([{ "seat_no": "A1", "grade": "VIP", "price": 10 }]);
-    let (_, t, concert) = send(http.post(format!("{base}/v1/admin/concerts")).header("x-admin-key", "dev-admin-key")
-        .json(&json!({ "title": "T", "performances": [{ "starts_at": "2031-01-01T19:00:00Z", "seats": seats }] }))).await;
+    let (_, t, concert) = send(
+        http.post(format!("{base}/v1/admin/concerts"))
+            .header("x-admin-key", "dev-admin-key")
+            .json(&json!({ "title": "T", "performances": [{ "starts_at": "2031-01-01T19:00:00Z", "seats": seats }] })),
+    )
+    .await;
     traces.insert("concert", t);
     // An incoming traceparent is honoured.
-    let (_, t, user) = send(http.post(format!("{base}/v1/users"))
-        .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
-        .json(&json!({ "name": "kim" }))).await;
+    let (_, t, user) = send(
+        http.post(format!("{base}/v1/users"))
+            .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+            .json(&json!({ "name": "kim" })),
+    )
+    .await;
     assert_eq!(t, "4bf92f3577b34da6a3ce929d0e0e4736");
     traces.insert("user", t);
     let token = user["token"].as_str().unwrap().to_owned();
-    let (_, t, place) = send(http.post(format!("{base}/v1/queue/tokens")).bearer_auth(&token)
-        .json(&json!({ "concert_id": concert["concert_id"] }))).await;
+    let (_, t, place) = send(
+        http.post(format!("{base}/v1/queue/tokens"))
+            .bearer_auth(&token)
+            .json(&json!({ "concert_id": concert["concert_id"] })),
+    )
+    .await;
     traces.insert("queue", t);
     let queue = place["queue_token"].as_str().unwrap().to_owned();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (_, _, status) = send(http.get(format!("{base}/v1/queue/tokens/current")).header("queue-token", &queue)).await;
+        let (_, _, status) =
+            send(http.get(format!("{base}/v1/queue/tokens/current")).header("queue-token", &queue)).await;
         if status["status"] == "ACTIVE" {
             break;
         }
@@ -278,14 +310,30 @@ async fn one_booking_flow_ties_log_lines_traces_and_loki_entries_together_by_tra
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let seat_id = resources_seat(&resources).await;
-    let (status, t, held) = send(http.post(format!("{base}/v1/reservations")).bearer_auth(&token).header("queue-token", &queue)
-        .json(&json!({ "seat_id": seat_id }))).await;
+    let (status, t, held) = send(
+        http.post(format!("{base}/v1/reservations"))
+            .bearer_auth(&token)
+            .header("queue-token", &queue)
+            .json(&json!({ "seat_id": seat_id })),
+    )
+    .await;
     assert_eq!(status, 201, "{held}");
     traces.insert("hold", t);
-    send(http.post(format!("{base}/v1/users/me/balance/charges")).bearer_auth(&token).header("idempotency-key", "c")
-        .json(&json!({ "amount": 10 }))).await;
-    let (status, t, paid) = send(http.post(format!("{base}/v1/payments")).bearer_auth(&token).header("queue-token", &queue)
-        .header("idempotency-key", "p").json(&json!({ "reservation_id": held["reservation_id"] }))).await;
+    send(
+        http.post(format!("{base}/v1/users/me/balance/charges"))
+            .bearer_auth(&token)
+            .header("idempotency-key", "c")
+            .json(&json!({ "amount": 10 })),
+    )
+    .await;
+    let (status, t, paid) = send(
+        http.post(format!("{base}/v1/payments"))
+            .bearer_auth(&token)
+            .header("queue-token", &queue)
+            .header("idempotency-key", "p")
+            .json(&json!({ "reservation_id": held["reservation_id"] })),
+    )
+    .await;
     assert_eq!(status, 201, "{paid}");
     traces.insert("pay", t);
 
@@ -293,13 +341,21 @@ async fn one_booking_flow_ties_log_lines_traces_and_loki_entries_together_by_tra
     server.terminate();
     rotel.stop();
     let missing = |spans: &[SpanSeen]| -> Vec<String> {
-        traces.iter().filter(|(_, t)| !spans.iter().any(|s| &s.trace_id == *t && s.name.contains(" /"))).map(|(w, _)| w.to_string()).collect()
+        traces
+            .iter()
+            .filter(|(_, t)| !spans.iter().any(|s| &s.trace_id == *t && s.name.contains(" /")))
+            .map(|(w, _)| w.to_string())
+            .collect()
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     while !missing(&spans_in(&rotel.log())).is_empty() {
         let spans = spans_in(&rotel.log());
-        assert!(Instant::now() < deadline, "rotel never logged the request spans of {:?}; it logged {:?}", missing(&spans),
-            spans.iter().map(|s| (&s.name, &s.trace_id)).collect::<Vec<_>>());
+        assert!(
+            Instant::now() < deadline,
+            "rotel never logged the request spans of {:?}; it logged {:?}",
+            missing(&spans),
+            spans.iter().map(|s| (&s.name, &s.trace_id)).collect::<Vec<_>>()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let spans = spans_in(&rotel.log());
@@ -322,7 +378,10 @@ async fn one_booking_flow_ties_log_lines_traces_and_loki_entries_together_by_tra
     // Children: the hold's database claim and Redis gate hang under its request span.
     let hold_span = spans.iter().find(|s| s.trace_id == traces["hold"] && s.name == "POST /v1/reservations").unwrap();
     for child in ["db hold_seat", "redis gate"] {
-        let span = spans.iter().find(|s| s.trace_id == traces["hold"] && s.name == child).unwrap_or_else(|| panic!("no {child} span"));
+        let span = spans
+            .iter()
+            .find(|s| s.trace_id == traces["hold"] && s.name == child)
+            .unwrap_or_else(|| panic!("no {child} span"));
         assert_eq!(span.parent_id, hold_span.id, "{child} is a child of the request span");
     }
     let pay_span = spans.iter().find(|s| s.trace_id == traces["pay"] && s.name == "POST /v1/payments").unwrap();
@@ -356,7 +415,10 @@ async fn one_booking_flow_ties_log_lines_traces_and_loki_entries_together_by_tra
     }
     let pushed = pushed.lock().unwrap().clone();
     for (labels, _) in &pushed {
-        assert!(labels.contains("service_name=\"booking\"") && labels.contains("env=\"test\"") && labels.contains("level="), "{labels}");
+        assert!(
+            labels.contains("service_name=\"booking\"") && labels.contains("env=\"test\"") && labels.contains("level="),
+            "{labels}"
+        );
         assert!(!labels.contains("trace_id"), "trace ids are not labels: {labels}");
     }
     for (what, trace) in &traces {
@@ -390,7 +452,9 @@ async fn traces_export_over_otlp_http_protobuf_by_default() {
     let trace = r.headers()["x-trace-id"].to_str().unwrap().to_owned();
     server.terminate();
     rotel.stop();
-    wait_until("the span arrived over HTTP", || spans_in(&rotel.log()).iter().any(|s| s.trace_id == trace && s.name == "GET /v1/concerts"));
+    wait_until("the span arrived over HTTP", || {
+        spans_in(&rotel.log()).iter().any(|s| s.trace_id == trace && s.name == "GET /v1/concerts")
+    });
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -405,7 +469,13 @@ async fn grpc_export_does_not_depend_on_the_runtime_that_started_it() {
     std::fs::create_dir_all(&dir).unwrap();
     let rotel = Rotel::start(&dir);
     let to = Destination { url: format!("http://127.0.0.1:{}", rotel.grpc), http: false, headers: Vec::new() };
-    let settings = BatchSettings { max_queue: 16, max_queue_bytes: 1 << 20, max_batch: 16, delay: Duration::from_secs(60), timeout: Duration::from_secs(10) };
+    let settings = BatchSettings {
+        max_queue: 16,
+        max_queue_bytes: 1 << 20,
+        max_batch: 16,
+        delay: Duration::from_secs(60),
+        timeout: Duration::from_secs(10),
+    };
     let exporter = Exporter::start(Signal::Traces, to, settings, Vec::new(), Vec::new()).unwrap();
     let trace_id = uuid::Uuid::new_v4();
     let span = opentelemetry_proto::tonic::trace::v1::Span {

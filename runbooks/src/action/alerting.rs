@@ -69,7 +69,9 @@ pub async fn rule_states(ctx: &Ctx, rules: &[String]) -> Result<Fallback, Target
     let at = ctx.endpoints.describe(Target::Alerting).unwrap_or_default();
     let (status, body) = match ctx.alerting_get("/metrics").await {
         Ok(answer) => answer,
-        Err(TargetError::Unreachable { message, .. }) => return Ok(Fallback::Unavailable(format!("the alerting service at {at} is unreachable: {message}"))),
+        Err(TargetError::Unreachable { message, .. }) => {
+            return Ok(Fallback::Unavailable(format!("the alerting service at {at} is unreachable: {message}")));
+        }
         Err(e) => return Err(e),
     };
     if !status.is_success() {
@@ -103,7 +105,11 @@ pub async fn rule_states(ctx: &Ctx, rules: &[String]) -> Result<Fallback, Target
                     None => format!("value {}", a["value"]),
                 })
                 .collect();
-            if values.is_empty() { format!("{rule} {state}") } else { format!("{rule} {state} ({})", values.join("; ")) }
+            if values.is_empty() {
+                format!("{rule} {state}")
+            } else {
+                format!("{rule} {state} ({})", values.join("; "))
+            }
         })
         .collect();
     let source = format!("alerting service {at}");
@@ -121,12 +127,15 @@ pub async fn rule_states(ctx: &Ctx, rules: &[String]) -> Result<Fallback, Target
 async fn firing_alerts(ctx: &Ctx, at: &str, rules: &[String]) -> Result<Vec<Value>, TargetError> {
     let (status, body) = ctx.alerting_get("/v1/alerts").await?;
     if status.as_u16() == 401 || status.as_u16() == 403 {
-        return Err(TargetError::failed(format!("the alerting service at {at} refused the API key ({status}): set ALERTING_API_KEY or --alerting-api-key")));
+        return Err(TargetError::failed(format!(
+            "the alerting service at {at} refused the API key ({status}): set ALERTING_API_KEY or --alerting-api-key"
+        )));
     }
     if !status.is_success() {
         return Err(TargetError::failed(format!("the alerting service at {at} answered /v1/alerts with {status}")));
     }
-    let body: Value = serde_json::from_str(&body).map_err(|_| TargetError::failed(format!("the alerting service at {at} answered /v1/alerts with no JSON")))?;
+    let body: Value = serde_json::from_str(&body)
+        .map_err(|_| TargetError::failed(format!("the alerting service at {at} answered /v1/alerts with no JSON")))?;
     Ok(body["alerts"]
         .as_array()
         .map(Vec::as_slice)
@@ -167,9 +176,16 @@ alerting_rule_state{rule=\"error-budget-burn-slow\",state=\"firing\"} 0
         let rules = ["error-budget-burn-fast", "error-budget-burn-slow", "no-such-rule"].map(String::from);
         assert_eq!(
             states(metrics, &rules),
-            [("error-budget-burn-fast".to_string(), "firing".to_string()), ("error-budget-burn-slow".to_string(), "inactive".to_string())]
+            [
+                ("error-budget-burn-fast".to_string(), "firing".to_string()),
+                ("error-budget-burn-slow".to_string(), "inactive".to_string())
+            ]
         );
-        assert!(rank("firing") > rank("pending") && rank("pending") > rank("inactive") && rank("inactive") > rank("no_data"));
+        assert!(
+            rank("firing") > rank("pending")
+                && rank("pending") > rank("inactive")
+                && rank("inactive") > rank("no_data")
+        );
     }
 
     #[test]

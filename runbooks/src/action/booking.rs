@@ -39,7 +39,8 @@ pub async fn health(ctx: &mut Ctx) -> Result<Finding, TargetError> {
             // Chaos may fail /readyz only when its routes name it; either
             // way it is said, so no one reads a drill as an outage.
             let chaos = body["chaos"] == true || reasons.iter().any(|r| r == "chaos");
-            let mut parts: Vec<String> = ["database", "queue"].iter().filter_map(|k| Some(format!("{k} {}", body[*k].as_str()?))).collect();
+            let mut parts: Vec<String> =
+                ["database", "queue"].iter().filter_map(|k| Some(format!("{k} {}", body[*k].as_str()?))).collect();
             if chaos {
                 parts.push("chaos switch on".into());
             }
@@ -76,7 +77,8 @@ fn not_ready_reasons(body: &Value, status: reqwest_tls::StatusCode) -> Vec<Strin
     if body["error"]["code"] == "CHAOS_INJECTED" {
         return vec!["chaos".into()];
     }
-    let down: Vec<String> = ["database", "queue"].iter().filter(|k| body[**k] == "unavailable").map(|k| k.to_string()).collect();
+    let down: Vec<String> =
+        ["database", "queue"].iter().filter(|k| body[**k] == "unavailable").map(|k| k.to_string()).collect();
     if down.is_empty() { vec![format!("unexplained ({status})")] } else { down }
 }
 
@@ -89,7 +91,11 @@ pub async fn scrape(ctx: &mut Ctx) -> Result<Finding, TargetError> {
             let series = exposition::parse(&body).len();
             let ok = status.is_success() && series > 0;
             Finding {
-                summary: format!("/metrics answered {status} in {:.0} ms: {} bytes, {series} series", seconds * 1000.0, body.len()),
+                summary: format!(
+                    "/metrics answered {status} in {:.0} ms: {} bytes, {series} series",
+                    seconds * 1000.0,
+                    body.len()
+                ),
                 output: json!({ "ok": ok, "status": status.as_u16(), "seconds": seconds, "bytes": body.len(), "series": series, "error": null }),
             }
         }
@@ -288,7 +294,11 @@ impl SetAdmission {
             return Err(format!("batch must be {} to {}, not {b}", BATCH_RANGE.start(), BATCH_RANGE.end()));
         }
         if let Some(i) = self.interval_ms.filter(|i| !INTERVAL_MS_RANGE.contains(i)) {
-            return Err(format!("interval_ms must be {} to {}, not {i}", INTERVAL_MS_RANGE.start(), INTERVAL_MS_RANGE.end()));
+            return Err(format!(
+                "interval_ms must be {} to {}, not {i}",
+                INTERVAL_MS_RANGE.start(),
+                INTERVAL_MS_RANGE.end()
+            ));
         }
         Ok(self)
     }
@@ -296,7 +306,8 @@ impl SetAdmission {
 
 pub async fn set_admission(ctx: &mut Ctx, args: &SetAdmission) -> Result<Finding, TargetError> {
     let before = admission_output(&ctx.booking_admin(Method::GET, ADMISSION, None).await?);
-    let same = args.batch.is_none_or(|b| before["batch"] == b) && args.interval_ms.is_none_or(|i| before["interval_ms"] == i);
+    let same =
+        args.batch.is_none_or(|b| before["batch"] == b) && args.interval_ms.is_none_or(|i| before["interval_ms"] == i);
     let after = if same {
         before.clone()
     } else {
@@ -342,7 +353,9 @@ impl SetRateLimit {
     pub fn checked(self) -> Result<Self, String> {
         match (self.enabled, self.per_second) {
             (true, Some(n)) if PER_SECOND_RANGE.contains(&n) => Ok(self),
-            (true, _) => Err(format!("enabled needs per_second from {} to {}", PER_SECOND_RANGE.start(), PER_SECOND_RANGE.end())),
+            (true, _) => {
+                Err(format!("enabled needs per_second from {} to {}", PER_SECOND_RANGE.start(), PER_SECOND_RANGE.end()))
+            }
             (false, Some(_)) => Err("per_second applies only with enabled: true".into()),
             (false, None) => Ok(self),
         }
@@ -351,11 +364,16 @@ impl SetRateLimit {
 
 pub async fn set_rate_limit(ctx: &mut Ctx, args: &SetRateLimit) -> Result<Finding, TargetError> {
     let before = ctx.booking_admin(Method::GET, RATE_LIMIT, None).await?;
-    let same = before["enabled"] == args.enabled && (!args.enabled || before["per_second"] == args.per_second.unwrap_or(0));
+    let same =
+        before["enabled"] == args.enabled && (!args.enabled || before["per_second"] == args.per_second.unwrap_or(0));
     let after = if same {
         before.clone()
     } else {
-        let body = if args.enabled { json!({ "enabled": true, "per_second": args.per_second }) } else { json!({ "enabled": false }) };
+        let body = if args.enabled {
+            json!({ "enabled": true, "per_second": args.per_second })
+        } else {
+            json!({ "enabled": false })
+        };
         ctx.booking_admin(Method::PUT, RATE_LIMIT, Some(body)).await?
     };
     let summary = if same {
@@ -369,7 +387,8 @@ pub async fn set_rate_limit(ctx: &mut Ctx, args: &SetRateLimit) -> Result<Findin
 pub async fn flush_caches(ctx: &mut Ctx) -> Result<Finding, TargetError> {
     let answer = ctx.booking_admin(Method::POST, "/v1/admin/caches/flush", None).await?;
     let flushed = answer["flushed"].clone();
-    let parts: Vec<String> = flushed.as_object().map(|o| o.iter().map(|(k, v)| format!("{k} {v}")).collect()).unwrap_or_default();
+    let parts: Vec<String> =
+        flushed.as_object().map(|o| o.iter().map(|(k, v)| format!("{k} {v}")).collect()).unwrap_or_default();
     Ok(Finding { summary: format!("caches flushed: {}", parts.join(", ")), output: json!({ "flushed": flushed }) })
 }
 
@@ -377,9 +396,10 @@ fn chaos_text(v: &Value) -> String {
     if v["enabled"] != true {
         return "off".into();
     }
-    let routes = v["routes"].as_array().filter(|r| !r.is_empty()).map_or("every route".to_string(), |r| {
-        r.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")
-    });
+    let routes = v["routes"]
+        .as_array()
+        .filter(|r| !r.is_empty())
+        .map_or("every route".to_string(), |r| r.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "));
     let errors = v["error_ratio"].as_f64().unwrap_or(0.0) * 100.0;
     format!("ON: {errors:.0} % errors, +{} ms on {routes}", v["latency_ms"])
 }
@@ -434,11 +454,18 @@ mod tests {
     #[test]
     fn ratios_take_names_or_rates_and_rates_need_a_sample() {
         let m = |ratio: &[&str], sample_secs| {
-            Metrics { metrics: vec!["up".into()], ratio: Some(ratio.iter().map(|s| s.to_string()).collect()), sample_secs }.checked()
+            Metrics {
+                metrics: vec!["up".into()],
+                ratio: Some(ratio.iter().map(|s| s.to_string()).collect()),
+                sample_secs,
+            }
+            .checked()
         };
         assert!(m(&["db_pool_connections_in_use", "db_pool_connections_max"], 0).is_ok());
         assert!(m(&["rate(process_cpu_seconds_total)", "booking_cpu_limit_cores"], 5).is_ok());
-        assert!(m(&["rate(process_cpu_seconds_total)", "booking_cpu_limit_cores"], 0).unwrap_err().contains("sample_secs"));
+        assert!(
+            m(&["rate(process_cpu_seconds_total)", "booking_cpu_limit_cores"], 0).unwrap_err().contains("sample_secs")
+        );
         assert!(m(&["a b", "c"], 0).is_err());
         assert!(m(&["a"], 0).is_err());
         let admission = admission_output(&json!({"batch": 500, "interval_ms": 15000, "active_window_secs": 600}));
@@ -449,9 +476,16 @@ mod tests {
     fn not_ready_says_why_from_a_new_or_an_old_booking() {
         use reqwest_tls::StatusCode;
         let why = |body: Value| not_ready_reasons(&body, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(why(json!({"status": "not_ready", "reasons": ["chaos"], "database": "ok", "queue": "ok"})), ["chaos"]);
+        assert_eq!(
+            why(json!({"status": "not_ready", "reasons": ["chaos"], "database": "ok", "queue": "ok"})),
+            ["chaos"]
+        );
         assert_eq!(why(json!({"status": "unavailable", "database": "ok", "queue": "unavailable"})), ["queue"]);
-        assert_eq!(why(json!({"error": {"code": "CHAOS_INJECTED", "message": "x"}})), ["chaos"], "an old booking's chaos 503 is chaos, not the database");
+        assert_eq!(
+            why(json!({"error": {"code": "CHAOS_INJECTED", "message": "x"}})),
+            ["chaos"],
+            "an old booking's chaos 503 is chaos, not the database"
+        );
         assert_eq!(why(Value::Null), ["unexplained (503 Service Unavailable)"]);
     }
 }

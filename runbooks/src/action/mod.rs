@@ -92,7 +92,15 @@ pub const REGISTRY: &[Spec] = &[
         effect: Read,
         summary: "used_memory, maxmemory and their ratio (null when maxmemory is 0: no limit)",
         args: &[],
-        outputs: &["used_bytes", "maxmemory_bytes", "ratio", "peak_bytes", "rss_bytes", "used_human", "maxmemory_human"],
+        outputs: &[
+            "used_bytes",
+            "maxmemory_bytes",
+            "ratio",
+            "peak_bytes",
+            "rss_bytes",
+            "used_human",
+            "maxmemory_human",
+        ],
     },
     Spec {
         name: "redis.fragmentation",
@@ -305,7 +313,9 @@ impl Action {
             "postgres.connections" => Action::PgConnections(typed(args)?),
             "postgres.long_queries" => Action::PgLongQueries(typed::<postgres::LongQueries>(args)?.checked()?),
             "postgres.lock_waits" => Action::PgLockWaits(typed(args)?),
-            "postgres.terminate_long_queries" => Action::PgTerminate(postgres::Terminate::try_from(typed::<postgres::LongQueries>(args)?)?),
+            "postgres.terminate_long_queries" => {
+                Action::PgTerminate(postgres::Terminate::try_from(typed::<postgres::LongQueries>(args)?)?)
+            }
             "redis.memory" => none().map(|_| Action::RedisMemory)?,
             "redis.fragmentation" => none().map(|_| Action::RedisFragmentation)?,
             "redis.eviction_policy" => none().map(|_| Action::RedisEvictionPolicy)?,
@@ -313,7 +323,9 @@ impl Action {
             "redis.set_eviction_policy" => Action::RedisSetPolicy(typed::<redis::SetPolicy>(args)?.checked()?),
             "redis.set_maxmemory" => Action::RedisSetMaxmemory(typed::<redis::SetMaxmemory>(args)?.checked()?),
             "prometheus.query" => Action::PromQuery(typed::<prometheus::Query>(args)?.checked()?),
-            "prometheus.top_failing_routes" => Action::PromTopFailingRoutes(typed::<prometheus::Routes>(args)?.checked(false)?),
+            "prometheus.top_failing_routes" => {
+                Action::PromTopFailingRoutes(typed::<prometheus::Routes>(args)?.checked(false)?)
+            }
             "prometheus.p95_by_route" => Action::PromP95ByRoute(typed::<prometheus::Routes>(args)?.checked(true)?),
             "prometheus.targets" => Action::PromTargets(typed(args)?),
             "booking.health" => none().map(|_| Action::BookingHealth)?,
@@ -523,13 +535,19 @@ mod tests {
     #[test]
     fn unknown_actions_are_rejected_with_the_known_list() {
         let err = Action::parse("postgres.drop_database", &Map::new()).unwrap_err();
-        assert!(err.contains("unknown action `postgres.drop_database`") && err.contains("postgres.long_queries"), "{err}");
+        assert!(
+            err.contains("unknown action `postgres.drop_database`") && err.contains("postgres.long_queries"),
+            "{err}"
+        );
     }
 
     #[test]
     fn changes_are_marked_as_changes_and_reads_are_not() {
         for spec in REGISTRY {
-            let changes = spec.name.contains(".set_") || spec.name.contains("terminate") || spec.name.contains("flush") || spec.name.contains("clear");
+            let changes = spec.name.contains(".set_")
+                || spec.name.contains("terminate")
+                || spec.name.contains("flush")
+                || spec.name.contains("clear");
             assert_eq!(spec.effect == Effect::Change, changes, "{}", spec.name);
         }
     }

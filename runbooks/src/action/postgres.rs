@@ -96,7 +96,8 @@ const LOCK_WAITS: &str = concat!(
     " ORDER BY query_start LIMIT $2"
 );
 
-const BLOCKERS: &str = concat!("SELECT ", session_columns!(), " FROM pg_stat_activity WHERE pid = ANY($1) ORDER BY query_start");
+const BLOCKERS: &str =
+    concat!("SELECT ", session_columns!(), " FROM pg_stat_activity WHERE pid = ANY($1) ORDER BY query_start");
 
 // Chosen first (MATERIALIZED, with the limit $3), terminated second: the
 // limit bounds what one run can terminate. The application is fixed in the
@@ -266,7 +267,8 @@ pub async fn connections(ctx: &mut Ctx, scope: &Scope) -> Result<Finding, Target
     .await
     .map_err(failed)?;
 
-    let mut by_state: Map<String, Value> = ["active", "idle", "idle_in_transaction"].iter().map(|s| (s.to_string(), json!(0))).collect();
+    let mut by_state: Map<String, Value> =
+        ["active", "idle", "idle_in_transaction"].iter().map(|s| (s.to_string(), json!(0))).collect();
     let mut by_application: Vec<(String, i64)> = Vec::new();
     let mut total = 0i64;
     for row in &rows {
@@ -366,14 +368,24 @@ pub async fn long_queries(ctx: &mut Ctx, args: &LongQueries) -> Result<Finding, 
         format!("no query{of} active longer than {}s in {}", args.min_seconds(), scope_text(&args.database))
     } else {
         let shown: Vec<String> = queries.iter().take(3).map(one_line).collect();
-        format!("{count} quer{}{of} active longer than {}s: {}", if count == 1 { "y" } else { "ies" }, args.min_seconds(), shown.join("; "))
+        format!(
+            "{count} quer{}{of} active longer than {}s: {}",
+            if count == 1 { "y" } else { "ies" },
+            args.min_seconds(),
+            shown.join("; ")
+        )
     };
     Ok(Finding { summary, output: json!({ "count": count, "min_seconds": args.min_seconds(), "queries": queries }) })
 }
 
 pub async fn lock_waits(ctx: &mut Ctx, args: &LockWaits) -> Result<Finding, TargetError> {
     let conn = ctx.pg().await?;
-    let rows = sqlx::query(LOCK_WAITS).bind(args.database.as_deref()).bind(i64::from(args.limit)).fetch_all(&mut *conn).await.map_err(failed)?;
+    let rows = sqlx::query(LOCK_WAITS)
+        .bind(args.database.as_deref())
+        .bind(i64::from(args.limit))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(failed)?;
     let count = match rows.first() {
         Some(row) => row.try_get::<i64, _>("total").map_err(failed)?,
         None => 0,
@@ -415,7 +427,12 @@ pub async fn terminate(ctx: &mut Ctx, args: &Terminate) -> Result<Finding, Targe
         .fetch_all(&mut *conn)
         .await
         .map_err(failed)?;
-    let spared: i64 = sqlx::query_scalar(SPARED).bind(args.min_seconds).bind(args.database.as_deref()).fetch_one(&mut *conn).await.map_err(failed)?;
+    let spared: i64 = sqlx::query_scalar(SPARED)
+        .bind(args.min_seconds)
+        .bind(args.database.as_deref())
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(failed)?;
     let mut terminated = Vec::new();
     for row in &rows {
         let mut victim = session(row)?;
@@ -423,15 +440,26 @@ pub async fn terminate(ctx: &mut Ctx, args: &Terminate) -> Result<Finding, Targe
         terminated.push(victim);
     }
     let done = terminated.iter().filter(|v| v["terminated"] == true).count();
-    let what = format!("quer{} of application {BOOKING_APPLICATION} active longer than {}s", if terminated.len() == 1 { "y" } else { "ies" }, args.min_seconds);
+    let what = format!(
+        "quer{} of application {BOOKING_APPLICATION} active longer than {}s",
+        if terminated.len() == 1 { "y" } else { "ies" },
+        args.min_seconds
+    );
     let mut summary = if terminated.is_empty() {
-        format!("nothing to terminate: no query of application {BOOKING_APPLICATION} active longer than {}s in {}", args.min_seconds, scope_text(&args.database))
+        format!(
+            "nothing to terminate: no query of application {BOOKING_APPLICATION} active longer than {}s in {}",
+            args.min_seconds,
+            scope_text(&args.database)
+        )
     } else {
         let shown: Vec<String> = terminated.iter().take(3).map(one_line).collect();
         format!("terminated {done} of {} {what}: {}", terminated.len(), shown.join("; "))
     };
     if spared > 0 {
-        summary.push_str(&format!("; left alone {spared} long quer{} of other applications", if spared == 1 { "y" } else { "ies" }));
+        summary.push_str(&format!(
+            "; left alone {spared} long quer{} of other applications",
+            if spared == 1 { "y" } else { "ies" }
+        ));
     }
     Ok(Finding {
         summary,
@@ -474,11 +502,15 @@ mod tests {
     #[test]
     fn termination_is_never_widened_beyond_bookings_sessions() {
         for app in ["booking", "pg_dump", "psql", ""] {
-            let err = Terminate::try_from(LongQueries { application_name: Some(app.into()), ..args(Some(60.0)) }).unwrap_err();
+            let err = Terminate::try_from(LongQueries { application_name: Some(app.into()), ..args(Some(60.0)) })
+                .unwrap_err();
             assert!(err.contains("only ever terminates booking's own sessions"), "{app}: {err}");
         }
         let plan = Terminate::try_from(args(Some(60.0))).unwrap().plan();
-        assert_eq!(plan, "terminate queries of application booking active longer than 60s in the current database (at most 50)");
+        assert_eq!(
+            plan,
+            "terminate queries of application booking active longer than 60s in the current database (at most 50)"
+        );
         assert!(TERMINATE.contains("application_name = 'booking'"), "{TERMINATE}");
     }
 

@@ -40,7 +40,11 @@ impl Query {
             return Err("query is empty".into());
         }
         check_top(self.top)?;
-        if let Some(bad) = self.alerts.iter().find(|r| r.is_empty() || !r.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')) {
+        if let Some(bad) = self
+            .alerts
+            .iter()
+            .find(|r| r.is_empty() || !r.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        {
             return Err(format!("alerts: `{bad}` is not an alert rule id"));
         }
         Ok(self)
@@ -80,7 +84,10 @@ fn five() -> u32 {
 impl Routes {
     pub fn checked(mut self, latency: bool) -> Result<Self, String> {
         let w = self.window.trim();
-        let valid = w.len() >= 2 && w[..w.len() - 1].chars().all(|c| c.is_ascii_digit()) && w.ends_with(['s', 'm', 'h', 'd']) && !w.starts_with('0');
+        let valid = w.len() >= 2
+            && w[..w.len() - 1].chars().all(|c| c.is_ascii_digit())
+            && w.ends_with(['s', 'm', 'h', 'd'])
+            && !w.starts_with('0');
         if !valid {
             return Err(format!("window `{}` is not a PromQL duration like 5m", self.window));
         }
@@ -88,7 +95,9 @@ impl Routes {
         match (latency, self.quantile) {
             (false, Some(_)) => return Err("quantile applies to prometheus.p95_by_route only".into()),
             (true, None) => self.quantile = Some(0.95),
-            (true, Some(q)) if !(q > 0.0 && q < 1.0) => return Err(format!("quantile must lie between 0 and 1, not {q}")),
+            (true, Some(q)) if !(q > 0.0 && q < 1.0) => {
+                return Err(format!("quantile must lie between 0 and 1, not {q}"));
+            }
             _ => {}
         }
         if !(1..=120).contains(&self.fallback_sample_secs) {
@@ -130,7 +139,12 @@ async fn instant(ctx: &Ctx, query: &str, time: &str) -> Result<Vec<(Value, f64)>
             .map(|items| items.iter().filter_map(|i| Some((i["metric"].clone(), value(&i["value"])?))).collect())
             .unwrap_or_default(),
         Some("scalar") => value(&data["result"]).map(|v| vec![(json!({}), v)]).unwrap_or_default(),
-        other => return Err(TargetError::failed(format!("query returned a {}, not an instant vector", other.unwrap_or("nothing")))),
+        other => {
+            return Err(TargetError::failed(format!(
+                "query returned a {}, not an instant vector",
+                other.unwrap_or("nothing")
+            )));
+        }
     })
 }
 
@@ -147,7 +161,8 @@ pub async fn query(ctx: &mut Ctx, args: &Query) -> Result<Finding, TargetError> 
         (Some(max), Some(min)) => format!("{count} series, max {}, min {}", round(max), round(min)),
         _ => format!("{} returned no data", args.query),
     };
-    let series: Vec<Value> = series.into_iter().map(|(labels, value)| json!({ "labels": labels, "value": num(value) })).collect();
+    let series: Vec<Value> =
+        series.into_iter().map(|(labels, value)| json!({ "labels": labels, "value": num(value) })).collect();
     Ok(Finding {
         summary,
         output: json!({ "source": "prometheus", "count": count, "max": max.map_or(Value::Null, num), "min": min.map_or(Value::Null, num), "series": series }),
@@ -155,7 +170,10 @@ pub async fn query(ctx: &mut Ctx, args: &Query) -> Result<Finding, TargetError> 
 }
 
 /// Two scrapes of booking's /metrics, `seconds` apart.
-async fn two_scrapes(ctx: &Ctx, seconds: u32) -> Result<(Vec<exposition::Sample>, Vec<exposition::Sample>, f64), TargetError> {
+async fn two_scrapes(
+    ctx: &Ctx,
+    seconds: u32,
+) -> Result<(Vec<exposition::Sample>, Vec<exposition::Sample>, f64), TargetError> {
     let scrape = || async {
         let (status, body) = ctx.booking_get("/metrics").await?;
         if !status.is_success() {
@@ -175,7 +193,8 @@ pub async fn top_failing_routes(ctx: &mut Ctx, args: &Routes) -> Result<Finding,
         let ops = ops_matcher();
         let w = &args.window;
         let at = now();
-        let errors = instant(ctx, &format!("sum by (route) (rate({REQUESTS}{{status=~\"5..\",{ops}}}[{w}]))"), &at).await?;
+        let errors =
+            instant(ctx, &format!("sum by (route) (rate({REQUESTS}{{status=~\"5..\",{ops}}}[{w}]))"), &at).await?;
         let all = instant(ctx, &format!("sum by (route) (rate({REQUESTS}{{{ops}}}[{w}]))"), &at).await?;
         let route = |labels: &Value| labels["route"].as_str().unwrap_or("").to_string();
         let mut routes: Vec<exposition::RouteErrors> = all
@@ -183,7 +202,12 @@ pub async fn top_failing_routes(ctx: &mut Ctx, args: &Routes) -> Result<Finding,
             .filter(|(_, rps)| *rps > 0.0)
             .map(|(labels, rps)| {
                 let eps = errors.iter().find(|(l, _)| route(l) == route(labels)).map_or(0.0, |(_, v)| *v);
-                exposition::RouteErrors { route: route(labels), requests_per_second: *rps, errors_per_second: eps, error_ratio: eps / rps }
+                exposition::RouteErrors {
+                    route: route(labels),
+                    requests_per_second: *rps,
+                    errors_per_second: eps,
+                    error_ratio: eps / rps,
+                }
             })
             .collect();
         routes.sort_by(|a, b| b.error_ratio.total_cmp(&a.error_ratio));
@@ -217,14 +241,18 @@ pub async fn top_failing_routes(ctx: &mut Ctx, args: &Routes) -> Result<Finding,
             })
         })
         .collect();
-    Ok(Finding { summary, output: json!({ "source": source, "routes": routes, "count": count, "max_error_ratio": num(max) }) })
+    Ok(Finding {
+        summary,
+        output: json!({ "source": source, "routes": routes, "count": count, "max_error_ratio": num(max) }),
+    })
 }
 
 pub async fn quantile_by_route(ctx: &mut Ctx, args: &Routes) -> Result<Finding, TargetError> {
     let q = args.quantile.unwrap_or(0.95);
     let (source, mut routes) = if prometheus_configured(ctx) {
         let w = &args.window;
-        let expr = format!("histogram_quantile({q}, sum by (route, le) (rate({DURATION_BUCKETS}{{{}}}[{w}])))", ops_matcher());
+        let expr =
+            format!("histogram_quantile({q}, sum by (route, le) (rate({DURATION_BUCKETS}{{{}}}[{w}])))", ops_matcher());
         let mut routes: Vec<(String, f64)> = instant(ctx, &expr, &now())
             .await?
             .into_iter()
@@ -246,7 +274,8 @@ pub async fn quantile_by_route(ctx: &mut Ctx, args: &Routes) -> Result<Finding, 
     } else {
         format!("{label} by route ({source}): {}", shown.join(", "))
     };
-    let routes: Vec<Value> = routes.into_iter().map(|(route, seconds)| json!({ "route": route, "seconds": num(seconds) })).collect();
+    let routes: Vec<Value> =
+        routes.into_iter().map(|(route, seconds)| json!({ "route": route, "seconds": num(seconds) })).collect();
     Ok(Finding {
         summary,
         output: json!({ "source": source, "quantile": q, "routes": routes, "max_seconds": max.map_or(Value::Null, num) }),
@@ -281,7 +310,10 @@ pub async fn targets(ctx: &mut Ctx, args: &Targets) -> Result<Finding, TargetErr
             "{} of {n} target(s){job} down; {}: {}",
             down.len(),
             first["scrape_url"].as_str().unwrap_or("?"),
-            first["last_error"].as_str().filter(|e| !e.is_empty()).unwrap_or(first["health"].as_str().unwrap_or("unknown"))
+            first["last_error"]
+                .as_str()
+                .filter(|e| !e.is_empty())
+                .unwrap_or(first["health"].as_str().unwrap_or("unknown"))
         ),
     };
     // No target at all is as blind as every target down.

@@ -14,8 +14,16 @@ use serde_json::{Value, json};
 use super::{Finding, num};
 use crate::target::{Ctx, TargetError};
 
-pub const POLICIES: &[&str] =
-    &["noeviction", "allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl"];
+pub const POLICIES: &[&str] = &[
+    "noeviction",
+    "allkeys-lru",
+    "allkeys-lfu",
+    "allkeys-random",
+    "volatile-lru",
+    "volatile-lfu",
+    "volatile-random",
+    "volatile-ttl",
+];
 
 fn failed(e: redis::RedisError) -> TargetError {
     TargetError::failed(format!("redis: {e}"))
@@ -106,7 +114,10 @@ pub async fn fragmentation(ctx: &mut Ctx) -> Result<Finding, TargetError> {
 pub async fn eviction_policy(ctx: &mut Ctx) -> Result<Finding, TargetError> {
     let memory = info(ctx, "memory").await?;
     let stats = info(ctx, "stats").await?;
-    let policy = memory.get("maxmemory_policy").cloned().ok_or_else(|| TargetError::failed("redis INFO has no maxmemory_policy"))?;
+    let policy = memory
+        .get("maxmemory_policy")
+        .cloned()
+        .ok_or_else(|| TargetError::failed("redis INFO has no maxmemory_policy"))?;
     let evicted = int(&stats, "evicted_keys")?;
     let summary = format!("maxmemory-policy {policy}; {evicted} keys evicted since start");
     Ok(Finding {
@@ -173,8 +184,15 @@ pub async fn largest_keys(ctx: &mut Ctx, args: &LargestKeys) -> Result<Finding, 
     let mut sampled = 0usize;
     let mut seen: HashSet<Vec<u8>> = HashSet::new();
     let complete = loop {
-        let (next, keys): (u64, Vec<Vec<u8>>) =
-            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(200).query_async(conn).await.map_err(failed)?;
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(200)
+            .query_async(conn)
+            .await
+            .map_err(failed)?;
         // SCAN may return a key twice (while Redis rehashes): count it once.
         let keys: Vec<Vec<u8>> = keys.into_iter().filter(|k| seen.insert(k.clone())).take(limit - sampled).collect();
         if !keys.is_empty() {
@@ -185,7 +203,9 @@ pub async fn largest_keys(ctx: &mut Ctx, args: &LargestKeys) -> Result<Finding, 
             let sizes: Vec<Option<u64>> = pipe.query_async(conn).await.map_err(failed)?;
             sampled += keys.len();
             // A key deleted between SCAN and MEMORY USAGE has no size.
-            sized.extend(keys.iter().zip(sizes).filter_map(|(k, s)| Some((String::from_utf8_lossy(k).into_owned(), s?))));
+            sized.extend(
+                keys.iter().zip(sizes).filter_map(|(k, s)| Some((String::from_utf8_lossy(k).into_owned(), s?))),
+            );
         }
         cursor = next;
         if cursor == 0 {
@@ -206,8 +226,12 @@ pub async fn largest_keys(ctx: &mut Ctx, args: &LargestKeys) -> Result<Finding, 
         human(sampled_bytes),
         if shown.is_empty() { "none".into() } else { shown.join(", ") }
     );
-    let keys: Vec<Value> = sized.into_iter().map(|(key, bytes)| json!({ "key": key, "bytes": bytes, "human": human(bytes) })).collect();
-    Ok(Finding { summary, output: json!({ "sampled": sampled, "complete": complete, "sampled_bytes": sampled_bytes, "keys": keys }) })
+    let keys: Vec<Value> =
+        sized.into_iter().map(|(key, bytes)| json!({ "key": key, "bytes": bytes, "human": human(bytes) })).collect();
+    Ok(Finding {
+        summary,
+        output: json!({ "sampled": sampled, "complete": complete, "sampled_bytes": sampled_bytes, "keys": keys }),
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -234,7 +258,13 @@ pub async fn set_policy(ctx: &mut Ctx, args: &SetPolicy) -> Result<Finding, Targ
         });
     }
     let conn = ctx.redis().await?;
-    let () = redis::cmd("CONFIG").arg("SET").arg("maxmemory-policy").arg(&args.policy).query_async(conn).await.map_err(failed)?;
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg(&args.policy)
+        .query_async(conn)
+        .await
+        .map_err(failed)?;
     let after = info(ctx, "memory").await?.get("maxmemory_policy").cloned().unwrap_or_default();
     Ok(Finding {
         summary: format!("maxmemory-policy {before} → {after}"),
@@ -297,14 +327,20 @@ pub async fn set_maxmemory(ctx: &mut Ctx, args: &SetMaxmemory) -> Result<Finding
     let info = info(ctx, "memory").await?;
     let used = int(&info, "used_memory")?;
     let before = int(&info, "maxmemory")?;
-    let unchanged = |why: String| Finding { summary: why, output: json!({ "before": before, "after": before, "changed": false, "used_bytes": used }) };
+    let unchanged = |why: String| Finding {
+        summary: why,
+        output: json!({ "before": before, "after": before, "changed": false, "used_bytes": used }),
+    };
     if before == args.bytes {
         return Ok(unchanged(format!("maxmemory is already {}", human(before))));
     }
     let lowering = before == 0 || args.bytes < before;
     if lowering && !args.allow_lower {
         let current = if before == 0 { "unlimited".to_string() } else { human(before) };
-        return Ok(unchanged(format!("maxmemory is {current}, not below {}: left as it is (allow_lower: true lowers it)", human(args.bytes))));
+        return Ok(unchanged(format!(
+            "maxmemory is {current}, not below {}: left as it is (allow_lower: true lowers it)",
+            human(args.bytes)
+        )));
     }
     if args.bytes <= used {
         return Err(TargetError::failed(format!(
@@ -314,7 +350,8 @@ pub async fn set_maxmemory(ctx: &mut Ctx, args: &SetMaxmemory) -> Result<Finding
         )));
     }
     let conn = ctx.redis().await?;
-    let () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(args.bytes).query_async(conn).await.map_err(failed)?;
+    let () =
+        redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(args.bytes).query_async(conn).await.map_err(failed)?;
     let after = int(&self::info(ctx, "memory").await?, "maxmemory")?;
     Ok(Finding {
         summary: format!("maxmemory {} → {} (used {})", human(before), human(after), human(used)),

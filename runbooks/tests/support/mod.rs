@@ -37,13 +37,18 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
     }
 
     /// The step `id` of a `run --json` report.
     pub fn step(&self, id: &str) -> Value {
         let report = self.json();
-        report["steps"].as_array().and_then(|s| s.iter().find(|s| s["id"] == id)).cloned().unwrap_or_else(|| panic!("no step {id} in {report:#}"))
+        report["steps"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["id"] == id))
+            .cloned()
+            .unwrap_or_else(|| panic!("no step {id} in {report:#}"))
     }
 
     /// Step `id`'s status, with its reason when it was skipped:
@@ -215,7 +220,14 @@ impl Alerting {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        for var in ["PROMETHEUS_URL", "SLACK_WEBHOOK_URL", "SMTP_HOST", "ALERTING_API_KEY", "ALERTING_ROSTER", "RUNBOOK_BASE_URL"] {
+        for var in [
+            "PROMETHEUS_URL",
+            "SLACK_WEBHOOK_URL",
+            "SMTP_HOST",
+            "ALERTING_API_KEY",
+            "ALERTING_ROSTER",
+            "RUNBOOK_BASE_URL",
+        ] {
             command.env_remove(var);
         }
         let mut process = Process(command.spawn().expect("alerting starts"));
@@ -229,7 +241,8 @@ impl Alerting {
     pub async fn rule_state(&self, rule: &str) -> Option<String> {
         let text = http().get(format!("{}/metrics", self.url)).send().await.ok()?.text().await.ok()?;
         let samples = runbook::exposition::parse(&text);
-        let current = samples.iter().find(|s| s.name == "alerting_rule_state" && s.label("rule") == rule && s.value == 1.0)?;
+        let current =
+            samples.iter().find(|s| s.name == "alerting_rule_state" && s.label("rule") == rule && s.value == 1.0)?;
         Some(current.label("state").to_string())
     }
 
@@ -286,7 +299,18 @@ impl PrivateRedis {
     pub async fn start() -> Self {
         let port = free_port();
         let process = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -306,12 +330,17 @@ impl PrivateRedis {
     }
 
     pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url.as_str()).expect("redis URL").get_multiplexed_async_connection().await.expect("redis connects")
+        redis::Client::open(self.url.as_str())
+            .expect("redis URL")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis connects")
     }
 
     pub async fn config(&self, name: &str) -> String {
         let mut conn = self.conn().await;
-        let pair: Vec<String> = redis::cmd("CONFIG").arg("GET").arg(name).query_async(&mut conn).await.expect("CONFIG GET");
+        let pair: Vec<String> =
+            redis::cmd("CONFIG").arg("GET").arg(name).query_async(&mut conn).await.expect("CONFIG GET");
         pair.get(1).cloned().unwrap_or_default()
     }
 }
