@@ -178,8 +178,9 @@ impl Engine {
 
     /// Every pending timer, firing alert and clear clock, as JSON: what a
     /// process taking over evaluation needs to carry on without restarting
-    /// or skipping a `for` or `clear_for`.
-    pub fn snapshot(&self) -> String {
+    /// or skipping a `for` or `clear_for`. An error (never an empty text)
+    /// when it cannot be encoded.
+    pub fn snapshot(&self) -> Result<String, serde_json::Error> {
         let snapshot = Snapshot {
             alerts: self
                 .alerts
@@ -190,7 +191,7 @@ impl Engine {
             no_data_firing: self.no_data_firing,
             last_active: self.last_active.iter().map(|(f, (l, t, p))| (f.clone(), l.clone(), *t, *p)).collect(),
         };
-        serde_json::to_string(&snapshot).unwrap_or_default()
+        serde_json::to_string(&snapshot)
     }
 
     /// Replaces the engine's memory with a [`Engine::snapshot`]. Rules this
@@ -750,14 +751,14 @@ mod tests {
         let t = run(&mut first, &[(0, Some(0.02)), (100, Some(0.02))]);
         assert_eq!(t.len(), 1, "{t:?}");
         let mut second = Engine::new(vec![rule()]);
-        assert!(second.restore(&first.snapshot()));
+        assert!(second.restore(&first.snapshot().unwrap()));
         let t = run(&mut second, &[(100, Some(0.02)), (200, Some(0.02))]);
         assert!(matches!(t.as_slice(), [(120, Transition::Upgraded { severity: Severity::Critical, .. })]), "{t:?}");
         // ...and its clear clock.
         let t = run(&mut second, &[(200, Some(0.001)), (250, Some(0.001))]);
         assert!(t.is_empty(), "{t:?}");
         let mut third = Engine::new(vec![rule()]);
-        assert!(third.restore(&second.snapshot()));
+        assert!(third.restore(&second.snapshot().unwrap()));
         let t = run(&mut third, &[(250, Some(0.001)), (400, Some(0.001))]);
         assert!(
             matches!(t.as_slice(), [(320, Transition::Resolved { .. })]),
@@ -839,7 +840,7 @@ inhibit_rules:
         // A snapshot carries the hold's clock over a failover.
         let mut again = inhibiting("30s");
         let t = steps(&mut e, 120, 130, 5.0, 5.0);
-        assert!(again.restore(&e.snapshot()));
+        assert!(again.restore(&e.snapshot().unwrap()));
         assert!(t.is_empty(), "the symptom is paged already: {t:?}");
         let t = steps(&mut again, 130, 200, 5.0, 5.0);
         assert_eq!(t, ["150 fired outage"], "no second page of the symptom");

@@ -636,8 +636,17 @@ async fn tick(state: &AppState, lease: &mut Option<Fence>, ttl: Duration, source
     let Some(fence) = lease.clone() else { return };
     let outcome = match evaluate_once(state, source, exprs, Some(&fence)).await {
         Ok(()) => {
-            let snapshot = state.engine.lock().map(|e| e.snapshot()).unwrap_or_default();
-            store.renew(&fence, ttl, &snapshot).await.map_err(|e| e.to_string())
+            // Renewed only with the state saved: a lease renewed over an
+            // empty snapshot would hand the next evaluator nothing.
+            match state
+                .engine
+                .lock()
+                .map_err(|_| "the engine's lock is poisoned".to_owned())
+                .and_then(|e| e.snapshot().map_err(|e| format!("encoding the engine's state: {e}")))
+            {
+                Ok(snapshot) => store.renew(&fence, ttl, &snapshot).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            }
         }
         Err(e) => Err(e.to_string()),
     };

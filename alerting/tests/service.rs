@@ -210,6 +210,32 @@ async fn slack_answering_429_then_500_then_200_gets_exactly_one_message() {
     assert!(text.contains("high-error-rate.md") && text.contains("alerting ack"), "{text}");
 }
 
+/// A row whose recipients cannot be read fails at once and falls back,
+/// rather than going out to nobody.
+#[tokio::test]
+async fn unreadable_recipients_in_the_outbox_fail_the_row_and_fall_back() {
+    let rx = SlackReceiver::start(vec![]).await;
+    let h = harness(Some(&rx.url), Config { fallback: Channel::Console, ..Config::default() }).await;
+    h.service.apply(vec![fired(Severity::Critical)], T0).await.unwrap();
+    sqlx::any::install_default_drivers();
+    let db = sqlx::AnyPool::connect(&format!("sqlite://{}", h._dir.path("incidents.db").display())).await.unwrap();
+    let changed = sqlx::query("UPDATE outbox SET recipients = 'backend-oncall' WHERE channel = 'slack'")
+        .execute(&db)
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(changed, 1);
+    h.service.deliver(T0).await.unwrap();
+    h.service.deliver(T0 + 1000).await.unwrap();
+    assert_eq!(rx.attempts(), 0, "nothing was sent to Slack for nobody");
+    let kinds: Vec<Value> = console_pages(&h).iter().map(|p| p["page"]["kind"]["type"].clone()).collect();
+    assert_eq!(kinds, ["firing", "delivery_failed"], "the console copy and the fallback");
+    let incident = h.service.store.list(None, 1).await.unwrap().remove(0);
+    let timeline = h.service.store.timeline(incident.id).await.unwrap();
+    let failed = timeline.iter().find(|e| e.kind == "delivery_failed").expect("a delivery_failed event");
+    assert!(failed.text.contains("unreadable recipients"), "{}", failed.text);
+}
+
 #[tokio::test]
 async fn a_channel_that_keeps_failing_falls_back_and_the_failure_is_an_incident_event() {
     let rx = SlackReceiver::start(vec![Reply::ServerError; 10]).await;

@@ -9,18 +9,60 @@ use alerting::{
 };
 /// A store on `backend`, and what removes it when dropped.
 async fn store(backend: &str) -> (Store, Box<dyn std::any::Any>) {
+    let (store, _, cleanup) = store_at(backend).await;
+    (store, cleanup)
+}
+
+/// [`store`], with its database URL (for changing rows behind its back).
+async fn store_at(backend: &str) -> (Store, String, Box<dyn std::any::Any>) {
     match backend {
         "sqlite" => {
             let dir = testkit::TempDir::new("alerting-store");
-            let store = Store::connect(&format!("sqlite://{}", dir.path("incidents.db").display())).await.unwrap();
-            (store, Box::new(dir))
+            let url = format!("sqlite://{}", dir.path("incidents.db").display());
+            let store = Store::connect(&url).await.unwrap();
+            (store, url, Box::new(dir))
         }
         _ => {
             let db = testkit::Database::create("alerting_store").await;
             let store = Store::connect(&db.url).await.unwrap();
-            (store, Box::new(db))
+            (store, db.url.clone(), Box::new(db))
         }
     }
+}
+
+/// A row this version cannot read is refused with what is wrong in it,
+/// never read as a default (bad labels as none, an unknown severity as a
+/// warning). States and silence kinds have CHECK constraints besides.
+async fn unreadable_rows(backend: &str) {
+    let (store, url, _cleanup) = store_at(backend).await;
+    let (incident, _) = store.open(&new_incident("a{}", 1_000)).await.unwrap();
+    sqlx::any::install_default_drivers();
+    let db = sqlx::AnyPool::connect(&url).await.unwrap();
+    let tamper = async |sql: &str| {
+        sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).bind(incident.id).execute(&db).await.unwrap();
+    };
+    tamper("UPDATE incidents SET labels = 'route=/' WHERE id = $1").await;
+    let err = store.get(incident.id).await.unwrap_err();
+    assert!(matches!(err, IncidentError::Unreadable { what: "incident labels", .. }), "{err}");
+    tamper("UPDATE incidents SET labels = '{}', severity = 'page' WHERE id = $1").await;
+    let err = store.get(incident.id).await.unwrap_err();
+    assert!(matches!(err, IncidentError::Unreadable { what: "incident severity", .. }), "{err}");
+    assert!(err.to_string().contains("page"), "{err}");
+    tamper("UPDATE incidents SET severity = 'critical', op = 'sideways' WHERE id = $1").await;
+    assert!(matches!(store.get(incident.id).await, Err(IncidentError::Unreadable { what: "incident comparison", .. })));
+    tamper("UPDATE incidents SET op = 'above' WHERE id = $1").await;
+    tamper("UPDATE incidents SET severity = 'critical' WHERE id = $1").await;
+    assert_eq!(store.get(incident.id).await.unwrap().severity, Severity::Critical);
+}
+
+#[tokio::test]
+async fn unreadable_rows_are_refused_not_defaulted_on_sqlite() {
+    unreadable_rows("sqlite").await;
+}
+
+#[tokio::test]
+async fn unreadable_rows_are_refused_not_defaulted_on_postgres() {
+    unreadable_rows("postgres").await;
 }
 
 fn new_incident(fingerprint: &str, at: i64) -> NewIncident {

@@ -80,8 +80,10 @@ impl IntoResponse for ApiError {
 
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
-        let ServiceError::Incident(e) = e;
-        e.into()
+        match e {
+            ServiceError::Incident(e) => e.into(),
+            other => ApiError::Internal(other.to_string()),
+        }
     }
 }
 

@@ -46,6 +46,17 @@ pub enum IncidentError {
     /// lease): nothing was written.
     #[error("this process no longer holds the evaluator lease (epoch {0}); the write was refused")]
     Fenced(i64),
+    /// A row this version cannot read (a hand edit, or a newer version's
+    /// value): refused, never read as a default.
+    #[error("unreadable {what} in the incident store: {detail}")]
+    Unreadable { what: &'static str, detail: String },
+    #[error("cannot encode for the incident store: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// The `what` of an [`IncidentError::Unreadable`] for a value that did not parse.
+fn unreadable(what: &'static str, detail: impl std::fmt::Display) -> IncidentError {
+    IncidentError::Unreadable { what, detail: detail.to_string() }
 }
 
 pub type Result<T, E = IncidentError> = std::result::Result<T, E>;
@@ -66,12 +77,17 @@ impl State {
             State::Resolved => "resolved",
         }
     }
+}
 
-    fn parse(s: &str) -> State {
+impl TryFrom<&str> for State {
+    type Error = IncidentError;
+
+    fn try_from(s: &str) -> Result<State> {
         match s {
-            "acked" => State::Acked,
-            "resolved" => State::Resolved,
-            _ => State::Firing,
+            "firing" => Ok(State::Firing),
+            "acked" => Ok(State::Acked),
+            "resolved" => Ok(State::Resolved),
+            other => Err(unreadable("incident state", format!("{other:?} (expected firing, acked or resolved)"))),
         }
     }
 }
@@ -251,13 +267,17 @@ fn incident(row: &sqlx::any::AnyRow) -> Result<Incident> {
         fingerprint: row.try_get("fingerprint")?,
         rule_id: row.try_get("rule_id")?,
         alert: row.try_get("alert")?,
-        severity: if severity == "critical" { Severity::Critical } else { Severity::Warning },
+        severity: severity.parse().map_err(|e| unreadable("incident severity", e))?,
         summary: row.try_get("summary")?,
-        labels: serde_json::from_str(&labels).unwrap_or_default(),
+        labels: serde_json::from_str(&labels).map_err(|e| unreadable("incident labels", e))?,
         value: row.try_get("value")?,
         threshold: row.try_get("threshold")?,
-        op: if op == "below" { Op::Below } else { Op::Above },
-        state: State::parse(&state),
+        op: match op.as_str() {
+            "above" => Op::Above,
+            "below" => Op::Below,
+            other => return Err(unreadable("incident comparison", format!("{other:?} (expected above or below)"))),
+        },
+        state: State::try_from(state.as_str())?,
         started_at: row.try_get("started_at")?,
         acked_at: row.try_get("acked_at")?,
         acked_by: row.try_get("acked_by")?,
@@ -459,7 +479,7 @@ impl Store {
         .bind(&new.alert)
         .bind(new.severity.as_str())
         .bind(&new.summary)
-        .bind(serde_json::to_string(&new.labels).unwrap_or_default())
+        .bind(serde_json::to_string(&new.labels)?)
         .bind(finite(new.value))
         .bind(finite(new.threshold))
         .bind(op_str(new.op))
@@ -692,7 +712,7 @@ impl Store {
 
     /// Resolves; `Ok(None)` when it already was.
     pub async fn resolve(&self, id: i64, who: impl Into<Who>, now: i64) -> Result<Option<Incident>> {
-        self.resolve_notifying(id, who, now, |_, _| Vec::new()).await
+        self.resolve_notifying(id, who, now, |_, _| Ok(Vec::new())).await
     }
 
     /// Resolves and writes the pages that say so, in one transaction:
@@ -707,7 +727,7 @@ impl Store {
         id: i64,
         who: impl Into<Who>,
         now: i64,
-        pages: impl FnOnce(&Incident, &[(String, String)]) -> Vec<NewPage>,
+        pages: impl FnOnce(&Incident, &[(String, String)]) -> Result<Vec<NewPage>>,
     ) -> Result<Option<Incident>> {
         let who = who.into();
         let mut tx = self.pool.begin().await?;
@@ -730,7 +750,7 @@ impl Store {
         insert_event_on(&mut tx, id, now, "resolved", actor, &format!("resolved by {}", who.by), None).await?;
         let resolved = get_on(&mut tx, id).await?;
         let paged = paged_on(&mut tx, id).await?;
-        for page in pages(&resolved, &paged) {
+        for page in pages(&resolved, &paged)? {
             self.enqueue_on(&mut tx, &[id], &page, now).await?;
         }
         tx.commit().await?;
@@ -745,7 +765,7 @@ impl Store {
             SilenceKind::Silence => "silence",
             SilenceKind::Maintenance => "maintenance",
         })
-        .bind(serde_json::to_string(&s.matchers).unwrap_or_default())
+        .bind(serde_json::to_string(&s.matchers)?)
         .bind(s.starts_at)
         .bind(s.ends_at)
         .bind(&s.created_by)
@@ -768,8 +788,17 @@ impl Store {
                 let matchers: String = r.try_get("matchers")?;
                 Ok(Silence {
                     id: r.try_get("id")?,
-                    kind: if kind == "maintenance" { SilenceKind::Maintenance } else { SilenceKind::Silence },
-                    matchers: serde_json::from_str(&matchers).unwrap_or_default(),
+                    kind: match kind.as_str() {
+                        "silence" => SilenceKind::Silence,
+                        "maintenance" => SilenceKind::Maintenance,
+                        other => {
+                            return Err(unreadable(
+                                "silence kind",
+                                format!("{other:?} (expected silence or maintenance)"),
+                            ));
+                        }
+                    },
+                    matchers: serde_json::from_str(&matchers).map_err(|e| unreadable("silence matchers", e))?,
                     starts_at: r.try_get("starts_at")?,
                     ends_at: r.try_get("ends_at")?,
                     created_by: r.try_get("created_by")?,

@@ -162,12 +162,18 @@ impl Service {
     async fn deliver_row(&self, channel: Channel, row: &OutboxRow, now: i64) -> Result<bool, ServiceError> {
         let attempts = row.attempts;
         let page: Option<Page> = serde_json::from_str(&row.page).ok();
-        let recipients: Vec<Recipient> = serde_json::from_str(&row.recipients).unwrap_or_default();
-        let result = match (self.channels.get(channel), &page) {
-            (Some(notifier), Some(page)) => notifier.send(page, &recipients).await,
-            (None, _) => Err(SendError::Permanent(format!("channel {channel} is not configured"))),
-            (_, None) => Err(SendError::Permanent("unreadable page in the outbox".into())),
+        // Unreadable recipients fail the row rather than page nobody; its
+        // fallback copy goes to the fallback channel addressed to no one
+        // (the console shows it to whoever watches).
+        let recipients: Option<Vec<Recipient>> = serde_json::from_str(&row.recipients).ok();
+        let result = match (self.channels.get(channel), &page, &recipients) {
+            (None, _, _) => Err(SendError::Permanent(format!("channel {channel} is not configured"))),
+            (_, None, _) => Err(SendError::Permanent("unreadable page in the outbox".into())),
+            (_, _, None) => Err(SendError::Permanent("unreadable recipients in the outbox".into())),
+            (Some(notifier), Some(page), Some(recipients)) => notifier.send(page, recipients).await,
         };
+        let fallback_to = if recipients.is_some() { row.recipients.as_str() } else { "[]" };
+        let recipients = recipients.unwrap_or_default();
         let cap = self.config.retry_after_max;
         let outcome = match result {
             Ok(()) => Outcome::Delivered,
@@ -260,8 +266,8 @@ impl Service {
                             row.incident_id,
                             &key,
                             fallback.as_str(),
-                            &row.recipients,
-                            &serde_json::to_string(&page).unwrap_or_default(),
+                            fallback_to,
+                            &serde_json::to_string(&page)?,
                             now,
                         )
                         .await?;

@@ -102,6 +102,10 @@ impl Channels {
 pub enum ServiceError {
     #[error(transparent)]
     Incident(#[from] IncidentError),
+    /// A page or its recipients could not be written as JSON: nothing is
+    /// written, rather than an empty page into the durable outbox.
+    #[error("cannot encode a page for the outbox: {0}")]
+    Encode(#[from] serde_json::Error),
 }
 
 pub struct Service {
@@ -455,7 +459,7 @@ impl Service {
         now: i64,
     ) -> Result<Vec<&'static str>, ServiceError> {
         let mut used = Vec::new();
-        let page_json = serde_json::to_string(page).unwrap_or_default();
+        let page_json = serde_json::to_string(page)?;
         for channel in [Channel::Slack, Channel::Email, Channel::Console] {
             if self.channels.get(channel).is_none() {
                 continue;
@@ -464,7 +468,7 @@ impl Service {
             if reachable.is_empty() {
                 continue;
             }
-            let recipients = serde_json::to_string(&reachable).unwrap_or_default();
+            let recipients = serde_json::to_string(&reachable)?;
             let key = format!("{tag}:{}", channel.as_str());
             store.enqueue_group(incidents, &key, channel.as_str(), &recipients, &page_json, now).await?;
             self.ring(channel);
@@ -495,15 +499,18 @@ impl Service {
         // The resolved pages are written in the resolve's own transaction:
         // an incident is never resolved without them.
         let mut rang = Vec::new();
-        let pages = |incident: &Incident, paged: &[(String, String)]| {
+        let pages = |incident: &Incident,
+                     paged: &[(String, String)]|
+         -> Result<Vec<incidents::NewPage>, IncidentError> {
             let rule = self.rules.get(&incident.rule_id).cloned().unwrap_or_else(no_data_rule);
             let mut page = self.page_for(incident, &rule, PageKind::Resolved);
             page.resolved_value = value.filter(|v| v.is_finite());
             page.lasted_secs = Some(now.saturating_sub(incident.started_at) / 1000);
-            let page_json = serde_json::to_string(&page).unwrap_or_default();
+            let page_json = serde_json::to_string(&page)?;
             let mut by_channel: BTreeMap<&str, Vec<Recipient>> = BTreeMap::new();
             for (channel, recipients) in paged {
-                let list: Vec<Recipient> = serde_json::from_str(recipients).unwrap_or_default();
+                let list: Vec<Recipient> = serde_json::from_str(recipients)
+                    .map_err(|e| IncidentError::Unreadable { what: "recipients of a page", detail: e.to_string() })?;
                 let entry = by_channel.entry(channel.as_str()).or_default();
                 for r in list {
                     if !entry.iter().any(|e| e.name == r.name) {
@@ -514,11 +521,13 @@ impl Service {
             rang.extend(by_channel.keys().filter_map(|c| Channel::parse(c)));
             by_channel
                 .into_iter()
-                .map(|(channel, recipients)| incidents::NewPage {
-                    dedup_key: format!("{id}:resolved:{channel}"),
-                    channel: channel.to_owned(),
-                    recipients: serde_json::to_string(&recipients).unwrap_or_default(),
-                    page: page_json.clone(),
+                .map(|(channel, recipients)| {
+                    Ok(incidents::NewPage {
+                        dedup_key: format!("{id}:resolved:{channel}"),
+                        channel: channel.to_owned(),
+                        recipients: serde_json::to_string(&recipients)?,
+                        page: page_json.clone(),
+                    })
                 })
                 .collect()
         };
