@@ -523,7 +523,10 @@ async fn the_retention_job_deletes_old_resolved_incidents_and_delivered_pages() 
             store.open(&new).await.unwrap().0.id
         };
         let old = open("old{}", now - 200 * DAY).await;
-        store.record(old, now - 200 * DAY, "note", Some("kim"), "old note", None).await.unwrap();
+        store
+            .record(old, now - 200 * DAY, alerting::incidents::EventKind::Note, Some("kim"), "old note", None)
+            .await
+            .unwrap();
         store.enqueue(old, "old:page", "console", "[]", "{}", now - 200 * DAY).await.unwrap();
         let due = store.due(now, 10).await.unwrap();
         store.delivered(&due[0], now - 200 * DAY).await.unwrap();

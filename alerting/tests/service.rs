@@ -125,7 +125,8 @@ async fn a_warning_pages_the_owner_then_escalates_on_time_until_acknowledged() {
         h.service.deliver(T0 + minute * MIN).await.unwrap();
     }
     assert_eq!(console_pages(&h).len(), 2, "ack stops escalation");
-    let kinds: Vec<String> = h.service.store.timeline(incident.id).await.unwrap().into_iter().map(|e| e.kind).collect();
+    let kinds: Vec<String> =
+        h.service.store.timeline(incident.id).await.unwrap().into_iter().map(|e| e.kind.to_string()).collect();
     assert_eq!(kinds, ["fired", "paged", "delivered", "escalated", "delivered", "acked"]);
 }
 

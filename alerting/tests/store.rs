@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use alerting::{
-    incidents::{IncidentError, NewIncident, Retention, Silence, SilenceKind, State, Store},
+    incidents::{EventKind, IncidentError, NewIncident, Retention, Silence, SilenceKind, State, Store},
     rules::{Op, Severity},
 };
 /// A store on `backend`, and what removes it when dropped.
@@ -51,6 +51,17 @@ async fn unreadable_rows(backend: &str) {
     tamper("UPDATE incidents SET severity = 'critical', op = 'sideways' WHERE id = $1").await;
     assert!(matches!(store.get(incident.id).await, Err(IncidentError::Unreadable { what: "incident comparison", .. })));
     tamper("UPDATE incidents SET op = 'above' WHERE id = $1").await;
+    store.record(incident.id, 2_000, EventKind::Note, Some("kim"), "looking", None).await.unwrap();
+    tamper("UPDATE timeline SET kind = 'hug' WHERE incident_id = $1").await;
+    let err = store.timeline(incident.id).await.unwrap_err();
+    assert!(matches!(err, IncidentError::Unreadable { what: "timeline event kind", .. }), "{err}");
+    tamper("UPDATE timeline SET kind = 'note', data = '{' WHERE incident_id = $1").await;
+    assert!(matches!(
+        store.timeline(incident.id).await,
+        Err(IncidentError::Unreadable { what: "timeline event data", .. })
+    ));
+    tamper("UPDATE timeline SET data = NULL WHERE incident_id = $1").await;
+    assert_eq!(store.timeline(incident.id).await.unwrap()[0].kind, EventKind::Note);
     tamper("UPDATE incidents SET severity = 'critical' WHERE id = $1").await;
     assert_eq!(store.get(incident.id).await.unwrap().severity, Severity::Critical);
 }
@@ -117,7 +128,7 @@ async fn lifecycle(backend: &str) {
     assert!(store.resolve(first.id, "alerting", 13_000).await.unwrap().is_none(), "resolving twice is a no-op");
     assert!(matches!(store.ack(first.id, "kim", 14_000).await, Err(IncidentError::Resolved(_))));
     assert!(matches!(store.get(999_999).await, Err(IncidentError::NotFound(999_999))));
-    let kinds: Vec<String> = store.timeline(first.id).await.unwrap().into_iter().map(|e| e.kind).collect();
+    let kinds: Vec<String> = store.timeline(first.id).await.unwrap().into_iter().map(|e| e.kind.to_string()).collect();
     assert_eq!(kinds, ["acked", "resolved"]);
     // A resolved fingerprint can open a new incident.
     let (reopened, created) = store.open(&new_incident("a{}", 20_000)).await.unwrap();
@@ -177,7 +188,7 @@ async fn retention(backend: &str) {
     let now = 1_900_000_000_000;
     let resolved = async |fingerprint: &str, resolved_at: i64| {
         let (i, _) = store.open(&new_incident(fingerprint, resolved_at - DAY)).await.unwrap();
-        store.record(i.id, resolved_at - DAY, "note", Some("kim"), "runbook output", None).await.unwrap();
+        store.record(i.id, resolved_at - DAY, EventKind::Note, Some("kim"), "runbook output", None).await.unwrap();
         assert!(
             store
                 .enqueue(i.id, &format!("{fingerprint}:page"), "console", "[]", "{}", resolved_at - DAY)

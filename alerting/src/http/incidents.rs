@@ -138,7 +138,7 @@ pub(super) async fn note(
     let body = input::json(body)?;
     input::text(&body.text, "text", TEXT_MAX)?;
     let who = who(body.by, &principal)?;
-    s.service.store.record_change(id, now_ms(), "note", &who, &body.text, None).await?;
+    s.service.store.record_change(id, now_ms(), crate::incidents::EventKind::Note, &who, &body.text, None).await?;
     Ok((StatusCode::CREATED, Json(json!({ "recorded": true }))))
 }
 
@@ -150,11 +150,11 @@ enum EventKind {
     Note,
 }
 
-impl EventKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            EventKind::RunbookStep => "runbook_step",
-            EventKind::Note => "note",
+impl From<EventKind> for crate::incidents::EventKind {
+    fn from(kind: EventKind) -> Self {
+        match kind {
+            EventKind::RunbookStep => crate::incidents::EventKind::RunbookStep,
+            EventKind::Note => crate::incidents::EventKind::Note,
         }
     }
 }
@@ -183,6 +183,6 @@ pub(super) async fn event(
         return Err(ApiError::bad(format!("data must be under {} KiB as JSON", DATA_MAX / 1024)));
     }
     let who = who(body.by, &principal)?;
-    s.service.store.record_change(id, now_ms(), body.kind.as_str(), &who, &body.text, data.as_ref()).await?;
+    s.service.store.record_change(id, now_ms(), body.kind.into(), &who, &body.text, data.as_ref()).await?;
     Ok((StatusCode::CREATED, Json(json!({ "recorded": true }))))
 }

@@ -92,6 +92,83 @@ impl TryFrom<&str> for State {
     }
 }
 
+/// What a timeline event records, declared once: stored and shown as its
+/// snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Fired,
+    Upgraded,
+    Inhibited,
+    Silenced,
+    Paged,
+    Escalated,
+    Delivered,
+    DeliveryFailed,
+    Acked,
+    Resolved,
+    Note,
+    RunbookStep,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 12] = [
+        EventKind::Fired,
+        EventKind::Upgraded,
+        EventKind::Inhibited,
+        EventKind::Silenced,
+        EventKind::Paged,
+        EventKind::Escalated,
+        EventKind::Delivered,
+        EventKind::DeliveryFailed,
+        EventKind::Acked,
+        EventKind::Resolved,
+        EventKind::Note,
+        EventKind::RunbookStep,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Fired => "fired",
+            EventKind::Upgraded => "upgraded",
+            EventKind::Inhibited => "inhibited",
+            EventKind::Silenced => "silenced",
+            EventKind::Paged => "paged",
+            EventKind::Escalated => "escalated",
+            EventKind::Delivered => "delivered",
+            EventKind::DeliveryFailed => "delivery_failed",
+            EventKind::Acked => "acked",
+            EventKind::Resolved => "resolved",
+            EventKind::Note => "note",
+            EventKind::RunbookStep => "runbook_step",
+        }
+    }
+}
+
+impl TryFrom<&str> for EventKind {
+    type Error = IncidentError;
+
+    fn try_from(s: &str) -> Result<EventKind> {
+        EventKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| unreadable("timeline event kind", format!("{s:?}")))
+    }
+}
+
+/// So a filter can name the kind it looks for: `e.kind == "resolved"`.
+impl PartialEq<&str> for EventKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Incident {
     pub id: i64,
@@ -118,7 +195,7 @@ pub struct Incident {
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
     pub at: i64,
-    pub kind: String,
+    pub kind: EventKind,
     /// Who the client said it was (`by`), or `alerting` for the engine.
     pub actor: Option<String>,
     /// The name of the API key the change was made with; `None` for the
@@ -300,7 +377,7 @@ async fn insert_event_on(
     conn: &mut AnyConnection,
     id: i64,
     at: i64,
-    kind: &str,
+    kind: EventKind,
     actor: Actor<'_>,
     text: &str,
     data: Option<&serde_json::Value>,
@@ -308,7 +385,7 @@ async fn insert_event_on(
     let done = sqlx::query("INSERT INTO timeline (incident_id, at, kind, actor, key_name, text, data) SELECT id, $2, $3, $4, $5, $6, $7 FROM incidents WHERE id = $1")
         .bind(id)
         .bind(at)
-        .bind(kind)
+        .bind(kind.as_str())
         .bind(actor.by)
         .bind(actor.key)
         .bind(text)
@@ -581,13 +658,17 @@ impl Store {
         rows.iter()
             .map(|r| {
                 let data: Option<String> = r.try_get("data")?;
+                let kind: String = r.try_get("kind")?;
                 Ok(Event {
                     at: r.try_get("at")?,
-                    kind: r.try_get("kind")?,
+                    kind: EventKind::try_from(kind.as_str())?,
                     actor: r.try_get("actor")?,
                     key: r.try_get("key_name")?,
                     text: r.try_get("text")?,
-                    data: data.and_then(|d| serde_json::from_str(&d).ok()),
+                    data: data
+                        .map(|d| serde_json::from_str(&d))
+                        .transpose()
+                        .map_err(|e| unreadable("timeline event data", e))?,
                 })
             })
             .collect()
@@ -599,7 +680,7 @@ impl Store {
         &self,
         id: i64,
         at: i64,
-        kind: &str,
+        kind: EventKind,
         actor: Option<&str>,
         text: &str,
         data: Option<&serde_json::Value>,
@@ -612,7 +693,7 @@ impl Store {
         &self,
         id: i64,
         at: i64,
-        kind: &str,
+        kind: EventKind,
         who: &Who,
         text: &str,
         data: Option<&serde_json::Value>,
@@ -624,7 +705,7 @@ impl Store {
         &self,
         id: i64,
         at: i64,
-        kind: &str,
+        kind: EventKind,
         actor: Actor<'_>,
         text: &str,
         data: Option<&serde_json::Value>,
@@ -706,7 +787,7 @@ impl Store {
         .bind(by)
         .execute(&self.pool)
         .await?;
-        self.record_change(id, now, "acked", &who, &format!("acknowledged by {by}"), None).await?;
+        self.record_change(id, now, EventKind::Acked, &who, &format!("acknowledged by {by}"), None).await?;
         self.get(id).await
     }
 
@@ -747,7 +828,7 @@ impl Store {
             return Ok(None);
         }
         let actor = Actor { by: Some(&who.by), key: who.key.as_deref() };
-        insert_event_on(&mut tx, id, now, "resolved", actor, &format!("resolved by {}", who.by), None).await?;
+        insert_event_on(&mut tx, id, now, EventKind::Resolved, actor, &format!("resolved by {}", who.by), None).await?;
         let resolved = get_on(&mut tx, id).await?;
         let paged = paged_on(&mut tx, id).await?;
         for page in pages(&resolved, &paged)? {
@@ -832,4 +913,27 @@ struct Actor<'a> {
 /// NaN and infinities cannot be stored portably; they read back as 0.
 fn finite(v: f64) -> f64 {
     if v.is_finite() { v } else { 0.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EventKind;
+
+    /// The API document lists the timeline's kinds: every one, no other.
+    #[test]
+    fn the_api_document_names_every_timeline_kind() {
+        let doc: serde_json::Value = serde_json::from_str(include_str!("../../openapi.json")).unwrap();
+        let text = doc["components"]["schemas"]["Event"]["properties"]["kind"]["description"].as_str().unwrap();
+        let named: Vec<&str> =
+            text.trim_end_matches('.').split(", ").map(|k| k.split_whitespace().next().unwrap_or_default()).collect();
+        let mut named = named;
+        named.sort_unstable();
+        let mut kinds: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+        kinds.sort_unstable();
+        assert_eq!(named, kinds);
+        for kind in EventKind::ALL {
+            assert_eq!(EventKind::try_from(kind.as_str()).unwrap(), kind);
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
+    }
 }

@@ -14,7 +14,7 @@ use tokio::sync::{Mutex, Notify};
 
 use super::{Service, ServiceError, kind_name};
 use crate::{
-    incidents::OutboxRow,
+    incidents::{EventKind, OutboxRow},
     notify::{Channel, Page, PageKind, Recipient, SendError},
 };
 
@@ -213,7 +213,7 @@ impl Service {
                     .record(
                         row.incident_id,
                         now,
-                        "delivered",
+                        EventKind::Delivered,
                         None,
                         &format!("{what} delivered over {label} to {} (attempt {attempts})", names.join(", ")),
                         None,
@@ -248,7 +248,7 @@ impl Service {
                     .record(
                         row.incident_id,
                         now,
-                        "delivery_failed",
+                        EventKind::DeliveryFailed,
                         None,
                         &format!("{label} delivery failed after {attempts} attempt(s): {reason}"),
                         None,

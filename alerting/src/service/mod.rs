@@ -20,7 +20,7 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use crate::{
     engine::{NO_DATA, Transition},
-    incidents::{self, Fence, Incident, IncidentError, NewIncident, Who},
+    incidents::{self, EventKind, Fence, Incident, IncidentError, NewIncident, Who},
     metrics::Metrics,
     notify::{Channel, Notifier, Page, PageKind, Recipient},
     oncall::{self, Roster},
@@ -196,7 +196,7 @@ impl Service {
                             .record(
                                 incident.id,
                                 now,
-                                "fired",
+                                EventKind::Fired,
                                 None,
                                 &text,
                                 Some(&serde_json::json!({ "value": value, "threshold": threshold })),
@@ -208,7 +208,14 @@ impl Service {
                     if let Some(open) = store.find_open(&key.fingerprint()).await? {
                         store.upgrade(open.id, severity, value, threshold, now).await?;
                         store
-                            .record(open.id, now, "upgraded", None, &format!("severity raised to {severity}"), None)
+                            .record(
+                                open.id,
+                                now,
+                                EventKind::Upgraded,
+                                None,
+                                &format!("severity raised to {severity}"),
+                                None,
+                            )
                             .await?;
                     }
                 }
@@ -228,7 +235,7 @@ impl Service {
                             .record(
                                 host.id,
                                 now,
-                                "inhibited",
+                                EventKind::Inhibited,
                                 None,
                                 &text,
                                 Some(&serde_json::json!({ "alert": key.fingerprint(), "severity": severity })),
@@ -265,7 +272,14 @@ impl Service {
             if let Some(silence) = self.silenced_by(&incident, rule, now).await? {
                 if store.claim_steps(&incident, due).await? {
                     store
-                        .record(incident.id, now, "silenced", None, &format!("page suppressed by {silence}"), None)
+                        .record(
+                            incident.id,
+                            now,
+                            EventKind::Silenced,
+                            None,
+                            &format!("page suppressed by {silence}"),
+                            None,
+                        )
                         .await?;
                     self.metrics.pages.with_label_values(&["console", "silenced"]).inc();
                 }
@@ -364,7 +378,7 @@ impl Service {
                 let text =
                     format!("paged {} via {} (one page with {})", who.join(", "), used.join(", "), others.join(", "));
                 let data = serde_json::json!({ "level": 0, "recipients": who, "group": key, "with": ids });
-                store.record(incident.id, now, "paged", None, &text, Some(&data)).await?;
+                store.record(incident.id, now, EventKind::Paged, None, &text, Some(&data)).await?;
             }
         }
         Ok(())
@@ -421,7 +435,7 @@ impl Service {
         index: i64,
         kind: PageKind,
         now: i64,
-    ) -> Result<(&'static str, String, serde_json::Value), ServiceError> {
+    ) -> Result<(EventKind, String, serde_json::Value), ServiceError> {
         let targets = oncall::targets(&self.roster, step, utc(now));
         let recipients: Vec<Recipient> = targets
             .iter()
@@ -441,7 +455,7 @@ impl Service {
             format!("not acknowledged: escalated (level {index}) to {} via {}", who.join(", "), channels.join(", "))
         };
         Ok((
-            if index == 0 { "paged" } else { "escalated" },
+            if index == 0 { EventKind::Paged } else { EventKind::Escalated },
             text,
             serde_json::json!({ "level": index, "recipients": who }),
         ))
