@@ -297,7 +297,13 @@ fn print_incident_line(i: &Value) {
 async fn main() -> std::process::ExitCode {
     match run(Cli::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // A test's failpoint: stop now, as if killed there, without the
+        // runtime's orderly shutdown (its tasks would keep sending).
         Err(e) => {
+            if let Some(server::RunError::Failpoint(point)) = e.downcast_ref::<server::RunError>() {
+                eprintln!("failpoint {point}: exiting with {}", point.exit_code());
+                std::process::exit(point.exit_code().into());
+            }
             eprintln!("error: {}", chain(&e));
             std::process::ExitCode::FAILURE
         }

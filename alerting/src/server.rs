@@ -31,7 +31,7 @@ use crate::{
     oncall::Roster,
     promql,
     rules::{self, file::RuleSet},
-    service::{Channels, Config, Service, ServiceError},
+    service::{Channels, Config, Failpoint, Service, ServiceError},
     source::{Source, scrape::Target},
 };
 
@@ -177,6 +177,16 @@ pub struct ServeArgs {
     /// `after-claim` right after a page is claimed, before it is sent.
     #[arg(long, env = "ALERTING_FAILPOINT", hide = true)]
     pub failpoint: Option<String>,
+}
+
+/// How [`Server::run`] ends other than cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The test hook `ALERTING_FAILPOINT` was reached.
+    #[error("failpoint {0} reached: stopping as if killed")]
+    Failpoint(Failpoint),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -342,7 +352,7 @@ impl Server {
                 if fallback == Channel::Email { "SMTP_HOST" } else { "SLACK_WEBHOOK_URL" }
             )));
         }
-        let failpoint = args.failpoint.as_deref() == Some("after-outbox-write");
+        let failpoint = args.failpoint.as_deref().map(Failpoint::try_from).transpose().map_err(StartError::Config)?;
         let lease_ttl = duration("ALERTING_LEASE_TTL", &args.lease_ttl)?;
         if lease_ttl < interval * 2 {
             return Err(StartError::Config(format!(
@@ -378,8 +388,7 @@ impl Server {
             retry_max: Duration::from_secs(60),
             retry_after_max,
             fallback,
-            exit_after_outbox_write: failpoint,
-            exit_after_claim: args.failpoint.as_deref() == Some("after-claim"),
+            failpoint,
             claim_timeout,
             grouping: set.grouping.clone(),
         };
@@ -399,7 +408,10 @@ impl Server {
             silence_max,
             request_timeout,
         });
-        Ok(Self { state, source, exprs, interval, lease_ttl, listener, limits, retention, lanes: !failpoint })
+        // After a page is written, one loop sends (a lane could send it before
+        // the process stops).
+        let lanes = failpoint != Some(Failpoint::AfterOutboxWrite);
+        Ok(Self { state, source, exprs, interval, lease_ttl, listener, limits, retention, lanes })
     }
 
     pub fn port(&self) -> u16 {
@@ -409,7 +421,10 @@ impl Server {
     /// Evaluates, delivers and serves the API until `shutdown` completes;
     /// then stops taking connections, lets requests in flight finish, stops
     /// the loops, and closes the store (which waits for sends in flight).
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    ///
+    /// A failpoint ends it at once with [`RunError::Failpoint`], skipping
+    /// every graceful step, for the binary to exit as if killed.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
         let Server { state, mut source, exprs, interval, lease_ttl, listener, limits, retention, lanes } = self;
         let source_kind = source.kind();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -442,18 +457,21 @@ impl Server {
         }
         spawn_retention(&state, retention);
         tracing::info!(addr = %listener.local_addr()?, source = source_kind, "alerting service listening");
-        let served = serving::serve(
+        let serve = serving::serve(
             listener,
             http::router(state.clone()),
             limits,
             state.service.metrics.connections.clone(),
             shutdown,
-        )
-        .await;
+        );
+        let served = tokio::select! {
+            served = serve => served,
+            point = state.service.crashed() => return Err(RunError::Failpoint(point)),
+        };
         let _ = stop_tx.send(true);
         let _ = evaluator.await;
         state.service.store.close().await;
-        served
+        Ok(served?)
     }
 }
 

@@ -15,7 +15,7 @@ use alerting::{
     notify::{Channel, Notifier, console::Console, slack::Slack},
     oncall::Roster,
     rules::{Condition, Level, Op, Rule, Severity, Unit},
-    service::{Channels, Config, Service},
+    service::{Channels, Config, Failpoint, Service, ServiceError},
 };
 use serde_json::Value;
 use support::slack_receiver::{Reply, SlackReceiver};
@@ -209,6 +209,23 @@ async fn slack_answering_429_then_500_then_200_gets_exactly_one_message() {
     assert!(rx.violations().is_empty(), "{:?}", rx.violations());
     let text = rx.delivered()[0].to_string();
     assert!(text.contains("high-error-rate.md") && text.contains("alerting ack"), "{text}");
+}
+
+/// A failpoint is an error the library returns (the binary turns it into
+/// its exit): the page is written, nothing is sent, and `crashed` says so.
+/// Were it `process::exit`, this test's own process would end here.
+#[tokio::test]
+async fn a_failpoint_is_an_error_and_leaves_its_page_written_and_unsent() {
+    let config = Config { failpoint: Some(Failpoint::AfterOutboxWrite), ..Config::default() };
+    let h = harness(None, config).await;
+    let err = h.service.apply(vec![fired(Severity::Critical)], T0).await.unwrap_err();
+    assert!(matches!(err, ServiceError::Failpoint(Failpoint::AfterOutboxWrite)), "{err}");
+    let point = tokio::time::timeout(Duration::from_secs(5), h.service.crashed()).await.expect("crashed resolves");
+    assert_eq!(point.exit_code(), 86);
+    assert!(console_pages(&h).is_empty(), "nothing sent");
+    assert_eq!(h.service.store.pending_pages().await.unwrap(), 1, "the page is in the outbox");
+    assert_eq!(Failpoint::try_from("after-claim"), Ok(Failpoint::AfterClaim));
+    assert!(Failpoint::try_from("after-lunch").unwrap_err().contains("after-outbox-write, after-claim"));
 }
 
 /// A row whose recipients cannot be read fails at once and falls back,

@@ -121,10 +121,7 @@ impl Service {
                 self.metrics.pages.with_label_values(&[channel.as_str(), "claim_lost"]).inc();
                 continue;
             }
-            if self.config.exit_after_claim {
-                eprintln!("failpoint after-claim: exiting before sending");
-                std::process::exit(87);
-            }
+            self.failpoint(super::Failpoint::AfterClaim)?;
             if self.deliver_row(channel, row, now).await? {
                 delivered += 1;
             }

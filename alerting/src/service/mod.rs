@@ -43,12 +43,8 @@ pub struct Config {
     /// treated as failed, and the page goes to the fallback at once.
     pub retry_after_max: Duration,
     pub fallback: Channel,
-    /// Test hook: exit the process right after a page is committed to the
-    /// outbox, before it is sent (`ALERTING_FAILPOINT=after-outbox-write`).
-    pub exit_after_outbox_write: bool,
-    /// Test hook: exit right after claiming a page and renewing the claim,
-    /// in the instant before sending it (`ALERTING_FAILPOINT=after-claim`).
-    pub exit_after_claim: bool,
+    /// Test hook (`ALERTING_FAILPOINT`): stop as if killed at that point.
+    pub failpoint: Option<Failpoint>,
     /// How long a sender's claim on a page lasts before another process may
     /// send it: longer than any channel's send timeout.
     pub claim_timeout: Duration,
@@ -67,8 +63,7 @@ impl Default for Config {
             retry_max: Duration::from_secs(60),
             retry_after_max: Duration::from_secs(60),
             fallback: Channel::Console,
-            exit_after_outbox_write: false,
-            exit_after_claim: false,
+            failpoint: None,
             claim_timeout: Duration::from_secs(60),
             grouping: None,
         }
@@ -106,6 +101,57 @@ pub enum ServiceError {
     /// written, rather than an empty page into the durable outbox.
     #[error("cannot encode a page for the outbox: {0}")]
     Encode(#[from] serde_json::Error),
+    /// The test hook was reached: the process must stop at once, as if
+    /// killed there (see [`Service::crashed`]).
+    #[error("failpoint {0} reached")]
+    Failpoint(Failpoint),
+}
+
+/// A point where a test kills the process (`ALERTING_FAILPOINT`), to show
+/// that what was written before it is enough to carry on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failpoint {
+    /// Right after a page is committed to the outbox, before it is sent.
+    AfterOutboxWrite,
+    /// Right after a page is claimed and its claim renewed, in the instant
+    /// before it is sent.
+    AfterClaim,
+}
+
+impl Failpoint {
+    pub const ALL: [Failpoint; 2] = [Failpoint::AfterOutboxWrite, Failpoint::AfterClaim];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failpoint::AfterOutboxWrite => "after-outbox-write",
+            Failpoint::AfterClaim => "after-claim",
+        }
+    }
+
+    /// The exit status the binary stops with, one per point.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Failpoint::AfterOutboxWrite => 86,
+            Failpoint::AfterClaim => 87,
+        }
+    }
+}
+
+impl TryFrom<&str> for Failpoint {
+    type Error = String;
+
+    fn try_from(s: &str) -> Result<Failpoint, String> {
+        Failpoint::ALL.into_iter().find(|f| f.as_str() == s).ok_or_else(|| {
+            let names: Vec<&str> = Failpoint::ALL.iter().map(|f| f.as_str()).collect();
+            format!("ALERTING_FAILPOINT must be one of {}, not {s:?}", names.join(", "))
+        })
+    }
+}
+
+impl std::fmt::Display for Failpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 pub struct Service {
@@ -116,6 +162,8 @@ pub struct Service {
     config: Config,
     pub metrics: Metrics,
     lanes: delivery::Lanes,
+    /// The failpoint reached, if any (see [`Service::crashed`]).
+    crash: tokio::sync::watch::Sender<Option<Failpoint>>,
 }
 
 fn utc(ms: i64) -> DateTime<Utc> {
@@ -133,7 +181,30 @@ impl Service {
     ) -> Self {
         let mut by_id: BTreeMap<String, Rule> = rules.into_iter().map(|r| (r.id.clone(), r)).collect();
         by_id.entry(NO_DATA.into()).or_insert_with(no_data_rule);
-        Self { store, roster, rules: by_id, channels, config, metrics, lanes: delivery::Lanes::default() }
+        let crash = tokio::sync::watch::Sender::new(None);
+        Self { store, roster, rules: by_id, channels, config, metrics, lanes: delivery::Lanes::default(), crash }
+    }
+
+    /// `Err(Failpoint)` when `point` is this process's failpoint: the
+    /// caller stops there, and [`Service::crashed`] resolves.
+    fn failpoint(&self, point: Failpoint) -> Result<(), ServiceError> {
+        if self.config.failpoint != Some(point) {
+            return Ok(());
+        }
+        tracing::error!(failpoint = point.as_str(), "failpoint reached: stopping as if killed");
+        self.crash.send_replace(Some(point));
+        Err(ServiceError::Failpoint(point))
+    }
+
+    /// Resolves once a failpoint was reached; never without one. The server
+    /// then stops at once, without the graceful steps (claims stay held,
+    /// the lease stays taken), as a killed process would.
+    pub async fn crashed(&self) -> Failpoint {
+        let mut rx = self.crash.subscribe();
+        match rx.wait_for(Option::is_some).await {
+            Ok(point) => point.unwrap_or(Failpoint::AfterOutboxWrite),
+            Err(_) => std::future::pending().await,
+        }
     }
 
     pub fn rule(&self, id: &str) -> Option<&Rule> {
@@ -304,10 +375,7 @@ impl Service {
                     store.record(incident.id, now, kind, None, &text, Some(&data)).await?;
                 }
             }
-            if self.config.exit_after_outbox_write {
-                eprintln!("failpoint after-outbox-write: exiting before sending");
-                std::process::exit(86);
-            }
+            self.failpoint(Failpoint::AfterOutboxWrite)?;
         }
         if let Some(grouping) = &self.config.grouping {
             for (key, members) in groups {
