@@ -335,7 +335,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 )
                 .init();
             let server = Server::build(*args).await?;
-            server.run(shutdown_signal()).await?;
+            server.run(serving::shutdown_signal()).await?;
         }
         Command::Check { rules, roster } => {
             let (set, roster) = server::load_config(rules.as_deref(), roster.as_deref())?;
@@ -515,24 +515,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            s.recv().await;
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
-    }
 }
 
 #[cfg(test)]

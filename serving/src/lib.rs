@@ -242,3 +242,24 @@ pub async fn serve(
 pub fn peer(req: &axum::http::request::Parts) -> Option<SocketAddr> {
     req.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
 }
+
+/// Completes on SIGTERM or Ctrl-C: the shutdown signal of both services.
+/// A SIGTERM handler that cannot be installed leaves only Ctrl-C, rather
+/// than completing at once (which would stop the service as it starts).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

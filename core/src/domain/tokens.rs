@@ -121,8 +121,9 @@ impl TokenKey {
 /// digests are compared in constant time.
 pub fn same_secret(given: &[u8], expected: &[u8]) -> bool {
     use sha2::Digest as _;
+    use subtle::ConstantTimeEq as _;
     let (a, b) = (Sha256::digest(given), Sha256::digest(expected));
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.as_slice().ct_eq(b.as_slice()).into()
 }
 
 fn mac(secret: &[u8]) -> HmacSha256 {
