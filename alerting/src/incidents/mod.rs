@@ -10,10 +10,10 @@ mod lease;
 mod outbox;
 mod retention;
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc};
 
 use serde::{Deserialize, Serialize};
-use sqlx::{AnyConnection, AnyPool, Row, any::AnyPoolOptions};
+use sqlx::{AnyConnection, AnyPool, Row};
 
 pub use lease::{Evaluator, Fence, Lease};
 pub use outbox::Claim;
@@ -450,26 +450,9 @@ impl Store {
         } else {
             url.to_owned()
         };
-        let pool = AnyPoolOptions::new()
-            // SQLite has one writer; one connection keeps writes serial
-            // (and an in-memory database alive).
-            .max_connections(if sqlite { 1 } else { 5 })
-            .min_connections(if sqlite { 1 } else { 0 })
-            .idle_timeout(if sqlite { None } else { Some(Duration::from_secs(300)) })
-            .max_lifetime(if sqlite { None } else { Some(Duration::from_secs(1800)) })
-            .acquire_timeout(Duration::from_secs(5))
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if sqlite {
-                        sqlx::raw_sql("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
-                            .execute(conn)
-                            .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect(&url)
-            .await?;
+        // One set-up for every durable store (dbpool): SQLite with one
+        // connection, in WAL with synchronous = FULL; PostgreSQL with 5.
+        let pool = dbpool::set_up(&url, dbpool::Options { max_connections: 5, wal: true }).await?;
         if sqlite {
             sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         } else {

@@ -15,12 +15,10 @@ mod replica;
 use std::{
     path::{Path, PathBuf},
     str::FromStr,
-    time::Duration,
 };
 
 use sqlx::{
     AnyPool, Row,
-    any::AnyPoolOptions,
     error::{DatabaseError, ErrorKind},
     sqlite::SqliteConnectOptions,
 };
@@ -199,35 +197,15 @@ impl Store {
                 // sqlx opens without create unless told `mode=rwc`.
                 Access::Existing => url.replace("mode=rwc", "mode=rw"),
             };
-            // SQLite has a single writer; one connection keeps every
-            // transaction serial instead of failing with SQLITE_BUSY.
+            // One connection: SQLite has a single writer (see dbpool).
             (Dialect::Sqlite, url, 1)
         } else {
             (Dialect::Postgres, with_application_name(url), max_connections)
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .min_connections(if dialect == Dialect::Sqlite { 1 } else { 0 })
-            .acquire_timeout(Duration::from_secs(5))
-            // SQLite's one connection must never be closed: an in-memory
-            // database would vanish with it.
-            .idle_timeout(if dialect == Dialect::Sqlite { None } else { Some(Duration::from_secs(300)) })
-            .max_lifetime(if dialect == Dialect::Sqlite { None } else { Some(Duration::from_secs(1800)) })
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if dialect == Dialect::Sqlite {
-                        let journal = if access == Access::CreateAndMigrate { "PRAGMA journal_mode = WAL; " } else { "" };
-                        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                            "{journal}PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;"
-                        )))
-                        .execute(conn)
-                        .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect(&url)
-            .await?;
+        // One set-up for every durable store: SQLite in WAL with
+        // synchronous = FULL (the ledger must survive a power loss).
+        let options = dbpool::Options { max_connections, wal: access == Access::CreateAndMigrate };
+        let pool = dbpool::set_up(&url, options).await?;
         Ok(Self { pool, dialect, max_connections, metrics: None, replica: None })
     }
 
