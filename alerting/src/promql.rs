@@ -16,15 +16,11 @@
 //! series born with the fault) weighs what Prometheus weighs it, and the
 //! exported rules page on the same data.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    fmt,
-    time::Duration,
-};
+use std::{collections::HashMap, fmt, time::Duration};
 
 use regex::Regex;
 
-pub type Labels = BTreeMap<String, String>;
+pub use promtext::Labels;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
@@ -817,35 +813,7 @@ fn without_name(mut labels: Labels) -> Labels {
     labels
 }
 
-/// Prometheus's `histogram_quantile` over cumulative buckets sorted by
-/// upper bound: linear interpolation inside the bucket holding the rank.
-pub fn bucket_quantile(q: f64, buckets: &[(f64, f64)]) -> f64 {
-    if q < 0.0 {
-        return f64::NEG_INFINITY;
-    }
-    if q > 1.0 {
-        return f64::INFINITY;
-    }
-    let Some(&(last_bound, total)) = buckets.last() else { return f64::NAN };
-    if buckets.len() < 2 || !last_bound.is_infinite() || total <= 0.0 || total.is_nan() {
-        return f64::NAN;
-    }
-    let rank = q * total;
-    let i = buckets.iter().position(|b| b.1 >= rank).unwrap_or(buckets.len() - 1);
-    if i == buckets.len() - 1 {
-        return buckets[buckets.len() - 2].0;
-    }
-    let (upper, count) = buckets[i];
-    let (lower, below) = if i == 0 { (0.0_f64.min(upper), 0.0) } else { buckets[i - 1] };
-    if i == 0 && upper <= 0.0 {
-        return upper;
-    }
-    let in_bucket = count - below;
-    if in_bucket <= 0.0 {
-        return upper;
-    }
-    lower + (upper - lower) * ((rank - below) / in_bucket)
-}
+pub use promtext::bucket_quantile;
 
 #[cfg(test)]
 mod tests {

@@ -31,7 +31,7 @@ pub fn parse(text: &str) -> Vec<Sample> {
 
 fn parse_line(line: &str) -> Option<Sample> {
     // The alerting scraper's parser: one reading of the text format.
-    let (name, labels, value) = alerting::source::scrape::parse_line(line)?;
+    let (name, labels, value) = promtext::parse_line(line)?;
     Some(Sample { name, labels, value })
 }
 
@@ -137,7 +137,7 @@ pub fn histogram_quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
     }
     let mut buckets = buckets.to_vec();
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let value = alerting::promql::bucket_quantile(q, &buckets);
+    let value = promtext::bucket_quantile(q, &buckets);
     (!value.is_nan()).then_some(value)
 }
 

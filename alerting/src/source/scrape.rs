@@ -286,59 +286,7 @@ fn instance_of(url: &str) -> String {
     authority.rsplit_once('@').map_or(authority, |(_, host)| host).to_owned()
 }
 
-/// One sample line of the Prometheus text format:
-/// `name{a="b",c="d"} value [timestamp]`. Comments and malformed lines give
-/// `None` (a scrape keeps what it can read).
-pub fn parse_line(line: &str) -> Option<(String, Labels, f64)> {
-    let line = line.trim();
-    if line.is_empty() || line.starts_with('#') {
-        return None;
-    }
-    let name_end = line.find(|c: char| c == '{' || c.is_whitespace())?;
-    let name = line[..name_end].to_owned();
-    let mut labels = Labels::new();
-    let mut rest = &line[name_end..];
-    if let Some(body) = rest.strip_prefix('{') {
-        let mut chars = body.char_indices();
-        let mut key = String::new();
-        loop {
-            let (i, c) = chars.next()?;
-            match c {
-                '}' => {
-                    rest = &body[i + 1..];
-                    break;
-                }
-                ',' | ' ' => {}
-                '=' => {
-                    if chars.next()?.1 != '"' {
-                        return None;
-                    }
-                    let mut value = String::new();
-                    loop {
-                        match chars.next()?.1 {
-                            '"' => break,
-                            '\\' => match chars.next()?.1 {
-                                'n' => value.push('\n'),
-                                other => value.push(other),
-                            },
-                            other => value.push(other),
-                        }
-                    }
-                    labels.insert(std::mem::take(&mut key), value);
-                }
-                other => key.push(other),
-            }
-        }
-    }
-    let value = rest.split_whitespace().next()?;
-    let value = match value {
-        "+Inf" | "Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        "NaN" => f64::NAN,
-        v => v.parse().ok()?,
-    };
-    Some((name, labels, value))
-}
+pub use promtext::parse_line;
 
 #[cfg(test)]
 mod tests {
