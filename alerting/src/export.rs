@@ -10,9 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::rules::{
-    Condition, Level, Op, Rule, Severity, Unit,
-    file::{RuleSet, format_duration},
+use crate::{
+    promql::format_duration,
+    rules::{Condition, Level, Op, Rule, Severity, Unit, file::RuleSet},
 };
 
 /// The series Prometheus synthesises for the booking scrape target.

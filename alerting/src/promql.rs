@@ -342,6 +342,23 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// Writes a duration the way [`parse_duration`] reads it and Prometheus
+/// writes one (`7d`, `1h30m`, `0s`).
+pub fn format_duration(duration: Duration) -> String {
+    let mut secs = duration.as_secs();
+    if secs == 0 {
+        return "0s".to_string();
+    }
+    let mut out = String::new();
+    for (unit, suffix) in [(86_400, 'd'), (3600, 'h'), (60, 'm'), (1, 's')] {
+        if secs >= unit {
+            out.push_str(&format!("{}{suffix}", secs / unit));
+            secs %= unit;
+        }
+    }
+    out
+}
+
 /// PromQL words outside the subset, with what to write instead.
 fn keyword(word: &str) -> Option<String> {
     match word {

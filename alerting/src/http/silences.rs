@@ -64,18 +64,7 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Writes a duration the way `parse_duration` reads it (`7d`, `1h30m`).
-pub fn format_duration(d: Duration) -> String {
-    let mut secs = d.as_secs();
-    let mut out = String::new();
-    for (unit, size) in [('d', 86_400), ('h', 3_600), ('m', 60), ('s', 1)] {
-        if secs >= size {
-            out.push_str(&format!("{}{unit}", secs / size));
-            secs %= size;
-        }
-    }
-    if out.is_empty() { "0s".into() } else { out }
-}
+use crate::promql::format_duration;
 
 /// A silence's window from what the client sent, at `now`: `(starts, ends)`
 /// in Unix ms, or why it is refused. Pure, so every edge is a unit test.

@@ -7,9 +7,11 @@
 //! parameter, so the engine (and its tests) control the clock.
 
 pub mod escalation;
+pub mod model;
 pub mod roster;
 pub mod rotation;
 
-pub use escalation::{Policy, Selector, Step, Target, due, plan, targets};
+pub use escalation::{Step, Target, due, plan, targets};
+pub use model::{Policy, Selector};
 pub use roster::{Override, Person, Place, Role, Roster, RosterError};
 pub use rotation::{Rotation, RotationError, Shift};

@@ -11,7 +11,7 @@ use chrono::{DateTime, NaiveDate, NaiveTime, Utc, Weekday};
 use chrono_tz::Tz;
 use serde::Deserialize;
 
-use super::escalation::{Policy, Selector};
+use super::model::{Policy, Selector};
 use super::rotation::{Rotation, RotationError};
 use crate::rules::Severity;
 

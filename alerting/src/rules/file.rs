@@ -477,23 +477,7 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
-pub use crate::promql::parse_duration;
-
-/// Formats a duration the way Prometheus writes one (`1h30m`, `0s`).
-pub fn format_duration(duration: Duration) -> String {
-    let mut secs = duration.as_secs();
-    if secs == 0 {
-        return "0s".to_string();
-    }
-    let mut out = String::new();
-    for (unit, suffix) in [(86_400, 'd'), (3600, 'h'), (60, 'm'), (1, 's')] {
-        if secs >= unit {
-            out.push_str(&format!("{}{suffix}", secs / unit));
-            secs %= unit;
-        }
-    }
-    out
-}
+use crate::promql::{format_duration, parse_duration};
 
 // ---- Validation and expansion ----
 

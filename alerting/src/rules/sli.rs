@@ -11,10 +11,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{
-    file::format_duration,
-    model::{Condition, Op, Unit},
-};
+use super::model::{Condition, Op, Unit};
+use crate::promql::format_duration;
 
 /// Routes that serve operators and scrapers, not ticket buyers. Request SLIs
 /// leave them out: a scrape every 5 s would otherwise pad the request count,
