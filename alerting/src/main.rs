@@ -297,17 +297,22 @@ fn print_incident_line(i: &Value) {
 async fn main() -> std::process::ExitCode {
     match run(Cli::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        // A test's failpoint: stop now, as if killed there, without the
-        // runtime's orderly shutdown (its tasks would keep sending).
         Err(e) => {
+            // A failpoint the hook did not see (it exits first).
             if let Some(server::RunError::Failpoint(point)) = e.downcast_ref::<server::RunError>() {
-                eprintln!("failpoint {point}: exiting with {}", point.exit_code());
-                std::process::exit(point.exit_code().into());
+                exit_at_failpoint(*point);
             }
             eprintln!("error: {}", chain(&e));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// A test's failpoint: stop now, as if killed there, with the point's
+/// status; no other task of the process runs again.
+fn exit_at_failpoint(point: alerting::service::Failpoint) {
+    eprintln!("failpoint {point}: exiting with {}", point.exit_code());
+    std::process::exit(point.exit_code().into());
 }
 
 /// An error and its causes on one line, each said once: a cause whose text
@@ -335,6 +340,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 )
                 .init();
             let server = Server::build(*args).await?;
+            server.on_failpoint(exit_at_failpoint);
             server.run(serving::shutdown_signal()).await?;
         }
         Command::Check { rules, roster } => {

@@ -414,6 +414,11 @@ impl Server {
         Ok(Self { state, source, exprs, interval, lease_ttl, listener, limits, retention, lanes })
     }
 
+    /// See [`Service::on_failpoint`]: the binary exits at the failpoint.
+    pub fn on_failpoint(&self, hook: fn(Failpoint)) {
+        self.state.service.on_failpoint(hook);
+    }
+
     pub fn port(&self) -> u16 {
         self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
     }

@@ -164,6 +164,8 @@ pub struct Service {
     lanes: delivery::Lanes,
     /// The failpoint reached, if any (see [`Service::crashed`]).
     crash: tokio::sync::watch::Sender<Option<Failpoint>>,
+    /// Run the instant a failpoint is reached (the binary's: exit there).
+    on_failpoint: std::sync::OnceLock<fn(Failpoint)>,
 }
 
 fn utc(ms: i64) -> DateTime<Utc> {
@@ -182,7 +184,18 @@ impl Service {
         let mut by_id: BTreeMap<String, Rule> = rules.into_iter().map(|r| (r.id.clone(), r)).collect();
         by_id.entry(NO_DATA.into()).or_insert_with(no_data_rule);
         let crash = tokio::sync::watch::Sender::new(None);
-        Self { store, roster, rules: by_id, channels, config, metrics, lanes: delivery::Lanes::default(), crash }
+        let lanes = delivery::Lanes::default();
+        Self { store, roster, rules: by_id, channels, config, metrics, lanes, crash, on_failpoint: Default::default() }
+    }
+
+    /// What the process does the instant a failpoint is reached, before
+    /// any other task runs again. The binary exits there: a process that
+    /// only stopped after the error travelled up would let its other tasks
+    /// go on meanwhile (a delivery loop claiming the page just written, for
+    /// one), which a killed process cannot. Without a hook (a library
+    /// caller, a test) the failpoint is only the error.
+    pub fn on_failpoint(&self, hook: fn(Failpoint)) {
+        let _ = self.on_failpoint.set(hook);
     }
 
     /// `Err(Failpoint)` when `point` is this process's failpoint: the
@@ -192,6 +205,9 @@ impl Service {
             return Ok(());
         }
         tracing::error!(failpoint = point.as_str(), "failpoint reached: stopping as if killed");
+        if let Some(hook) = self.on_failpoint.get() {
+            hook(point);
+        }
         self.crash.send_replace(Some(point));
         Err(ServiceError::Failpoint(point))
     }
