@@ -428,7 +428,9 @@ impl Server {
     /// the loops, and closes the store (which waits for sends in flight).
     ///
     /// A failpoint ends it at once with [`RunError::Failpoint`], skipping
-    /// every graceful step, for the binary to exit as if killed.
+    /// every graceful step (the evaluator is aborted with its lease held;
+    /// the lanes are left running, and the binary exits before they matter:
+    /// its [`Server::on_failpoint`] hook exits at the point itself).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
         let Server { state, mut source, exprs, interval, lease_ttl, listener, limits, retention, lanes } = self;
         let source_kind = source.kind();
@@ -471,7 +473,12 @@ impl Server {
         );
         let served = tokio::select! {
             served = serve => served,
-            point = state.service.crashed() => return Err(RunError::Failpoint(point)),
+            point = state.service.crashed() => {
+                // Before `stop_tx` drops: the evaluator must not wake to
+                // release its lease, as a killed process would not.
+                evaluator.abort();
+                return Err(RunError::Failpoint(point));
+            }
         };
         let _ = stop_tx.send(true);
         let _ = evaluator.await;

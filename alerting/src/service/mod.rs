@@ -213,8 +213,8 @@ impl Service {
     }
 
     /// Resolves once a failpoint was reached; never without one. The server
-    /// then stops at once, without the graceful steps (claims stay held,
-    /// the lease stays taken), as a killed process would.
+    /// then returns at once, without the graceful steps (claims stay held,
+    /// the lease stays taken); see `Server::run`.
     pub async fn crashed(&self) -> Failpoint {
         let mut rx = self.crash.subscribe();
         match rx.wait_for(Option::is_some).await {
