@@ -62,7 +62,7 @@ fn fired(severity: Severity) -> Transition {
 struct Harness {
     service: Service,
     console: PathBuf,
-    _dir: testkit::TempDir,
+    dir: testkit::TempDir,
 }
 
 async fn harness(slack: Option<&str>, config: Config) -> Harness {
@@ -76,7 +76,16 @@ async fn harness(slack: Option<&str>, config: Config) -> Harness {
     };
     let service =
         Service::new(store, Roster::example(), vec![rule("backend"), warning_rule()], channels, config, Metrics::new());
-    Harness { service, console, _dir: dir }
+    Harness { service, console, dir }
+}
+
+impl Harness {
+    /// A second connection to the harness's SQLite file, for changing rows
+    /// behind the service's back.
+    async fn raw_db(&self) -> sqlx::AnyPool {
+        sqlx::any::install_default_drivers();
+        sqlx::AnyPool::connect(&format!("sqlite://{}", self.dir.path("incidents.db").display())).await.unwrap()
+    }
 }
 
 fn warning_rule() -> Rule {
@@ -235,8 +244,7 @@ async fn unreadable_recipients_in_the_outbox_fail_the_row_and_fall_back() {
     let rx = SlackReceiver::start(vec![]).await;
     let h = harness(Some(&rx.url), Config { fallback: Channel::Console, ..Config::default() }).await;
     h.service.apply(vec![fired(Severity::Critical)], T0).await.unwrap();
-    sqlx::any::install_default_drivers();
-    let db = sqlx::AnyPool::connect(&format!("sqlite://{}", h._dir.path("incidents.db").display())).await.unwrap();
+    let db = h.raw_db().await;
     let changed = sqlx::query("UPDATE outbox SET recipients = 'backend-oncall' WHERE channel = 'slack'")
         .execute(&db)
         .await
@@ -401,8 +409,7 @@ async fn a_resolution_that_fails_halfway_is_redone_in_full_by_the_retry() {
     h.service.apply(vec![fired(Severity::Critical)], T0).await.unwrap();
     h.service.deliver(T0).await.unwrap();
     // While `failpoint` holds a row, writing a resolved page fails.
-    sqlx::any::install_default_drivers();
-    let db = sqlx::AnyPool::connect(&format!("sqlite://{}", h._dir.path("incidents.db").display())).await.unwrap();
+    let db = h.raw_db().await;
     sqlx::raw_sql(
         "CREATE TABLE failpoint (armed INTEGER);
          CREATE TRIGGER fail_resolved_pages BEFORE INSERT ON outbox

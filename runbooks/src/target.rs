@@ -92,6 +92,11 @@ impl fmt::Debug for Endpoints {
     }
 }
 
+/// An optional URL setting as it may be shown, or why `target` has none.
+fn configured(url: &Option<String>, target: Target) -> Result<String, String> {
+    url.as_deref().filter(|u| !u.is_empty()).map(redact_url).ok_or_else(|| format!("not configured; {}", target.hint()))
+}
+
 impl Endpoints {
     /// The URL of `target` as it may be shown, or why it is not configured.
     pub fn describe(&self, target: Target) -> Result<String, String> {
@@ -105,18 +110,8 @@ impl Endpoints {
                 )),
                 None => Err(format!("not configured; {}", target.hint())),
             },
-            Target::Redis => self
-                .redis_url
-                .as_deref()
-                .filter(|u| !u.is_empty())
-                .map(redact_url)
-                .ok_or_else(|| format!("not configured; {}", target.hint())),
-            Target::Prometheus => self
-                .prometheus_url
-                .as_deref()
-                .filter(|u| !u.is_empty())
-                .map(redact_url)
-                .ok_or_else(|| format!("not configured; {}", target.hint())),
+            Target::Redis => configured(&self.redis_url, target),
+            Target::Prometheus => configured(&self.prometheus_url, target),
             Target::Booking => Ok(redact_url(&self.booking_url)),
             Target::Alerting => Ok(redact_url(&self.alerting_url)),
         }

@@ -478,11 +478,15 @@ impl Store {
     /// After a write that changed nothing: [`IncidentError::Fenced`] when it
     /// was refused for a lost lease, else `Ok` (there was nothing to change).
     async fn check_fence(&self) -> Result<()> {
-        let Some(fence) = &self.fence else { return Ok(()) };
-        self.check_fence_on(&mut *self.pool.acquire().await?, fence).await
+        if self.fence.is_none() {
+            return Ok(());
+        }
+        self.check_fence_on(&mut *self.pool.acquire().await?).await
     }
 
-    async fn check_fence_on(&self, conn: &mut AnyConnection, fence: &Fence) -> Result<()> {
+    /// [`Store::check_fence`] on `conn` (inside the caller's transaction).
+    async fn check_fence_on(&self, conn: &mut AnyConnection) -> Result<()> {
+        let Some(fence) = &self.fence else { return Ok(()) };
         let held =
             sqlx::query(sqlx::AssertSqlSafe(format!("SELECT 1 AS held FROM evaluator WHERE {}", self.held(fence))))
                 .fetch_optional(conn)
@@ -805,9 +809,7 @@ impl Store {
         .await?;
         if done.rows_affected() == 0 {
             get_on(&mut tx, id).await?;
-            if let Some(fence) = &self.fence {
-                self.check_fence_on(&mut tx, fence).await?;
-            }
+            self.check_fence_on(&mut tx).await?;
             return Ok(None);
         }
         let actor = Actor { by: Some(&who.by), key: who.key.as_deref() };

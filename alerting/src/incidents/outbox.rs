@@ -249,9 +249,7 @@ impl Store {
         .fetch_optional(&mut *conn)
         .await?;
         let Some(row) = row else {
-            if let Some(fence) = &self.fence {
-                self.check_fence_on(conn, fence).await?;
-            }
+            self.check_fence_on(conn).await?;
             return Ok(false);
         };
         let id: i64 = row.try_get("id")?;
