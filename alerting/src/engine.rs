@@ -222,6 +222,41 @@ impl Engine {
         true
     }
 
+    /// Takes up the alerts the incident store holds open that this memory
+    /// does not hold firing: `(key, severity, since_ms)` per open incident.
+    ///
+    /// The saved state and the incidents are written apart. An evaluator
+    /// that opened (and maybe paged) an incident, then lost the lease or its
+    /// database before saving its state, hands on a memory from before the
+    /// fire. Held as firing and already paged, such an alert resolves when
+    /// its clear conditions hold, and is not paged again while it fires; left
+    /// out, its incident would stay open with nothing left to close it.
+    /// Returns the fingerprints it took up.
+    pub fn adopt(&mut self, open: impl IntoIterator<Item = (AlertKey, Severity, i64)>) -> Vec<String> {
+        let mut adopted = Vec::new();
+        for (key, severity, since) in open {
+            if key.rule_id == NO_DATA {
+                if self.no_data_firing.is_none() {
+                    self.no_data_firing = Some((severity, since));
+                    adopted.push(key.fingerprint());
+                }
+                continue;
+            }
+            let Some(levels) = self.rule(&key.rule_id).map(|r| r.levels.len()) else { continue };
+            let fingerprint = key.fingerprint();
+            let state = self.alerts.entry(key.rule_id).or_default().entry(key.labels).or_default();
+            if state.firing.is_some() {
+                continue;
+            }
+            state.pending_since.resize(levels, None);
+            state.firing = Some((severity, since));
+            state.clear_since = None;
+            state.notified = Some(severity);
+            adopted.push(fingerprint);
+        }
+        adopted
+    }
+
     pub fn rule(&self, id: &str) -> Option<&Rule> {
         self.rules.iter().find(|r| r.id == id)
     }
@@ -769,6 +804,40 @@ mod tests {
         let state = AlertState { value: f64::NAN, ..Default::default() };
         let back: AlertState = serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
         assert!(back.value.is_nan());
+    }
+
+    #[test]
+    fn an_open_incident_the_saved_state_missed_is_taken_up_and_resolves_on_clearing() {
+        // The last saved state is from before the fire (pending at 0); the
+        // incident store holds the warning open since 0.
+        let mut first = Engine::new(vec![rule()]);
+        assert!(run(&mut first, &[(0, Some(0.006)), (30, Some(0.006))]).is_empty());
+        let mut next = Engine::new(vec![rule()]);
+        assert!(next.restore(&first.snapshot().unwrap()));
+        let key = AlertKey { rule_id: "high-error-rate".into(), labels: Labels::new() };
+        let unknown = AlertKey { rule_id: "gone".into(), labels: Labels::new() };
+        let open = [(key.clone(), Severity::Warning, 0), (unknown, Severity::Warning, 0)];
+        assert_eq!(next.adopt(open.clone()), ["high-error-rate{}"], "an unknown rule's incident is left alone");
+        assert!(next.adopt(open).is_empty(), "taken up once");
+        // Still firing: it is not paged a second time.
+        assert!(run(&mut next, &[(30, Some(0.006)), (200, Some(0.006))]).is_empty());
+        // Cleared for clear_for: it resolves.
+        let t = run(&mut next, &[(200, Some(0.001)), (400, Some(0.001))]);
+        assert!(matches!(t.as_slice(), [(320, Transition::Resolved { .. })]), "{t:?}");
+        // The no-data alert is taken up too, and resolves once data is back.
+        let no_data = AlertKey { rule_id: NO_DATA.into(), labels: Labels::new() };
+        assert_eq!(next.adopt([(no_data, Severity::Warning, 0)]), ["no-data{}"]);
+        let t = run(&mut next, &[(400, Some(0.001))]);
+        assert!(matches!(&t[..], [(_, Transition::Resolved { key, .. })] if key.rule_id == NO_DATA), "{t:?}");
+    }
+
+    #[test]
+    fn a_taken_up_alert_that_was_muted_resolves_loudly_since_it_was_paged() {
+        let mut e = inhibiting("0s");
+        let symptom = AlertKey { rule_id: "symptom".into(), labels: Labels::new() };
+        assert_eq!(e.adopt([(symptom, Severity::Critical, 0)]), ["symptom{}"]);
+        let t = steps(&mut e, 0, 30, 0.0, 0.0);
+        assert_eq!(t, ["10 resolved symptom"]);
     }
 
     /// A transition in a word or three, for assertions.

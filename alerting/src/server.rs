@@ -18,7 +18,7 @@ use chrono::Utc;
 
 use crate::{
     auth::Keys,
-    engine::{Engine, Phase},
+    engine::{AlertKey, Engine, Phase},
     http::{self, AppState, Shared},
     incidents::{self, Fence, Retention},
     metrics::Metrics,
@@ -613,6 +613,10 @@ fn spawn_retention(state: &Shared, policy: Retention) {
     });
 }
 
+/// The most open incidents a new evaluator takes up (far above any real
+/// count; the API lists no more either).
+const OPEN_INCIDENTS_MAX: i64 = 10_000;
+
 /// The timeout of one send on any channel; claims must outlast it.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -632,6 +636,13 @@ async fn tick(state: &AppState, lease: &mut Option<Fence>, ttl: Duration, source
             Ok(Some(taken)) => {
                 if let (Some(saved), Ok(mut engine)) = (&taken.state, state.engine.lock()) {
                     engine.restore(saved);
+                }
+                if let Err(e) = adopt_open_incidents(state).await {
+                    // Evaluating without them could leave an incident open
+                    // for good; the lease is taken again next tick.
+                    tracing::warn!(error = %e, "cannot read the open incidents; not evaluating this tick");
+                    store.release(&taken.fence).await.ok();
+                    return;
                 }
                 tracing::info!(
                     epoch = taken.fence.epoch,
@@ -696,6 +707,24 @@ async fn tick(state: &AppState, lease: &mut Option<Fence>, ttl: Duration, source
             *lease = None;
         }
     }
+}
+
+/// Holds firing, in the engine's memory, every open incident's alert: see
+/// [`crate::engine::Engine::adopt`].
+async fn adopt_open_incidents(state: &AppState) -> Result<(), ServiceError> {
+    let open = state.service.store.list_open(OPEN_INCIDENTS_MAX).await?;
+    let keys = open.into_iter().map(|i| (AlertKey { rule_id: i.rule_id, labels: i.labels }, i.severity, i.started_at));
+    let adopted = match state.engine.lock() {
+        Ok(mut engine) => engine.adopt(keys),
+        Err(_) => return Ok(()),
+    };
+    if !adopted.is_empty() {
+        tracing::warn!(
+            alerts = ?adopted,
+            "open incidents the saved state did not hold firing are taken up as firing, to resolve when they clear"
+        );
+    }
+    Ok(())
 }
 
 /// `alerting_rule_state` from the engine's current memory.

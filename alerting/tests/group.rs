@@ -1,8 +1,9 @@
 //! A group of `alerting serve` processes on one PostgreSQL, with real
 //! faults: a crash between writing a page and sending it, a SIGSTOP of the
-//! evaluator across an escalation's due time, a sender killed mid-send, and
-//! a PostgreSQL restart under the group. Each page must arrive exactly once
-//! per channel, and each escalation step once, on time.
+//! evaluator across an escalation's due time, a sender killed mid-send, a
+//! PostgreSQL restart under the group, and an evaluator that dies unsaved
+//! while the outage ends. Each page must arrive exactly once per channel,
+//! and each escalation step once, on time.
 //!
 //! The failover times measured here are printed (`failover ...`) and put in
 //! BENCHMARKS.md.
@@ -287,6 +288,36 @@ async fn a_sender_killed_mid_send_leaves_its_page_to_another_after_the_claim_tim
         delivered.iter().any(|t| t.contains("attempt 2")),
         "the page whose sender died counts that as an attempt: {delivered:?}"
     );
+}
+
+/// The saved state and the incidents are written apart: an evaluator that
+/// dies after opening and paging an incident, before it saves its state,
+/// hands on a memory from before the fire. If the outage ends meanwhile, its
+/// successor never sees the alert fire; it must still resolve the incident.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incident_opened_by_an_evaluator_that_died_unsaved_resolves_when_the_outage_ends_meanwhile() {
+    let db = Database::create("alerting_group").await;
+    let dir = TempDir::new("alerting-group");
+    let group = Group::new(db.url.clone(), &dir).await;
+    let mut a = group.member().env("ALERTING_FAILPOINT", "after-outbox-write").start().await;
+    wait_until("A to evaluate", Duration::from_secs(10), async || a.is_leader().await).await;
+    group.gauge.set(50);
+    wait_until("A to crash after writing the page", Duration::from_secs(20), async || a.exited().is_some()).await;
+    assert_eq!(a.exited().and_then(|s| s.code()), Some(86), "the failpoint's exit: {}", a.logs());
+    group.gauge.set(0);
+
+    let b = group.member().start().await;
+    if let Err(e) = group.slack.try_wait_for(2, Duration::from_secs(30)).await {
+        panic!("{e}\n--- A ---\n{}\n--- B ---\n{}", a.logs(), b.logs());
+    }
+    let evaluated = evaluations(&b).await;
+    wait_until("three more evaluations", Duration::from_secs(15), async || evaluations(&b).await >= evaluated + 3.0)
+        .await;
+    assert_eq!(group.slack_titles(), ["[CRITICAL] QueueDepth firing", "[RESOLVED] QueueDepth"]);
+    let (_, list) = b.call(Method::GET, "/v1/incidents", None, None).await;
+    assert_eq!(list["incidents"].as_array().unwrap().len(), 1);
+    assert_eq!(list["incidents"][0]["state"], "resolved");
+    assert!(b.logs().contains("taken up as firing"), "{}", b.logs());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
