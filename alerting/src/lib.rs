@@ -15,3 +15,7 @@ pub mod rules;
 pub mod server;
 pub mod service;
 pub mod source;
+
+/// The service's name in its log lines, spans and resources, unless
+/// `OTEL_SERVICE_NAME` says otherwise.
+pub const SERVICE: &str = "alerting";

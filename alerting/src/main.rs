@@ -302,7 +302,7 @@ async fn main() -> std::process::ExitCode {
             if let Some(server::RunError::Failpoint(point)) = e.downcast_ref::<server::RunError>() {
                 exit_at_failpoint(*point);
             }
-            eprintln!("error: {}", chain(&e));
+            eprintln!("error: {}", serving::error_chain(e.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }
@@ -311,37 +311,20 @@ async fn main() -> std::process::ExitCode {
 /// A test's failpoint: stop now, as if killed there, with the point's
 /// status; no other task of the process runs again.
 fn exit_at_failpoint(point: alerting::service::Failpoint) {
+    telemetry::flush_logs();
     eprintln!("failpoint {point}: exiting with {}", point.exit_code());
     std::process::exit(point.exit_code().into());
-}
-
-/// An error and its causes on one line, each said once: a cause whose text
-/// its parent already quotes (`incident store: database error: …` over
-/// `database error: …`) adds nothing.
-fn chain(e: &anyhow::Error) -> String {
-    let mut out = e.to_string();
-    for cause in e.chain().skip(1) {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-    }
-    out
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
-            tracing_subscriber::fmt()
-                .json()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
-                )
-                .init();
+            let telemetry = telemetry::init(&telemetry::TelemetryConfig::from_env(alerting::SERVICE))
+                .context("starting telemetry")?;
             let server = Server::build(*args).await?;
             server.on_failpoint(exit_at_failpoint);
             server.run(serving::shutdown_signal()).await?;
+            telemetry.shutdown();
         }
         Command::Check { rules, roster } => {
             let (set, roster) = server::load_config(rules.as_deref(), roster.as_deref())?;

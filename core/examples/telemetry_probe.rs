@@ -34,7 +34,7 @@ fn main() -> anyhow::Result<()> {
     let n: u32 = std::env::args().nth(1).map(|a| a.parse()).transpose()?.unwrap_or(100_000);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let telemetry = booking::telemetry::init(&booking::telemetry::TelemetryConfig::from_env())?;
+        let telemetry = telemetry::init(&booking::telemetry_config())?;
         let settings = booking::settings::Settings {
             database_url: booking::settings::Secret::new("sqlite::memory:"),
             database_max_connections: 1,

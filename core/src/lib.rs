@@ -7,11 +7,12 @@
 pub mod background;
 pub mod domain;
 pub mod http;
+pub mod limits;
+pub mod metrics;
 pub mod queue;
 pub mod seed;
 pub mod settings;
 pub mod store;
-pub mod telemetry;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -21,11 +22,25 @@ pub use http::{AppState, app};
 
 use crate::{
     domain::Clock,
+    metrics::Metrics,
     queue::{AdmissionTuning, Queue, QueueError},
     settings::{Settings, SettingsError},
     store::{Store, StoreError},
-    telemetry::metrics::Metrics,
 };
+
+/// The service's name in its log lines, spans and resources, unless
+/// `OTEL_SERVICE_NAME` says otherwise.
+pub const SERVICE: &str = "booking";
+
+/// The telemetry settings from the standard `OTEL_*` variables, plus
+/// `BOOKING_OTLP_ACCESS_LINES=true` (each access line over OTLP logs even
+/// when its span is exported).
+pub fn telemetry_config() -> telemetry::TelemetryConfig {
+    let mut config = telemetry::TelemetryConfig::from_env(SERVICE);
+    config.otlp_access_lines = std::env::var("BOOKING_OTLP_ACCESS_LINES")
+        .is_ok_and(|v| v.trim().eq_ignore_ascii_case("true") || v.trim() == "1");
+    config
+}
 
 /// Why the service did not start. Each variant names the setting to change
 /// and shows its cause as `source()`, not in its own text, so a printed
@@ -49,7 +64,7 @@ pub enum BuildError {
 pub async fn build_state(settings: Settings, clock: Clock) -> Result<AppState, BuildError> {
     settings.validate()?;
     let metrics = Metrics::new();
-    metrics.set_limits(&telemetry::limits::detect());
+    metrics.set_limits(&limits::detect());
     let database_url = settings.database_url.expose();
     let store = Store::connect(database_url, settings.database_max_connections)
         .await
@@ -154,27 +169,7 @@ impl Application {
     }
 }
 
-pub use serving::shutdown_signal;
-
-/// `error` and its causes on one line, `a: b: c`, as the command line
-/// prints them. A cause whose text the error before it already quoted is
-/// left out: sqlx, for one, shows its cause in its own message and returns
-/// it as `source()` too, which would print it twice.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut line = error.to_string();
-    let mut previous = line.clone();
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        let text = e.to_string();
-        if !previous.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        previous = text;
-        cause = e.source();
-    }
-    line
-}
+pub use serving::{error_chain, shutdown_signal};
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,6 @@ use booking::{
     Application, seed,
     settings::Settings,
     store::{self, OpenError, Store},
-    telemetry::{self, TelemetryConfig},
 };
 use clap::{Parser, Subcommand};
 
@@ -63,9 +62,9 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let command = cli.command.unwrap_or(Command::Serve);
     let telemetry = match command {
-        Command::Serve => Some(telemetry::init(&TelemetryConfig::from_env()).context("starting telemetry")?),
+        Command::Serve => Some(telemetry::init(&booking::telemetry_config()).context("starting telemetry")?),
         _ => {
-            telemetry::init_logs();
+            telemetry::init_logs(booking::SERVICE);
             None
         }
     };

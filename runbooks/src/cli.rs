@@ -9,6 +9,7 @@ use std::{
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
+use tracing::Instrument as _;
 
 use crate::{
     book::{self, Phase, Runbook, Step},
@@ -144,7 +145,30 @@ pub fn main(cli: Cli) -> ExitCode {
             return ExitCode::from(Outcome::StepFailed.code());
         }
     };
-    ExitCode::from(runtime.block_on(dispatch(cli)))
+    ExitCode::from(runtime.block_on(async {
+        // Log lines go to stderr, so stdout stays the report; a terminal
+        // shows them from warnings up unless RUST_LOG asks for more. A run
+        // is traced (exported with the standard OTEL_* variables).
+        let telemetry = match &cli.command {
+            Command::Run(_) => {
+                let mut config = telemetry::TelemetryConfig::from_env(crate::SERVICE);
+                config.log_lines = telemetry::LogLines::Stderr;
+                match telemetry::init(&config) {
+                    Ok(t) => Some(t),
+                    Err(e) => return usage(format!("telemetry: {e}")),
+                }
+            }
+            _ => {
+                telemetry::init_stderr_logs(crate::SERVICE);
+                None
+            }
+        };
+        let code = dispatch(cli).await;
+        if let Some(telemetry) = telemetry {
+            telemetry.shutdown();
+        }
+        code
+    }))
 }
 
 fn usage(message: impl std::fmt::Display) -> u8 {
@@ -308,7 +332,20 @@ async fn run_command(catalog: &Catalog, args: &RunArgs, as_json: bool) -> u8 {
     if !as_json {
         println!("runbook {} — {}{}", book.id, book.title, if args.apply { " (--apply)" } else { "" });
     }
-    let mut report = run::run(&book, &mut ctx, &options, &mut console).await;
+    // One trace per run: a span per step under this one.
+    let span = tracing::info_span!(
+        "runbook run",
+        otel.name = %format!("runbook {}", book.id),
+        runbook.id = %book.id,
+        runbook.apply = args.apply,
+        runbook.outcome = tracing::field::Empty,
+    );
+    let mut report = run::run(&book, &mut ctx, &options, &mut console).instrument(span.clone()).await;
+    span.record("runbook.outcome", report.outcome.describe());
+    let trace_id = telemetry::spans::context_of(&span).map(|cx| cx.trace_id.to_string());
+    span.in_scope(|| {
+        tracing::info!(outcome = report.outcome.describe(), exit_code = report.exit_code, "runbook finished");
+    });
 
     if let Some(timeline) = &timeline {
         let mitigations: Vec<&str> =
@@ -321,7 +358,7 @@ async fn run_command(catalog: &Catalog, args: &RunArgs, as_json: bool) -> u8 {
                 book.id
             ));
         }
-        let data = json!({ "runbook": book.id, "phase": "summary", "outcome": report.outcome, "exit_code": report.exit_code, "notes": report.notes });
+        let data = json!({ "runbook": book.id, "phase": "summary", "outcome": report.outcome, "exit_code": report.exit_code, "notes": report.notes, "trace_id": trace_id });
         if let Err(e) = timeline.record(&redactor.text(&text), redactor.value(&data)).await {
             console.record_errors.push(e.to_string());
         }
@@ -391,6 +428,14 @@ impl Observer for Console<'_> {
 
     async fn step(&mut self, result: &StepResult) {
         let summary = self.redactor.text(&result.summary);
+        tracing::info!(
+            runbook = %self.runbook,
+            step = %result.id,
+            phase = %result.phase,
+            status = status_word(result.status),
+            summary = %summary,
+            "step"
+        );
         if !self.json {
             println!("  {:<10} {:<28} {summary}", status_word(result.status), result.id);
         }
@@ -411,6 +456,7 @@ impl Observer for Console<'_> {
             "reason": result.reason,
             "needed": result.needed,
             "output": result.output,
+            "trace_id": telemetry::spans::current_context().map(|cx| cx.trace_id.to_string()),
         });
         if let Err(e) = timeline.record(&text, self.redactor.value(&data)).await {
             let e = self.redactor.text(&e.to_string());

@@ -20,3 +20,7 @@ pub mod report;
 pub mod run;
 pub mod target;
 pub mod timeline;
+
+/// The tool's name in its log lines and spans, unless `OTEL_SERVICE_NAME`
+/// says otherwise.
+pub const SERVICE: &str = "runbook";

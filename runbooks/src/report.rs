@@ -83,6 +83,19 @@ pub enum Status {
     Applied,
 }
 
+impl Status {
+    /// As in the JSON report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Problem => "problem",
+            Status::Skipped => "skipped",
+            Status::Failed => "failed",
+            Status::Applied => "applied",
+        }
+    }
+}
+
 /// Why a step was skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -14,6 +14,8 @@
 
 use std::collections::BTreeSet;
 
+use tracing::Instrument as _;
+
 use crate::{
     action::{
         Action, Effect,
@@ -127,14 +129,30 @@ async fn run_step<O: Observer>(
     options: &Options,
 ) {
     let target = effective_target(step, ctx);
+    // One span per step, its calls (booking's admin API among them, which
+    // joins the trace through `traceparent`) and its timeline event under it.
+    let span = tracing::info_span!(
+        "runbook step",
+        otel.name = %format!("step {}", step.id),
+        runbook.step = %step.id,
+        runbook.action = step.action.name(),
+        runbook.phase = %step.phase,
+        runbook.target = target.name(),
+        runbook.status = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    );
     let r = if let Some((reason, why)) = excluded(step, target, options, ctx) {
         StepResult::skipped(step, target, reason, why)
     } else if let Some(failed) = failed_targets.iter().find(|f| f.fails(step, target)) {
         StepResult::failed(step, target, failed.error.clone())
     } else {
-        judge(step, target, ctx).await
+        judge(step, target, ctx).instrument(span.clone()).await
     };
-    observer.step(&r).await;
+    span.record("runbook.status", r.status.as_str());
+    if r.status == Status::Failed {
+        span.record("error.type", "step_failed");
+    }
+    observer.step(&r).instrument(span).await;
     steps.push(r);
 }
 

@@ -439,6 +439,11 @@ impl Ctx {
         target: Target,
         request: reqwest_tls::RequestBuilder,
     ) -> Result<reqwest_tls::Response, TargetError> {
+        // The called service's spans join the step's trace.
+        let request = match telemetry::spans::current_context() {
+            Some(cx) => request.header("traceparent", cx.traceparent()),
+            None => request,
+        };
         let response = request.send().await.map_err(|e| self.unreachable(target, plain(e)))?;
         match left_origin(&response) {
             None => Ok(response),

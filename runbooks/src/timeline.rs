@@ -79,7 +79,7 @@ impl Timeline {
             text = "runbook step".into();
         }
         let data = if data.to_string().len() > MAX_DATA_BYTES {
-            json!({ "truncated": true, "note": "output too large for the timeline; rerun with --json to see it" })
+            json!({ "truncated": true, "note": "output too large for the timeline; rerun with --json to see it", "trace_id": data["trace_id"] })
         } else {
             data
         };

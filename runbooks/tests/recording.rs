@@ -39,6 +39,11 @@ async fn each_step_is_recorded_on_the_incident_timeline() {
     assert_eq!(up["data"]["status"], "problem");
     assert_eq!(up["data"]["output"]["up"], false);
     assert!(up["text"].as_str().unwrap().contains("booking-up"), "{up:#}");
+    // One run, one trace: every step's event names it.
+    let traces: Vec<&str> = steps.iter().filter_map(|e| e["data"]["trace_id"].as_str()).collect();
+    assert_eq!(traces.len(), steps.len(), "{shown:#}");
+    assert!(traces.iter().all(|t| t.len() == 32 && t.chars().all(|c| c.is_ascii_hexdigit())), "{traces:?}");
+    assert!(traces.iter().all(|t| *t == traces[0]), "{traces:?}");
     let summary = steps.last().unwrap();
     assert_eq!(summary["data"]["phase"], "summary");
     assert!(summary["text"].as_str().unwrap().contains("problem found"), "{summary:#}");

@@ -263,3 +263,21 @@ pub async fn shutdown_signal() {
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
+
+/// `error` and its causes on one line, `a: b: c`, as both services' command
+/// lines print them. A cause whose text the line already quotes is left out:
+/// sqlx, for one, shows its cause in its own message and returns it as
+/// `source()` too, which would print it twice.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = e.source();
+    }
+    line
+}

@@ -11,6 +11,7 @@ use sqlx::Connection;
 
 mod pg;
 mod redis_cluster;
+pub mod rotel;
 pub use pg::PgCluster;
 pub use redis_cluster::{Paused, RedisCluster, info_field, redis_cli};
 

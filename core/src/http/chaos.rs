@@ -37,7 +37,7 @@ use super::{
     error::{ApiError, Result, error_response},
     extract::{Admin, ApiJson},
 };
-use crate::telemetry::metrics::Metrics;
+use crate::metrics::Metrics;
 
 pub const ROUTES: &[(&str, &str)] =
     &[("GET", "/v1/admin/chaos"), ("PUT", "/v1/admin/chaos"), ("DELETE", "/v1/admin/chaos")];

@@ -15,7 +15,7 @@ mod queue;
 mod reservations;
 mod users;
 
-use std::{sync::Arc, time::Instant};
+use std::sync::Arc;
 
 use axum::{
     Router,
@@ -28,12 +28,15 @@ use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer};
 
 use crate::{
     domain::{Clock, tokens::TokenKey},
+    metrics::Metrics,
     queue::Queue,
     settings::Settings,
     store::Store,
-    telemetry::{ACCESS, metrics::Metrics, spans},
 };
 use error::{ErrorCode, InternalCause, error_response};
+
+/// The target of the one log line each request writes (the access line).
+pub const ACCESS: &str = "booking::access";
 
 pub use chaos::{Chaos, ChaosPlan};
 pub use clients::{ADMIN_FAILURES_PER_MINUTE, ClientIp, ClientLimits};
@@ -103,23 +106,14 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The response header that carries the request's trace id.
-const X_TRACE_ID: header::HeaderName = header::HeaderName::from_static("x-trace-id");
-/// The incoming W3C trace context.
-const TRACEPARENT: header::HeaderName = header::HeaderName::from_static("traceparent");
-
-/// The request's span (semantic-convention attributes, parent taken from an
-/// incoming W3C `traceparent`), one log line and one metrics update per
-/// request with the route template (never the raw path), and the trace id on
-/// the response so a user's report can be found.
+/// The request's span, one log line and one metrics update per request with
+/// the route template (never the raw path), and the trace id on the
+/// response (see [`telemetry::http`]).
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = known_method(req.method());
+    let request = telemetry::http::ServerRequest::start(req.method(), req.uri(), req.headers());
+    let method = request.method();
     let matched = req.extensions().get::<MatchedPath>().cloned();
     let route = matched.as_ref().map_or("unmatched", |p| p.as_str());
-    let span = spans::RequestSpan::start(req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()));
-    // For the span's `url.path`; a clone shares the request line's bytes.
-    let uri = span.as_ref().map(|_| req.uri().clone());
     // Injected faults happen in here, so they are timed, logged and counted
     // like real ones.
     // Pinned where it is: the request span's scope wraps a reference, so the
@@ -130,75 +124,20 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
             Some(fault) => chaos::inject(fault, &state.metrics, req, next).await,
         }
     });
-    let mut response = match &span {
-        Some(span) => span.serve(serving.as_mut()).await,
-        None => serving.await,
-    };
-    let elapsed = started.elapsed();
+    let mut response = request.serve(serving.as_mut()).await;
     let status = response.status();
     let code = response.extensions().get::<ErrorCode>().map(|c| c.0);
-    let trace = span.as_ref().map(|s| s.cx);
-    let sampled = trace.filter(|cx| cx.sampled).map(|cx| cx.trace_id);
-    state.metrics.observe_http(method, route, status.as_str(), elapsed.as_secs_f64(), sampled);
-    let trace_hex = trace.map(|cx| cx.trace_id.hex());
-    if let Some(hex) = &trace_hex
-        && let Ok(value) = header::HeaderValue::from_bytes(hex)
-    {
-        response.headers_mut().insert(X_TRACE_ID, value);
-    }
+    let cause = response.extensions().get::<InternalCause>().map(|c| c.0.clone());
     // The access line, written in the request's span so every log layer
-    // sees its ids. To the microsecond: finer is noise, and the line stays
-    // short.
-    let latency_ms = elapsed.as_micros() as f64 / 1000.0;
-    let write_line = || {
-        if let Some(InternalCause(cause)) = response.extensions().get::<InternalCause>() {
+    // sees its ids.
+    request.finish(Some(&state.metrics.http), route, &mut response, code, |latency_ms| {
+        if let Some(cause) = cause {
             tracing::error!(target: ACCESS, method, route, status = status.as_u16(), latency_ms, error_code = code, cause, "request failed");
         } else if route != "/metrics" && route != "/healthz" {
             tracing::info!(target: ACCESS, method, route, status = status.as_u16(), latency_ms, error_code = code, "request");
         }
-    };
-    match &span {
-        Some(span) => span.in_scope(write_line),
-        None => write_line(),
-    }
-    if let (Some(span), Some(uri)) = (span, uri) {
-        use crate::telemetry::otlp::Value::{Int, Str};
-        let failed = status.is_server_error();
-        let attributes = [
-            ("http.request.method", Str(method)),
-            ("http.route", Str(route)),
-            ("url.path", Str(uri.path())),
-            ("http.response.status_code", Int(i64::from(status.as_u16()))),
-            ("error.type", Str(code.unwrap_or("INTERNAL"))),
-        ];
-        // `error.type`, the last, only on failures.
-        let attributes = if failed { &attributes[..] } else { &attributes[..attributes.len() - 1] };
-        // The semantic conventions name an unknown method's span "HTTP".
-        let name = if method == OTHER_METHOD { "HTTP" } else { method };
-        span.end(elapsed, &[name, " ", route], attributes, failed);
-    }
+    });
     response
-}
-
-/// What the metrics, the span and the log line call a method the HTTP
-/// specification does not define: hyper accepts any token as a method, and
-/// each new one would otherwise add label values that are never freed (the
-/// OpenTelemetry semantic conventions' `_OTHER`).
-const OTHER_METHOD: &str = "_OTHER";
-
-fn known_method(method: &axum::http::Method) -> &'static str {
-    match method.as_str() {
-        "GET" => "GET",
-        "HEAD" => "HEAD",
-        "POST" => "POST",
-        "PUT" => "PUT",
-        "DELETE" => "DELETE",
-        "CONNECT" => "CONNECT",
-        "OPTIONS" => "OPTIONS",
-        "TRACE" => "TRACE",
-        "PATCH" => "PATCH",
-        _ => OTHER_METHOD,
-    }
 }
 
 /// Errors raised outside our handlers (unknown method, a body over the

@@ -19,14 +19,9 @@ use redis::AsyncTypedCommands;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{SeatFlag, conn::Conn, keys::Keys};
-use crate::{
-    domain::clock::Millis,
-    telemetry::{
-        self,
-        metrics::RedisMetrics,
-        spans::{self, SpanContext},
-    },
-};
+use telemetry::spans::{self, SpanContext};
+
+use crate::{domain::clock::Millis, metrics::RedisMetrics};
 
 /// How long a held seat's flag outlives the hold, before Redis drops it.
 const FLAG_SLACK_MS: i64 = 60_000;

@@ -21,7 +21,7 @@ pub use redis::RedisQueue;
 
 use crate::{
     domain::{clock::Millis, tokens::QueueClaims},
-    telemetry::metrics::RedisMetrics,
+    metrics::RedisMetrics,
 };
 
 /// Where a queue place stands.

@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     domain::{clock::Millis, queue::tick_of, tokens::QueueClaims},
-    telemetry::metrics::RedisMetrics,
+    metrics::RedisMetrics,
 };
 
 /// Bounds the fallback memory of admitted places.
@@ -87,7 +87,7 @@ impl RedisQueue {
     /// Runs one Redis call inside a client span, timing it.
     async fn timed<T>(&self, command: &'static str, fut: impl Future<Output = T>) -> T {
         let histogram = self.metrics.as_ref().map(|m| &m.command_duration);
-        crate::telemetry::client_call("redis", command, histogram, fut).await
+        telemetry::client_call("redis", command, histogram, fut).await
     }
 
     /// Reads `INFO` of every master into the metrics: up, memory against the

@@ -31,7 +31,7 @@ pub use holds::{HoldRequest, Reservation, ReservationStatus, Taken};
 pub use money::{ChargeReceipt, Idempotent, PaymentReceipt, ledger_sum};
 pub use replica::{Replica, ReplicaHealth};
 
-use crate::{domain::clock::Millis, settings::redact_url, telemetry::metrics::StoreMetrics};
+use crate::{domain::clock::Millis, metrics::StoreMetrics, settings::redact_url};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -289,7 +289,7 @@ impl Store {
         fut: impl Future<Output = StoreResult<T>>,
     ) -> StoreResult<T> {
         let histogram = self.metrics.as_ref().map(|m| &m.operation_duration);
-        crate::telemetry::client_call(self.dialect.system_name(), operation, histogram, fut).await
+        telemetry::client_call(self.dialect.system_name(), operation, histogram, fut).await
     }
 
     /// Begins a transaction, counting the wait for a pooled connection.

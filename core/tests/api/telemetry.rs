@@ -5,7 +5,7 @@
 
 use std::{
     collections::HashMap,
-    process::{Command, Stdio},
+    process::Stdio,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -13,6 +13,8 @@ use std::{
 use axum::{Router, body::Bytes, extract::State, routing::post};
 use prost::Message;
 use serde_json::{Value, json};
+
+use testkit::rotel::{Rotel, SpanSeen, log_records_in, spans_in, wait_until};
 
 use super::support::{Backend, Binary, Resources, free_port};
 
@@ -73,171 +75,6 @@ async fn loki_push(
         }
     }
     axum::http::StatusCode::NO_CONTENT
-}
-
-fn rotel_agent() -> String {
-    std::env::var("ROTEL_AGENT").unwrap_or_else(|_| {
-        let out = Command::new("python3")
-            .args(["-c", "import rotel, os; print(os.path.join(os.path.dirname(rotel.__file__), 'rotel-agent'))"])
-            .output()
-            .expect("python3 with the rotel package (scripts/test.sh installs it)");
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    })
-}
-
-struct Rotel {
-    pid_file: std::path::PathBuf,
-    log_file: std::path::PathBuf,
-    grpc: u16,
-    http: u16,
-}
-
-impl Rotel {
-    fn start(dir: &std::path::Path) -> Self {
-        let (grpc, http) = (free_port(), free_port());
-        let rotel = Rotel { pid_file: dir.join("rotel.pid"), log_file: dir.join("rotel.log"), grpc, http };
-        let status = Command::new(rotel_agent())
-            .args(["start", "--daemon", "--pid-file"])
-            .arg(&rotel.pid_file)
-            .arg("--log-file")
-            .arg(&rotel.log_file)
-            .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc}")])
-            .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http}")])
-            .args([
-                "--debug-log",
-                "traces",
-                "--debug-log",
-                "logs",
-                "--debug-log-verbosity",
-                "detailed",
-                "--exporter",
-                "blackhole",
-            ])
-            .status()
-            .expect("rotel-agent runs");
-        assert!(status.success());
-        wait_until("rotel listening", || std::net::TcpStream::connect(("127.0.0.1", grpc)).is_ok());
-        rotel
-    }
-
-    fn log(&self) -> String {
-        let raw = std::fs::read_to_string(&self.log_file).unwrap_or_default();
-        // Strip ANSI colours.
-        let mut out = String::with_capacity(raw.len());
-        let mut chars = raw.chars();
-        while let Some(c) = chars.next() {
-            if c == '\u{1b}' {
-                for c in chars.by_ref() {
-                    if c.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        out
-    }
-}
-
-impl Rotel {
-    /// Stops the collector and waits for it to exit: it flushes its log only
-    /// then, so everything it received is in the file afterwards.
-    fn stop(&self) {
-        let Ok(pid) = std::fs::read_to_string(&self.pid_file) else { return };
-        let pid = pid.trim().to_owned();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        wait_until("rotel exits", || !Command::new("kill").args(["-0", &pid]).status().is_ok_and(|s| s.success()));
-    }
-}
-
-impl Drop for Rotel {
-    fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(&self.pid_file) {
-            let _ = Command::new("kill").arg(pid.trim()).status();
-        }
-    }
-}
-
-fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
-    // Generous: the suite runs many servers side by side on two cores.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ready() {
-        assert!(Instant::now() < deadline, "{what}: not within 60 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A span as rotel's debug log shows it.
-#[derive(Debug, Clone)]
-struct SpanSeen {
-    trace_id: String,
-    parent_id: String,
-    id: String,
-    name: String,
-}
-
-fn spans_in(log: &str) -> Vec<SpanSeen> {
-    let mut spans = Vec::new();
-    let mut current: Option<SpanSeen> = None;
-    for line in log.lines() {
-        let field = |label: &str| {
-            line.trim().strip_prefix(label).map(|r| r.trim_start().trim_start_matches(':').trim().to_owned())
-        };
-        if line.starts_with("Span #") {
-            spans.extend(current.take());
-            current = Some(SpanSeen {
-                trace_id: String::new(),
-                parent_id: String::new(),
-                id: String::new(),
-                name: String::new(),
-            });
-        } else if ["Resource", "Scope", "LogRecord"].iter().any(|p| line.starts_with(p)) {
-            // A log record's "Trace ID" must not land on the span before it.
-            spans.extend(current.take());
-        } else if let Some(span) = current.as_mut() {
-            if let Some(v) = field("Trace ID") {
-                span.trace_id = v;
-            } else if let Some(v) = field("Parent ID") {
-                span.parent_id = v;
-            } else if let Some(v) = field("ID") {
-                span.id = v;
-            } else if let Some(v) = field("Name") {
-                span.name = v;
-            }
-        }
-    }
-    spans.extend(current);
-    spans
-}
-
-/// A log record as rotel's debug log shows it.
-#[derive(Debug, Clone)]
-struct RecordSeen {
-    body: String,
-    trace_id: String,
-}
-
-fn log_records_in(log: &str) -> Vec<RecordSeen> {
-    let mut records = Vec::new();
-    let mut current: Option<RecordSeen> = None;
-    for line in log.lines() {
-        let trimmed = line.trim();
-        if line.starts_with("LogRecord #") {
-            records.extend(current.take());
-            current = Some(RecordSeen { body: String::new(), trace_id: String::new() });
-        } else if ["Resource", "Scope", "Span #"].iter().any(|p| line.starts_with(p)) {
-            records.extend(current.take());
-        } else if let Some(record) = current.as_mut() {
-            if let Some(body) = trimmed.strip_prefix("Body: Str(").and_then(|b| b.strip_suffix(')')) {
-                record.body = body.to_owned();
-            } else if let Some(trace) = trimmed.strip_prefix("Trace ID") {
-                record.trace_id = trace.trim_start().trim_start_matches(':').trim().to_owned();
-            }
-        }
-    }
-    records.extend(current);
-    records
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -464,7 +301,7 @@ async fn traces_export_over_otlp_http_protobuf_by_default() {
 /// gRPC channel made on it could never connect.
 #[tokio::test(flavor = "current_thread")]
 async fn grpc_export_does_not_depend_on_the_runtime_that_started_it() {
-    use booking::telemetry::otlp::{BatchSettings, Destination, Exporter, Signal};
+    use telemetry::otlp::{BatchSettings, Destination, Exporter, Signal};
     let dir = std::env::temp_dir().join(format!("booking-otlp-runtime-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let rotel = Rotel::start(&dir);

@@ -69,12 +69,18 @@ pub const NO_ALERTING: &str = "http://127.0.0.1:1";
 
 /// Runs the real `runbook` binary with `args`, feeding `stdin`.
 pub async fn runbook(args: &[&str], stdin: &str) -> Outcome {
+    runbook_with(args, stdin, &[]).await
+}
+
+/// [`runbook`] with these variables set as well.
+pub async fn runbook_with(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Outcome {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_runbook"));
     command.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     for var in TARGET_VARS {
         command.env_remove(var);
     }
     command.env("ALERTING_URL", NO_ALERTING);
+    command.envs(env.iter().copied());
     let mut child = command.spawn().expect("the runbook binary starts");
     {
         use tokio::io::AsyncWriteExt;

@@ -1,28 +1,34 @@
-//! Logs, traces and metrics.
+//! Logs, traces and metrics for every service of the platform (booking,
+//! alerting, runbook): each passes its own name in, nothing here is any
+//! one service's.
 //!
 //! - Logs: one JSON object per line on stdout with trace and span ids
 //!   ([`logs::JsonLines`]); also over OTLP logs when an OTLP endpoint is set
 //!   ([`logs::OtlpLogs`]), and straight to Loki ([`loki`]) when `LOKI_URL`
 //!   is set.
-//! - Traces: OpenTelemetry spans for each request, database operation, Redis
-//!   call, admission tick, reservation and payment ([`spans::Spans`]),
+//! - Traces: OpenTelemetry spans from `tracing` spans and from the cheap
+//!   request and client spans ([`spans::Spans`], [`client_call`]),
 //!   exported over OTLP gRPC or HTTP/protobuf as the standard `OTEL_*`
 //!   variables say ([`otlp`]). Ids are made even when nothing is exported,
 //!   so log lines always carry them.
-//! - Metrics: Prometheus text at `/metrics` ([`metrics`]).
+//! - Metrics: the conventions every registry keeps, the HTTP server metrics
+//!   with exemplars, and the exposition ([`metrics`]).
 //!
 //! Export runs in background batches: a slow or absent collector never blocks
 //! a request. What cannot be delivered is dropped and counted in
 //! `telemetry_dropped_total{signal}`.
 
-pub mod limits;
+pub mod http;
 pub mod logs;
 pub mod loki;
 pub mod metrics;
 pub mod otlp;
 pub mod spans;
 
-use std::{sync::LazyLock, time::Duration};
+use std::{
+    sync::{LazyLock, OnceLock},
+    time::Duration,
+};
 
 use prometheus::IntCounterVec;
 use tracing_subscriber::{Layer, filter::Targets, layer::SubscriberExt, util::SubscriberInitExt};
@@ -40,8 +46,14 @@ pub static DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("valid metric")
 });
 
-/// The target of the one log line each request writes (the access line).
-pub const ACCESS: &str = "booking::access";
+/// How the target of the one log line each request writes (the access
+/// line) ends: `booking::access`, `alerting::access`.
+pub const ACCESS_SUFFIX: &str = "::access";
+
+/// Whether a log line's target is a service's access line.
+pub fn is_access(target: &str) -> bool {
+    target.ends_with(ACCESS_SUFFIX)
+}
 
 /// Runs one call to a backing service inside a client span named
 /// "`db|redis` `operation`" (a [`spans::Leaf`]: these calls never have
@@ -86,8 +98,8 @@ pub struct TelemetryConfig {
     /// Where log records go, the same way (`OTEL_LOGS_EXPORTER=none` keeps
     /// them on stdout only).
     pub logs: Option<otlp::Destination>,
-    /// `BOOKING_OTLP_ACCESS_LINES=true`: send each request's access line
-    /// over OTLP logs even when its span is exported (see [`logs::OtlpLogs`]).
+    /// Send each request's access line over OTLP logs even when its span is
+    /// exported (see [`logs::OtlpLogs`]); off unless the service sets it.
     pub otlp_access_lines: bool,
     /// `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`.
     pub sampler: spans::Sampler,
@@ -99,10 +111,34 @@ pub struct TelemetryConfig {
     /// The `env` label of Loki streams: `deployment.environment` from
     /// `OTEL_RESOURCE_ATTRIBUTES`, else `DEPLOY_ENV`, else `local`.
     pub environment: String,
+    /// Where the JSON log lines go; a server's to stdout, a command line
+    /// tool's to stderr (its stdout is its report).
+    pub log_lines: LogLines,
+}
+
+/// Where a process writes its log lines, and what it writes when `RUST_LOG`
+/// is not set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLines {
+    /// Buffered to stdout, from `info` up: a server.
+    Stdout,
+    /// Straight to stderr, from `warn` up: a command line tool.
+    Stderr,
+}
+
+impl LogLines {
+    fn default_filter(self) -> &'static str {
+        match self {
+            LogLines::Stdout => SERVER_LOGS,
+            LogLines::Stderr => "warn",
+        }
+    }
 }
 
 impl TelemetryConfig {
-    pub fn from_env() -> Self {
+    /// `service` is the service's name unless `OTEL_SERVICE_NAME` or
+    /// `service.name` in `OTEL_RESOURCE_ATTRIBUTES` says otherwise.
+    pub fn from_env(service: &str) -> Self {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         let mut resource: Vec<(String, String)> = var("OTEL_RESOURCE_ATTRIBUTES")
             .map(|attrs| {
@@ -122,7 +158,7 @@ impl TelemetryConfig {
             .unwrap_or_else(|| "local".into());
         let service_name = var("OTEL_SERVICE_NAME")
             .or_else(|| resource.iter().find(|(k, _)| k == "service.name").map(|(_, v)| v.clone()))
-            .unwrap_or_else(|| "booking".into());
+            .unwrap_or_else(|| service.to_owned());
         resource.retain(|(k, _)| k != "service.name" && k != "deployment.environment");
         resource.splice(
             0..0,
@@ -130,7 +166,8 @@ impl TelemetryConfig {
                 ("service.name".to_owned(), service_name.clone()),
                 ("deployment.environment".to_owned(), environment.clone()),
                 ("telemetry.sdk.language".to_owned(), "rust".to_owned()),
-                ("telemetry.sdk.name".to_owned(), "booking".to_owned()),
+                ("telemetry.sdk.name".to_owned(), env!("CARGO_PKG_NAME").to_owned()),
+                ("telemetry.sdk.version".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
             ],
         );
         let exporter_on = |name: &str| var(name).is_none_or(|v| v.split(',').any(|e| e.trim() == "otlp"));
@@ -139,12 +176,12 @@ impl TelemetryConfig {
             disabled: var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")),
             traces: otlp::Destination::from_env(otlp::Signal::Traces).filter(|_| exporter_on("OTEL_TRACES_EXPORTER")),
             logs: otlp::Destination::from_env(otlp::Signal::Logs).filter(|_| exporter_on("OTEL_LOGS_EXPORTER")),
-            otlp_access_lines: var("BOOKING_OTLP_ACCESS_LINES")
-                .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1"),
+            otlp_access_lines: false,
             sampler: spans::Sampler::from_env(),
             resource,
             loki_url: var("LOKI_URL"),
             environment,
+            log_lines: LogLines::Stdout,
         }
     }
 }
@@ -224,14 +261,16 @@ impl<S: tracing::Subscriber> Layer<S> for SplitFilter {
     }
 }
 
-/// `RUST_LOG` (default `info,sqlx=warn`) as targets. Only `target=level`
-/// directives are understood; anything else falls back to the default.
-fn log_targets() -> Targets {
-    const DEFAULT: &str = "info,sqlx=warn";
-    let wanted = std::env::var("RUST_LOG").unwrap_or_else(|_| DEFAULT.into());
+/// What a server logs when `RUST_LOG` is not set.
+const SERVER_LOGS: &str = "info,sqlx=warn";
+
+/// `RUST_LOG` (else `default`) as targets. Only `target=level` directives
+/// are understood; anything else falls back to the default.
+fn log_targets(default: &str) -> Targets {
+    let wanted = std::env::var("RUST_LOG").unwrap_or_else(|_| default.into());
     wanted.parse().unwrap_or_else(|e| {
-        eprintln!("RUST_LOG={wanted:?} is not a list of target=level directives ({e}); using {DEFAULT}");
-        DEFAULT.parse().expect("valid default")
+        eprintln!("RUST_LOG={wanted:?} is not a list of target=level directives ({e}); using {default}");
+        default.parse().unwrap_or_default()
     })
 }
 
@@ -242,13 +281,19 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     let spans: Targets = if config.disabled { "off" } else { "info,sqlx=off,h2=off,tonic=off,hyper=off" }
         .parse()
         .expect("valid directives");
-    let filter = SplitFilter { spans, events: log_targets() };
+    let filter = SplitFilter { spans, events: log_targets(config.log_lines.default_filter()) };
     otlp::set_value_length_limit_from_env();
-    let buffered = logs::BufferedStdout::start();
-    let stdout = logs::JsonLines::new(config.service_name.clone(), buffered.clone());
-    let mut telemetry = Telemetry { exporters: Vec::new(), loki: None, stdout: Some(buffered) };
+    let (stdout, stderr, buffered) = match config.log_lines {
+        LogLines::Stdout => {
+            let buffered = logs::BufferedStdout::start();
+            let _ = STDOUT.set(buffered.clone());
+            (Some(logs::JsonLines::new(config.service_name.clone(), buffered.clone())), None, Some(buffered))
+        }
+        LogLines::Stderr => (None, Some(logs::JsonLines::new(config.service_name.clone(), std::io::stderr)), None),
+    };
+    let mut telemetry = Telemetry { exporters: Vec::new(), loki: None, stdout: buffered };
     let resource = otlp::resource(&config.resource);
-    let scope = otlp::scope("booking");
+    let scope = otlp::scope(&config.service_name);
     let mut exporter = |signal, to: &otlp::Destination, settings| -> Result<otlp::Queue, TelemetryError> {
         let exporter = otlp::Exporter::start(signal, to.clone(), settings, resource.clone(), scope.clone())?;
         let queue = exporter.queue();
@@ -286,18 +331,44 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         None => None,
     };
 
-    let _ = tracing_subscriber::registry().with(filter).with(traces).with(stdout).with(otel_logs).with(loki).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(traces)
+        .with(stdout)
+        .with(stderr)
+        .with(otel_logs)
+        .with(loki)
+        .try_init();
     Ok(telemetry)
+}
+
+/// The log lines buffered for stdout by [`init`].
+static STDOUT: OnceLock<logs::BufferedStdout> = OnceLock::new();
+
+/// Writes the buffered log lines out now: call it before
+/// `std::process::exit`, which runs no destructor.
+pub fn flush_logs() {
+    if let Some(stdout) = STDOUT.get() {
+        stdout.flush();
+    }
 }
 
 /// The targets of the telemetry exporters' own stacks: shipping a line or
 /// a record must never produce another one to ship.
 const EXPORTER_TARGETS: [&str; 6] = ["opentelemetry", "tonic", "h2", "hyper", "reqwest", "loki_push"];
 
-/// Logs only, for commands that are not the server.
-pub fn init_logs() {
-    let stdout = logs::JsonLines::new("booking", std::io::stdout);
-    let _ = tracing_subscriber::registry().with(log_targets()).with(stdout).try_init();
+/// Logs only, on stdout, for commands that are not a server.
+pub fn init_logs(service: &str) {
+    let stdout = logs::JsonLines::new(service.to_owned(), std::io::stdout);
+    let _ = tracing_subscriber::registry().with(log_targets(SERVER_LOGS)).with(stdout).try_init();
+}
+
+/// Logs only, on stderr, for a command line tool whose stdout is its
+/// report: `RUST_LOG` chooses what is written, else warnings and errors
+/// (a terminal shows the report alone).
+pub fn init_stderr_logs(service: &str) {
+    let stderr = logs::JsonLines::new(service.to_owned(), std::io::stderr);
+    let _ = tracing_subscriber::registry().with(log_targets(LogLines::Stderr.default_filter())).with(stderr).try_init();
 }
 
 /// Whether an event comes from the telemetry exporters' own stack.

@@ -253,7 +253,7 @@ mod tests {
             closing: AtomicBool::new(false),
             max_bytes: 100,
         });
-        let loki = Loki { shared, service_name: "booking".into() };
+        let loki = Loki { shared, service_name: "some-service".into() };
         let dropped = || DROPPED.with_label_values(&[SIGNAL]).get();
         let before = dropped();
         for _ in 0..10 {

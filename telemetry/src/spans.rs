@@ -102,6 +102,18 @@ impl SpanContext {
         let flags = u8::from_str_radix(hex(flags, 2)?, 16).ok()?;
         Some(Self { trace_id: TraceId(trace_id), span_id: SpanId(span_id), parent: None, sampled: flags & 1 == 1 })
     }
+
+    /// The W3C `traceparent` value that makes this span the parent of the
+    /// receiver's: `00-<trace id>-<span id>-<flags>`.
+    pub fn traceparent(&self) -> String {
+        format!("00-{}-{}-{:02x}", self.trace_id, self.span_id, u8::from(self.sampled))
+    }
+}
+
+/// The ids of the span the caller runs in (the innermost `tracing` span, else
+/// the request being served), if spans are being made.
+pub fn current_context() -> Option<SpanContext> {
+    context_of(&tracing::Span::current()).or_else(current_request)
 }
 
 /// The standard samplers.
@@ -623,7 +635,7 @@ mod tests {
         let queue = otlp::Queue::new(otlp::Signal::Traces, settings);
         let subscriber = tracing_subscriber::registry().with(Spans::new(sampler, Some(queue.clone())));
         tracing::subscriber::with_default(subscriber, f);
-        let body = otlp::wrap(&otlp::resource(&[]), &otlp::scope("booking"), &queue.take_bytes());
+        let body = otlp::wrap(&otlp::resource(&[]), &otlp::scope("some-service"), &queue.take_bytes());
         let mut request = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
         std::mem::take(&mut request.resource_spans[0].scope_spans[0].spans)
     }

@@ -285,7 +285,7 @@ pub(crate) fn with_rendered_line(
 /// and span ids of the span it happens in.
 ///
 /// One exception, when `spans_carry_access` is set (spans are exported):
-/// a request's access line (target [`super::ACCESS`], info level) is not
+/// a request's access line (a target ending in [`super::ACCESS_SUFFIX`], info level) is not
 /// sent when the request's span is sampled, since that span goes over the
 /// same OTLP connection with every field of the line (method, route, status,
 /// duration, error type) and the same ids. The line still goes to stdout and
@@ -319,7 +319,7 @@ where
         let cx = spans::current(&ctx);
         let meta = event.metadata();
         if self.spans_carry_access
-            && meta.target() == super::ACCESS
+            && super::is_access(meta.target())
             && *meta.level() != tracing::Level::ERROR
             && cx.is_some_and(|c| c.sampled)
         {
@@ -425,7 +425,7 @@ mod tests {
         use tracing_subscriber::prelude::*;
         let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
         let sink = buf.clone();
-        let layer = JsonLines::new("booking", move || Sink(sink.clone()));
+        let layer = JsonLines::new("some-service", move || Sink(sink.clone()));
         let subscriber = tracing_subscriber::registry().with(layer);
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!(route = "/v1/x", status = 201u64, latency_ms = 1.5, quote = "a\"b", tricky = "line\nbreak\ttab\u{1}bell \\ \"é\"", debugged = ?Some("x\ny"), not_a_number = f64::NAN, big = u64::MAX, negative = -3i64, "request");
@@ -434,7 +434,7 @@ mod tests {
         let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
         assert_eq!(line["message"], "request");
         assert_eq!(line["level"], "INFO");
-        assert_eq!(line["service_name"], "booking");
+        assert_eq!(line["service_name"], "some-service");
         assert!(line["trace_id"].is_null() && line["span_id"].is_null() && line["parent_span_id"].is_null());
         assert_eq!((line["status"].as_u64(), line["latency_ms"].as_f64()), (Some(201), Some(1.5)));
         assert_eq!(line["quote"], "a\"b");

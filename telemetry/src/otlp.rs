@@ -559,7 +559,7 @@ impl Transport {
                 client.ready().await.map_err(|e| e.to_string())?;
                 let mut request = tonic::Request::new(body);
                 *request.metadata_mut() = headers.clone();
-                let path = axum::http::uri::PathAndQuery::from_static(signal.grpc_path());
+                let path = http::uri::PathAndQuery::from_static(signal.grpc_path());
                 client.unary::<_, (), _>(request, path, RawCodec).await.map(|_| ()).map_err(|s| s.to_string())
             }
         }
@@ -646,16 +646,16 @@ mod tests {
         let mut items = Vec::new();
         put_bytes(&mut items, 2, &span);
         put_bytes(&mut items, 2, &span);
-        let res = resource(&[("service.name".into(), "booking".into())]);
-        let body = wrap(&res, &scope("booking"), &items);
+        let res = resource(&[("service.name".into(), "some-service".into())]);
+        let body = wrap(&res, &scope("some-service"), &items);
 
         let decoded = ExportTraceServiceRequest::decode(body.as_slice()).expect("valid protobuf");
         let rs = &decoded.resource_spans[0];
         let attr = &rs.resource.as_ref().unwrap().attributes[0];
         assert_eq!(attr.key, "service.name");
-        assert_eq!(attr.value.as_ref().unwrap().value, Some(any_value::Value::StringValue("booking".into())));
+        assert_eq!(attr.value.as_ref().unwrap().value, Some(any_value::Value::StringValue("some-service".into())));
         let ss = &rs.scope_spans[0];
-        assert_eq!(ss.scope.as_ref().unwrap().name, "booking");
+        assert_eq!(ss.scope.as_ref().unwrap().name, "some-service");
         assert_eq!(ss.spans.len(), 2);
         let s = &ss.spans[0];
         assert_eq!(s.trace_id, 7u128.to_be_bytes());
@@ -689,7 +689,7 @@ mod tests {
         let mut items = Vec::new();
         put_bytes(&mut items, 2, &record);
         let decoded =
-            ExportLogsServiceRequest::decode(wrap(&resource(&[]), &scope("booking"), &items).as_slice()).unwrap();
+            ExportLogsServiceRequest::decode(wrap(&resource(&[]), &scope("some-service"), &items).as_slice()).unwrap();
         let r = &decoded.resource_logs[0].scope_logs[0].log_records[0];
         assert_eq!((r.time_unix_nano, r.severity_number, r.severity_text.as_str()), (5, 9, "INFO"));
         assert_eq!(r.body.as_ref().unwrap().value, Some(any_value::Value::StringValue("request".into())));
@@ -729,8 +729,9 @@ mod tests {
         put_attribute(&mut span, 9, "url.path", &Value::Str(&long));
         let mut items = Vec::new();
         put_bytes(&mut items, 2, &span);
-        let decoded = ExportTraceServiceRequest::decode(wrap(&resource(&[]), &scope("booking"), &items).as_slice())
-            .expect("lengths agree");
+        let decoded =
+            ExportTraceServiceRequest::decode(wrap(&resource(&[]), &scope("some-service"), &items).as_slice())
+                .expect("lengths agree");
         let value =
             decoded.resource_spans[0].scope_spans[0].spans[0].attributes[0].value.clone().unwrap().value.unwrap();
         let any_value::Value::StringValue(cut) = value else { panic!("a string") };
