@@ -15,6 +15,7 @@ use std::{
 };
 
 use chrono::Utc;
+use tracing::Instrument as _;
 
 use crate::{
     auth::Keys,
@@ -675,7 +676,22 @@ async fn tick(state: &AppState, lease: &mut Option<Fence>, ttl: Duration, source
         }
     }
     let Some(fence) = lease.clone() else { return };
-    let outcome = match evaluate_once(state, source, exprs, Some(&fence)).await {
+    // One trace per evaluation: its query, its recording, and the pages it
+    // writes (whose deliveries continue the trace) hang under this span.
+    let span = tracing::info_span!(
+        "evaluation",
+        otel.name = "evaluate rules",
+        alerting.epoch = fence.epoch,
+        alerting.expressions = exprs.len(),
+        alerting.transitions = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    );
+    let evaluated = evaluate_once(state, source, exprs, Some(&fence)).instrument(span.clone()).await;
+    if evaluated.is_err() {
+        span.record("error.type", "not_recorded");
+    }
+    drop(span);
+    let outcome = match evaluated {
         Ok(()) => {
             // Renewed only with the state saved: a lease renewed over an
             // empty snapshot would hand the next evaluator nothing.
@@ -754,7 +770,12 @@ pub async fn evaluate_once(
     let started = std::time::Instant::now();
     let now = Utc::now().timestamp_millis();
     let refs: Vec<&str> = exprs.iter().map(String::as_str).collect();
-    let results = match source.evaluate(&refs, now).await {
+    let query = tracing::info_span!(
+        "rules query",
+        otel.name = %format!("query {}", source.kind()),
+        alerting.expressions = refs.len(),
+    );
+    let results = match source.evaluate(&refs, now).instrument(query).await {
         Ok(r) => {
             state.service.metrics.evaluations.with_label_values(&["ok"]).inc();
             state.service.metrics.source_up.set(1.0);
@@ -782,9 +803,11 @@ pub async fn evaluate_once(
     for t in &transitions {
         tracing::info!(transition = ?t, "alert transition");
     }
+    tracing::Span::current().record("alerting.transitions", transitions.len());
+    let record = tracing::info_span!("record transitions", alerting.transitions = transitions.len());
     let applied = match fence {
-        Some(fence) => state.service.apply_fenced(fence, transitions, now).await,
-        None => state.service.apply(transitions, now).await,
+        Some(fence) => state.service.apply_fenced(fence, transitions, now).instrument(record).await,
+        None => state.service.apply(transitions, now).instrument(record).await,
     };
     state.wake.notify_one();
     applied.inspect_err(|e| tracing::error!(error = %e, "recording incidents"))

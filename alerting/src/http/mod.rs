@@ -123,7 +123,34 @@ pub fn router(state: Shared) -> Router {
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, state.request_timeout))
         .layer(CatchPanicLayer::custom(error::panicked))
         .layer(middleware::from_fn(error::json_errors))
+        .layer(middleware::from_fn(observe))
         .with_state(state)
+}
+
+/// The target of the one log line each request writes (the access line).
+pub const ACCESS: &str = "alerting::access";
+
+/// The request's server span (its parent from an incoming `traceparent`),
+/// the trace id on the response (`X-Trace-Id`) and one access line, as
+/// booking writes them ([`telemetry::http`]). No HTTP metrics: the shipped
+/// SLI rules sum `http_server_requests_total` over every job, so
+/// alerting's own requests would count as booking's.
+async fn observe(req: Request, next: Next) -> Response {
+    let request = telemetry::http::ServerRequest::start(req.method(), req.uri(), req.headers());
+    let method = request.method();
+    let matched = req.extensions().get::<axum::extract::MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", |p| p.as_str());
+    let mut serving = std::pin::pin!(next.run(req));
+    let mut response = request.serve(serving.as_mut()).await;
+    let status = response.status();
+    request.finish(None, route, &mut response, None, |latency_ms| {
+        if status.is_server_error() {
+            tracing::error!(target: ACCESS, method, route, status = status.as_u16(), latency_ms, "request failed");
+        } else if route != "/metrics" && route != "/healthz" {
+            tracing::info!(target: ACCESS, method, route, status = status.as_u16(), latency_ms, "request");
+        }
+    });
+    response
 }
 
 /// The token of an `Authorization: Bearer <token>` header (the scheme in

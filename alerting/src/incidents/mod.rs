@@ -262,6 +262,9 @@ pub struct OutboxRow {
     pub created_at: i64,
     /// The claim's token: outcomes are written only under it.
     pub claimed_by: Option<String>,
+    /// The trace context of the span that wrote the page (W3C
+    /// `traceparent`): each delivery attempt's span continues it.
+    pub traceparent: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

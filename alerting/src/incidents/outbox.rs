@@ -36,7 +36,7 @@ impl Drop for Claim {
     }
 }
 
-const ROW_COLUMNS: &str = "id, incident_id, channel, recipients, page, attempts, created_at, claimed_by";
+const ROW_COLUMNS: &str = "id, incident_id, channel, recipients, page, attempts, created_at, claimed_by, traceparent";
 
 fn row(r: &sqlx::any::AnyRow) -> Result<OutboxRow> {
     Ok(OutboxRow {
@@ -48,6 +48,7 @@ fn row(r: &sqlx::any::AnyRow) -> Result<OutboxRow> {
         attempts: r.try_get::<i64, _>("attempts")?,
         created_at: r.try_get("created_at")?,
         claimed_by: r.try_get("claimed_by")?,
+        traceparent: r.try_get("traceparent")?,
     })
 }
 
@@ -235,9 +236,12 @@ impl Store {
     ) -> Result<bool> {
         let Some((&first, rest)) = incidents.split_first() else { return Ok(false) };
         let page = row;
+        // The span writing the page (the evaluation's, or a resolve's) is
+        // the parent of every attempt to send it.
+        let traceparent = telemetry::spans::current_context().map(|cx| cx.traceparent());
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO outbox (incident_id, dedup_key, channel, recipients, page, status, attempts, next_attempt_at, created_at)
-             SELECT $1, $2, $3, $4, $5, 'pending', 0, $6, $6 WHERE {} ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
+            "INSERT INTO outbox (incident_id, dedup_key, channel, recipients, page, status, attempts, next_attempt_at, created_at, traceparent)
+             SELECT $1, $2, $3, $4, $5, 'pending', 0, $6, $6, $7 WHERE {} ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
             self.fence_sql()
         )))
         .bind(first)
@@ -246,6 +250,7 @@ impl Store {
         .bind(&page.recipients)
         .bind(&page.page)
         .bind(now)
+        .bind(traceparent)
         .fetch_optional(&mut *conn)
         .await?;
         let Some(row) = row else {

@@ -10,6 +10,7 @@ use lettre::{
     transport::smtp::{self, authentication::Credentials},
 };
 use serde::Deserialize;
+use tracing::Instrument as _;
 
 use super::{ConfigError, Page, Recipient, SendError};
 
@@ -120,7 +121,18 @@ impl Email {
     /// retryable; 5xx replies and messages lettre refuses are not.
     pub async fn send(&self, page: &Page, to: &[Recipient]) -> Result<(), SendError> {
         let message = self.message(page, to)?;
-        match self.transport.send(message).await {
+        let span = tracing::info_span!(
+            "smtp send",
+            otel.name = "smtp send",
+            otel.kind = "client",
+            server.address = %self.host,
+            error.type = tracing::field::Empty,
+        );
+        let sent = self.transport.send(message).instrument(span.clone()).await;
+        if sent.is_err() {
+            span.record("error.type", "smtp_error");
+        }
+        match sent {
             Ok(_) => Ok(()),
             Err(e) if e.is_permanent() || e.is_client() => {
                 Err(SendError::Permanent(format!("SMTP {}: {e}", self.host)))

@@ -96,7 +96,6 @@ impl Notifier {
     }
 
     /// One attempt to deliver one message naming every recipient in `to`.
-    #[tracing::instrument(skip_all, fields(channel = self.channel().as_str(), incident = page.incident_id))]
     pub async fn send(&self, page: &Page, to: &[Recipient]) -> Result<(), SendError> {
         let result = match self {
             Notifier::Slack(n) => n.send(page, to).await,

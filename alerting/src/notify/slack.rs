@@ -11,6 +11,7 @@ use std::{collections::HashSet, time::Duration};
 
 use reqwest_tls::{StatusCode, Url, header::RETRY_AFTER};
 use serde_json::{Value, json};
+use tracing::Instrument as _;
 
 use super::{ConfigError, Page, Recipient, SendError};
 
@@ -63,11 +64,30 @@ impl Slack {
     /// other 4xx means the webhook or payload is wrong for good.
     pub async fn send(&self, page: &Page, to: &[Recipient]) -> Result<(), SendError> {
         let (url, client) = self.target.as_ref().map_err(|e| SendError::Permanent(e.clone()))?;
-        let response = client
-            .post(url.clone())
-            .json(&payload(page, to))
-            .send()
-            .await
+        // A client span under the delivery attempt's; the path holds the
+        // webhook's token, so only the host is named.
+        let span = tracing::info_span!(
+            "slack webhook",
+            otel.name = "POST",
+            otel.kind = "client",
+            http.request.method = "POST",
+            server.address = url.host_str().unwrap_or_default(),
+            http.response.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        let sent = client.post(url.clone()).json(&payload(page, to)).send().instrument(span.clone()).await;
+        match &sent {
+            Ok(r) => {
+                span.record("http.response.status_code", r.status().as_u16());
+                if !r.status().is_success() {
+                    span.record("error.type", r.status().as_str());
+                }
+            }
+            Err(_) => {
+                span.record("error.type", "no_answer");
+            }
+        }
+        let response = sent
             // The URL holds the webhook token: keep it out of the reason.
             .map_err(|e| SendError::Retryable { reason: format!("Slack: {}", e.without_url()), after: None })?;
         let status = response.status();

@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use tokio::sync::{Mutex, Notify};
+use tracing::Instrument as _;
 
 use super::{Service, ServiceError, kind_name};
 use crate::{
@@ -122,7 +123,20 @@ impl Service {
                 continue;
             }
             self.failpoint(super::Failpoint::AfterClaim)?;
-            if self.deliver_row(channel, row, now).await? {
+            // Each attempt continues the trace of the span that wrote the
+            // page (its `traceparent`): one page's path is one trace.
+            let span = tracing::info_span!(
+                "page deliver",
+                otel.name = %format!("deliver {channel}"),
+                otel.kind = "consumer",
+                traceparent = row.traceparent.as_deref().unwrap_or_default(),
+                alerting.channel = channel.as_str(),
+                alerting.incident = row.incident_id,
+                alerting.attempt = row.attempts,
+                alerting.outcome = tracing::field::Empty,
+                error.type = tracing::field::Empty,
+            );
+            if self.deliver_row(channel, row, now).instrument(span).await? {
                 delivered += 1;
             }
         }
@@ -186,6 +200,12 @@ impl Service {
             Err(e) => Outcome::Failed(e.to_string()),
         };
         let label = channel.as_str();
+        let span = tracing::Span::current();
+        match &outcome {
+            Outcome::Delivered => span.record("alerting.outcome", "delivered"),
+            Outcome::RetryAt(..) => span.record("alerting.outcome", "retry").record("error.type", "retryable"),
+            Outcome::Failed(_) => span.record("alerting.outcome", "failed").record("error.type", "failed"),
+        };
         match outcome {
             Outcome::Delivered => {
                 if !self.record_delivered(row, now).await? {

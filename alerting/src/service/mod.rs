@@ -17,6 +17,7 @@ mod delivery;
 use std::{collections::BTreeMap, time::Duration};
 
 use chrono::{DateTime, TimeZone, Utc};
+use tracing::Instrument as _;
 
 use crate::{
     engine::{NO_DATA, Transition},
@@ -286,7 +287,12 @@ impl Service {
                                 EventKind::Fired,
                                 None,
                                 &text,
-                                Some(&serde_json::json!({ "value": value, "threshold": threshold })),
+                                Some(&serde_json::json!({
+                                    "value": value,
+                                    "threshold": threshold,
+                                    // The evaluation that fired it, and so its first page's trace.
+                                    "trace_id": telemetry::spans::current_context().map(|cx| cx.trace_id.to_string()),
+                                })),
                             )
                             .await?;
                     }
@@ -546,8 +552,30 @@ impl Service {
     }
 
     /// Writes one outbox row per channel that can reach some recipient; a
-    /// grouped page's row speaks for every incident in `incidents`.
+    /// grouped page's row speaks for every incident in `incidents`. In a
+    /// span of its own, which each row names as the parent of its delivery
+    /// attempts.
     async fn enqueue_everywhere(
+        &self,
+        store: &incidents::Store,
+        incidents: &[i64],
+        tag: &str,
+        page: &Page,
+        to: &[Recipient],
+        now: i64,
+    ) -> Result<Vec<&'static str>, ServiceError> {
+        let span = tracing::info_span!(
+            "page enqueue",
+            otel.name = "enqueue page",
+            otel.kind = "producer",
+            alerting.incident = incidents.first().copied().unwrap_or_default(),
+            alerting.page = %tag,
+            alerting.recipients = to.len(),
+        );
+        self.write_everywhere(store, incidents, tag, page, to, now).instrument(span).await
+    }
+
+    async fn write_everywhere(
         &self,
         store: &incidents::Store,
         incidents: &[i64],
