@@ -52,47 +52,119 @@ impl Spec {
 
 use Effect::{Change, Probe, Read};
 
-/// Every action there is. A unit test checks each parses with its args.
-pub const REGISTRY: &[Spec] = &[
-    Spec {
-        name: "postgres.connections",
-        target: Target::Postgres,
+/// Declares every action once: its registry entry (name, target, effect,
+/// summary, argument and output names), its variant of [`Action`] with
+/// the typed arguments, how its arguments are checked, and what it runs.
+/// [`REGISTRY`], [`Action::parse`], [`Action::name`] and [`Action::run`]
+/// are derived from that one list.
+macro_rules! actions {
+    ($(
+        $(#[$doc:meta])*
+        $variant:ident $(($ty:ty))? = $name:literal {
+            target: $target:ident,
+            effect: $effect:ident,
+            summary: $summary:expr,
+            args: [$($arg:literal),* $(,)?],
+            outputs: [$($out:literal),* $(,)?],
+            parse: |$args:ident| $parse:expr,
+            run: |$ctx:ident $(, $a:ident)?| $run:expr,
+        },
+    )*) => {
+        /// Every action there is. A unit test checks each parses with its args.
+        pub const REGISTRY: &[Spec] = &[$(
+            Spec {
+                name: $name,
+                target: Target::$target,
+                effect: $effect,
+                summary: $summary,
+                args: &[$($arg),*],
+                outputs: &[$($out),*],
+            },
+        )*];
+
+        /// An action with its arguments checked.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Action {
+            $($(#[$doc])* $variant $(($ty))?,)*
+        }
+
+        impl Action {
+            /// Checks `name` against the registry and `args` against its arguments.
+            pub fn parse(name: &str, args: &Map<String, Value>) -> Result<Self, String> {
+                match name {
+                    $($name => {
+                        let $args = args;
+                        Ok($parse)
+                    })*
+                    other => {
+                        let known: Vec<&str> = REGISTRY.iter().map(|s| s.name).collect();
+                        Err(format!("unknown action `{other}` (known: {})", known.join(", ")))
+                    }
+                }
+            }
+
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(Action::$variant { .. } => $name,)*
+                }
+            }
+
+            /// Runs the action. Changes read the state first and report `changed`.
+            pub async fn run(&self, ctx: &mut Ctx) -> Result<Finding, TargetError> {
+                match self {
+                    $(Action::$variant { $(0: $a,)? .. } => {
+                        let $ctx = ctx;
+                        $run
+                    })*
+                }
+            }
+        }
+    };
+}
+
+actions! {
+    PgConnections(postgres::Scope) = "postgres.connections" {
+        target: Postgres,
         effect: Read,
         summary: "Client connections by state (active, idle, idle in transaction) against max_connections",
-        args: &["database"],
-        outputs: &["total", "server_total", "max_connections", "ratio", "by_state", "by_application"],
+        args: ["database"],
+        outputs: ["total", "server_total", "max_connections", "ratio", "by_state", "by_application"],
+        parse: |args| Action::PgConnections(typed(args)?),
+        run: |ctx, a| postgres::connections(ctx, a).await,
     },
-    Spec {
-        name: "postgres.long_queries",
-        target: Target::Postgres,
+    PgLongQueries(postgres::LongQueries) = "postgres.long_queries" {
+        target: Postgres,
         effect: Read,
         summary: "Client queries active for longer than min_seconds, oldest first (SQL text for booking's sessions only)",
-        args: &["min_seconds", "database", "application_name", "limit"],
-        outputs: &["count", "queries", "min_seconds"],
+        args: ["min_seconds", "database", "application_name", "limit"],
+        outputs: ["count", "queries", "min_seconds"],
+        parse: |args| Action::PgLongQueries(typed::<postgres::LongQueries>(args)?.checked()?),
+        run: |ctx, a| postgres::long_queries(ctx, a).await,
     },
-    Spec {
-        name: "postgres.lock_waits",
-        target: Target::Postgres,
+    PgLockWaits(postgres::LockWaits) = "postgres.lock_waits" {
+        target: Postgres,
         effect: Read,
         summary: "Sessions waiting on a lock, with the sessions blocking them (SQL text for booking's sessions only)",
-        args: &["database", "limit"],
-        outputs: &["count", "waits", "blockers"],
+        args: ["database", "limit"],
+        outputs: ["count", "waits", "blockers"],
+        parse: |args| Action::PgLockWaits(typed(args)?),
+        run: |ctx, a| postgres::lock_waits(ctx, a).await,
     },
-    Spec {
-        name: "postgres.terminate_long_queries",
-        target: Target::Postgres,
+    PgTerminate(postgres::Terminate) = "postgres.terminate_long_queries" {
+        target: Postgres,
         effect: Change,
         summary: "pg_terminate_backend on booking's own queries (application_name booking) active for longer than min_seconds; never another application's, a system, replication or autovacuum process, or its own session",
-        args: &["min_seconds", "database", "limit"],
-        outputs: &["count", "terminated", "min_seconds", "application_name", "other_applications"],
+        args: ["min_seconds", "database", "limit"],
+        outputs: ["count", "terminated", "min_seconds", "application_name", "other_applications"],
+        parse: |args| Action::PgTerminate(postgres::Terminate::try_from(typed::<postgres::LongQueries>(args)?)?),
+        run: |ctx, a| postgres::terminate(ctx, a).await,
     },
-    Spec {
-        name: "redis.memory",
-        target: Target::Redis,
+    RedisMemory = "redis.memory" {
+        target: Redis,
         effect: Read,
         summary: "used_memory, maxmemory and their ratio (null when maxmemory is 0: no limit)",
-        args: &[],
-        outputs: &[
+        args: [],
+        outputs: [
             "used_bytes",
             "maxmemory_bytes",
             "ratio",
@@ -101,160 +173,181 @@ pub const REGISTRY: &[Spec] = &[
             "used_human",
             "maxmemory_human",
         ],
+        parse: |args| none(args).map(|_| Action::RedisMemory)?,
+        run: |ctx| redis::memory(ctx).await,
     },
-    Spec {
-        name: "redis.fragmentation",
-        target: Target::Redis,
+    RedisFragmentation = "redis.fragmentation" {
+        target: Redis,
         effect: Read,
         summary: "mem_fragmentation_ratio and the RSS it costs",
-        args: &[],
-        outputs: &["fragmentation_ratio", "fragmentation_bytes", "rss_bytes", "used_bytes", "active_defrag"],
+        args: [],
+        outputs: ["fragmentation_ratio", "fragmentation_bytes", "rss_bytes", "used_bytes", "active_defrag"],
+        parse: |args| none(args).map(|_| Action::RedisFragmentation)?,
+        run: |ctx| redis::fragmentation(ctx).await,
     },
-    Spec {
-        name: "redis.eviction_policy",
-        target: Target::Redis,
+    RedisEvictionPolicy = "redis.eviction_policy" {
+        target: Redis,
         effect: Read,
         summary: "maxmemory-policy and keys evicted so far",
-        args: &[],
-        outputs: &["policy", "evicted_keys", "evicts_keys_without_ttl"],
+        args: [],
+        outputs: ["policy", "evicted_keys", "evicts_keys_without_ttl"],
+        parse: |args| none(args).map(|_| Action::RedisEvictionPolicy)?,
+        run: |ctx| redis::eviction_policy(ctx).await,
     },
-    Spec {
-        name: "redis.largest_keys",
-        target: Target::Redis,
+    RedisLargestKeys(redis::LargestKeys) = "redis.largest_keys" {
+        target: Redis,
         effect: Read,
         summary: "The largest keys among a bounded SCAN sample (MEMORY USAGE), optionally under a prefix",
-        args: &["sample", "prefix", "top"],
-        outputs: &["sampled", "complete", "sampled_bytes", "keys"],
+        args: ["sample", "prefix", "top"],
+        outputs: ["sampled", "complete", "sampled_bytes", "keys"],
+        parse: |args| Action::RedisLargestKeys(typed::<redis::LargestKeys>(args)?.checked()?),
+        run: |ctx, a| redis::largest_keys(ctx, a).await,
     },
-    Spec {
-        name: "redis.set_eviction_policy",
-        target: Target::Redis,
+    RedisSetPolicy(redis::SetPolicy) = "redis.set_eviction_policy" {
+        target: Redis,
         effect: Change,
         summary: "CONFIG SET maxmemory-policy",
-        args: &["policy"],
-        outputs: &["before", "after", "changed"],
+        args: ["policy"],
+        outputs: ["before", "after", "changed"],
+        parse: |args| Action::RedisSetPolicy(typed::<redis::SetPolicy>(args)?.checked()?),
+        run: |ctx, a| redis::set_policy(ctx, a).await,
     },
-    Spec {
-        name: "redis.set_maxmemory",
-        target: Target::Redis,
+    RedisSetMaxmemory(redis::SetMaxmemory) = "redis.set_maxmemory" {
+        target: Redis,
         effect: Change,
         summary: "CONFIG SET maxmemory; never below used memory, and only raises unless allow_lower",
-        args: &["bytes", "allow_lower"],
-        outputs: &["before", "after", "changed", "used_bytes"],
+        args: ["bytes", "allow_lower"],
+        outputs: ["before", "after", "changed", "used_bytes"],
+        parse: |args| Action::RedisSetMaxmemory(typed::<redis::SetMaxmemory>(args)?.checked()?),
+        run: |ctx, a| redis::set_maxmemory(ctx, a).await,
     },
-    Spec {
-        name: "prometheus.query",
-        target: Target::Prometheus,
+    PromQuery(prometheus::Query) = "prometheus.query" {
+        target: Prometheus,
         effect: Read,
         summary: "Any instant PromQL query; without Prometheus, answered by the alerting service's state of the rules in `alerts`, else skipped",
-        args: &["query", "top", "alerts"],
-        outputs: &["source", "count", "max", "min", "series"],
+        args: ["query", "top", "alerts"],
+        outputs: ["source", "count", "max", "min", "series"],
+        parse: |args| Action::PromQuery(typed::<prometheus::Query>(args)?.checked()?),
+        run: |ctx, a| prometheus::query(ctx, a).await,
     },
-    Spec {
-        name: "prometheus.top_failing_routes",
-        target: Target::Prometheus,
+    PromTopFailingRoutes(prometheus::Routes) = "prometheus.top_failing_routes" {
+        target: Prometheus,
         effect: Read,
         summary: "Routes by 5xx ratio over a window; without Prometheus, from two scrapes of booking's /metrics",
-        args: &["window", "top", "fallback_sample_secs"],
-        outputs: &["source", "routes", "count", "max_error_ratio"],
+        args: ["window", "top", "fallback_sample_secs"],
+        outputs: ["source", "routes", "count", "max_error_ratio"],
+        parse: |args| Action::PromTopFailingRoutes(typed::<prometheus::Routes>(args)?.checked(false)?),
+        run: |ctx, a| prometheus::top_failing_routes(ctx, a).await,
     },
-    Spec {
-        name: "prometheus.p95_by_route",
-        target: Target::Prometheus,
+    PromP95ByRoute(prometheus::Routes) = "prometheus.p95_by_route" {
+        target: Prometheus,
         effect: Read,
         summary: "Latency quantile (default P95) by route; without Prometheus, from two scrapes of booking's /metrics",
-        args: &["window", "top", "quantile", "fallback_sample_secs"],
-        outputs: &["source", "routes", "max_seconds"],
+        args: ["window", "top", "quantile", "fallback_sample_secs"],
+        outputs: ["source", "routes", "max_seconds"],
+        parse: |args| Action::PromP95ByRoute(typed::<prometheus::Routes>(args)?.checked(true)?),
+        run: |ctx, a| prometheus::quantile_by_route(ctx, a).await,
     },
-    Spec {
-        name: "prometheus.targets",
-        target: Target::Prometheus,
+    PromTargets(prometheus::Targets) = "prometheus.targets" {
+        target: Prometheus,
         effect: Read,
         summary: "Prometheus's scrape targets (optionally one job): health and last error",
-        args: &["job"],
-        outputs: &["count", "down", "targets"],
+        args: ["job"],
+        outputs: ["count", "down", "targets"],
+        parse: |args| Action::PromTargets(typed(args)?),
+        run: |ctx, a| prometheus::targets(ctx, a).await,
     },
-    Spec {
-        name: "booking.health",
-        target: Target::Booking,
+    BookingHealth = "booking.health" {
+        target: Booking,
         effect: Probe,
         summary: "GET /readyz: is the service up, is it ready, and if not why (chaos, database, queue); whether the chaos switch is on",
-        args: &[],
-        outputs: &["up", "ready", "reasons", "chaos", "database", "queue", "seconds", "error"],
+        args: [],
+        outputs: ["up", "ready", "reasons", "chaos", "database", "queue", "seconds", "error"],
+        parse: |args| none(args).map(|_| Action::BookingHealth)?,
+        run: |ctx| booking::health(ctx).await,
     },
-    Spec {
-        name: "booking.scrape",
-        target: Target::Booking,
+    BookingScrape = "booking.scrape" {
+        target: Booking,
         effect: Probe,
         summary: "GET /metrics as a scraper would: status, time, size, series",
-        args: &[],
-        outputs: &["ok", "status", "seconds", "bytes", "series", "error"],
+        args: [],
+        outputs: ["ok", "status", "seconds", "bytes", "series", "error"],
+        parse: |args| none(args).map(|_| Action::BookingScrape)?,
+        run: |ctx| booking::scrape(ctx).await,
     },
-    Spec {
-        name: "booking.metrics",
-        target: Target::Booking,
+    BookingMetrics(booking::Metrics) = "booking.metrics" {
+        target: Booking,
         effect: Read,
         summary: "Sums of named series from /metrics (gauges such as booking_queue_waiting), an optional ratio, and rates over sample_secs",
-        args: &["metrics", "ratio", "sample_secs"],
-        outputs: &["values", "missing", "ratio", "rates"],
+        args: ["metrics", "ratio", "sample_secs"],
+        outputs: ["values", "missing", "ratio", "rates"],
+        parse: |args| Action::BookingMetrics(typed::<booking::Metrics>(args)?.checked()?),
+        run: |ctx, a| booking::metrics(ctx, a).await,
     },
-    Spec {
-        name: "booking.admission",
-        target: Target::Booking,
+    BookingAdmission = "booking.admission" {
+        target: Booking,
         effect: Read,
         summary: "GET /v1/admin/queue/admission: batch, interval_ms, active window, admissions per minute",
-        args: &[],
-        outputs: &["batch", "interval_ms", "active_window_secs", "admitted_per_minute"],
+        args: [],
+        outputs: ["batch", "interval_ms", "active_window_secs", "admitted_per_minute"],
+        parse: |args| none(args).map(|_| Action::BookingAdmission)?,
+        run: |ctx| booking::admission(ctx).await,
     },
-    Spec {
-        name: "booking.set_admission",
-        target: Target::Booking,
+    BookingSetAdmission(booking::SetAdmission) = "booking.set_admission" {
+        target: Booking,
         effect: Change,
         summary: "PUT /v1/admin/queue/admission {batch, interval_ms} (either)",
-        args: &["batch", "interval_ms"],
-        outputs: &["before", "after", "changed"],
+        args: ["batch", "interval_ms"],
+        outputs: ["before", "after", "changed"],
+        parse: |args| Action::BookingSetAdmission(typed::<booking::SetAdmission>(args)?.checked()?),
+        run: |ctx, a| booking::set_admission(ctx, a).await,
     },
-    Spec {
-        name: "booking.rate_limit",
-        target: Target::Booking,
+    BookingRateLimit = "booking.rate_limit" {
+        target: Booking,
         effect: Read,
         summary: "GET /v1/admin/rate-limit: the queue-entry rate limit",
-        args: &[],
-        outputs: &["enabled", "per_second"],
+        args: [],
+        outputs: ["enabled", "per_second"],
+        parse: |args| none(args).map(|_| Action::BookingRateLimit)?,
+        run: |ctx| booking::rate_limit(ctx).await,
     },
-    Spec {
-        name: "booking.set_rate_limit",
-        target: Target::Booking,
+    BookingSetRateLimit(booking::SetRateLimit) = "booking.set_rate_limit" {
+        target: Booking,
         effect: Change,
         summary: "PUT /v1/admin/rate-limit {enabled, per_second}",
-        args: &["enabled", "per_second"],
-        outputs: &["before", "after", "changed"],
+        args: ["enabled", "per_second"],
+        outputs: ["before", "after", "changed"],
+        parse: |args| Action::BookingSetRateLimit(typed::<booking::SetRateLimit>(args)?.checked()?),
+        run: |ctx, a| booking::set_rate_limit(ctx, a).await,
     },
-    Spec {
-        name: "booking.flush_caches",
-        target: Target::Booking,
+    BookingFlushCaches = "booking.flush_caches" {
+        target: Booking,
         effect: Change,
         summary: "POST /v1/admin/caches/flush: drop the in-process caches",
-        args: &[],
-        outputs: &["flushed"],
+        args: [],
+        outputs: ["flushed"],
+        parse: |args| none(args).map(|_| Action::BookingFlushCaches)?,
+        run: |ctx| booking::flush_caches(ctx).await,
     },
-    Spec {
-        name: "booking.chaos",
-        target: Target::Booking,
+    BookingChaos = "booking.chaos" {
+        target: Booking,
         effect: Read,
         summary: "GET /v1/admin/chaos: is a fault-injection drill on",
-        args: &[],
-        outputs: &["enabled", "routes", "error_ratio", "latency_ms"],
+        args: [],
+        outputs: ["enabled", "routes", "error_ratio", "latency_ms"],
+        parse: |args| none(args).map(|_| Action::BookingChaos)?,
+        run: |ctx| booking::chaos(ctx).await,
     },
-    Spec {
-        name: "booking.clear_chaos",
-        target: Target::Booking,
+    BookingClearChaos = "booking.clear_chaos" {
+        target: Booking,
         effect: Change,
         summary: "DELETE /v1/admin/chaos: turn the chaos switch off",
-        args: &[],
-        outputs: &["before", "after", "changed"],
+        args: [],
+        outputs: ["before", "after", "changed"],
+        parse: |args| none(args).map(|_| Action::BookingClearChaos)?,
+        run: |ctx| booking::clear_chaos(ctx).await,
     },
-];
+}
 
 pub fn spec(name: &str) -> Option<&'static Spec> {
     REGISTRY.iter().find(|s| s.name == name)
@@ -267,35 +360,6 @@ pub struct Finding {
     pub output: Value,
 }
 
-/// An action with its arguments checked.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    PgConnections(postgres::Scope),
-    PgLongQueries(postgres::LongQueries),
-    PgLockWaits(postgres::LockWaits),
-    PgTerminate(postgres::Terminate),
-    RedisMemory,
-    RedisFragmentation,
-    RedisEvictionPolicy,
-    RedisLargestKeys(redis::LargestKeys),
-    RedisSetPolicy(redis::SetPolicy),
-    RedisSetMaxmemory(redis::SetMaxmemory),
-    PromQuery(prometheus::Query),
-    PromTopFailingRoutes(prometheus::Routes),
-    PromP95ByRoute(prometheus::Routes),
-    PromTargets(prometheus::Targets),
-    BookingHealth,
-    BookingScrape,
-    BookingMetrics(booking::Metrics),
-    BookingAdmission,
-    BookingSetAdmission(booking::SetAdmission),
-    BookingRateLimit,
-    BookingSetRateLimit(booking::SetRateLimit),
-    BookingFlushCaches,
-    BookingChaos,
-    BookingClearChaos,
-}
-
 /// Deserializes `args` into `T`, rejecting unknown fields.
 fn typed<T: DeserializeOwned>(args: &Map<String, Value>) -> Result<T, String> {
     serde_json::from_value(Value::Object(args.clone())).map_err(|e| e.to_string())
@@ -305,109 +369,14 @@ fn typed<T: DeserializeOwned>(args: &Map<String, Value>) -> Result<T, String> {
 #[serde(deny_unknown_fields)]
 struct NoArgs {}
 
+/// Checks that an action without arguments was given none.
+fn none(args: &Map<String, Value>) -> Result<(), String> {
+    typed::<NoArgs>(args).map(drop)
+}
+
 impl Action {
-    /// Checks `name` against the registry and `args` against its arguments.
-    pub fn parse(name: &str, args: &Map<String, Value>) -> Result<Self, String> {
-        let none = || typed::<NoArgs>(args).map(drop);
-        let action = match name {
-            "postgres.connections" => Action::PgConnections(typed(args)?),
-            "postgres.long_queries" => Action::PgLongQueries(typed::<postgres::LongQueries>(args)?.checked()?),
-            "postgres.lock_waits" => Action::PgLockWaits(typed(args)?),
-            "postgres.terminate_long_queries" => {
-                Action::PgTerminate(postgres::Terminate::try_from(typed::<postgres::LongQueries>(args)?)?)
-            }
-            "redis.memory" => none().map(|_| Action::RedisMemory)?,
-            "redis.fragmentation" => none().map(|_| Action::RedisFragmentation)?,
-            "redis.eviction_policy" => none().map(|_| Action::RedisEvictionPolicy)?,
-            "redis.largest_keys" => Action::RedisLargestKeys(typed::<redis::LargestKeys>(args)?.checked()?),
-            "redis.set_eviction_policy" => Action::RedisSetPolicy(typed::<redis::SetPolicy>(args)?.checked()?),
-            "redis.set_maxmemory" => Action::RedisSetMaxmemory(typed::<redis::SetMaxmemory>(args)?.checked()?),
-            "prometheus.query" => Action::PromQuery(typed::<prometheus::Query>(args)?.checked()?),
-            "prometheus.top_failing_routes" => {
-                Action::PromTopFailingRoutes(typed::<prometheus::Routes>(args)?.checked(false)?)
-            }
-            "prometheus.p95_by_route" => Action::PromP95ByRoute(typed::<prometheus::Routes>(args)?.checked(true)?),
-            "prometheus.targets" => Action::PromTargets(typed(args)?),
-            "booking.health" => none().map(|_| Action::BookingHealth)?,
-            "booking.scrape" => none().map(|_| Action::BookingScrape)?,
-            "booking.metrics" => Action::BookingMetrics(typed::<booking::Metrics>(args)?.checked()?),
-            "booking.admission" => none().map(|_| Action::BookingAdmission)?,
-            "booking.set_admission" => Action::BookingSetAdmission(typed::<booking::SetAdmission>(args)?.checked()?),
-            "booking.rate_limit" => none().map(|_| Action::BookingRateLimit)?,
-            "booking.set_rate_limit" => Action::BookingSetRateLimit(typed::<booking::SetRateLimit>(args)?.checked()?),
-            "booking.flush_caches" => none().map(|_| Action::BookingFlushCaches)?,
-            "booking.chaos" => none().map(|_| Action::BookingChaos)?,
-            "booking.clear_chaos" => none().map(|_| Action::BookingClearChaos)?,
-            other => {
-                let known: Vec<&str> = REGISTRY.iter().map(|s| s.name).collect();
-                return Err(format!("unknown action `{other}` (known: {})", known.join(", ")));
-            }
-        };
-        debug_assert!(spec(name).is_some(), "{name} is parsed but not in REGISTRY");
-        Ok(action)
-    }
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            Action::PgConnections(_) => "postgres.connections",
-            Action::PgLongQueries(_) => "postgres.long_queries",
-            Action::PgLockWaits(_) => "postgres.lock_waits",
-            Action::PgTerminate(_) => "postgres.terminate_long_queries",
-            Action::RedisMemory => "redis.memory",
-            Action::RedisFragmentation => "redis.fragmentation",
-            Action::RedisEvictionPolicy => "redis.eviction_policy",
-            Action::RedisLargestKeys(_) => "redis.largest_keys",
-            Action::RedisSetPolicy(_) => "redis.set_eviction_policy",
-            Action::RedisSetMaxmemory(_) => "redis.set_maxmemory",
-            Action::PromQuery(_) => "prometheus.query",
-            Action::PromTopFailingRoutes(_) => "prometheus.top_failing_routes",
-            Action::PromP95ByRoute(_) => "prometheus.p95_by_route",
-            Action::PromTargets(_) => "prometheus.targets",
-            Action::BookingHealth => "booking.health",
-            Action::BookingScrape => "booking.scrape",
-            Action::BookingMetrics(_) => "booking.metrics",
-            Action::BookingAdmission => "booking.admission",
-            Action::BookingSetAdmission(_) => "booking.set_admission",
-            Action::BookingRateLimit => "booking.rate_limit",
-            Action::BookingSetRateLimit(_) => "booking.set_rate_limit",
-            Action::BookingFlushCaches => "booking.flush_caches",
-            Action::BookingChaos => "booking.chaos",
-            Action::BookingClearChaos => "booking.clear_chaos",
-        }
-    }
-
     pub fn spec(&self) -> &'static Spec {
         spec(self.name()).expect("every action is in the registry")
-    }
-
-    /// Runs the action. Changes read the state first and report `changed`.
-    pub async fn run(&self, ctx: &mut Ctx) -> Result<Finding, TargetError> {
-        match self {
-            Action::PgConnections(a) => postgres::connections(ctx, a).await,
-            Action::PgLongQueries(a) => postgres::long_queries(ctx, a).await,
-            Action::PgLockWaits(a) => postgres::lock_waits(ctx, a).await,
-            Action::PgTerminate(a) => postgres::terminate(ctx, a).await,
-            Action::RedisMemory => redis::memory(ctx).await,
-            Action::RedisFragmentation => redis::fragmentation(ctx).await,
-            Action::RedisEvictionPolicy => redis::eviction_policy(ctx).await,
-            Action::RedisLargestKeys(a) => redis::largest_keys(ctx, a).await,
-            Action::RedisSetPolicy(a) => redis::set_policy(ctx, a).await,
-            Action::RedisSetMaxmemory(a) => redis::set_maxmemory(ctx, a).await,
-            Action::PromQuery(a) => prometheus::query(ctx, a).await,
-            Action::PromTopFailingRoutes(a) => prometheus::top_failing_routes(ctx, a).await,
-            Action::PromP95ByRoute(a) => prometheus::quantile_by_route(ctx, a).await,
-            Action::PromTargets(a) => prometheus::targets(ctx, a).await,
-            Action::BookingHealth => booking::health(ctx).await,
-            Action::BookingScrape => booking::scrape(ctx).await,
-            Action::BookingMetrics(a) => booking::metrics(ctx, a).await,
-            Action::BookingAdmission => booking::admission(ctx).await,
-            Action::BookingSetAdmission(a) => booking::set_admission(ctx, a).await,
-            Action::BookingRateLimit => booking::rate_limit(ctx).await,
-            Action::BookingSetRateLimit(a) => booking::set_rate_limit(ctx, a).await,
-            Action::BookingFlushCaches => booking::flush_caches(ctx).await,
-            Action::BookingChaos => booking::chaos(ctx).await,
-            Action::BookingClearChaos => booking::clear_chaos(ctx).await,
-        }
     }
 
     /// What applying the action would do, in words, where its call alone
