@@ -184,9 +184,12 @@ impl Entry {
 
 /// The file is a YAML list; an entry's line is the line of its `- `.
 fn parse_file(origin: &str, text: &str) -> Result<Vec<Entry>, KeyError> {
-    let raw: Option<Vec<RawEntry>> = serde_norway::from_str(text).map_err(|e| KeyError::File {
-        at: e.location().map_or_else(|| origin.to_owned(), |l| format!("{origin}:{}", l.line())),
-        message: format!("not a list of {{name, role, sha256}} entries: {e}"),
+    let raw: Option<Vec<RawEntry>> = serde_norway::from_str(text).map_err(|e| {
+        let (at, message) = yamlerr::locate(&e, origin, 0);
+        KeyError::File {
+            at: at.to_string(),
+            message: format!("not a list of {{name, role, sha256}} entries: {message}"),
+        }
     })?;
     let lines: Vec<&str> = text.lines().collect();
     let starts: Vec<usize> = lines.iter().enumerate().filter(|(_, l)| l.starts_with('-')).map(|(i, _)| i).collect();

@@ -60,7 +60,7 @@ pub async fn replica_probe(state: AppState, stop: watch::Receiver<bool>) {
 /// One probe of the read replica, recorded in the metrics.
 pub async fn probe_replica(state: &AppState) -> Option<crate::store::ReplicaHealth> {
     let health = state.store.probe_replica().await?;
-    state.metrics.replica.record(health);
+    health.publish(&state.metrics.replica);
     Some(health)
 }
 

@@ -79,7 +79,7 @@ pub async fn build_state(settings: Settings, clock: Clock) -> Result<AppState, B
             metrics.register_replica();
             // Read from the replica at once if it is healthy now.
             if let Some(health) = store.probe_replica().await {
-                metrics.replica.record(health);
+                health.publish(&metrics.replica);
             }
             store
         }

@@ -14,14 +14,6 @@ pub struct ReplicaMetrics {
     pub in_use: IntGauge,
 }
 
-impl ReplicaMetrics {
-    pub fn record(&self, health: crate::store::ReplicaHealth) {
-        self.lag.set(health.lag_seconds);
-        self.up.set(i64::from(health.up));
-        self.in_use.set(i64::from(health.in_use));
-    }
-}
-
 /// Metrics the database layer records.
 #[derive(Clone)]
 pub struct StoreMetrics {

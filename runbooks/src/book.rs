@@ -267,8 +267,8 @@ pub fn parse(id: &str, text: &str, origin: &str) -> Result<Runbook, BookError> {
             ));
         };
         let spec: StepSpec = serde_norway::from_str(&yaml).map_err(|e| {
-            let at = e.location().map_or(line, |l| line + l.line());
-            err(at, format!("step: {e}"))
+            let (at, message) = yamlerr::locate(&e, "", line);
+            err(at.line.unwrap_or(line), format!("step: {message}"))
         })?;
         let step_err = |message: String| err(line, format!("step `{}`: {message}", spec.id));
         if !valid_id(&spec.id) {

@@ -5,7 +5,7 @@
 //! Every rejection names the file and, where the YAML has one, the line of
 //! the offending value: `roster.yaml:12: unknown role `dbaa` in override`.
 
-use std::{collections::BTreeMap, fmt, path::Path, time::Duration};
+use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc, Weekday};
 use chrono_tz::Tz;
@@ -64,21 +64,8 @@ pub struct Roster {
     critical: Policy,
 }
 
-/// Where a problem is: the file and, when known, the 1-based line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Place {
-    pub origin: String,
-    pub line: Option<usize>,
-}
-
-impl fmt::Display for Place {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "{}:{line}", self.origin),
-            None => f.write_str(&self.origin),
-        }
-    }
-}
+/// Where a problem is (the platform's one YAML location).
+pub use yamlerr::At as Place;
 
 /// Why a roster was rejected. Every variant's message starts with the file
 /// (and line), in the `file:line: message` form editors jump to.
@@ -273,13 +260,8 @@ fn default_repeat() -> usize {
 /// A serde error as `file:line: message`, without serde_norway's own
 /// " at line L column C" suffix so the line is not stated twice.
 fn syntax(origin: &str, err: &serde_norway::Error) -> RosterError {
-    let mut message = err.to_string();
-    let line = err.location().map(|loc| {
-        let suffix = format!(" at line {} column {}", loc.line(), loc.column());
-        message = message.replacen(&suffix, "", 1);
-        loc.line()
-    });
-    RosterError::Syntax { at: Place { origin: origin.to_owned(), line }, message }
+    let (at, message) = yamlerr::locate(err, origin, 0);
+    RosterError::Syntax { at, message }
 }
 
 // --- Validation ------------------------------------------------------------

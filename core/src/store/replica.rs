@@ -40,6 +40,15 @@ pub struct ReplicaHealth {
     pub in_use: bool,
 }
 
+impl ReplicaHealth {
+    /// Sets the replica's gauges to this probe's findings.
+    pub fn publish(&self, metrics: &crate::metrics::ReplicaMetrics) {
+        metrics.lag.set(self.lag_seconds);
+        metrics.up.set(i64::from(self.up));
+        metrics.in_use.set(i64::from(self.in_use));
+    }
+}
+
 pub struct Replica {
     pool: AnyPool,
     max_lag: Duration,
