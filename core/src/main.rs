@@ -22,11 +22,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    #[command(flatten)]
+    settings: booking::settings::SettingsArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the HTTP API (the default). Settings come from the environment.
+    /// Serve the HTTP API (the default). Settings come from the flags below or their environment variables.
     ///
     /// Binds BOOKING_LISTEN before opening the database, so a taken port
     /// fails at once, naming the address, and creates no database.
@@ -68,7 +70,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             None
         }
     };
-    let settings = Settings::from_env()?;
+    let settings = Settings::from_args(&cli.settings)?;
     match command {
         Command::Serve => {
             let app = Application::build(settings).await.context("starting the booking service")?;

@@ -184,10 +184,132 @@ pub struct SettingsError {
     pub problem: String,
 }
 
+/// One setting as the command line knows it: its environment variable,
+/// the flag that may give it instead, and its help (with the default).
+struct Declared {
+    env: &'static str,
+    flag: &'static str,
+    help: &'static str,
+    /// Never shown in `--help` from the environment.
+    secret: bool,
+}
+
+const fn setting(env: &'static str, flag: &'static str, help: &'static str) -> Declared {
+    Declared { env, flag, help, secret: false }
+}
+
+const fn secret(env: &'static str, flag: &'static str, help: &'static str) -> Declared {
+    Declared { env, flag, help, secret: true }
+}
+
+/// Every setting, once: `booking --help` lists them (clap, each with its
+/// environment variable, as alerting's settings are), and
+/// [`Settings::from_lookup`] turns their values into a [`Settings`] with the
+/// same checks and messages whether they came from a flag or the
+/// environment. A unit test keeps this list and `from_lookup` equal.
+const SETTINGS: &[Declared] = &[
+    setting("BOOKING_LISTEN", "listen", "Listen address [default: 127.0.0.1:8080]"),
+    secret("DATABASE_URL", "database-url", "postgres://… or sqlite://… [default: sqlite://booking.db]"),
+    setting("DATABASE_MAX_CONNECTIONS", "database-max-connections", "PostgreSQL pool size [default: 16]"),
+    secret("DATABASE_READ_URL", "database-read-url", "A PostgreSQL streaming replica for catalogue reads"),
+    setting(
+        "DATABASE_READ_MAX_LAG_SECS",
+        "database-read-max-lag-secs",
+        "Past this replica lag, catalogue reads go to the primary [default: 5]",
+    ),
+    secret("REDIS_URL", "redis-url", "redis://… or redis+cluster://…,… [default: the in-process queue]"),
+    setting("REDIS_KEY_PREFIX", "redis-key-prefix", "Prefix of every Redis key [default: booking]"),
+    secret("ADMIN_KEY", "admin-key", "X-Admin-Key for /v1/admin/* [default: dev-admin-key, loopback only]"),
+    secret("TOKEN_SECRET", "token-secret", "HMAC key of user and queue tokens [default: a dev key, loopback only]"),
+    secret("TOKEN_SECRET_PREVIOUS", "token-secret-previous", "The key TOKEN_SECRET replaced: its tokens still verify"),
+    setting("USER_TOKEN_TTL_SECS", "user-token-ttl-secs", "Bearer token lifetime [default: 86400]"),
+    setting("HOLD_SECS", "hold-secs", "How long a seat hold lasts unpaid [default: 300]"),
+    setting("MAX_HOLDS_PER_USER", "max-holds-per-user", "Live holds per user and performance [default: 4]"),
+    setting("ADMISSION_BATCH", "admission-batch", "Users admitted per concert at each tick [default: 500]"),
+    setting("ADMISSION_INTERVAL_SECS", "admission-interval-secs", "Time between admission ticks [default: 15]"),
+    setting("ADMISSION_MAX_ACTIVE", "admission-max-active", "Admitted users per concert at once [default: 20000]"),
+    setting("ACTIVE_WINDOW_SECS", "active-window-secs", "How long an admitted user stays active [default: 600]"),
+    setting("SWEEP_INTERVAL_SECS", "sweep-interval-secs", "How often expired holds are released [default: 5]"),
+    setting("SWEEP_BATCH", "sweep-batch", "Holds released per sweep statement [default: 500]"),
+    setting("SHUTDOWN_GRACE_SECS", "shutdown-grace-secs", "How long SIGTERM drains requests [default: 10]"),
+    setting("REQUEST_TIMEOUT_SECS", "request-timeout-secs", "A longer request gets 503 TIMEOUT [default: 10]"),
+    setting(
+        "HTTP_HEADER_READ_TIMEOUT_SECS",
+        "http-header-read-timeout-secs",
+        "The request head must arrive within this [default: 10]",
+    ),
+    setting(
+        "HTTP_BODY_READ_TIMEOUT_SECS",
+        "http-body-read-timeout-secs",
+        "The body must arrive within this, else 408; below REQUEST_TIMEOUT_SECS [default: 5]",
+    ),
+    setting("HTTP_IDLE_TIMEOUT_SECS", "http-idle-timeout-secs", "A connection idle this long is closed [default: 60]"),
+    setting("HTTP_MAX_CONNECTIONS", "http-max-connections", "Connections served at once [default: 10000]"),
+    setting(
+        "SIGNUP_RATE_PER_MINUTE",
+        "signup-rate-per-minute",
+        "Sign-ups per client address and minute; `off` lifts it [default: 20]",
+    ),
+    setting("TRUSTED_PROXIES", "trusted-proxies", "Addresses or CIDRs whose X-Forwarded-For names the client"),
+    setting(
+        "IDEMPOTENCY_KEY_TTL_SECS",
+        "idempotency-key-ttl-secs",
+        "How long an Idempotency-Key replays its first result [default: 86400]",
+    ),
+    setting("QUEUE_ENTRY_RATE_LIMIT", "queue-entry-rate-limit", "Queue entries per second this instance accepts"),
+];
+
+/// The settings' values as the command line parsed them (a flag, else its
+/// environment variable); [`Settings::from_args`] checks them.
+#[derive(Debug, Clone, Default)]
+pub struct SettingsArgs {
+    values: std::collections::BTreeMap<&'static str, String>,
+}
+
+impl clap::FromArgMatches for SettingsArgs {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let values =
+            SETTINGS.iter().filter_map(|s| matches.get_one::<String>(s.env).map(|v| (s.env, v.clone()))).collect();
+        Ok(Self { values })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl clap::Args for SettingsArgs {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        SETTINGS.iter().fold(command, |command, s| {
+            command.arg(
+                clap::Arg::new(s.env)
+                    .long(s.flag)
+                    .env(s.env)
+                    .hide_env_values(s.secret)
+                    .value_name("VALUE")
+                    .help(s.help)
+                    .global(true)
+                    .help_heading("Settings (flag or environment variable)"),
+            )
+        })
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        Self::augment_args(command)
+    }
+}
+
 impl Settings {
     /// Defaults overridden by the process environment.
     pub fn from_env() -> Result<Self, SettingsError> {
         Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Defaults overridden by what the command line parsed (flags, else
+    /// the environment), with the same checks as [`Settings::from_env`].
+    pub fn from_args(args: &SettingsArgs) -> Result<Self, SettingsError> {
+        Self::from_lookup(|k| args.values.get(k).cloned())
     }
 
     /// Defaults overridden by `lookup`; tests pass a map instead of the environment.
@@ -352,6 +474,35 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_declared_settings_are_exactly_the_ones_read() {
+        let read = std::cell::RefCell::new(Vec::new());
+        Settings::from_lookup(|k| {
+            read.borrow_mut().push(k.to_owned());
+            None
+        })
+        .unwrap();
+        let mut read = read.into_inner();
+        read.sort();
+        let mut declared: Vec<String> = SETTINGS.iter().map(|s| s.env.to_owned()).collect();
+        declared.sort();
+        assert_eq!(read, declared);
+    }
+
+    #[test]
+    fn a_flag_gives_a_setting_as_its_variable_would_and_bad_values_fail_alike() {
+        use clap::{Args, FromArgMatches};
+        let command = SettingsArgs::augment_args(clap::Command::new("t"));
+        let parse = |argv: &[&str]| {
+            let matches = command.clone().try_get_matches_from(argv).unwrap();
+            Settings::from_args(&SettingsArgs::from_arg_matches(&matches).unwrap())
+        };
+        let s = parse(&["t", "--hold-secs", "60", "--signup-rate-per-minute", "off"]).unwrap();
+        assert_eq!((s.hold_duration, s.signup_rate_per_minute), (Duration::from_secs(60), None));
+        let e = parse(&["t", "--hold-secs", "0"]).unwrap_err();
+        assert_eq!(e.name, "HOLD_SECS");
+    }
 
     #[test]
     fn environment_overrides_defaults_and_rejects_nonsense() {
