@@ -66,7 +66,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let telemetry = match command {
         Command::Serve => Some(telemetry::init(&booking::telemetry_config()).context("starting telemetry")?),
         _ => {
-            telemetry::init_logs(booking::SERVICE);
+            telemetry::init_logs(booking::SERVICE, telemetry::LogLines::Stdout);
             None
         }
     };

@@ -159,7 +159,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 }
             }
             _ => {
-                telemetry::init_stderr_logs(crate::SERVICE);
+                telemetry::init_logs(crate::SERVICE, telemetry::LogLines::Stderr);
                 None
             }
         };

@@ -191,7 +191,6 @@ impl TelemetryConfig {
 pub struct Telemetry {
     exporters: Vec<otlp::Exporter>,
     loki: Option<loki::LokiShipper>,
-    stdout: Option<logs::BufferedStdout>,
 }
 
 impl Telemetry {
@@ -211,9 +210,7 @@ impl Drop for Telemetry {
     /// Buffered log lines reach stdout however the process ends its `main`
     /// (an error return included).
     fn drop(&mut self) {
-        if let Some(stdout) = &self.stdout {
-            stdout.flush();
-        }
+        flush_logs();
     }
 }
 
@@ -283,15 +280,14 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         .expect("valid directives");
     let filter = SplitFilter { spans, events: log_targets(config.log_lines.default_filter()) };
     otlp::set_value_length_limit_from_env();
-    let (stdout, stderr, buffered) = match config.log_lines {
+    let (stdout, stderr) = match config.log_lines {
         LogLines::Stdout => {
-            let buffered = logs::BufferedStdout::start();
-            let _ = STDOUT.set(buffered.clone());
-            (Some(logs::JsonLines::new(config.service_name.clone(), buffered.clone())), None, Some(buffered))
+            let buffered = STDOUT.get_or_init(logs::BufferedStdout::start).clone();
+            (Some(logs::JsonLines::new(config.service_name.clone(), buffered)), None)
         }
-        LogLines::Stderr => (None, Some(logs::JsonLines::new(config.service_name.clone(), std::io::stderr)), None),
+        LogLines::Stderr => (None, Some(logs::JsonLines::new(config.service_name.clone(), std::io::stderr))),
     };
-    let mut telemetry = Telemetry { exporters: Vec::new(), loki: None, stdout: buffered };
+    let mut telemetry = Telemetry { exporters: Vec::new(), loki: None };
     let resource = otlp::resource(&config.resource);
     let scope = otlp::scope(&config.service_name);
     let mut exporter = |signal, to: &otlp::Destination, settings| -> Result<otlp::Queue, TelemetryError> {
@@ -357,18 +353,16 @@ pub fn flush_logs() {
 /// a record must never produce another one to ship.
 const EXPORTER_TARGETS: [&str; 6] = ["opentelemetry", "tonic", "h2", "hyper", "reqwest", "loki_push"];
 
-/// Logs only, on stdout, for commands that are not a server.
-pub fn init_logs(service: &str) {
-    let stdout = logs::JsonLines::new(service.to_owned(), std::io::stdout);
-    let _ = tracing_subscriber::registry().with(log_targets(SERVER_LOGS)).with(stdout).try_init();
-}
-
-/// Logs only, on stderr, for a command line tool whose stdout is its
-/// report: `RUST_LOG` chooses what is written, else warnings and errors
-/// (a terminal shows the report alone).
-pub fn init_stderr_logs(service: &str) {
-    let stderr = logs::JsonLines::new(service.to_owned(), std::io::stderr);
-    let _ = tracing_subscriber::registry().with(log_targets(LogLines::Stderr.default_filter())).with(stderr).try_init();
+/// Logs only (no spans, no export), written straight to `to` with its
+/// default filter unless `RUST_LOG` says otherwise: for commands that are
+/// not a server.
+pub fn init_logs(service: &str, to: LogLines) {
+    let registry = tracing_subscriber::registry().with(log_targets(to.default_filter()));
+    let name = service.to_owned();
+    let _ = match to {
+        LogLines::Stdout => registry.with(logs::JsonLines::new(name, std::io::stdout)).try_init(),
+        LogLines::Stderr => registry.with(logs::JsonLines::new(name, std::io::stderr)).try_init(),
+    };
 }
 
 /// Whether an event comes from the telemetry exporters' own stack.

@@ -572,35 +572,27 @@ impl Service {
             alerting.page = %tag,
             alerting.recipients = to.len(),
         );
-        self.write_everywhere(store, incidents, tag, page, to, now).instrument(span).await
-    }
-
-    async fn write_everywhere(
-        &self,
-        store: &incidents::Store,
-        incidents: &[i64],
-        tag: &str,
-        page: &Page,
-        to: &[Recipient],
-        now: i64,
-    ) -> Result<Vec<&'static str>, ServiceError> {
-        let mut used = Vec::new();
-        let page_json = serde_json::to_string(page)?;
-        for channel in [Channel::Slack, Channel::Email, Channel::Console] {
-            if self.channels.get(channel).is_none() {
-                continue;
+        async {
+            let mut used = Vec::new();
+            let page_json = serde_json::to_string(page)?;
+            for channel in [Channel::Slack, Channel::Email, Channel::Console] {
+                if self.channels.get(channel).is_none() {
+                    continue;
+                }
+                let reachable = reachable(channel, to);
+                if reachable.is_empty() {
+                    continue;
+                }
+                let recipients = serde_json::to_string(&reachable)?;
+                let key = format!("{tag}:{}", channel.as_str());
+                store.enqueue_group(incidents, &key, channel.as_str(), &recipients, &page_json, now).await?;
+                self.ring(channel);
+                used.push(channel.as_str());
             }
-            let reachable = reachable(channel, to);
-            if reachable.is_empty() {
-                continue;
-            }
-            let recipients = serde_json::to_string(&reachable)?;
-            let key = format!("{tag}:{}", channel.as_str());
-            store.enqueue_group(incidents, &key, channel.as_str(), &recipients, &page_json, now).await?;
-            self.ring(channel);
-            used.push(channel.as_str());
+            Ok(used)
         }
-        Ok(used)
+        .instrument(span)
+        .await
     }
 
     pub async fn ack(&self, id: i64, who: impl Into<Who>, now: i64) -> Result<Incident, ServiceError> {
